@@ -1,0 +1,342 @@
+"""ssm-lab: start, inspect, disturb and stop the offline SSM lab.
+
+    eval "$(ssm-lab up --nodes 3)"     # prints only export lines on stdout
+    ssm-lab status
+    ssm-lab down
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+from . import common, provision
+
+ENV_FILE = "env.json"
+
+
+def _err(message: str) -> None:
+    sys.stderr.write(f"ssm-lab: {message}\n")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return handle.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _read_pid(state: str, name: str) -> int | None:
+    try:
+        with open(os.path.join(state, f"{name}.pid"), encoding="utf-8") as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _load_env(state: str) -> dict | None:
+    try:
+        with open(os.path.join(state, ENV_FILE), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def _request(endpoint: str, path: str, method: str = "GET", body: dict | None = None, timeout: float = 10):
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"{endpoint}/_lab/{path}", data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.load(response)
+
+
+def _plugin_path() -> str:
+    found = shutil.which("ssm-lab-plugin", path=os.path.dirname(sys.executable)) or shutil.which("ssm-lab-plugin")
+    return found or os.path.join(os.path.dirname(sys.executable), "ssm-lab-plugin")
+
+
+def exports(env: dict) -> str:
+    return "".join(f"export {k}={v}\n" for k, v in env.items())
+
+
+def client(service: str, env: dict):
+    import boto3
+
+    return boto3.client(service, endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+
+
+def _wait(predicate, timeout: float, interval: float = 0.2) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if predicate():
+                return True
+        except (OSError, urllib.error.URLError, ValueError):
+            pass
+        time.sleep(interval)
+    return False
+
+
+def cmd_up(args) -> int:
+    state = common.state_dir(args.state_dir)
+    if os.geteuid() != 0:
+        _err("the lab isolates each node with a mount namespace, an overlay and a chroot: run it as root")
+        return 2
+    for name in ("controlplane", "agents"):
+        pid = _read_pid(state, name)
+        if pid and _alive(pid):
+            _err(f"a lab is already running in {state} (pid {pid}); run 'ssm-lab down' first")
+            return 2
+    faults = {}
+    if args.profile:
+        faults["profile"] = args.profile
+    if args.faults:
+        faults.update(json.loads(args.faults))
+    os.makedirs(state, exist_ok=True)
+    shutil.rmtree(os.path.join(state, "nodes"), ignore_errors=True)
+    port, message_port = common.free_port(), common.free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    child_env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "PYTHONUNBUFFERED": "1"}
+    with open(os.path.join(state, "controlplane.log"), "ab") as log:
+        control = subprocess.Popen(
+            [sys.executable, "-m", "ssm_lab.controlplane", "--port", str(port), "--message-port", str(message_port),
+             "--faults", json.dumps(faults)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=child_env,
+        )
+    with open(os.path.join(state, "controlplane.pid"), "w", encoding="utf-8") as handle:
+        handle.write(str(control.pid))
+    if not _wait(lambda: _request(endpoint, "health", timeout=1)["ok"], 30):
+        _err(f"the control plane did not start; see {state}/controlplane.log")
+        _stop(state)
+        return 1
+    env = {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": common.ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": common.SECRET_KEY,
+        "AWS_DEFAULT_REGION": common.REGION,
+        "AWS_REGION": common.REGION,
+        "AWS_SESSION_MANAGER_PLUGIN": _plugin_path(),
+        "SSM_LAB_STATE_DIR": state,
+    }
+    try:
+        nodes = _provision(env, args)
+    except Exception as error:  # noqa: BLE001 - report, clean up, fail
+        _err(f"provisioning the lab failed: {error}")
+        _stop(state)
+        return 1
+    _request(endpoint, "nodes", "POST", {"nodes": nodes})
+    with open(os.path.join(state, "agents.log"), "ab") as log:
+        agents = subprocess.Popen(
+            ["unshare", "--mount", "--propagation", "private", sys.executable, "-m", "ssm_lab.agents",
+             "--state-dir", state, "--endpoint", endpoint, "--message-port", str(message_port)],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=child_env,
+        )
+    with open(os.path.join(state, "agents.pid"), "w", encoding="utf-8") as handle:
+        handle.write(str(agents.pid))
+    with open(os.path.join(state, ENV_FILE), "w", encoding="utf-8") as handle:
+        json.dump(env, handle, indent=2)
+    real = [n for n in nodes if n["kind"] != "record"]
+
+    def ready() -> bool:
+        listed = _request(endpoint, "nodes", timeout=2)["nodes"]
+        if args.provisioned:
+            return sum(1 for n in listed if n["ping_status"] == "Online") >= len(real)
+        return sum(1 for n in listed if n["agent_connected"]) >= len(real)
+
+    if not _wait(ready, 60):
+        _err(f"the nodes did not come up in time; see {state}/agents.log")
+        _stop(state)
+        return 1
+    sys.stdout.write(exports(env))
+    _err(f"lab up: {len(real)} nodes ({'Online' if args.provisioned else 'offline until provisioned'}), "
+         f"endpoint {endpoint}, state {state}")
+    return 0
+
+
+def _provision(env: dict, args) -> list[dict]:
+    ec2 = client("ec2", env)
+    network = provision.build_network(ec2, env["AWS_DEFAULT_REGION"])
+    profile = None
+    if args.provisioned:
+        provision.provision_path(ec2, network)
+        profile = provision.provision_role(client("iam", env))
+    nodes = provision.launch_nodes(ec2, network, args.nodes, profile=profile)
+    for node in nodes[: args.sshd]:
+        node["sshd"] = True
+    nodes += provision.hybrid_nodes(args.hybrid)
+    if args.records:
+        records = provision.launch_nodes(ec2, network, args.records, first=args.nodes + 1, profile=profile)
+        for record in records:
+            record["kind"] = "record"
+        nodes += records
+    with open(os.path.join(env["SSM_LAB_STATE_DIR"], "network.json"), "w", encoding="utf-8") as handle:
+        json.dump({**network, "nodes": [n["id"] for n in nodes]}, handle, indent=2)
+    return nodes
+
+
+def _stop(state: str) -> list[int]:
+    stopped = []
+    for name in ("agents", "controlplane"):
+        pid = _read_pid(state, name)
+        if pid and _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+            stopped.append(pid)
+    _wait(lambda: not any(_alive(p) for p in stopped), 5, 0.1)
+    for pid in stopped:
+        if _alive(pid):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+    # Anything still running inside a node (its command line names the node's root): gone too.
+    marker = os.path.join(state, "nodes").encode()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != os.getpid():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                    if marker in handle.read():
+                        os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                pass
+    for name in ("agents.pid", "controlplane.pid", ENV_FILE):
+        try:
+            os.unlink(os.path.join(state, name))
+        except OSError:
+            pass
+    return stopped
+
+
+def cmd_down(args) -> int:
+    state = common.state_dir(args.state_dir)
+    stopped = _stop(state)
+    shutil.rmtree(os.path.join(state, "nodes"), ignore_errors=True)
+    _err(f"lab down ({len(stopped)} processes stopped)" if stopped else "no lab was running")
+    return 0
+
+
+def _running(args) -> dict | None:
+    state = common.state_dir(args.state_dir)
+    env = _load_env(state)
+    if env is None:
+        _err(f"no lab is running in {state}; start one with 'ssm-lab up'")
+    return env
+
+
+def cmd_env(args) -> int:
+    env = _running(args)
+    if env is None:
+        return 1
+    sys.stdout.write(exports(env))
+    return 0
+
+
+def cmd_status(args) -> int:
+    env = _running(args)
+    if env is None:
+        return 1
+    listed = _request(env["AWS_ENDPOINT_URL"], "nodes")
+    if args.json:
+        print(json.dumps(listed, indent=2))
+        return 0
+    print(f"{'NODE':<22} {'HOSTNAME':<30} {'PING STATUS':<15} {'AGENT':<6} PROBLEMS")
+    for node in listed["nodes"]:
+        codes = ",".join(p["code"] for p in node["problems"]) or "-"
+        print(f"{node['id']:<22} {node['hostname']:<30} {node['ping_status']:<15} "
+              f"{'up' if node['agent_connected'] else 'down':<6} {codes}")
+    if listed.get("records"):
+        print(f"(+ {listed['records']} record-only nodes)")
+    return 0
+
+
+def cmd_faults(args) -> int:
+    env = _running(args)
+    if env is None:
+        return 1
+    body = {}
+    if args.profile:
+        body["profile"] = args.profile
+    for name in ("api_delay", "session_start_delay", "stream_rtt", "s3_delay", "throttle_rate", "seed"):
+        value = getattr(args, name)
+        if value is not None:
+            body[name] = value
+    try:
+        print(json.dumps(_request(env["AWS_ENDPOINT_URL"], "faults", "POST" if body else "GET", body or None)))
+    except urllib.error.HTTPError as error:
+        _err(json.load(error).get("error", str(error)))
+        return 2
+    return 0
+
+
+def cmd_agent(args) -> int:
+    env = _running(args)
+    if env is None:
+        return 1
+    try:
+        result = _request(env["AWS_ENDPOINT_URL"], f"nodes/{args.node}/agent-{args.action}", "POST",
+                          {"seconds": args.seconds})
+    except urllib.error.HTTPError:
+        _err(f"no such node: {args.node}")
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ssm-lab", description="An offline AWS Session Manager lab on moto.")
+    parser.add_argument("--state-dir", help="where the lab keeps its state (default: $SSM_LAB_STATE_DIR or .lab)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start the lab; prints export lines for eval")
+    up.add_argument("--nodes", type=int, default=3, help="EC2 nodes with an agent (default 3)")
+    up.add_argument("--hybrid", type=int, default=0, help="hybrid mi- nodes with an agent")
+    up.add_argument("--records", type=int, default=0, help="EC2 instances registered in SSM with no agent process")
+    up.add_argument("--sshd", type=int, default=0, help="how many EC2 nodes answer AWS-StartSSHSession with sshd")
+    up.add_argument("--provisioned", action="store_true", help="give the nodes a role, a profile and a NAT route")
+    up.add_argument("--profile", choices=sorted(("off", "aws", "flaky")), help="a latency and fault profile")
+    up.add_argument("--faults", help='fault settings as JSON, e.g. {"api_delay": 0.1}')
+    up.set_defaults(func=cmd_up)
+
+    sub.add_parser("down", help="stop everything").set_defaults(func=cmd_down)
+    sub.add_parser("env", help="print the export lines of the running lab").set_defaults(func=cmd_env)
+    status = sub.add_parser("status", help="nodes and their ping status")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=cmd_status)
+
+    faults = sub.add_parser("faults", help="show or set the latency and fault model")
+    faults.add_argument("--profile", choices=sorted(("off", "aws", "flaky")))
+    for name in ("api_delay", "session_start_delay", "stream_rtt", "s3_delay", "throttle_rate"):
+        faults.add_argument("--" + name.replace("_", "-"), dest=name, type=float)
+    faults.add_argument("--seed", type=int)
+    faults.set_defaults(func=cmd_faults)
+
+    agent = sub.add_parser("agent", help="stop, start or drop a node's agent")
+    agent.add_argument("action", choices=("stop", "start", "drop"))
+    agent.add_argument("node")
+    agent.add_argument("--seconds", type=float, default=10.0, help="with drop: how long the agent stays away")
+    agent.set_defaults(func=cmd_agent)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

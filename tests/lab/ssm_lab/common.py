@@ -1,0 +1,142 @@
+"""Things every part of the lab agrees on: the account, the framing of the message channel, small helpers.
+
+The lab plays AWS. Nothing here may come from the collection under test: a test whose two sides share one
+rule cannot catch that rule being wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as _dt
+import json
+import os
+import secrets
+import socket
+
+ACCOUNT_ID = "123456789012"
+REGION = "us-east-1"
+ACCESS_KEY = "testing"
+SECRET_KEY = "testing"
+
+AGENT_VERSION = "3.3.1142.0"
+PLUGIN_VERSION = "1.2.707.0"
+HEARTBEAT_SECONDS = 2.0
+# The real agent's ping happens every 5 minutes, but status follows a broken prerequisite within seconds
+# because the control channel drops. The lab re-evaluates on every read, cached this long.
+STATUS_CACHE_SECONDS = 1.0
+
+AMAZON_LINUX_2023 = {
+    "PlatformType": "Linux",
+    "PlatformName": "Amazon Linux",
+    "PlatformVersion": "2023",
+    "os_release": (
+        'NAME="Amazon Linux"\nVERSION="2023"\nID="amzn"\nID_LIKE="fedora"\nVERSION_ID="2023"\n'
+        'PLATFORM_ID="platform:al2023"\nPRETTY_NAME="Amazon Linux 2023.6.20241121"\nANSI_COLOR="0;33"\n'
+        'CPE_NAME="cpe:2.3:o:amazon:amazon_linux:2023"\nHOME_URL="https://aws.amazon.com/linux/amazon-linux-2023/"\n'
+        'SUPPORT_END="2029-06-30"\n'
+    ),
+}
+UBUNTU_2404 = {
+    "PlatformType": "Linux",
+    "PlatformName": "Ubuntu",
+    "PlatformVersion": "24.04",
+    "os_release": (
+        'PRETTY_NAME="Ubuntu 24.04.1 LTS"\nNAME="Ubuntu"\nVERSION_ID="24.04"\nVERSION="24.04.1 LTS (Noble Numbat)"\n'
+        'VERSION_CODENAME=noble\nID=ubuntu\nID_LIKE=debian\nHOME_URL="https://www.ubuntu.com/"\n'
+        "UBUNTU_CODENAME=noble\n"
+    ),
+}
+PLATFORMS = {"al2023": AMAZON_LINUX_2023, "ubuntu2404": UBUNTU_2404}
+
+
+def now() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def epoch(value: _dt.datetime | None) -> float | None:
+    """AWS JSON protocols carry timestamps as epoch seconds."""
+    return None if value is None else value.timestamp()
+
+
+def random_hex(n: int) -> str:
+    return secrets.token_hex((n + 1) // 2)[:n]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def state_dir(path: str | None = None) -> str:
+    return os.path.abspath(path or os.environ.get("SSM_LAB_STATE_DIR") or ".lab")
+
+
+# --- framing of the message channel --------------------------------------------------------------------
+# Every connection to the message port starts with one JSON line (the "hello" of its role); a control
+# channel then carries JSON lines both ways, a data channel raw bytes.
+
+
+def dump_line(message: dict) -> bytes:
+    return json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+async def read_line(reader: asyncio.StreamReader, limit_s: float | None = None) -> dict | None:
+    try:
+        raw = await asyncio.wait_for(reader.readline(), limit_s) if limit_s else await reader.readline()
+    except (asyncio.TimeoutError, ConnectionError, asyncio.LimitOverrunError, ValueError):
+        return None
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, on_data=None, delay: float = 0.0) -> None:
+    """Copy bytes until EOF; optionally tee them and delay each chunk by a one-way latency.
+
+    The delay shifts delivery, it does not throttle: a chunk read at t is written at t+delay, in order.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue | None = asyncio.Queue() if delay > 0 else None
+
+    async def delayed_writer():
+        while True:
+            due, data = await queue.get()
+            if data is None:
+                return
+            wait = due - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            writer.write(data)
+            await writer.drain()
+
+    sender = asyncio.ensure_future(delayed_writer()) if queue is not None else None
+    try:
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                break
+            if on_data:
+                on_data(data)
+            if queue is not None:
+                queue.put_nowait((loop.time() + delay, data))
+            else:
+                writer.write(data)
+                await writer.drain()
+    except (ConnectionError, asyncio.CancelledError):
+        pass
+    finally:
+        if sender is not None:
+            queue.put_nowait((0, None))
+            try:
+                await sender
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+        try:
+            if writer.can_write_eof():
+                writer.write_eof()
+        except (OSError, RuntimeError):
+            pass

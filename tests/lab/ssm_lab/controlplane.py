@@ -1,0 +1,273 @@
+"""The lab's control plane: moto's server behind a front that adds what moto lacks.
+
+One process serves, on one loopback HTTP port, every AWS API the collection calls (moto, plus the SSM
+actions of ``ssmapi``), the lab's own admin API under ``/_lab/``, and, on a second port, the message channel
+that agents connect out to and session-manager-plugin connects in to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import signal
+import sys
+import time
+import urllib.parse
+
+os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
+
+from moto.backends import get_backend  # noqa: E402
+from moto.moto_server.werkzeug_app import (  # noqa: E402
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import make_server  # noqa: E402
+
+from . import common, prefs  # noqa: E402
+from .messages import MessageServer  # noqa: E402
+from .registry import Node, Registry  # noqa: E402
+from .ssmapi import ApiError, SsmApi  # noqa: E402
+
+log = logging.getLogger("ssm_lab.controlplane")
+
+
+class LabApp:
+    """WSGI front: faults, the SSM extensions, fixes to moto, the admin API; the rest goes to moto."""
+
+    def __init__(self, registry: Registry, messages: MessageServer, endpoint: str) -> None:
+        self.registry = registry
+        self.messages = messages
+        self.endpoint = endpoint
+        self.moto = DomainDispatcherApplication(create_backend_app)
+        self.ssm = SsmApi(registry, messages, endpoint)
+
+    # --- WSGI ----------------------------------------------------------------------------------------------
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_lab/"):
+            return self.admin(environ, start_response)
+        body = self._body(environ)
+        target = environ.get("HTTP_X_AMZ_TARGET", "")
+        service = self._service(environ)
+        faults = self.registry.faults
+        delay = faults.s3_delay if service == "s3" else faults.api_delay
+        if delay:
+            time.sleep(delay)
+        action = target.split(".", 1)[1] if "." in target else self._query_action(body, environ)
+        self.registry.count_call(f"{service}:{action}")
+        if service != "s3" and faults.throttled():
+            return self._throttle(service, target, start_response)
+        if target.startswith("AmazonSSM."):
+            try:
+                request = json.loads(body or b"{}")
+            except ValueError:
+                request = {}
+            if self.ssm.handles(action, request):
+                return self._ssm_call(action, request, environ, start_response)
+        if service == "ec2" and action == "ModifyVpcEndpoint":
+            return self._modify_vpc_endpoint(body, environ, start_response)
+        return self.moto(environ, start_response)
+
+    @staticmethod
+    def _body(environ) -> bytes:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = 0
+        stream = environ["wsgi.input"]
+        if length:
+            body = stream.read(length)
+        elif environ.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked":
+            body = stream.read()
+        else:
+            body = b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
+        environ.pop("HTTP_TRANSFER_ENCODING", None)
+        return body
+
+    @staticmethod
+    def _service(environ) -> str:
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        if "Credential=" in auth:
+            try:
+                return auth.split("Credential=", 1)[1].split("/")[3]
+            except IndexError:
+                return ""
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        credential = (query.get("X-Amz-Credential") or [""])[0]
+        if credential:
+            parts = credential.split("/")
+            return parts[3] if len(parts) > 3 else ""
+        return "s3" if environ.get("REQUEST_METHOD") in ("GET", "PUT", "HEAD", "DELETE") else ""
+
+    @staticmethod
+    def _query_action(body: bytes, environ) -> str:
+        if body and b"Action=" in body[:4096]:
+            form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+            return (form.get("Action") or [""])[0]
+        query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+        return (query.get("Action") or [environ.get("REQUEST_METHOD", "")])[0]
+
+    def _throttle(self, service: str, target: str, start_response):
+        if target:
+            return self._json(start_response, 400, {"__type": "ThrottlingException", "message": "Rate exceeded"},
+                              {"x-amzn-ErrorType": "ThrottlingException"})
+        code = "RequestLimitExceeded" if service == "ec2" else "Throttling"
+        xml = (f"<ErrorResponse><Error><Type>Sender</Type><Code>{code}</Code><Message>Rate exceeded</Message>"
+               f"</Error><RequestId>lab</RequestId></ErrorResponse>")
+        if service == "ec2":
+            xml = (f"<Response><Errors><Error><Code>{code}</Code><Message>Request limit exceeded.</Message></Error>"
+                   f"</Errors><RequestID>lab</RequestID></Response>")
+        start_response("503 Service Unavailable" if service == "ec2" else "400 Bad Request",
+                       [("Content-Type", "text/xml")])
+        return [xml.encode()]
+
+    def _ssm_call(self, action: str, request: dict, environ, start_response):
+        try:
+            result = self.ssm.call(action, request, environ.get("HTTP_AUTHORIZATION", ""))
+        except ApiError as error:
+            return self._json(start_response, error.status, {"__type": error.code, "message": error.message},
+                              {"x-amzn-ErrorType": error.code})
+        return self._json(start_response, 200, result)
+
+    def _modify_vpc_endpoint(self, body: bytes, environ, start_response):
+        """moto accepts PrivateDnsEnabled on ModifyVpcEndpoint and ignores it; AWS applies it."""
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        response = self.moto(environ, _Capture(start_response))
+        wanted = (form.get("PrivateDnsEnabled") or [None])[0]
+        endpoint_id = (form.get("VpcEndpointId") or [""])[0]
+        if wanted is not None:
+            ec2 = get_backend("ec2")[self.registry.account_id][self.registry.region]
+            endpoint = ec2.vpc_end_points.get(endpoint_id)
+            if endpoint is not None:
+                endpoint.private_dns_enabled = wanted.lower() == "true"
+                for node in self.registry.nodes.values():
+                    node._cache = None
+        return response
+
+    @staticmethod
+    def _json(start_response, status: int, payload: dict, headers: dict | None = None):
+        data = json.dumps(payload, default=str).encode()
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 500: "Internal Server Error"}.get(status, "Error")
+        start_response(f"{status} {reason}", [("Content-Type", "application/x-amz-json-1.1"),
+                                              ("Content-Length", str(len(data))), *(headers or {}).items()])
+        return [data]
+
+    # --- admin API -----------------------------------------------------------------------------------------
+    def admin(self, environ, start_response):
+        path = environ["PATH_INFO"][len("/_lab/"):].strip("/")
+        method = environ.get("REQUEST_METHOD", "GET")
+        body = self._body(environ)
+        try:
+            request = json.loads(body) if body else {}
+            result = self._admin(method, path.split("/"), request)
+        except (ValueError, KeyError) as error:
+            return self._json(start_response, 400, {"error": str(error)})
+        if result is None:
+            return self._json(start_response, 404, {"error": f"no such lab resource: {path}"})
+        return self._json(start_response, 200, result)
+
+    def _admin(self, method: str, parts: list[str], request: dict):
+        registry = self.registry
+        if parts == ["health"]:
+            return {"ok": True, "message_port": self.messages.port}
+        if parts == ["nodes"] and method == "GET":
+            return {"nodes": [self._node_status(n) for n in list(registry.nodes.values()) if n.kind != "record"],
+                    "records": sum(1 for n in registry.nodes.values() if n.kind == "record")}
+        if parts == ["nodes"] and method == "POST":
+            for item in request["nodes"]:
+                registry.add_node(Node(**item))
+            return {"added": len(request["nodes"])}
+        if parts == ["agents"]:
+            # What the agent host should run: every node with an agent process, and whether it is up.
+            return {"agents": [
+                {"id": n.id, "hostname": n.hostname, "platform": n.platform, "run": n.agent_should_run(),
+                 "sshd": n.sshd, "os_release": n.platform_info()["os_release"]}
+                for n in list(registry.nodes.values()) if n.kind != "record"
+            ]}
+        if len(parts) == 3 and parts[0] == "nodes" and parts[2] in ("agent-stop", "agent-start", "agent-drop"):
+            node = registry.nodes.get(parts[1])
+            if node is None:
+                return None
+            if parts[2] == "agent-stop":
+                node.agent_wanted = False
+            elif parts[2] == "agent-start":
+                node.agent_wanted, node.agent_down_until = True, 0.0
+            else:
+                node.agent_down_until = time.time() + float(request.get("seconds", 10))
+            if not node.agent_should_run() and node.agent is not None:
+                node.agent.dropping = True
+                node.agent.send({"t": "drop"})
+            node._cache = None
+            return self._node_status(node)
+        if parts == ["faults"]:
+            if method == "POST":
+                registry.faults.update(request)
+            return registry.faults.as_dict()
+        if parts == ["calls"]:
+            if method == "DELETE":
+                with registry.lock:
+                    registry.api_calls.clear()
+            return {"calls": dict(registry.api_calls), "total": sum(registry.api_calls.values())}
+        return None
+
+    def _node_status(self, node: Node) -> dict:
+        problems = self.registry.problems(node, use_cache=False)
+        return {
+            "id": node.id,
+            "kind": node.kind,
+            "hostname": node.hostname,
+            "ip": node.ip,
+            "ping_status": self.registry.ping_status(node) or "NotRegistered",
+            "agent_connected": node.agent is not None,
+            "problems": [{"prerequisite": p.prerequisite, "code": p.code, "message": p.message} for p in problems],
+            "s3_path": self.registry.s3_reachable(node),
+        }
+
+
+class _Capture:
+    def __init__(self, start_response) -> None:
+        self.start_response = start_response
+
+    def __call__(self, status, headers, exc_info=None):
+        return self.start_response(status, headers, exc_info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ssm-lab-controlplane")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--message-port", type=int, required=True)
+    parser.add_argument("--faults", default="{}", help="JSON object of fault settings")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+
+    registry = Registry()
+    registry.faults.update(json.loads(args.faults))
+    endpoint = f"http://{args.host}:{args.port}"
+    messages = MessageServer(registry, args.host, args.message_port,
+                             on_session_end=lambda s: prefs.upload_transcript(registry, endpoint, s))
+    messages.start()
+    app = LabApp(registry, messages, endpoint)
+    server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+
+    def stop(*_):
+        raise SystemExit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    log.info("control plane on %s, messages on %s:%s", endpoint, args.host, args.message_port)
+    try:
+        server.serve_forever()
+    except (SystemExit, KeyboardInterrupt):
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

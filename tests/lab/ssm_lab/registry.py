@@ -1,0 +1,225 @@
+"""The control plane's own state: managed nodes, sessions, commands, service settings, the fault model.
+
+moto keeps EC2, IAM, S3, Logs, KMS and SSM documents; this keeps what moto does not model. All access goes
+through one lock: the HTTP server is threaded and the message server runs on its own event loop.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import common, reachability
+
+DHMC_SETTING = "/ssm/managed-instance/default-ec2-instance-management-role"
+SERVICE_SETTING_DEFAULTS = {DHMC_SETTING: "$None"}
+
+
+@dataclass
+class FaultModel:
+    """Latency and faults, all off by default."""
+
+    api_delay: float = 0.0  # seconds added to every AWS API call (S3 excepted)
+    session_start_delay: float = 0.0  # seconds added to StartSession
+    stream_rtt: float = 0.0  # seconds of round trip on every session stream
+    s3_delay: float = 0.0  # seconds added to every S3 request, presigned ones from nodes included
+    throttle_rate: float = 0.0  # share of API calls that fail with ThrottlingException
+    seed: int | None = None
+    _rng: random.Random = field(default_factory=random.Random, repr=False)
+
+    PROFILES = {
+        "off": {},
+        # Figures of the order seen on AWS from a controller in the same region.
+        "aws": {"api_delay": 0.1, "session_start_delay": 0.7, "stream_rtt": 0.03, "s3_delay": 0.06},
+        "flaky": {"api_delay": 0.05, "throttle_rate": 0.05},
+    }
+
+    def update(self, values: dict[str, Any]) -> None:
+        profile = values.get("profile")
+        if profile:
+            if profile not in self.PROFILES:
+                raise ValueError(f"unknown fault profile {profile!r}; known: {', '.join(self.PROFILES)}")
+            for name in ("api_delay", "session_start_delay", "stream_rtt", "s3_delay", "throttle_rate"):
+                setattr(self, name, 0.0)
+            values = {**self.PROFILES[profile], **{k: v for k, v in values.items() if k != "profile"}}
+        for name, value in values.items():
+            if name in ("api_delay", "session_start_delay", "stream_rtt", "s3_delay", "throttle_rate"):
+                value = float(value)
+                if value < 0 or (name == "throttle_rate" and value > 1):
+                    raise ValueError(f"{name} out of range: {value}")
+                setattr(self, name, value)
+            elif name == "seed":
+                self.seed = None if value is None else int(value)
+                self._rng.seed(self.seed)
+            else:
+                raise ValueError(f"unknown fault setting {name!r}")
+
+    def throttled(self) -> bool:
+        return self.throttle_rate > 0 and self._rng.random() < self.throttle_rate
+
+    def as_dict(self) -> dict:
+        return {
+            "api_delay": self.api_delay,
+            "session_start_delay": self.session_start_delay,
+            "stream_rtt": self.stream_rtt,
+            "s3_delay": self.s3_delay,
+            "throttle_rate": self.throttle_rate,
+            "seed": self.seed,
+        }
+
+
+@dataclass
+class Node:
+    id: str
+    kind: str  # "ec2" | "hybrid" | "record" (a registration with no agent process, for scale tests)
+    hostname: str
+    ip: str
+    platform: str = "al2023"
+    name: str = ""  # hybrid nodes: the activation's default instance name
+    tags: dict[str, str] = field(default_factory=dict)  # hybrid nodes: SSM tags
+    iam_role: str = ""  # hybrid nodes: the activation's service role
+    registered_at: float = field(default_factory=time.time)
+    agent_wanted: bool = True  # the node's service manager: should the agent run?
+    agent_down_until: float = 0.0  # a transient drop (fault model)
+    sshd: bool = False  # answers AWS-StartSSHSession with sshd -i inside the node
+    agent: Any = None  # the live control channel, set by the message server
+    agent_seen: float | None = None
+    ever_online: bool = False
+    last_ping: float | None = None
+    _cache: tuple[float, list] | None = None
+
+    def platform_info(self) -> dict:
+        return common.PLATFORMS.get(self.platform, common.AMAZON_LINUX_2023)
+
+    def resource_type(self) -> str:
+        return "EC2Instance" if self.kind in ("ec2", "record") and self.id.startswith("i-") else "ManagedInstance"
+
+    def agent_should_run(self) -> bool:
+        return self.agent_wanted and time.time() >= self.agent_down_until
+
+
+@dataclass
+class Session:
+    id: str
+    target: str
+    document: str
+    session_type: str  # Standard_Stream | Port | InteractiveCommands
+    parameters: dict
+    owner: str
+    reason: str
+    token: str
+    run_as: str
+    preferences: dict
+    started: float = field(default_factory=time.time)
+    ended: float | None = None
+    status: str = "Connecting"  # Connecting | Connected | Disconnected | Terminating | Terminated | Failed
+    details: str = ""
+    last_activity: float = field(default_factory=time.time)
+    transcript: bytearray = field(default_factory=bytearray)
+    output_url: dict = field(default_factory=dict)
+    streams: set = field(default_factory=set)
+    next_stream: int = 0
+
+    def active(self) -> bool:
+        return self.status in ("Connecting", "Connected", "Disconnected")
+
+
+@dataclass
+class Invocation:
+    command_id: str
+    instance_id: str
+    status: str = "Pending"
+    details: str = "Pending"
+    response_code: int = -1
+    stdout: str = ""
+    stderr: str = ""
+    started: float | None = None
+    ended: float | None = None
+    stdout_url: str = ""
+    stderr_url: str = ""
+
+
+@dataclass
+class Command:
+    id: str
+    document: str
+    parameters: dict
+    instance_ids: list[str]
+    targets: list[dict]
+    comment: str
+    max_concurrency: str
+    max_errors: str
+    timeout_seconds: int
+    output_bucket: str
+    output_prefix: str
+    cloudwatch: dict
+    requested: float = field(default_factory=time.time)
+    status: str = "Pending"
+    details: str = "Pending"
+    invocations: dict[str, Invocation] = field(default_factory=dict)
+
+    def counts(self) -> tuple[int, int, int]:
+        done = [i for i in self.invocations.values() if i.status not in ("Pending", "InProgress", "Delayed")]
+        errors = [i for i in self.invocations.values() if i.details in ("Failed", "ExecutionTimedOut")]
+        delivery = [i for i in self.invocations.values() if i.details == "DeliveryTimedOut"]
+        return len(done), len(errors), len(delivery)
+
+
+class Registry:
+    def __init__(self, account_id: str = common.ACCOUNT_ID, region: str = common.REGION) -> None:
+        self.lock = threading.RLock()
+        self.account_id = account_id
+        self.region = region
+        self.nodes: dict[str, Node] = {}
+        self.sessions: dict[str, Session] = {}
+        self.commands: dict[str, Command] = {}
+        self.settings: dict[str, dict] = {}
+        self.faults = FaultModel()
+        self.api_calls: dict[str, int] = {}
+
+    # --- nodes -----------------------------------------------------------------------------------------
+    def add_node(self, node: Node) -> None:
+        with self.lock:
+            self.nodes[node.id] = node
+
+    def dhmc_role(self) -> str | None:
+        value = self.settings.get(DHMC_SETTING, {}).get("value")
+        return None if value in (None, "", "$None") else value
+
+    def problems(self, node: Node, use_cache: bool = True) -> list[reachability.Problem]:
+        """Why the node is not Online right now (empty: it is)."""
+        stamp = time.time()
+        if use_cache and node._cache and stamp - node._cache[0] < common.STATUS_CACHE_SECONDS:
+            return node._cache[1]
+        found: list[reachability.Problem] = []
+        if node.kind == "record":
+            pass
+        elif node.agent is None:
+            found.append(
+                reachability.Problem("agent", "AGENT_NOT_CONNECTED", f"the SSM Agent on {node.id} is not running")
+            )
+        if node.kind == "ec2":
+            found.extend(reachability.node_problems(self.account_id, self.region, node.id, self.dhmc_role()))
+        if not found:
+            node.ever_online = True
+            node.last_ping = stamp
+        node._cache = (stamp, found)
+        return found
+
+    def ping_status(self, node: Node) -> str | None:
+        """Online, ConnectionLost, or None while the node never registered."""
+        if not self.problems(node):
+            return "Online"
+        return "ConnectionLost" if node.ever_online else None
+
+    def s3_reachable(self, node: Node) -> bool:
+        if node.kind != "ec2":
+            return True
+        return not reachability.s3_path_problems(self.account_id, self.region, node.id)
+
+    def count_call(self, action: str) -> None:
+        with self.lock:
+            self.api_calls[action] = self.api_calls.get(action, 0) + 1

@@ -1,0 +1,135 @@
+"""A lab node's own files, hostname and processes.
+
+Each node is an overlay over ``/`` (so it has the machine's programs) with its own upper directory under the
+lab's state directory (so what a task writes stays in the node), mounted in the agent host's private mount
+namespace. Every shell or command runs chrooted into it, in new UTS, IPC, PID and mount namespaces, with
+its own hostname and /proc. Nothing listens on a port.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+
+SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SSM_USER = "ssm-user"
+SUDOERS_FILE = "/etc/sudoers.d/ssm-agent-users"
+
+
+class SandboxError(Exception):
+    pass
+
+
+class Sandbox:
+    def __init__(self, state_dir: str, node_id: str, hostname: str, os_release: str) -> None:
+        self.node_id = node_id
+        self.hostname = hostname
+        self.os_release = os_release
+        self.base = os.path.join(state_dir, "nodes", node_id)
+        self.upper = os.path.join(self.base, "upper")
+        self.work = os.path.join(self.base, "work")
+        self.root = os.path.join(self.base, "root")
+        self._mounted = False
+
+    # --- the node's file system ----------------------------------------------------------------------------
+    def ensure(self) -> None:
+        if self._mounted:
+            return
+        for path in (self.upper, self.work, self.root):
+            os.makedirs(path, exist_ok=True)
+        if not os.path.ismount(self.root):
+            self._seed()
+            self._run(["mount", "-t", "overlay", "overlay", "-o",
+                       f"lowerdir=/,upperdir={self.upper},workdir={self.work}", self.root])
+            self._run(["mount", "--rbind", "/dev", os.path.join(self.root, "dev")])
+            self._run(["mount", "--make-rslave", os.path.join(self.root, "dev")])
+            self._run(["mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", os.path.join(self.root, "run")])
+            os.makedirs(os.path.join(self.root, "run", "lock"), exist_ok=True)
+        self._mounted = True
+
+    def _seed(self) -> None:
+        """Files that make the node itself: written into the upper layer before the first mount."""
+        etc = os.path.join(self.upper, "etc")
+        os.makedirs(etc, exist_ok=True)
+        marker = os.path.join(self.upper, ".lab-seeded")
+        if os.path.exists(marker):
+            return
+        files = {
+            "etc/hostname": self.hostname + "\n",
+            "etc/hosts": f"127.0.0.1 localhost\n127.0.1.1 {self.hostname}\n::1 localhost ip6-localhost\n",
+            "etc/os-release": self.os_release,
+            "etc/machine-id": self.node_id.replace("-", "").ljust(32, "0")[:32] + "\n",
+            "var/lib/amazon/ssm/registration": f'{{"ManagedInstanceID":"{self.node_id}","Region":"lab"}}\n',
+        }
+        for rel, content in files.items():
+            path = os.path.join(self.upper, rel)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            if os.path.islink(path):
+                os.unlink(path)
+            with open(path, "w", encoding="utf-8") as handle:
+                handle.write(content)
+        # /etc/os-release is a link to /usr/lib/os-release on many systems; shadow both.
+        usr_lib = os.path.join(self.upper, "usr", "lib")
+        os.makedirs(usr_lib, exist_ok=True)
+        with open(os.path.join(usr_lib, "os-release"), "w", encoding="utf-8") as handle:
+            handle.write(self.os_release)
+        open(marker, "w").close()
+
+    @staticmethod
+    def _run(argv: list[str]) -> None:
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise SandboxError(f"{' '.join(argv)}: {result.stderr.strip()}")
+
+    def path(self, inside: str) -> str:
+        return os.path.join(self.root, inside.lstrip("/"))
+
+    # --- users ---------------------------------------------------------------------------------------------
+    def user(self, name: str) -> tuple[int, int, str] | None:
+        try:
+            with open(self.path("/etc/passwd"), encoding="utf-8") as handle:
+                for line in handle:
+                    fields = line.rstrip("\n").split(":")
+                    if len(fields) >= 7 and fields[0] == name:
+                        return int(fields[2]), int(fields[3]), fields[5]
+        except OSError:
+            return None
+        return None
+
+    def ensure_ssm_user(self) -> None:
+        """The agent creates ssm-user with sudo rights on the first session, as the real one does."""
+        if self.user(SSM_USER) is None:
+            result = subprocess.run(["chroot", self.root, "useradd", "-m", "-s", "/bin/bash", SSM_USER],
+                                    capture_output=True, text=True, check=False)
+            if result.returncode != 0 and self.user(SSM_USER) is None:
+                raise SandboxError(f"could not create {SSM_USER}: {result.stderr.strip()}")
+        sudoers = self.path(SUDOERS_FILE)
+        if not os.path.exists(sudoers):
+            os.makedirs(os.path.dirname(sudoers), exist_ok=True)
+            with open(sudoers, "w", encoding="utf-8") as handle:
+                handle.write(f"# User rules for {SSM_USER}\n{SSM_USER} ALL=(ALL) NOPASSWD:ALL\n")
+            os.chmod(sudoers, 0o440)
+
+    # --- processes -----------------------------------------------------------------------------------------
+    def argv(self, inner: list[str], user: str = "root", workdir: str = "", env: dict | None = None) -> list[str]:
+        """The command line that runs ``inner`` inside the node as ``user``."""
+        self.ensure()
+        found = self.user(user)
+        if found is None:
+            raise SandboxError(f"user {user} does not exist on {self.node_id}")
+        uid, gid, home = found
+        variables = {"PATH": SAFE_PATH, "HOME": home, "USER": user, "LOGNAME": user, "SHELL": "/bin/bash",
+                     "TERM": "xterm-256color", "LANG": "C.UTF-8", **(env or {})}
+        inside = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in variables.items())]
+        if uid != 0:
+            inside += ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
+        inside += inner
+        start = f"cd {shlex.quote(workdir or home)} 2>/dev/null || cd /; exec " + shlex.join(inside)
+        script = (
+            f"mount -t proc proc {shlex.quote(self.path('/proc'))} && "
+            f"hostname {shlex.quote(self.hostname)} && "
+            f"exec chroot {shlex.quote(self.root)} /bin/sh -c {shlex.quote(start)}"
+        )
+        return ["unshare", "--uts", "--ipc", "--pid", "--fork", "--mount", "--propagation", "private",
+                "--kill-child", "--", "/bin/sh", "-c", script]

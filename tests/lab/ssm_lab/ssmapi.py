@@ -1,0 +1,671 @@
+"""The SSM actions moto lacks, with the request and response shapes and errors of the real JSON API."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import json
+import re
+import threading
+import time
+
+from moto.backends import get_backend
+
+from . import common, prefs
+from .registry import DHMC_SETTING, SERVICE_SETTING_DEFAULTS, Command, Invocation, Registry, Session
+
+STDOUT_LIMIT = 24000
+STDERR_LIMIT = 8000
+LIST_OUTPUT_LIMIT = 2500
+
+AWS_SESSION_DOCUMENTS = {
+    "SSM-SessionManagerRunShell": "Standard_Stream",
+    "AWS-StartSSHSession": "Port",
+    "AWS-StartPortForwardingSession": "Port",
+    "AWS-StartPortForwardingSessionToRemoteHost": "Port",
+    "AWS-StartInteractiveCommand": "InteractiveCommands",
+    "AWS-StartNonInteractiveCommand": "InteractiveCommands",
+}
+PORT_DEFAULTS = {
+    "AWS-StartSSHSession": {"portNumber": ["22"]},
+    "AWS-StartPortForwardingSession": {"portNumber": ["80"]},
+    "AWS-StartPortForwardingSessionToRemoteHost": {"portNumber": ["80"]},
+}
+COMMAND_DOCUMENTS = {"AWS-RunShellScript": "aws:runShellScript", "AWS-RunPowerShellScript": "aws:runPowerShellScript"}
+CONCURRENCY = re.compile(r"^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$")
+ERRORS = re.compile(r"^([1-9][0-9]*|[0]|[1-9][0-9]%|[0-9]%|100%)$")
+INSTANCE_ID = re.compile(r"^(i-[0-9a-f]{8,17}|mi-[0-9a-f]{17})$")
+
+
+class ApiError(Exception):
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def _validation(message: str) -> ApiError:
+    return ApiError("ValidationException", message)
+
+
+def _page(items: list, body: dict, default: int, low: int, high: int, field: str = "MaxResults") -> tuple[list, dict]:
+    size = body.get(field)
+    if size is None:
+        size = default
+    elif not isinstance(size, int) or not low <= size <= high:
+        raise _validation(
+            f"1 validation error detected: Value '{size}' at 'maxResults' failed to satisfy constraint: "
+            f"Member must have value {'less than or equal to ' + str(high) if isinstance(size, int) and size > high else 'greater than or equal to ' + str(low)}"
+        )
+    start = 0
+    token = body.get("NextToken")
+    if token:
+        try:
+            start = int(json.loads(base64.b64decode(token))["o"])
+        except (ValueError, KeyError, TypeError):
+            raise ApiError("InvalidNextToken", "The specified token isn't valid.")
+    chunk = items[start:start + size]
+    extra = {}
+    if start + size < len(items):
+        extra["NextToken"] = base64.b64encode(json.dumps({"o": start + size}).encode()).decode()
+    return chunk, extra
+
+
+def _iso(stamp: float | None) -> str:
+    if stamp is None:
+        return ""
+    return dt.datetime.fromtimestamp(stamp, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class SsmApi:
+    def __init__(self, registry: Registry, messages, endpoint: str) -> None:
+        self.registry = registry
+        self.messages = messages
+        self.endpoint = endpoint
+
+    def handles(self, action: str, body: dict) -> bool:
+        if action in ("AddTagsToResource", "RemoveTagsFromResource", "ListTagsForResource"):
+            return body.get("ResourceType") == "ManagedInstance"
+        return hasattr(self, "action_" + action)
+
+    def call(self, action: str, body: dict, authorization: str) -> dict:
+        if action in ("AddTagsToResource", "RemoveTagsFromResource", "ListTagsForResource"):
+            return self.managed_instance_tags(action, body)
+        return getattr(self, "action_" + action)(body, authorization)
+
+    # --- helpers -------------------------------------------------------------------------------------------
+    def _ec2(self):
+        return get_backend("ec2")[self.registry.account_id][self.registry.region]
+
+    def _tags(self, node) -> dict:
+        if node.kind == "hybrid":
+            return dict(node.tags)
+        return dict(self._ec2().tags.get(node.id, {}))
+
+    def _registered(self) -> list:
+        """Nodes the service knows: those that ever reached it (or records made for scale tests)."""
+        found = []
+        for node in list(self.registry.nodes.values()):
+            status = self.registry.ping_status(node)
+            if status is not None:
+                found.append((node, status))
+        return found
+
+    # --- sessions ------------------------------------------------------------------------------------------
+    def action_StartSession(self, body: dict, authorization: str) -> dict:
+        target = body.get("Target", "")
+        document = body.get("DocumentName") or "SSM-SessionManagerRunShell"
+        session_type = AWS_SESSION_DOCUMENTS.get(document)
+        custom = None
+        if session_type is None:
+            custom = prefs.session_document(self.registry, document)
+            if custom is None:
+                raise ApiError("InvalidDocument", f"Document with name {document} does not exist.")
+            session_type = custom.get("sessionType", "Standard_Stream")
+        parameters = {**PORT_DEFAULTS.get(document, {}), **(body.get("Parameters") or {})}
+        if document == "AWS-StartPortForwardingSessionToRemoteHost" and not parameters.get("host"):
+            raise ApiError("InvalidParameters", "Parameter host is required for AWS-StartPortForwardingSessionToRemoteHost.")
+        node = self.registry.nodes.get(target)
+        if node is None or self.registry.ping_status(node) != "Online" or node.kind == "record":
+            raise ApiError("TargetNotConnected", f"{target} is not connected.")
+        if self.registry.faults.session_start_delay:
+            time.sleep(self.registry.faults.session_start_delay)
+        name, owner, tags = prefs.caller(self.registry, authorization)
+        preferences = prefs.preferences(self.registry)
+        if custom is not None and session_type == "Standard_Stream":
+            preferences = custom.get("inputs") or {}
+        run_as = "ssm-user"
+        if session_type == "Standard_Stream":
+            run_as, error = prefs.run_as_user(preferences, tags)
+            if error:
+                raise ApiError("InvalidParameters", error)
+        session = Session(
+            id=f"{name}-{common.random_hex(17)}",
+            target=target,
+            document=document,
+            session_type=session_type,
+            parameters=parameters,
+            owner=owner,
+            reason=body.get("Reason", ""),
+            token=common.random_hex(64),
+            run_as=run_as or "ssm-user",
+            preferences=preferences,
+        )
+        session.output_url = prefs.output_urls(self.registry, session) if session_type == "Standard_Stream" else {}
+        with self.registry.lock:
+            self.registry.sessions[session.id] = session
+        host, port = self.messages.host, self.messages.port
+        return {
+            "SessionId": session.id,
+            "TokenValue": session.token,
+            "StreamUrl": f"ws://{host}:{port}/v1/data-channel/{session.id}?role=publish_subscribe&cell-number=lab",
+        }
+
+    def action_ResumeSession(self, body: dict, authorization: str) -> dict:
+        session = self.registry.sessions.get(body.get("SessionId", ""))
+        if session is None:
+            raise ApiError("DoesNotExistException", f"Session {body.get('SessionId')} does not exist.")
+        if not session.active():
+            raise ApiError("InvalidParameters", f"Session {session.id} is {session.status} and cannot be resumed.")
+        session.token = common.random_hex(64)
+        host, port = self.messages.host, self.messages.port
+        return {
+            "SessionId": session.id,
+            "TokenValue": session.token,
+            "StreamUrl": f"ws://{host}:{port}/v1/data-channel/{session.id}?role=publish_subscribe&cell-number=lab",
+        }
+
+    def action_TerminateSession(self, body: dict, authorization: str) -> dict:
+        session_id = body.get("SessionId", "")
+        if session_id in self.registry.sessions:
+            self.messages.terminate(session_id)
+        return {"SessionId": session_id}
+
+    def action_DescribeSessions(self, body: dict, authorization: str) -> dict:
+        state = body.get("State")
+        if state not in ("Active", "History"):
+            raise _validation("1 validation error detected: Value at 'state' failed to satisfy constraint: "
+                              "Member must satisfy enum value set: [Active, History]")
+        sessions = [s for s in self.registry.sessions.values() if s.active() == (state == "Active")]
+        for item in body.get("Filters") or []:
+            key, value = item.get("key"), item.get("value", "")
+            if key == "Target":
+                sessions = [s for s in sessions if s.target == value]
+            elif key == "Owner":
+                sessions = [s for s in sessions if s.owner == value]
+            elif key == "Status":
+                sessions = [s for s in sessions if s.status == value]
+            elif key == "SessionId":
+                sessions = [s for s in sessions if s.id == value]
+            elif key in ("InvokedAfter", "InvokedBefore"):
+                try:
+                    limit = dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+                except ValueError:
+                    raise ApiError("InvalidFilterKey", f"Invalid date in filter {key}: {value}")
+                sessions = [s for s in sessions if (s.started >= limit) == (key == "InvokedAfter")]
+            else:
+                raise ApiError("InvalidFilterKey", f"The filter key {key} is not valid.")
+        sessions.sort(key=lambda s: s.started, reverse=True)
+        chunk, extra = _page(sessions, body, 20, 1, 200)
+        return {"Sessions": [self._session_json(s) for s in chunk], **extra}
+
+    def _session_json(self, session: Session) -> dict:
+        out = {
+            "SessionId": session.id,
+            "Target": session.target,
+            "Status": session.status,
+            "StartDate": session.started,
+            "DocumentName": session.document,
+            "Owner": session.owner,
+            "Details": session.details,
+            "OutputUrl": session.output_url,
+            "AccessType": "Standard",
+        }
+        if session.reason:
+            out["Reason"] = session.reason
+        if session.ended:
+            out["EndDate"] = session.ended
+        if session.preferences.get("maxSessionDuration"):
+            out["MaxSessionDuration"] = str(session.preferences["maxSessionDuration"])
+        return out
+
+    def action_GetConnectionStatus(self, body: dict, authorization: str) -> dict:
+        target = body.get("Target", "")
+        node = self.registry.nodes.get(target)
+        online = node is not None and node.kind != "record" and self.registry.ping_status(node) == "Online"
+        return {"Target": target, "Status": "connected" if online else "notconnected"}
+
+    # --- managed nodes ---------------------------------------------------------------------------------------
+    def action_DescribeInstanceInformation(self, body: dict, authorization: str) -> dict:
+        if body.get("InstanceInformationFilterList") and body.get("Filters"):
+            raise ApiError("InvalidFilter", "Specify either InstanceInformationFilterList or Filters, not both.")
+        filters = [(f.get("key"), f.get("valueSet") or []) for f in body.get("InstanceInformationFilterList") or []]
+        filters += [(f.get("Key"), f.get("Values") or []) for f in body.get("Filters") or []]
+        for key, values in filters:
+            if not values:
+                raise ApiError("InvalidFilterValue", f"The filter {key} needs at least one value.")
+        rows = []
+        for node, status in self._registered():
+            info = self._instance_json(node, status)
+            if all(self._matches(node, info, key, values) for key, values in filters):
+                rows.append(info)
+        chunk, extra = _page(rows, body, 50, 5, 50)
+        return {"InstanceInformationList": chunk, **extra}
+
+    def _matches(self, node, info: dict, key: str, values: list) -> bool:
+        simple = {
+            "InstanceIds": "InstanceId",
+            "AgentVersion": "AgentVersion",
+            "PingStatus": "PingStatus",
+            "PlatformTypes": "PlatformType",
+            "ResourceType": "ResourceType",
+            "AssociationStatus": "AssociationStatus",
+            "IamRole": "IamRole",
+            "ActivationIds": "ActivationId",
+        }
+        if key in simple:
+            return str(info.get(simple[key], "")) in values
+        if key == "tag-key":
+            return any(k in values for k in self._tags(node))
+        if key and key.startswith("tag:"):
+            return self._tags(node).get(key[4:]) in values
+        raise ApiError("InvalidInstanceInformationFilterValue", f"The filter key {key} is not valid.")
+
+    def _instance_json(self, node, status: str) -> dict:
+        platform = node.platform_info()
+        info = {
+            "InstanceId": node.id,
+            "PingStatus": status,
+            "LastPingDateTime": node.last_ping or node.registered_at,
+            "AgentVersion": common.AGENT_VERSION,
+            "IsLatestVersion": True,
+            "PlatformType": platform["PlatformType"],
+            "PlatformName": platform["PlatformName"],
+            "PlatformVersion": platform["PlatformVersion"],
+            "ResourceType": node.resource_type(),
+            "IPAddress": node.ip,
+            "ComputerName": node.hostname,
+            "AssociationStatus": "Success",
+            "SourceId": node.id,
+            "SourceType": "AWS::EC2::Instance" if node.resource_type() == "EC2Instance" else "AWS::SSM::ManagedInstance",
+        }
+        if node.kind == "hybrid":
+            info.update({
+                "ActivationId": "lab-activation",
+                "IamRole": node.iam_role,
+                "RegistrationDate": node.registered_at,
+                "Name": node.name,
+            })
+        return info
+
+    def managed_instance_tags(self, action: str, body: dict) -> dict:
+        node = self.registry.nodes.get(body.get("ResourceId", ""))
+        if node is None or node.kind != "hybrid":
+            raise ApiError("InvalidResourceId", f"The resource ID {body.get('ResourceId')} is not valid.")
+        with self.registry.lock:
+            if action == "AddTagsToResource":
+                node.tags.update({t["Key"]: t["Value"] for t in body.get("Tags") or []})
+                return {}
+            if action == "RemoveTagsFromResource":
+                for key in body.get("TagKeys") or []:
+                    node.tags.pop(key, None)
+                return {}
+            return {"TagList": [{"Key": k, "Value": v} for k, v in node.tags.items()]}
+
+    # --- service settings ----------------------------------------------------------------------------------
+    def _setting_id(self, body: dict) -> str:
+        setting = body.get("SettingId", "")
+        if ":servicesetting" in setting:
+            setting = setting.split(":servicesetting", 1)[1]
+        if setting not in SERVICE_SETTING_DEFAULTS:
+            raise ApiError("ServiceSettingNotFound", f"The service setting {body.get('SettingId')} was not found.")
+        return setting
+
+    def _setting_json(self, setting: str) -> dict:
+        stored = self.registry.settings.get(setting)
+        arn = f"arn:aws:ssm:{self.registry.region}:{self.registry.account_id}:servicesetting{setting}"
+        if stored is None:
+            return {"SettingId": setting, "SettingValue": SERVICE_SETTING_DEFAULTS[setting], "ARN": arn,
+                    "Status": "Default", "LastModifiedDate": 0, "LastModifiedUser": "System"}
+        return {"SettingId": setting, "SettingValue": stored["value"], "ARN": arn, "Status": "Customized",
+                "LastModifiedDate": stored["when"], "LastModifiedUser": stored["who"]}
+
+    def action_GetServiceSetting(self, body: dict, authorization: str) -> dict:
+        return {"ServiceSetting": self._setting_json(self._setting_id(body))}
+
+    def action_UpdateServiceSetting(self, body: dict, authorization: str) -> dict:
+        setting = self._setting_id(body)
+        value = body.get("SettingValue")
+        if not isinstance(value, str) or not value:
+            raise _validation("SettingValue must be a non-empty string.")
+        _name, owner, _tags = prefs.caller(self.registry, authorization)
+        with self.registry.lock:
+            self.registry.settings[setting] = {"value": value, "when": time.time(), "who": owner}
+            for node in self.registry.nodes.values():
+                node._cache = None
+        return {}
+
+    def action_ResetServiceSetting(self, body: dict, authorization: str) -> dict:
+        setting = self._setting_id(body)
+        with self.registry.lock:
+            self.registry.settings.pop(setting, None)
+            for node in self.registry.nodes.values():
+                node._cache = None
+        return {"ServiceSetting": self._setting_json(setting)}
+
+    # --- Run Command ---------------------------------------------------------------------------------------
+    def action_SendCommand(self, body: dict, authorization: str) -> dict:
+        document = body.get("DocumentName", "")
+        if document not in COMMAND_DOCUMENTS:
+            raise ApiError("InvalidDocument", f"Document with name {document} does not exist.")
+        parameters = body.get("Parameters") or {}
+        if not parameters.get("commands"):
+            raise ApiError("InvalidParameters", "Parameter commands is required.")
+        concurrency = str(body.get("MaxConcurrency", "50"))
+        errors = str(body.get("MaxErrors", "0"))
+        if not CONCURRENCY.match(concurrency):
+            raise _validation(f"Value '{concurrency}' at 'maxConcurrency' failed to satisfy constraint")
+        if not ERRORS.match(errors):
+            raise _validation(f"Value '{errors}' at 'maxErrors' failed to satisfy constraint")
+        timeout = int(body.get("TimeoutSeconds", 3600))
+        if not 30 <= timeout <= 2592000:
+            raise _validation(f"Value '{timeout}' at 'timeoutSeconds' failed to satisfy constraint")
+        targets = self._resolve_targets(body)
+        cloudwatch = body.get("CloudWatchOutputConfig") or {}
+        command = Command(
+            id=common.random_hex(8) + "-" + "-".join(common.random_hex(n) for n in (4, 4, 4, 12)),
+            document=document,
+            parameters=parameters,
+            instance_ids=list(body.get("InstanceIds") or []),
+            targets=list(body.get("Targets") or []),
+            comment=body.get("Comment", ""),
+            max_concurrency=concurrency,
+            max_errors=errors,
+            timeout_seconds=timeout,
+            output_bucket=body.get("OutputS3BucketName", ""),
+            output_prefix=body.get("OutputS3KeyPrefix", ""),
+            cloudwatch=cloudwatch,
+        )
+        for node_id in targets:
+            command.invocations[node_id] = Invocation(command.id, node_id)
+        with self.registry.lock:
+            self.registry.commands[command.id] = command
+        self.messages.soon(lambda: self.messages.loop.create_task(self._dispatch(command)))
+        return {"Command": self._command_json(command)}
+
+    def _resolve_targets(self, body: dict) -> list[str]:
+        ids = body.get("InstanceIds")
+        targets = body.get("Targets")
+        if bool(ids) == bool(targets):
+            raise _validation("Specify either InstanceIds or Targets.")
+        registered = {node.id: node for node, _status in self._registered()}
+        if ids:
+            if len(ids) > 50:
+                raise _validation("Value at 'instanceIds' failed to satisfy constraint: Member must have length less than or equal to 50")
+            unknown = [i for i in ids if i not in registered]
+            if unknown:
+                raise ApiError("InvalidInstanceId", f"Instances {unknown} not in a valid state for account {self.registry.account_id}")
+            return list(dict.fromkeys(ids))
+        chosen = list(registered)
+        for target in targets:
+            key, values = target.get("Key", ""), target.get("Values") or []
+            if key == "InstanceIds":
+                chosen = [i for i in chosen if i in values]
+            elif key == "tag-key":
+                chosen = [i for i in chosen if any(k in values for k in self._tags(registered[i]))]
+            elif key.startswith("tag:"):
+                chosen = [i for i in chosen if self._tags(registered[i]).get(key[4:]) in values]
+            else:
+                raise ApiError("InvalidTarget", f"The target key {key} is not valid.")
+        return chosen
+
+    @staticmethod
+    def _limit(value: str, total: int) -> int:
+        if value.endswith("%"):
+            return max(int(total * int(value[:-1]) / 100), 0)
+        return int(value)
+
+    async def _dispatch(self, command: Command) -> None:
+        ids = list(command.invocations)
+        concurrency = max(self._limit(command.max_concurrency, len(ids)), 1)
+        allowed_errors = self._limit(command.max_errors, len(ids))
+        gate = asyncio.Semaphore(concurrency)
+        state = {"errors": 0, "stopped": False}
+        if ids:
+            command.status = command.details = "InProgress"
+
+        async def one(node_id: str) -> None:
+            async with gate:
+                invocation = command.invocations[node_id]
+                if state["stopped"]:
+                    invocation.status = invocation.details = "Cancelled"
+                    return
+                await self._invoke(command, invocation)
+                if invocation.details in ("Failed", "ExecutionTimedOut"):
+                    state["errors"] += 1
+                    if state["errors"] > allowed_errors:
+                        state["stopped"] = True
+
+        await asyncio.gather(*(one(i) for i in ids))
+        _done, failed, delivery = command.counts()
+        if state["stopped"]:
+            command.status, command.details = "Failed", "Failed"
+        elif failed or delivery:
+            command.status, command.details = "Failed", "Incomplete"
+        else:
+            command.status = command.details = "Success"
+
+    async def _invoke(self, command: Command, invocation: Invocation) -> None:
+        node = self.registry.nodes[invocation.instance_id]
+        deadline = time.time() + command.timeout_seconds
+        while node.agent is None or self.registry.ping_status(node) != "Online":
+            if time.time() >= deadline:
+                invocation.status, invocation.details = "TimedOut", "DeliveryTimedOut"
+                return
+            invocation.status = invocation.details = "Delayed" if node.ever_online else "Pending"
+            await asyncio.sleep(0.5)
+        invocation.status = invocation.details = "InProgress"
+        invocation.started = time.time()
+        execution_timeout = int((command.parameters.get("executionTimeout") or ["3600"])[0])
+        workdir = (command.parameters.get("workingDirectory") or [""])[0]
+        result = await self.messages.run_on_agent(command.id, node.id, {
+            "t": "run",
+            "command": command.id,
+            "document": command.document,
+            "commands": command.parameters.get("commands"),
+            "working_directory": workdir,
+            "timeout": execution_timeout,
+        }, execution_timeout + 30)
+        invocation.ended = time.time()
+        if result is None:
+            invocation.status, invocation.details, invocation.response_code = "Failed", "Undeliverable", -1
+            return
+        stdout, stderr = result.get("stdout", ""), result.get("stderr", "")
+        invocation.response_code = int(result.get("code", -1))
+        invocation.status = result.get("status", "Failed")
+        invocation.details = {"TimedOut": "ExecutionTimedOut"}.get(invocation.status, invocation.status)
+        invocation.stdout, invocation.stderr = stdout[:STDOUT_LIMIT], stderr[:STDERR_LIMIT]
+        await asyncio.get_running_loop().run_in_executor(None, self._store_output, command, invocation, stdout, stderr)
+
+    def _store_output(self, command: Command, invocation: Invocation, stdout: str, stderr: str) -> None:
+        import boto3
+
+        kwargs = dict(endpoint_url=self.endpoint, region_name=self.registry.region,
+                      aws_access_key_id=common.ACCESS_KEY, aws_secret_access_key=common.SECRET_KEY)
+        plugin = COMMAND_DOCUMENTS[command.document]
+        step = plugin.replace(":", "")
+        if command.output_bucket:
+            base = "/".join(p for p in (command.output_prefix.strip("/"), command.id, invocation.instance_id,
+                                        step, "0." + step) if p)
+            s3 = boto3.client("s3", **kwargs)
+            for name, text in (("stdout", stdout), ("stderr", stderr)):
+                if text:
+                    s3.put_object(Bucket=command.output_bucket, Key=f"{base}/{name}", Body=text.encode())
+                    url = f"https://s3.{self.registry.region}.amazonaws.com/{command.output_bucket}/{base}/{name}"
+                    setattr(invocation, f"{name}_url", url)
+        if str(command.cloudwatch.get("CloudWatchOutputEnabled", False)).lower() == "true":
+            group = command.cloudwatch.get("CloudWatchLogGroupName") or f"/aws/ssm/{command.document}"
+            logs = boto3.client("logs", **kwargs)
+            try:
+                logs.create_log_group(logGroupName=group)
+            except logs.exceptions.ResourceAlreadyExistsException:
+                pass
+            for name, text in (("stdout", stdout), ("stderr", stderr)):
+                if text:
+                    stream = f"{command.id}/{invocation.instance_id}/{plugin.replace(':', '-')}/{name}"
+                    logs.create_log_stream(logGroupName=group, logStreamName=stream)
+                    logs.put_log_events(logGroupName=group, logStreamName=stream,
+                                        logEvents=[{"timestamp": int(time.time() * 1000), "message": text}])
+
+    def _command_json(self, command: Command) -> dict:
+        done, errors, delivery = command.counts()
+        return {
+            "CommandId": command.id,
+            "DocumentName": command.document,
+            "DocumentVersion": "$DEFAULT",
+            "Comment": command.comment,
+            "ExpiresAfter": command.requested + command.timeout_seconds + 3600,
+            "Parameters": command.parameters,
+            "InstanceIds": command.instance_ids,
+            "Targets": command.targets,
+            "RequestedDateTime": command.requested,
+            "Status": command.status,
+            "StatusDetails": command.details,
+            "OutputS3Region": self.registry.region,
+            "OutputS3BucketName": command.output_bucket,
+            "OutputS3KeyPrefix": command.output_prefix,
+            "MaxConcurrency": command.max_concurrency,
+            "MaxErrors": command.max_errors,
+            "TargetCount": len(command.invocations),
+            "CompletedCount": done,
+            "ErrorCount": errors,
+            "DeliveryTimedOutCount": delivery,
+            "ServiceRole": "",
+            "NotificationConfig": {},
+            "CloudWatchOutputConfig": command.cloudwatch,
+            "TimeoutSeconds": command.timeout_seconds,
+        }
+
+    def _find_commands(self, body: dict) -> list[Command]:
+        commands = list(self.registry.commands.values())
+        if body.get("CommandId"):
+            commands = [c for c in commands if c.id == body["CommandId"]]
+            if not commands:
+                raise ApiError("InvalidCommandId", "The command ID is not valid.")
+        if body.get("InstanceId"):
+            commands = [c for c in commands if body["InstanceId"] in c.invocations]
+        for item in body.get("Filters") or []:
+            key, value = item.get("key"), item.get("value", "")
+            if key == "Status":
+                commands = [c for c in commands if c.status == value]
+            elif key == "DocumentName":
+                commands = [c for c in commands if c.document == value]
+            elif key in ("InvokedAfter", "InvokedBefore"):
+                limit = dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+                commands = [c for c in commands if (c.requested >= limit) == (key == "InvokedAfter")]
+            else:
+                raise ApiError("InvalidFilterKey", f"The filter key {key} is not valid.")
+        commands.sort(key=lambda c: c.requested, reverse=True)
+        return commands
+
+    def action_ListCommands(self, body: dict, authorization: str) -> dict:
+        chunk, extra = _page(self._find_commands(body), body, 50, 1, 50)
+        return {"Commands": [self._command_json(c) for c in chunk], **extra}
+
+    def action_ListCommandInvocations(self, body: dict, authorization: str) -> dict:
+        rows = []
+        for command in self._find_commands(body):
+            for invocation in command.invocations.values():
+                if body.get("InstanceId") and invocation.instance_id != body["InstanceId"]:
+                    continue
+                rows.append((command, invocation))
+        chunk, extra = _page(rows, body, 50, 1, 50)
+        return {"CommandInvocations": [self._invocation_json(c, i, bool(body.get("Details"))) for c, i in chunk],
+                **extra}
+
+    def _invocation_json(self, command: Command, invocation: Invocation, details: bool) -> dict:
+        out = {
+            "CommandId": command.id,
+            "InstanceId": invocation.instance_id,
+            "InstanceName": self.registry.nodes[invocation.instance_id].hostname,
+            "Comment": command.comment,
+            "DocumentName": command.document,
+            "DocumentVersion": "$DEFAULT",
+            "RequestedDateTime": command.requested,
+            "Status": invocation.status,
+            "StatusDetails": invocation.details,
+            "StandardOutputUrl": invocation.stdout_url,
+            "StandardErrorUrl": invocation.stderr_url,
+            "ServiceRole": "",
+            "NotificationConfig": {},
+            "CloudWatchOutputConfig": command.cloudwatch,
+            "CommandPlugins": [],
+        }
+        if details:
+            output = invocation.stdout
+            if invocation.stderr:
+                output = f"{output}\n----------ERROR-------\n{invocation.stderr}"
+            plugin = {
+                "Name": COMMAND_DOCUMENTS[command.document],
+                "Status": invocation.status,
+                "StatusDetails": invocation.details,
+                "ResponseCode": invocation.response_code,
+                "Output": output[:LIST_OUTPUT_LIMIT],
+                "StandardOutputUrl": invocation.stdout_url,
+                "StandardErrorUrl": invocation.stderr_url,
+                "OutputS3Region": self.registry.region,
+                "OutputS3BucketName": command.output_bucket,
+                "OutputS3KeyPrefix": command.output_prefix,
+            }
+            if invocation.started:
+                plugin["ResponseStartDateTime"] = invocation.started
+            if invocation.ended:
+                plugin["ResponseFinishDateTime"] = invocation.ended
+            out["CommandPlugins"] = [plugin]
+        return out
+
+    def action_GetCommandInvocation(self, body: dict, authorization: str) -> dict:
+        command = self.registry.commands.get(body.get("CommandId", ""))
+        invocation = command.invocations.get(body.get("InstanceId", "")) if command else None
+        if invocation is None:
+            raise ApiError("InvocationDoesNotExist", "An error occurred (InvocationDoesNotExist) when calling the "
+                           "GetCommandInvocation operation")
+        plugin = COMMAND_DOCUMENTS[command.document]
+        if body.get("PluginName") and body["PluginName"] != plugin:
+            raise ApiError("InvalidPluginName", f"The plugin name {body['PluginName']} is not valid.")
+        elapsed = (invocation.ended or time.time()) - invocation.started if invocation.started else 0
+        return {
+            "CommandId": command.id,
+            "InstanceId": invocation.instance_id,
+            "Comment": command.comment,
+            "DocumentName": command.document,
+            "DocumentVersion": "$DEFAULT",
+            "PluginName": plugin,
+            "ResponseCode": invocation.response_code,
+            "ExecutionStartDateTime": _iso(invocation.started),
+            "ExecutionElapsedTime": f"PT{elapsed:.3f}S",
+            "ExecutionEndDateTime": _iso(invocation.ended),
+            "Status": invocation.status,
+            "StatusDetails": invocation.details,
+            "StandardOutputContent": invocation.stdout,
+            "StandardOutputUrl": invocation.stdout_url,
+            "StandardErrorContent": invocation.stderr,
+            "StandardErrorUrl": invocation.stderr_url,
+            "CloudWatchOutputConfig": command.cloudwatch or {"CloudWatchLogGroupName": "", "CloudWatchOutputEnabled": False},
+        }
+
+    def action_CancelCommand(self, body: dict, authorization: str) -> dict:
+        command = self.registry.commands.get(body.get("CommandId", ""))
+        if command is None:
+            raise ApiError("InvalidCommandId", "The command ID is not valid.")
+        for invocation in command.invocations.values():
+            if invocation.status in ("Pending", "Delayed") and (
+                not body.get("InstanceIds") or invocation.instance_id in body["InstanceIds"]
+            ):
+                invocation.status = invocation.details = "Cancelled"
+        return {}
+
+
+_ = threading  # the dispatch runs on the message server's loop thread
