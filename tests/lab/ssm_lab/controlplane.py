@@ -27,7 +27,7 @@ from moto.moto_server.werkzeug_app import (  # noqa: E402
 )
 from werkzeug.serving import make_server  # noqa: E402
 
-from . import common, prefs  # noqa: E402
+from . import prefs  # noqa: E402
 from .messages import MessageServer  # noqa: E402
 from .registry import Node, Registry  # noqa: E402
 from .ssmapi import ApiError, SsmApi  # noqa: E402
@@ -138,7 +138,7 @@ class LabApp:
     def _modify_vpc_endpoint(self, body: bytes, environ, start_response):
         """moto accepts PrivateDnsEnabled on ModifyVpcEndpoint and ignores it; AWS applies it."""
         form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
-        response = self.moto(environ, _Capture(start_response))
+        response = self.moto(environ, start_response)
         wanted = (form.get("PrivateDnsEnabled") or [None])[0]
         endpoint_id = (form.get("VpcEndpointId") or [""])[0]
         if wanted is not None:
@@ -228,14 +228,6 @@ class LabApp:
             "problems": [{"prerequisite": p.prerequisite, "code": p.code, "message": p.message} for p in problems],
             "s3_path": self.registry.s3_reachable(node),
         }
-
-
-class _Capture:
-    def __init__(self, start_response) -> None:
-        self.start_response = start_response
-
-    def __call__(self, status, headers, exc_info=None):
-        return self.start_response(status, headers, exc_info)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,13 +7,12 @@ import base64
 import datetime as dt
 import json
 import re
-import threading
 import time
 
 from moto.backends import get_backend
 
 from . import common, prefs
-from .registry import DHMC_SETTING, SERVICE_SETTING_DEFAULTS, Command, Invocation, Registry, Session
+from .registry import SERVICE_SETTING_DEFAULTS, Command, Invocation, Registry, Session
 
 STDOUT_LIMIT = 24000
 STDERR_LIMIT = 8000
@@ -35,7 +34,6 @@ PORT_DEFAULTS = {
 COMMAND_DOCUMENTS = {"AWS-RunShellScript": "aws:runShellScript", "AWS-RunPowerShellScript": "aws:runPowerShellScript"}
 CONCURRENCY = re.compile(r"^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$")
 ERRORS = re.compile(r"^([1-9][0-9]*|[0]|[1-9][0-9]%|[0-9]%|100%)$")
-INSTANCE_ID = re.compile(r"^(i-[0-9a-f]{8,17}|mi-[0-9a-f]{17})$")
 
 
 class ApiError(Exception):
@@ -55,9 +53,10 @@ def _page(items: list, body: dict, default: int, low: int, high: int, field: str
     if size is None:
         size = default
     elif not isinstance(size, int) or not low <= size <= high:
+        bound = f"less than or equal to {high}" if isinstance(size, int) and size > high else f"greater than or equal to {low}"
         raise _validation(
             f"1 validation error detected: Value '{size}' at 'maxResults' failed to satisfy constraint: "
-            f"Member must have value {'less than or equal to ' + str(high) if isinstance(size, int) and size > high else 'greater than or equal to ' + str(low)}"
+            f"Member must have value {bound}"
         )
     start = 0
     token = body.get("NextToken")
@@ -667,5 +666,3 @@ class SsmApi:
                 invocation.status = invocation.details = "Cancelled"
         return {}
 
-
-_ = threading  # the dispatch runs on the message server's loop thread

@@ -1,0 +1,90 @@
+# bastionless.ssm — everything runs from .venv, created here; nothing needs a global install.
+#
+#   make demo    start the offline lab, run site.yml and an ad-hoc command over Session Manager, stop the lab
+#   make test    the whole suite: unit, lab, integration, lint, sanity, build-and-install
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+COLLECTIONS := $(CURDIR)/$(VENV)/collections
+VERSION := $(shell sed -n 's/^version: *//p' galaxy.yml)
+TARBALL := build/bastionless-ssm-$(VERSION).tar.gz
+export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
+export SSM_LAB_STATE_DIR ?= $(CURDIR)/.lab
+PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
+
+.PHONY: help venv system-deps collection demo test unit lab-test integration lint sanity install-check \
+        lab-up lab-down lab-status clean
+
+help:
+	@sed -n 's/^#   //p' Makefile
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt test-requirements.txt tests/lab/pyproject.toml
+	@$(MAKE) --no-print-directory system-deps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet 'ansible>=10' -r requirements.txt -r test-requirements.txt -e tests/lab
+	@touch $@
+
+# What the lab needs from the machine: util-linux (unshare, setpriv), curl (the connection's downloads on the
+# nodes) and sudo (become on the nodes). Installed from Debian's packages when missing and we are root.
+system-deps:
+	@missing=""; for tool in unshare setpriv curl sudo; do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing system packages for:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq util-linux curl sudo >/dev/null; \
+	  else echo "missing:$$missing (install them, then rerun)" >&2; exit 1; fi; \
+	fi
+
+$(TARBALL): $(STAMP) galaxy.yml $(shell git ls-files plugins roles playbooks meta docs 2>/dev/null)
+	@mkdir -p build
+	$(BIN)/ansible-galaxy collection build --force --output-path build . >/dev/null
+	@echo "built $(TARBALL)"
+
+collection: $(TARBALL)
+	$(BIN)/ansible-galaxy collection install --offline --force -p $(COLLECTIONS) $(TARBALL) >/dev/null
+	@echo "installed bastionless.ssm $(VERSION) into $(COLLECTIONS)"
+
+demo: collection
+	PATH="$(BIN):$$PATH" bash tests/lab/demo.sh
+
+test: collection
+	@$(MAKE) --no-print-directory lint sanity install-check
+	PATH="$(BIN):$$PATH" $(PYTEST) tests/lab/tests $(wildcard tests/unit) tests/integration
+
+unit: $(STAMP)
+	$(PYTEST) $(or $(wildcard tests/unit),--co -q tests/lab/tests/test_reachability.py)
+
+lab-test: $(STAMP)
+	PATH="$(BIN):$$PATH" $(PYTEST) tests/lab/tests
+
+integration: collection
+	PATH="$(BIN):$$PATH" $(PYTEST) tests/integration
+
+lint: $(STAMP)
+	$(BIN)/yamllint -s .
+	$(BIN)/ansible-lint --offline -q
+
+sanity: $(STAMP)
+	VENV=$(VENV) tests/run-sanity.sh
+
+install-check: $(STAMP)
+	VENV=$(VENV) tests/collection-install.sh
+
+lab-up: $(STAMP)
+	@$(BIN)/ssm-lab up --nodes 3 --provisioned > $(SSM_LAB_STATE_DIR).env
+	@echo "lab up; run: source $(SSM_LAB_STATE_DIR).env"
+
+lab-status: $(STAMP)
+	$(BIN)/ssm-lab status
+
+lab-down:
+	@if [ -x $(BIN)/ssm-lab ]; then $(BIN)/ssm-lab down; fi
+
+clean: lab-down
+	rm -rf .lab .lab.env build tests/output .pytest_cache
