@@ -665,4 +665,3 @@ class SsmApi:
             ):
                 invocation.status = invocation.details = "Cancelled"
         return {}
-
