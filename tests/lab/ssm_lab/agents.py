@@ -35,7 +35,7 @@ class Agent:
         self.host = host
         self.id = spec["id"]
         self.spec = spec
-        self.sandbox = Sandbox(host.state_dir, self.id, spec["hostname"], spec["os_release"])
+        self.sandbox = Sandbox(host.state_dir, self.id, spec["hostname"], spec["os_release"], spec.get("proxy", ""))
         self.task: asyncio.Task | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.sessions: dict[str, set] = {}  # session id -> {(process, writer)}

@@ -187,7 +187,8 @@ class LabApp:
             # What the agent host should run: every node with an agent process, and whether it is up.
             return {"agents": [
                 {"id": n.id, "hostname": n.hostname, "platform": n.platform, "run": n.agent_should_run(),
-                 "sshd": n.sshd, "os_release": n.platform_info()["os_release"]}
+                 "sshd": n.sshd, "os_release": n.platform_info()["os_release"],
+                 "proxy": f"http://{n.id}:lab@{self.messages.host}:{self.messages.port}"}
                 for n in list(registry.nodes.values()) if n.kind != "record"
             ]}
         if len(parts) == 3 and parts[0] == "nodes" and parts[2] in ("agent-stop", "agent-start", "agent-drop"):
@@ -245,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = f"http://{args.host}:{args.port}"
     messages = MessageServer(registry, args.host, args.message_port,
                              on_session_end=lambda s: prefs.upload_transcript(registry, endpoint, s))
+    messages.endpoint_address = (args.host, args.port)
     messages.start()
     app = LabApp(registry, messages, endpoint)
     server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)

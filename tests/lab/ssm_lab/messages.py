@@ -12,7 +12,10 @@ Three kinds of connection arrive on the message port, each opening with one JSON
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import logging
+import urllib.parse
 import threading
 import time
 
@@ -50,6 +53,7 @@ class MessageServer:
         self.host = host
         self.port = port
         self.on_session_end = on_session_end  # called in a worker thread with the ended Session
+        self.endpoint_address: tuple[str, int] = ("", 0)  # the lab's HTTP endpoint, gated by the S3 path rule
         self.loop = asyncio.new_event_loop()
         self._pending: dict[tuple[str, object], asyncio.Future] = {}
         self._client_writers: dict[str, list[asyncio.StreamWriter]] = {}
@@ -82,9 +86,19 @@ class MessageServer:
 
     # --- dispatch ----------------------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        hello = await common.read_line(reader, 10)
         try:
-            if not hello:
+            first = await asyncio.wait_for(reader.readline(), 10)
+        except (asyncio.TimeoutError, ConnectionError, ValueError):
+            first = b""
+        try:
+            if not first:
+                return
+            if not first.startswith(b"{"):
+                await self._egress(first, reader, writer)
+                return
+            try:
+                hello = json.loads(first)
+            except ValueError:
                 return
             kind = hello.get("t")
             if kind == "agent":
@@ -258,6 +272,61 @@ class MessageServer:
             c_writer.write_eof()
         except (OSError, RuntimeError):
             pass
+
+    # --- the nodes' own egress ----------------------------------------------------------------------------
+    async def _egress(self, request_line: bytes, reader, writer) -> None:
+        """An HTTP proxy for what the nodes fetch themselves (curl of a presigned S3 URL, for one).
+
+        A node reaches the lab's S3 only while it has an S3 path (a NAT route, an S3 gateway endpoint on its
+        route table, or an S3 interface endpoint); without one the request fails, as it would on AWS.
+        """
+        headers = []
+        while True:
+            line = await reader.readline()
+            if line in (b"\r\n", b"\n", b""):
+                break
+            headers.append(line)
+        try:
+            method, target, version = request_line.decode("latin-1").split()
+        except ValueError:
+            return
+        node = None
+        for line in headers:
+            name, _sep, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "proxy-authorization" and value.strip().lower().startswith("basic "):
+                try:
+                    node_id = base64.b64decode(value.strip()[6:]).decode().split(":", 1)[0]
+                except ValueError:
+                    node_id = ""
+                node = self.registry.nodes.get(node_id)
+        if method == "CONNECT":
+            host, _sep, port_text = target.rpartition(":")
+            port, path = int(port_text or 443), ""
+        else:
+            url = urllib.parse.urlsplit(target)
+            host, port = url.hostname or "", url.port or 80
+            path = url.path or "/"
+            if url.query:
+                path += "?" + url.query
+        to_lab = (host, port) == self.endpoint_address
+        if node is None or (to_lab and not self.registry.s3_reachable(node)):
+            await asyncio.sleep(1.0)  # no route: the connection goes nowhere (shortened from a real timeout)
+            return
+        try:
+            up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
+        except (OSError, asyncio.TimeoutError):
+            writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            return
+        if method == "CONNECT":
+            writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:
+            kept = [h for h in headers if not h.lower().startswith((b"proxy-", b"connection:"))]
+            up_writer.write(f"{method} {path} {version}\r\n".encode("latin-1") + b"".join(kept)
+                            + b"Connection: close\r\n\r\n")
+        upward = asyncio.ensure_future(common.pump(reader, up_writer))
+        await common.pump(up_reader, writer)
+        upward.cancel()
+        up_writer.close()
 
     # --- sessions ----------------------------------------------------------------------------------------
     def terminate(self, session_id: str) -> None:

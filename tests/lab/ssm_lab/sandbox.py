@@ -22,8 +22,9 @@ class SandboxError(Exception):
 
 
 class Sandbox:
-    def __init__(self, state_dir: str, node_id: str, hostname: str, os_release: str) -> None:
+    def __init__(self, state_dir: str, node_id: str, hostname: str, os_release: str, proxy: str = "") -> None:
         self.node_id = node_id
+        self.proxy = proxy  # the node's egress: its own HTTP fetches go through the lab's network rules
         self.hostname = hostname
         self.os_release = os_release
         self.base = os.path.join(state_dir, "nodes", node_id)
@@ -121,6 +122,8 @@ class Sandbox:
         uid, gid, home = found
         variables = {"PATH": SAFE_PATH, "HOME": home, "USER": user, "LOGNAME": user, "SHELL": "/bin/bash",
                      "TERM": "xterm-256color", "LANG": "C.UTF-8", **(env or {})}
+        if self.proxy:
+            variables.update(http_proxy=self.proxy, https_proxy=self.proxy)
         inside = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in variables.items())]
         if uid != 0:
             inside += ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
