@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import urllib.parse
 
 from . import common
@@ -73,9 +74,28 @@ class Plugin:
         stdin = sys.stdin.buffer.raw if hasattr(sys.stdin.buffer, "raw") else sys.stdin.buffer
         out_fd = sys.stdout.fileno()
 
+        # stdin is read by a daemon thread: a read blocked on a pipe that stays open (amazon.aws.aws_ssm keeps
+        # it open) must not keep the plugin from exiting when the session ends, as an executor thread would.
+        chunks: asyncio.Queue = asyncio.Queue()
+
+        def read_stdin() -> None:
+            while True:
+                try:
+                    data = os.read(stdin.fileno(), 65536)
+                except OSError:
+                    data = b""
+                try:
+                    loop.call_soon_threadsafe(chunks.put_nowait, data)
+                except RuntimeError:  # the loop is closed: the session is over
+                    return
+                if not data:
+                    return
+
+        threading.Thread(target=read_stdin, name="plugin-stdin", daemon=True).start()
+
         async def up() -> None:
             while True:
-                data = await loop.run_in_executor(None, os.read, stdin.fileno(), 65536)
+                data = await chunks.get()
                 if not data:
                     # stdin closed: the service keeps the session until the shell exits or it is terminated.
                     return

@@ -1,0 +1,142 @@
+"""Session Manager preferences (the SSM-SessionManagerRunShell Session document): transcripts to encrypted S3
+and CloudWatch Logs, and Run As. Each test deletes the document again, so the other tests see no preferences."""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+import pytest
+from conftest import wait_until
+
+PREFERENCES = "SSM-SessionManagerRunShell"
+
+
+@pytest.fixture
+def preferences(main_lab):
+    """``preferences(inputs)`` writes the account's preferences document; it is deleted at teardown."""
+    ssm = main_lab.ssm
+
+    def write(inputs: dict) -> None:
+        content = json.dumps({"schemaVersion": "1.0", "description": "lab session preferences",
+                              "sessionType": "Standard_Stream", "inputs": inputs})
+        ssm.create_document(Name=PREFERENCES, DocumentType="Session", DocumentFormat="JSON", Content=content)
+
+    yield write
+    try:
+        ssm.delete_document(Name=PREFERENCES)
+    except ssm.exceptions.InvalidDocument:
+        pass
+
+
+def _session_output(lab, shell, node: str, script: str, ssm=None) -> tuple[str, str]:
+    """Run ``script`` in a shell session, exit, and return (session id, plugin output)."""
+    response, process = shell(lab, node, ssm)
+    process.write(script + "\nexit\n")
+    process.wait_for(rf"Exiting session with sessionId: {response['SessionId']}\.")
+    assert process.wait_exit() == 0
+    return response["SessionId"], process.output
+
+
+def _whoami(lab, shell, node: str, ssm=None) -> str:
+    _session_id, output = _session_output(lab, shell, node, "echo user=$(whoami)=", ssm)
+    users = [line.split("=")[1] for line in output.splitlines() if line.startswith("user=")]
+    assert len(users) == 1, output
+    return users[0]
+
+
+def test_default_user_is_ssm_user(main_lab, shell):
+    assert _whoami(main_lab, shell, main_lab.ec2_ids[4]) == "ssm-user"
+
+
+def test_run_as_default_user_and_run_as_tag(main_lab, shell, preferences):
+    node = main_lab.ec2_ids[4]
+    token = secrets.token_hex(3)
+    default_user, tagged_user = "labops", f"alice{token}"
+    main_lab.run_ok(node, f"id -u {default_user} >/dev/null 2>&1 || useradd -m {default_user}",
+                    f"useradd -m {tagged_user}")
+    preferences({"runAsEnabled": True, "runAsDefaultUser": default_user})
+
+    assert _whoami(main_lab, shell, node) == default_user
+
+    iam = main_lab.client("iam")
+    iam_user = f"lab-runas-{token}"
+    iam.create_user(UserName=iam_user, Tags=[{"Key": "SSMSessionRunAs", "Value": tagged_user}])
+    key = iam.create_access_key(UserName=iam_user)["AccessKey"]
+    as_user = main_lab.client("ssm", access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"])
+    assert _whoami(main_lab, shell, node, as_user) == tagged_user
+
+    sessions = main_lab.ssm.describe_sessions(State="History", Filters=[{"key": "Target", "value": node}])
+    owners = {s["Owner"] for s in sessions["Sessions"]}
+    assert f"arn:aws:iam::123456789012:user/{iam_user}" in owners
+
+
+def test_run_as_user_missing_on_the_node_fails_the_session(main_lab, shell, plugin, preferences):
+    node = main_lab.ec2_ids[5]
+    preferences({"runAsEnabled": True, "runAsDefaultUser": "nobody-here"})
+    response = main_lab.ssm.start_session(Target=node)
+    process = plugin(main_lab, response, {"Target": node})
+    assert process.wait_exit() != 0
+    assert "RunAs user nobody-here does not exist" in process.output
+
+
+@pytest.fixture
+def kms_key(main_lab):
+    return main_lab.client("kms").create_key(Description="lab session transcripts")["KeyMetadata"]["Arn"]
+
+
+def test_transcripts_land_in_encrypted_s3_and_cloudwatch(main_lab, shell, preferences, kms_key):
+    token = secrets.token_hex(4)
+    bucket, group, prefix = f"lab-transcripts-{token}", f"/lab/sessions/{token}", f"sessions/{token}"
+    s3, logs = main_lab.client("s3"), main_lab.client("logs")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [
+        {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": kms_key}}]})
+    logs.create_log_group(logGroupName=group, kmsKeyId=kms_key)
+    preferences({"s3BucketName": bucket, "s3KeyPrefix": prefix, "s3EncryptionEnabled": True,
+                 "cloudWatchLogGroupName": group, "cloudWatchEncryptionEnabled": True})
+
+    marker = f"transcript-{token}-$((6*7))"
+    expected = f"transcript-{token}-42"
+    session_id, output = _session_output(main_lab, shell, main_lab.ec2_ids[4], f"echo {marker}")
+    assert expected in output
+
+    key = f"{prefix}/{session_id}.log"
+
+    def s3_transcript():
+        listed = s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
+        return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode() if listed else None
+
+    transcript = wait_until(s3_transcript, what=f"s3://{bucket}/{key}")
+    assert expected in transcript
+
+    def log_events():
+        streams = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=session_id)["logStreams"]
+        if not streams:
+            return None
+        events = logs.get_log_events(logGroupName=group, logStreamName=session_id)["events"]
+        return "".join(e["message"] for e in events) or None
+
+    logged = wait_until(log_events, what=f"log stream {session_id} in {group}")
+    assert expected in logged
+    assert [s["logStreamName"] for s in logs.describe_log_streams(logGroupName=group)["logStreams"]] == [session_id]
+
+    ended = main_lab.ssm.describe_sessions(State="History", Filters=[{"key": "SessionId", "value": session_id}])
+    assert ended["Sessions"][0]["OutputUrl"]["S3OutputUrl"].endswith(f"/{key}")
+
+
+def test_unencrypted_log_group_refuses_the_session(main_lab, plugin, preferences):
+    # A log group has no KMS key unless given one; with cloudWatchEncryptionEnabled the agent refuses it.
+    group = f"/lab/plain-{secrets.token_hex(4)}"
+    main_lab.client("logs").create_log_group(logGroupName=group)
+    preferences({"cloudWatchLogGroupName": group, "cloudWatchEncryptionEnabled": True})
+    node = main_lab.ec2_ids[4]
+    response = main_lab.ssm.start_session(Target=node)
+    process = plugin(main_lab, response, {"Target": node})
+    assert process.wait_exit() != 0
+    assert f"unable to validate encryption on CloudWatch Logs log group {group}" in process.output
+    assert response["SessionId"] in process.output
+    failed = wait_until(lambda: main_lab.ssm.describe_sessions(
+        State="History", Filters=[{"key": "SessionId", "value": response["SessionId"]}])["Sessions"],
+        what="the refused session in the history")
+    assert failed[0]["Status"] == "Failed"
