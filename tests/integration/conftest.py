@@ -1,12 +1,5 @@
-import os
-import re
-import subprocess
-
 import pytest
 from ssm_lab.testing import Lab
-
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
 @pytest.fixture(scope="module")
@@ -14,15 +7,3 @@ def lab(tmp_path_factory):
     lab = Lab(tmp_path_factory.mktemp("lab"), "--nodes", "3", "--provisioned").up()
     yield lab
     lab.down()
-
-
-def run(lab, *argv, check=True):
-    """Run an ansible command from the repository root against the lab; return (output, recap by host)."""
-    result = subprocess.run(list(argv), cwd=ROOT, env=lab.environ(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1"),
-                            capture_output=True, text=True, timeout=600, check=False)
-    output = result.stdout + result.stderr
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} exited {result.returncode}:\n{output[-6000:]}")
-    recap = {m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)), "unreachable": int(m.group(4)),
-                          "failed": int(m.group(5))} for m in RECAP.finditer(result.stdout)}
-    return output, recap

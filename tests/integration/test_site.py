@@ -3,7 +3,7 @@
 import json
 import os
 
-from conftest import run
+from ansible_cli import run
 
 INVENTORY = "inventories/lab"
 

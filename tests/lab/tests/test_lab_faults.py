@@ -7,7 +7,7 @@ import json
 import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
-from conftest import wait_until
+from labhelpers import wait_until
 
 NO_RETRIES = Config(retries={"max_attempts": 1, "mode": "standard"})
 

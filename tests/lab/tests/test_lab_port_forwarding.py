@@ -9,7 +9,7 @@ import socketserver
 import threading
 
 import pytest
-from conftest import wait_until
+from labhelpers import wait_until
 
 REMOTE_HOST_DOCUMENT = "AWS-StartPortForwardingSessionToRemoteHost"
 LOCAL_DOCUMENT = "AWS-StartPortForwardingSession"

@@ -7,7 +7,7 @@ import json
 import secrets
 
 import pytest
-from conftest import wait_until
+from labhelpers import wait_until
 
 PREFERENCES = "SSM-SessionManagerRunShell"
 

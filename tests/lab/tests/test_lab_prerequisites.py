@@ -11,7 +11,7 @@ import json
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import build_nat_path, trust_policy, wait_until
+from labhelpers import build_nat_path, trust_policy, wait_until
 
 CORE_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 ROLE = "lab-e2e-node"

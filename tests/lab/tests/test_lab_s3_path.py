@@ -3,7 +3,7 @@ table, or an S3 interface endpoint. amazon.aws.aws_ssm's file transfer (curl of 
 
 import pytest
 
-from conftest import wait_until
+from labhelpers import wait_until
 
 CURL = "curl -sS -o /dev/null -w 'HTTP %{http_code}' --max-time 10 '{url}'"
 

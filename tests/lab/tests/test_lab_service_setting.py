@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import build_nat_path, trust_policy, wait_until
+from labhelpers import build_nat_path, trust_policy, wait_until
 
 SETTING = "/ssm/managed-instance/default-ec2-instance-management-role"
 DHMC_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedEC2InstanceDefaultPolicy"

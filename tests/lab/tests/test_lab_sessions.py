@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from botocore.exceptions import ClientError
-from conftest import wait_until
+from labhelpers import wait_until
 
 
 def _history(lab, session_id: str) -> dict | None:
