@@ -121,7 +121,8 @@ def cmd_up(args) -> int:
         )
     with open(os.path.join(state, "controlplane.pid"), "w", encoding="utf-8") as handle:
         handle.write(str(control.pid))
-    if not _wait(lambda: _request(endpoint, "health", timeout=1)["ok"], 30):
+    if not _wait(lambda: control.poll() is not None or _request(endpoint, "health", timeout=1)["ok"], 30) \
+            or control.poll() is not None:
         _err(f"the control plane did not start; see {state}/controlplane.log")
         _stop(state)
         return 1
@@ -253,13 +254,18 @@ def cmd_status(args) -> int:
     env = _running(args)
     if env is None:
         return 1
-    listed = _request(env["AWS_ENDPOINT_URL"], "nodes")
+    try:
+        listed = _request(env["AWS_ENDPOINT_URL"], "nodes")
+    except (OSError, urllib.error.URLError) as error:
+        _err(f"the lab's control plane does not answer ({error}); see {common.state_dir(args.state_dir)}/"
+             "controlplane.log, or restart with 'ssm-lab down' and 'ssm-lab up'")
+        return 1
     if args.json:
         print(json.dumps(listed, indent=2))
         return 0
     print(f"{'NODE':<22} {'HOSTNAME':<30} {'PING STATUS':<15} {'AGENT':<6} PROBLEMS")
     for node in listed["nodes"]:
-        codes = ",".join(p["code"] for p in node["problems"]) or "-"
+        codes = ",".join(dict.fromkeys(p["code"] for p in node["problems"])) or "-"
         print(f"{node['id']:<22} {node['hostname']:<30} {node['ping_status']:<15} "
               f"{'up' if node['agent_connected'] else 'down':<6} {codes}")
     if listed.get("records"):

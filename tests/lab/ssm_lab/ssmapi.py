@@ -460,6 +460,8 @@ class SsmApi:
         node = self.registry.nodes[invocation.instance_id]
         deadline = time.time() + command.timeout_seconds
         while node.agent is None or self.registry.ping_status(node) != "Online":
+            if invocation.status == "Cancelled":  # CancelCommand while the node was away
+                return
             if time.time() >= deadline:
                 invocation.status, invocation.details = "TimedOut", "DeliveryTimedOut"
                 return
