@@ -1,9 +1,8 @@
 import pytest
-from ssm_lab.testing import Lab
+from ssm_lab.testing import running_lab
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    lab = Lab(tmp_path_factory.mktemp("lab"), "--nodes", "3", "--provisioned").up()
-    yield lab
-    lab.down()
+    with running_lab(tmp_path_factory.mktemp("lab"), "--nodes", "3", "--provisioned") as lab:
+        yield lab

@@ -1,48 +1,95 @@
-"""A running lab for tests: start it in a directory of its own, hand out its environment, always stop it."""
+"""A running lab for test suites: start it in a directory of its own, hand out its settings and clients, and
+always stop it. Suites subclass ``Lab`` to add their own helpers."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import shlex
 import subprocess
 import sys
 
+BIN = os.path.dirname(sys.executable)
+SSM_LAB = os.path.join(BIN, "ssm-lab")
+UP_TIMEOUT = 120
+EXPORTED = {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION",
+            "AWS_SESSION_MANAGER_PLUGIN", "SSM_LAB_STATE_DIR"}
 
-def _tool(name: str) -> str:
-    local = os.path.join(os.path.dirname(sys.executable), name)
-    return local if os.path.exists(local) else name
+
+def clean_environ() -> dict:
+    """This process's environment without any AWS or lab settings (and without the in-process tests' strict
+    switch, which would let a reachability surprise raise inside the control plane)."""
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(("AWS_", "SSM_LAB_")) and k != "MOTO_IAM_LOAD_MANAGED_POLICIES"}
+
+
+def parse_exports(text: str) -> dict:
+    env = {}
+    for line in text.splitlines():
+        words = shlex.split(line)
+        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
+            key, value = words[1].split("=", 1)
+            env[key] = value
+    return env
 
 
 class Lab:
-    def __init__(self, state_dir: str, *up_args: str) -> None:
-        self.state_dir = str(state_dir)
-        self.up_args = list(up_args)
-        self.env: dict[str, str] = {}
+    """One running lab: its state dir, exported settings, network ids and clients."""
 
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run([_tool("ssm-lab"), "--state-dir", self.state_dir, *args],
-                              capture_output=True, text=True, check=check, timeout=120)
+    def __init__(self, state_dir: str, env: dict) -> None:
+        self.state_dir = state_dir
+        self.env = env
+        self.endpoint = env["AWS_ENDPOINT_URL"]
+        self.region = env["AWS_DEFAULT_REGION"]
+        with open(os.path.join(state_dir, "network.json"), encoding="utf-8") as handle:
+            self.network = json.load(handle)
+        self._clients: dict = {}
 
-    def up(self) -> "Lab":
-        result = self.cli("up", *self.up_args, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"ssm-lab up failed ({result.returncode}):\n{result.stderr}")
-        for line in result.stdout.splitlines():
-            if line.startswith("export ") and "=" in line:
-                key, value = line[len("export "):].split("=", 1)
-                self.env[key] = value
-        return self
+    def environ(self, **extra: str) -> dict:
+        """The process environment a client of this lab (ansible, the plugin) runs with."""
+        return {**clean_environ(), **self.env, **extra}
 
-    def down(self) -> None:
-        self.cli("down", check=False)
-
-    def environ(self, **extra: str) -> dict[str, str]:
-        """The process environment a client of this lab runs with."""
-        return {**os.environ, **self.env, **extra}
-
-    def client(self, service: str, **kwargs):
+    def client(self, service: str, access_key: str | None = None, secret_key: str | None = None, config=None):
         import boto3
 
-        return boto3.client(service, endpoint_url=self.env["AWS_ENDPOINT_URL"],
-                            region_name=self.env["AWS_DEFAULT_REGION"],
-                            aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
-                            aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"], **kwargs)
+        key = (service, access_key, secret_key, id(config) if config else None)
+        if key not in self._clients:
+            self._clients[key] = boto3.client(
+                service,
+                endpoint_url=self.endpoint,
+                region_name=self.region,
+                aws_access_key_id=access_key or self.env["AWS_ACCESS_KEY_ID"],
+                aws_secret_access_key=secret_key or self.env["AWS_SECRET_ACCESS_KEY"],
+                config=config,
+            )
+        return self._clients[key]
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([SSM_LAB, "--state-dir", self.state_dir, *args], capture_output=True, text=True,
+                                env=clean_environ(), timeout=60, check=False)
+        if check and result.returncode != 0:
+            raise AssertionError(f"ssm-lab {' '.join(args)} failed ({result.returncode}): {result.stderr}")
+        return result
+
+
+@contextlib.contextmanager
+def running_lab(state_dir: str, *args: str, lab_class: type = Lab):
+    """``ssm-lab up`` in ``state_dir``; always ``ssm-lab down`` afterwards, even when up failed."""
+    state_dir = str(state_dir)
+    try:
+        result = subprocess.run([SSM_LAB, "--state-dir", state_dir, "up", *args], capture_output=True, text=True,
+                                env=clean_environ(), timeout=UP_TIMEOUT, check=False)
+        if result.returncode != 0:
+            logs = ""
+            for name in ("controlplane.log", "agents.log"):
+                with contextlib.suppress(OSError), open(os.path.join(state_dir, name), encoding="utf-8") as handle:
+                    logs += f"\n--- {name} ---\n" + handle.read()[-3000:]
+            raise RuntimeError(f"ssm-lab up {' '.join(args)} failed ({result.returncode}): {result.stderr}{logs}")
+        env = parse_exports(result.stdout)
+        if not EXPORTED <= set(env):
+            raise RuntimeError(f"ssm-lab up printed {result.stdout!r}, not the export lines {sorted(EXPORTED)}")
+        yield lab_class(state_dir, env)
+    finally:
+        subprocess.run([SSM_LAB, "--state-dir", state_dir, "down"], capture_output=True, env=clean_environ(),
+                       timeout=60, check=False)

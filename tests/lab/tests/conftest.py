@@ -15,69 +15,22 @@ import os
 import pty
 import re
 import select
-import shlex
 import signal
 import subprocess
-import sys
 import threading
 import urllib.request
 
-import boto3
 import pytest
 from labhelpers import wait_until
-from botocore.config import Config
+from ssm_lab import testing
 
-BIN = os.path.dirname(sys.executable)
-SSM_LAB = os.path.join(BIN, "ssm-lab")
-SSM_LAB_PLUGIN = os.path.join(BIN, "ssm-lab-plugin")
+SSM_LAB_PLUGIN = os.path.join(testing.BIN, "ssm-lab-plugin")
 REGION = "us-east-1"
 DONE_STATES = ("Success", "Failed", "TimedOut", "Cancelled", "Cancelling")
-UP_TIMEOUT = 120
 
 
-def _clean_environ() -> dict:
-    """This process's environment without any AWS or lab settings (and without the in-process tests' strict
-    switch, which would let a reachability surprise raise inside the control plane)."""
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(("AWS_", "SSM_LAB_")) and k not in ("MOTO_IAM_LOAD_MANAGED_POLICIES",)}
-
-
-def parse_exports(text: str) -> dict:
-    env = {}
-    for line in text.splitlines():
-        words = shlex.split(line)
-        if len(words) == 2 and words[0] == "export" and "=" in words[1]:
-            key, value = words[1].split("=", 1)
-            env[key] = value
-    return env
-
-
-class Lab:
-    """One running lab: its state dir, exported settings, network ids and clients."""
-
-    def __init__(self, state_dir: str, env: dict) -> None:
-        self.state_dir = state_dir
-        self.env = env
-        self.endpoint = env["AWS_ENDPOINT_URL"]
-        self.region = env["AWS_DEFAULT_REGION"]
-        with open(os.path.join(state_dir, "network.json"), encoding="utf-8") as handle:
-            self.network = json.load(handle)
-        self._clients: dict = {}
-
-    # --- clients ---------------------------------------------------------------------------------------
-    def client(self, service: str, access_key: str | None = None, secret_key: str | None = None,
-               config: Config | None = None):
-        key = (service, access_key, secret_key, id(config) if config else None)
-        if key not in self._clients:
-            self._clients[key] = boto3.client(
-                service,
-                endpoint_url=self.endpoint,
-                region_name=self.region,
-                aws_access_key_id=access_key or self.env["AWS_ACCESS_KEY_ID"],
-                aws_secret_access_key=secret_key or self.env["AWS_SECRET_ACCESS_KEY"],
-                config=config,
-            )
-        return self._clients[key]
+class Lab(testing.Lab):
+    """A running lab with the helpers these tests share: admin API, node status, Run Command."""
 
     @property
     def ssm(self):
@@ -87,14 +40,7 @@ class Lab:
     def ec2(self):
         return self.client("ec2")
 
-    # --- the CLI and the admin API -----------------------------------------------------------------------
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run([SSM_LAB, "--state-dir", self.state_dir, *args], capture_output=True, text=True,
-                                env=_clean_environ(), timeout=60, check=False)
-        if check and result.returncode != 0:
-            raise AssertionError(f"ssm-lab {' '.join(args)} failed ({result.returncode}): {result.stderr}")
-        return result
-
+    # --- the admin API -----------------------------------------------------------------------------------
     def admin(self, path: str) -> dict:
         with urllib.request.urlopen(f"{self.endpoint}/_lab/{path}", timeout=10) as response:
             return json.load(response)
@@ -184,34 +130,12 @@ class Lab:
         return invocation["StandardOutputContent"]
 
 
-@contextlib.contextmanager
-def running_lab(state_dir: str, *args: str):
-    """``ssm-lab up`` in ``state_dir``; always ``ssm-lab down`` afterwards, even when up failed."""
-    try:
-        result = subprocess.run([SSM_LAB, "--state-dir", state_dir, "up", *args], capture_output=True, text=True,
-                                env=_clean_environ(), timeout=UP_TIMEOUT, check=False)
-        if result.returncode != 0:
-            logs = ""
-            for name in ("controlplane.log", "agents.log"):
-                with contextlib.suppress(OSError), open(os.path.join(state_dir, name), encoding="utf-8") as handle:
-                    logs += f"\n--- {name} ---\n" + handle.read()[-3000:]
-            pytest.fail(f"ssm-lab up {' '.join(args)} failed ({result.returncode}): {result.stderr}{logs}")
-        env = parse_exports(result.stdout)
-        expected = {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
-                    "AWS_REGION", "AWS_SESSION_MANAGER_PLUGIN", "SSM_LAB_STATE_DIR"}
-        assert expected <= set(env), f"ssm-lab up printed {result.stdout!r}"
-        yield Lab(state_dir, env)
-    finally:
-        subprocess.run([SSM_LAB, "--state-dir", state_dir, "down"], capture_output=True, env=_clean_environ(),
-                       timeout=60, check=False)
-
-
 @pytest.fixture(scope="session")
 def start_lab(tmp_path_factory):
     """A context manager factory: ``with start_lab("name", "--nodes", "1") as lab: ...``."""
 
     def start(name: str, *args: str):
-        return running_lab(str(tmp_path_factory.mktemp(name)), *args)
+        return testing.running_lab(str(tmp_path_factory.mktemp(name)), *args, lab_class=Lab)
 
     return start
 
@@ -236,7 +160,7 @@ class PluginProcess:
         argv = [SSM_LAB_PLUGIN, json.dumps(response), lab.region, "StartSession", "", json.dumps(target),
                 lab.endpoint]
         self.process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=slave, stderr=slave,
-                                        env={**_clean_environ(), **lab.env}, start_new_session=True)
+                                        env=lab.environ(), start_new_session=True)
         os.close(slave)
         self._master = master
         self._output = bytearray()
