@@ -174,8 +174,9 @@ def _provision(env: dict, args) -> list[dict]:
     ec2 = client("ec2", env)
     network = provision.build_network(ec2, env["AWS_DEFAULT_REGION"])
     profile = None
+    if args.provisioned or args.nat:
+        network["nat_gateway"] = provision.provision_path(ec2, network)
     if args.provisioned:
-        provision.provision_path(ec2, network)
         profile = provision.provision_role(client("iam", env))
     nodes = provision.launch_nodes(ec2, network, args.nodes, profile=profile)
     for node in nodes[: args.sshd]:
@@ -317,6 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--records", type=int, default=0, help="EC2 instances registered in SSM with no agent process")
     up.add_argument("--sshd", type=int, default=0, help="how many EC2 nodes answer AWS-StartSSHSession with sshd")
     up.add_argument("--provisioned", action="store_true", help="give the nodes a role, a profile and a NAT route")
+    up.add_argument("--nat", action="store_true",
+                    help="give the private subnets a NAT gateway route but the nodes no role (still offline)")
     up.add_argument("--profile", choices=sorted(("off", "aws", "flaky")), help="a latency and fault profile")
     up.add_argument("--faults", help='fault settings as JSON, e.g. {"api_delay": 0.1}')
     up.set_defaults(func=cmd_up)
