@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 import urllib.parse
+from xml.etree import ElementTree
 
 os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 
@@ -70,6 +71,10 @@ class LabApp:
                 return self._ssm_call(action, request, environ, start_response)
         if service == "ec2" and action == "ModifyVpcEndpoint":
             return self._modify_vpc_endpoint(body, environ, start_response)
+        if service == "ec2" and action == "RunInstances":
+            return self._run_instances(body, environ, start_response)
+        if service == "ec2" and action == "ReplaceIamInstanceProfileAssociation":
+            return self._replace_profile_association(body, environ, start_response)
         return self.moto(environ, start_response)
 
     @staticmethod
@@ -149,6 +154,62 @@ class LabApp:
                 for node in self.registry.nodes.values():
                     node._cache = None
         return response
+
+    def _run_instances(self, body: bytes, environ, start_response):
+        """AWS creates an IAM instance profile association for every instance that RunInstances launches with
+        IamInstanceProfile; moto creates one for the first instance at most. Add the missing ones."""
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        name = (form.get("IamInstanceProfile.Name") or [None])[0]
+        arn = (form.get("IamInstanceProfile.Arn") or [None])[0]
+        status = {}
+
+        def capture(code, headers, exc_info=None):
+            status["code"] = code
+            return start_response(code, headers, exc_info)
+
+        response = self.moto(environ, capture)
+        if not (name or arn):
+            return response
+        chunks = list(response)
+        if hasattr(response, "close"):
+            response.close()
+        if not str(status.get("code", "")).startswith("200"):
+            return chunks
+        try:
+            root = ElementTree.fromstring(b"".join(chunks))
+        except ElementTree.ParseError:
+            return chunks
+        ids = [e.text for e in root.iter() if e.tag.rsplit("}", 1)[-1] == "instanceId" and e.text]
+        ec2 = get_backend("ec2")[self.registry.account_id][self._region(environ)]
+        known = {instance.id for instance in ec2.all_instances()}
+        for instance_id in dict.fromkeys(ids):
+            if instance_id in known and instance_id not in ec2.iam_instance_profile_associations:
+                ec2.associate_iam_instance_profile(instance_id, name, arn)
+        return chunks
+
+    def _replace_profile_association(self, body: bytes, environ, start_response):
+        """moto replaces the association's profile but leaves the instance's IamInstanceProfile as it was, so
+        DescribeInstances shows the old one; AWS shows the new one. Bring the instance in line."""
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        association_id = (form.get("AssociationId") or [""])[0]
+        response = list(self.moto(environ, start_response))
+        ec2 = get_backend("ec2")[self.registry.account_id][self._region(environ)]
+        for association in list(ec2.iam_instance_profile_associations.values()):
+            if association.association_id == association_id:
+                ec2.modify_instance_attribute(association.instance_id, "iam_instance_profile",
+                                              {"Arn": association.iam_instance_profile.arn, "Id": association_id})
+                for node in self.registry.nodes.values():
+                    node._cache = None
+        return response
+
+    def _region(self, environ) -> str:
+        """The region the request is signed for (Credential=key/date/region/service/aws4_request)."""
+        auth = environ.get("HTTP_AUTHORIZATION", "")
+        if "Credential=" in auth:
+            parts = auth.split("Credential=", 1)[1].split("/")
+            if len(parts) > 2 and parts[2]:
+                return parts[2]
+        return self.registry.region
 
     @staticmethod
     def _json(start_response, status: int, payload: dict, headers: dict | None = None):

@@ -50,15 +50,16 @@ class Lab:
         """The process environment a client of this lab (ansible, the plugin) runs with."""
         return {**clean_environ(), **self.env, **extra}
 
-    def client(self, service: str, access_key: str | None = None, secret_key: str | None = None, config=None):
+    def client(self, service: str, access_key: str | None = None, secret_key: str | None = None, config=None,
+               region: str | None = None):
         import boto3
 
-        key = (service, access_key, secret_key, id(config) if config else None)
+        key = (service, access_key, secret_key, id(config) if config else None, region)
         if key not in self._clients:
             self._clients[key] = boto3.client(
                 service,
                 endpoint_url=self.endpoint,
-                region_name=self.region,
+                region_name=region or self.region,
                 aws_access_key_id=access_key or self.env["AWS_ACCESS_KEY_ID"],
                 aws_secret_access_key=secret_key or self.env["AWS_SECRET_ACCESS_KEY"],
                 config=config,
