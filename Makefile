@@ -15,7 +15,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export SSM_LAB_STATE_DIR ?= $(CURDIR)/.lab
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: help venv system-deps collection demo test unit lab-test integration lint sanity install-check \
+.PHONY: help venv system-deps collection demo test unit lab-test integration molecule lint sanity install-check \
         lab-up lab-down lab-status clean
 
 help:
@@ -56,6 +56,7 @@ demo: collection
 test: collection
 	@$(MAKE) --no-print-directory lint sanity install-check
 	PATH="$(BIN):$$PATH" $(PYTEST) tests/lab/tests $(wildcard tests/unit) tests/integration
+	@$(MAKE) --no-print-directory molecule
 
 unit: $(STAMP)
 	$(PYTEST) $(or $(wildcard tests/unit),--co -q tests/lab/tests/test_reachability.py)
@@ -65,6 +66,10 @@ lab-test: $(STAMP)
 
 integration: collection
 	PATH="$(BIN):$$PATH" $(PYTEST) tests/integration
+
+# The roles' molecule scenarios (extensions/molecule): each starts its own lab, then check, converge, idempotence.
+molecule: collection
+	PATH="$(BIN):$$PATH" $(BIN)/molecule test --all
 
 lint: $(STAMP)
 	$(BIN)/yamllint -s .
