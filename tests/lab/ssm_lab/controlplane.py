@@ -292,6 +292,39 @@ class LabApp:
         }
 
 
+def _as_over_tls(statement: dict) -> dict | None:
+    """A bucket policy statement as AWS applies it to a request made over TLS (every SDK call to AWS is; the
+    lab's clients use plain HTTP only because the lab is local): a ``Bool aws:SecureTransport`` condition is
+    decided here, and the statement is dropped when it does not hold. moto ignores Bool conditions, so without
+    this a bucket policy that denies non-TLS requests would deny every request."""
+    condition = statement.get("Condition") or {}
+    secure = (condition.get("Bool") or {}).get("aws:SecureTransport")
+    if secure is None:
+        return statement
+    if str(secure).lower() != "true":
+        return None
+    rest = {**condition, "Bool": {k: v for k, v in condition["Bool"].items() if k != "aws:SecureTransport"}}
+    rest = {k: v for k, v in rest.items() if v}
+    return {**statement, "Condition": rest} if rest else {k: v for k, v in statement.items() if k != "Condition"}
+
+
+def _patch_bucket_policies() -> None:
+    from moto.iam.access_control import IAMPolicy, PermissionResult
+    from moto.s3.models import FakeBucket
+
+    def get_permission(bucket, action: str, resource: str):
+        if bucket.policy is None:
+            return PermissionResult.NEUTRAL
+        policy = json.loads(bucket.policy.decode())
+        statements = policy.get("Statement") or []
+        statements = [s for s in (map(_as_over_tls, statements if isinstance(statements, list) else [statements])) if s]
+        if not statements:
+            return PermissionResult.NEUTRAL
+        return IAMPolicy(json.dumps({**policy, "Statement": statements})).is_action_permitted(action, resource)
+
+    FakeBucket.get_permission = get_permission
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ssm-lab-controlplane")
     parser.add_argument("--host", default="127.0.0.1")
@@ -302,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
+    _patch_bucket_policies()
     registry = Registry()
     registry.faults.update(json.loads(args.faults))
     endpoint = f"http://{args.host}:{args.port}"
