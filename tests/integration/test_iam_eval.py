@@ -1,0 +1,133 @@
+"""Unit tests of iam_eval, the small IAM policy evaluator the operator_access tests rely on: a table of requests
+against policies, those that must be denied as much as those that must be allowed."""
+
+import pytest
+from iam_eval import ALLOW, EXPLICIT_DENY, IMPLICIT_DENY, UnsupportedPolicy, evaluate
+
+INSTANCE = "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0"
+
+
+def policy(*statements):
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+def allow(action, resource, condition=None, **extra):
+    statement = {"Effect": "Allow", "Action": action, "Resource": resource, **extra}
+    if condition:
+        statement["Condition"] = condition
+    return statement
+
+
+TAGGED = policy(allow("ssm:StartSession", "arn:aws:ec2:*:*:instance/*",
+                      {"StringEquals": {"ssm:resourceTag/Env": ["dev", "test"]}}))
+LIKE = policy(allow("ssm:StartSession", "*", {"StringLike": {"ssm:resourceTag/Team": "web-*"}}))
+TWO_KEYS = policy(allow("ssm:StartSession", "*",
+                        {"StringEquals": {"ssm:resourceTag/Env": "dev", "ssm:resourceTag/Team": "web"}}))
+DOC_CHECK = policy(allow("ssm:StartSession", "*", {"BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}}))
+BOOL = policy(allow("s3:GetObject", "*", {"Bool": {"aws:SecureTransport": "true"}}))
+NOT_EQUALS = policy(allow("ssm:StartSession", "*", {"StringNotEquals": {"ssm:resourceTag/Env": "prod"}}))
+OWN = policy(allow(["ssm:TerminateSession", "ssm:ResumeSession"],
+                   "arn:aws:ssm:*:123456789012:session/${aws:username}-*"))
+USERID = policy(allow("ssmmessages:OpenDataChannel", "arn:aws:ssm:*:*:session/${aws:userid}-*"))
+WITH_DENY = policy(allow("ssm:*", "*"),
+                   {"Effect": "Deny", "Action": "ssm:StartSession", "Resource": "*",
+                    "Condition": {"StringEquals": {"ssm:resourceTag/Env": "prod"}}})
+NOT_ACTION = policy({"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"})
+NOT_RESOURCE = policy({"Effect": "Allow", "Action": "s3:GetObject", "NotResource": "arn:aws:s3:::secret/*"})
+QUESTION = policy(allow("ssm:Get?onnectionStatus", "arn:aws:ec2:us-east-1:123456789012:instance/i-0?"))
+ESCAPE = policy(allow("s3:GetObject", "arn:aws:s3:::bucket/${*}"))
+VARIABLE_IN_CONDITION = policy(allow("ssm:StartSession", "*",
+                                     {"StringEquals": {"ssm:resourceTag/Owner": "${aws:username}"}}))
+
+
+@pytest.mark.parametrize("policies, action, resource, context, expected", [
+    # tag conditions: exact, any of several values, wildcards, several keys ANDed
+    ([TAGGED], "ssm:StartSession", INSTANCE, {"ssm:resourceTag/Env": "dev"}, ALLOW),
+    ([TAGGED], "ssm:StartSession", INSTANCE, {"ssm:resourceTag/Env": "test"}, ALLOW),
+    ([TAGGED], "ssm:StartSession", INSTANCE, {"ssm:resourceTag/Env": "prod"}, IMPLICIT_DENY),
+    ([TAGGED], "ssm:StartSession", INSTANCE, {"ssm:resourceTag/Env": "Dev"}, IMPLICIT_DENY),
+    ([TAGGED], "ssm:StartSession", INSTANCE, {}, IMPLICIT_DENY),
+    ([TAGGED], "ssm:StartSession", INSTANCE, {"SSM:RESOURCETAG/ENV": "dev"}, ALLOW),
+    ([TAGGED], "ssm:startsession", INSTANCE, {"ssm:resourceTag/Env": "dev"}, ALLOW),
+    ([TAGGED], "ssm:StartSession", "arn:aws:ssm:us-east-1:123456789012:managed-instance/mi-0123456789abcdef0",
+     {"ssm:resourceTag/Env": "dev"}, IMPLICIT_DENY),
+    ([TAGGED], "ssm:SendCommand", INSTANCE, {"ssm:resourceTag/Env": "dev"}, IMPLICIT_DENY),
+    ([LIKE], "ssm:StartSession", INSTANCE, {"ssm:resourceTag/Team": "web-frontend"}, ALLOW),
+    ([LIKE], "ssm:StartSession", INSTANCE, {"ssm:resourceTag/Team": "db-web-x"}, IMPLICIT_DENY),
+    ([TWO_KEYS], "ssm:StartSession", INSTANCE, {"ssm:resourceTag/Env": "dev", "ssm:resourceTag/Team": "web"}, ALLOW),
+    ([TWO_KEYS], "ssm:StartSession", INSTANCE, {"ssm:resourceTag/Env": "dev", "ssm:resourceTag/Team": "db"},
+     IMPLICIT_DENY),
+    ([TWO_KEYS], "ssm:StartSession", INSTANCE, {"ssm:resourceTag/Env": "dev"}, IMPLICIT_DENY),
+    # ...IfExists: a missing key passes, a present one must match
+    ([DOC_CHECK], "ssm:StartSession", INSTANCE, {}, ALLOW),
+    ([DOC_CHECK], "ssm:StartSession", INSTANCE, {"ssm:SessionDocumentAccessCheck": "true"}, ALLOW),
+    ([DOC_CHECK], "ssm:StartSession", INSTANCE, {"ssm:SessionDocumentAccessCheck": True}, ALLOW),
+    ([DOC_CHECK], "ssm:StartSession", INSTANCE, {"ssm:SessionDocumentAccessCheck": "false"}, IMPLICIT_DENY),
+    # Bool without IfExists: a missing key fails
+    ([BOOL], "s3:GetObject", "arn:aws:s3:::b/k", {"aws:SecureTransport": "true"}, ALLOW),
+    ([BOOL], "s3:GetObject", "arn:aws:s3:::b/k", {}, IMPLICIT_DENY),
+    # negated operators: a missing key passes
+    ([NOT_EQUALS], "ssm:StartSession", INSTANCE, {"ssm:resourceTag/Env": "dev"}, ALLOW),
+    ([NOT_EQUALS], "ssm:StartSession", INSTANCE, {"ssm:resourceTag/Env": "prod"}, IMPLICIT_DENY),
+    ([NOT_EQUALS], "ssm:StartSession", INSTANCE, {}, ALLOW),
+    # policy variables in resources: own sessions only, and none at all without a user name (a role)
+    ([OWN], "ssm:TerminateSession", "arn:aws:ssm:us-east-1:123456789012:session/alice-0123",
+     {"aws:username": "alice"}, ALLOW),
+    ([OWN], "ssm:ResumeSession", "arn:aws:ssm:eu-west-1:123456789012:session/alice-0123",
+     {"aws:username": "alice"}, ALLOW),
+    ([OWN], "ssm:TerminateSession", "arn:aws:ssm:us-east-1:123456789012:session/bob-0123",
+     {"aws:username": "alice"}, IMPLICIT_DENY),
+    ([OWN], "ssm:TerminateSession", "arn:aws:ssm:us-east-1:123456789012:session/alice-0123", {}, IMPLICIT_DENY),
+    ([OWN], "ssm:TerminateSession", "arn:aws:ssm:us-east-1:210987654321:session/alice-0123",
+     {"aws:username": "alice"}, IMPLICIT_DENY),
+    # a variable's value is literal: a user named "a*" does not get everyone's sessions
+    ([OWN], "ssm:TerminateSession", "arn:aws:ssm:us-east-1:123456789012:session/alice-0123",
+     {"aws:username": "a*"}, IMPLICIT_DENY),
+    ([USERID], "ssmmessages:OpenDataChannel", "arn:aws:ssm:us-east-1:123456789012:session/AIDAEXAMPLE-0123",
+     {"aws:userid": "AIDAEXAMPLE"}, ALLOW),
+    ([VARIABLE_IN_CONDITION], "ssm:StartSession", INSTANCE, {"ssm:resourceTag/Owner": "alice", "aws:username": "alice"},
+     ALLOW),
+    ([VARIABLE_IN_CONDITION], "ssm:StartSession", INSTANCE, {"ssm:resourceTag/Owner": "alice", "aws:username": "bob"},
+     IMPLICIT_DENY),
+    ([VARIABLE_IN_CONDITION], "ssm:StartSession", INSTANCE, {"ssm:resourceTag/Owner": "alice"}, IMPLICIT_DENY),
+    # an explicit Deny wins over any Allow, in the same or another policy
+    ([WITH_DENY], "ssm:StartSession", INSTANCE, {"ssm:resourceTag/Env": "prod"}, EXPLICIT_DENY),
+    ([WITH_DENY], "ssm:StartSession", INSTANCE, {"ssm:resourceTag/Env": "dev"}, ALLOW),
+    ([TAGGED, policy({"Effect": "Deny", "Action": "*", "Resource": "*"})], "ssm:StartSession", INSTANCE,
+     {"ssm:resourceTag/Env": "dev"}, EXPLICIT_DENY),
+    # nothing allows: implicit deny
+    ([], "ssm:StartSession", INSTANCE, {}, IMPLICIT_DENY),
+    # NotAction, NotResource, ? and the ${*} escape
+    ([NOT_ACTION], "ssm:StartSession", INSTANCE, {}, ALLOW),
+    ([NOT_ACTION], "iam:CreateUser", "*", {}, IMPLICIT_DENY),
+    ([NOT_RESOURCE], "s3:GetObject", "arn:aws:s3:::public/a", {}, ALLOW),
+    ([NOT_RESOURCE], "s3:GetObject", "arn:aws:s3:::secret/a", {}, IMPLICIT_DENY),
+    ([QUESTION], "ssm:GetConnectionStatus", "arn:aws:ec2:us-east-1:123456789012:instance/i-01", {}, ALLOW),
+    ([QUESTION], "ssm:GetConnectionStatus", "arn:aws:ec2:us-east-1:123456789012:instance/i-012", {}, IMPLICIT_DENY),
+    ([ESCAPE], "s3:GetObject", "arn:aws:s3:::bucket/*", {}, ALLOW),
+    ([ESCAPE], "s3:GetObject", "arn:aws:s3:::bucket/anything", {}, IMPLICIT_DENY),
+])
+def test_decisions(policies, action, resource, context, expected):
+    assert evaluate(policies, action, resource, context) == expected
+
+
+@pytest.mark.parametrize("statement, message", [
+    (allow("ssm:StartSession", "*", {"NumericLessThan": {"aws:MultiFactorAuthAge": "3600"}}), "NumericLessThan"),
+    (allow("ssm:StartSession", "*", {"ForAnyValue:StringEquals": {"aws:TagKeys": ["a"]}}), "ForAnyValue"),
+    ({"Effect": "Allow", "Principal": "*", "Action": "s3:*", "Resource": "*"}, "Principal"),
+    ({"Effect": "Allow", "Action": "s3:*"}, "Resource"),
+    (allow("ssm:StartSession", "arn:aws:ec2:*:*:instance/${aws:username, 'x'}"), "default value"),
+])
+def test_what_it_does_not_understand_raises(statement, message):
+    with pytest.raises(UnsupportedPolicy, match=message):
+        evaluate([policy(statement)], "ssm:StartSession", INSTANCE, {"aws:username": "alice"})
+
+
+def test_policy_variables_need_the_2012_version():
+    with pytest.raises(UnsupportedPolicy, match="2012-10-17"):
+        evaluate([{"Version": "2008-10-17", "Statement": [allow("*", "*")]}], "s3:GetObject", "arn:aws:s3:::b")
+
+
+def test_json_strings_are_read():
+    assert evaluate(['{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "*", "Resource": "*"}}'],
+                    "s3:GetObject", "arn:aws:s3:::b") == ALLOW
