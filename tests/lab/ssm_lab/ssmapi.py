@@ -182,6 +182,24 @@ class SsmApi:
             self.messages.terminate(session_id)
         return {"SessionId": session_id}
 
+    def action_ListDocumentVersions(self, body: dict, authorization: str) -> dict:
+        """moto stores document versions but does not serve ListDocumentVersions (NotImplementedError)."""
+        name = body.get("Name") or ""
+        try:
+            documents = get_backend("ssm")[self.registry.account_id][self.registry.region]._get_documents(name)
+        except Exception:  # noqa: BLE001 - moto raises its own InvalidDocument
+            raise ApiError("InvalidDocument", f"Document with name {name} does not exist.")
+        items = []
+        for version, document in sorted(documents.versions.items(), key=lambda item: int(item[0])):
+            item = {"Name": document.name, "DocumentVersion": version, "DocumentFormat": document.document_format,
+                    "CreatedDate": document.created_date.timestamp(), "Status": "Active",
+                    "IsDefaultVersion": version == documents.default_version}
+            if document.version_name:
+                item["VersionName"] = document.version_name
+            items.append(item)
+        chunk, extra = _page(items, body, default=50, low=1, high=50)
+        return {"DocumentVersions": chunk, **extra}
+
     def action_DescribeSessions(self, body: dict, authorization: str) -> dict:
         state = body.get("State")
         if state not in ("Active", "History"):
