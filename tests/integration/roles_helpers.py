@@ -38,14 +38,3 @@ def wait_for(lab, wanted: str, nodes=None, timeout: float = 30.0) -> dict:
             raise AssertionError(f"after {timeout:g} s these nodes are not {wanted}: {pending} ({status})")
         time.sleep(0.5)
 
-
-def wait_until(predicate, timeout: float = 15.0, interval: float = 0.5, what: str = "a condition"):
-    """Call ``predicate`` until it returns something truthy (returned) or ``timeout`` seconds pass (fail)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"gave up after {timeout:g} s waiting for {what}; last seen: {last!r}")
-        time.sleep(interval)

@@ -6,8 +6,7 @@ import os
 
 import pytest
 from ansible_cli import run
-from roles_helpers import wait_until
-from ssm_lab.testing import running_lab
+from ssm_lab.testing import running_lab, wait_until
 
 PLAYBOOK = os.path.join(os.path.dirname(__file__), "playbooks", "session_logging.yml")
 BUCKET = "bastionless-lab-audit"

@@ -9,12 +9,25 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 
 BIN = os.path.dirname(sys.executable)
 SSM_LAB = os.path.join(BIN, "ssm-lab")
 UP_TIMEOUT = 120
 EXPORTED = {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_REGION",
             "AWS_SESSION_MANAGER_PLUGIN", "SSM_LAB_STATE_DIR"}
+
+
+def wait_until(predicate, timeout: float = 15.0, interval: float = 0.2, what: str = "a condition"):
+    """Call ``predicate`` until it returns something truthy (returned) or ``timeout`` seconds pass (fail)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last = predicate()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"gave up after {timeout:g} s waiting for {what}; last seen: {last!r}")
+        time.sleep(interval)
 
 
 def clean_environ() -> dict:

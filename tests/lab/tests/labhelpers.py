@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 
+from ssm_lab.testing import wait_until
 
-def wait_until(predicate, timeout: float = 15.0, interval: float = 0.2, what: str = "a condition"):
-    """Call ``predicate`` until it returns something truthy (returned) or ``timeout`` seconds pass (fail)."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"gave up after {timeout:g} s waiting for {what}; last seen: {last!r}")
-        time.sleep(interval)
+__all__ = ["build_nat_path", "trust_policy", "wait_until"]
 
 
 def trust_policy(service: str) -> str:
