@@ -10,7 +10,7 @@ import time
 
 import pytest
 from ansible_cli import run
-from ssm_lab.testing import running_lab
+from ssm_lab.testing import running_lab, wait_until
 
 MODULE = "bastionless.ssm.instance_profile_association"
 CORE_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
@@ -50,17 +50,6 @@ def ping_status(lab, node: str):
     rows = lab.client("ssm").describe_instance_information(
         Filters=[{"Key": "InstanceIds", "Values": [node]}])["InstanceInformationList"]
     return rows[0]["PingStatus"] if rows else None
-
-
-def wait_for(predicate, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        last = predicate()
-        if last:
-            return last
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"gave up after {timeout:g} s waiting for {what}; last seen: {last!r}")
-        time.sleep(0.5)
 
 
 def play(lab, tmp_path, args: dict, *flags: str, fails: bool = False):
@@ -225,7 +214,7 @@ def test_unknown_instance_ids_are_one_clear_error_and_change_nothing(assoc_lab, 
 def test_the_node_follows_the_profile_it_is_given(online_lab, tmp_path):
     lab = online_lab
     [node] = ec2_ids(lab)
-    wait_for(lambda: ping_status(lab, node) == "Online", f"{node} to be Online")
+    wait_until(lambda: ping_status(lab, node) == "Online", timeout=60, interval=0.5, what=f"{node} to be Online")
     lab_profile = profiles(lab)[node]
     assert lab_profile.endswith("/ssm-lab-node")
     ours = make_profile(lab, "bastionless-managed", CORE_POLICY)
@@ -242,9 +231,9 @@ def test_the_node_follows_the_profile_it_is_given(online_lab, tmp_path):
     # Without a profile the node drops out of Systems Manager...
     result, output, recap = play(lab, tmp_path, {"instance_ids": [node], "state": "absent"})
     assert result["changed_instances"] == [node], output
-    wait_for(lambda: ping_status(lab, node) not in ("Online",), f"{node} to leave Online")
+    wait_until(lambda: ping_status(lab, node) not in ("Online",), timeout=60, interval=0.5, what=f"{node} to leave Online")
 
     # ...and comes back Online once the module associates our profile again.
     result, output, recap = play(lab, tmp_path, {"instance_ids": [node], "instance_profile": "bastionless-managed"})
     assert [i["action"] for i in result["instances"]] == ["associated"], output
-    wait_for(lambda: ping_status(lab, node) == "Online", f"{node} to be Online again")
+    wait_until(lambda: ping_status(lab, node) == "Online", timeout=60, interval=0.5, what=f"{node} to be Online again")
