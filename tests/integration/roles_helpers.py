@@ -37,4 +37,3 @@ def wait_for(lab, wanted: str, nodes=None, timeout: float = 30.0) -> dict:
         if time.monotonic() > deadline:
             raise AssertionError(f"after {timeout:g} s these nodes are not {wanted}: {pending} ({status})")
         time.sleep(0.5)
-
