@@ -35,7 +35,8 @@ class Agent:
         self.host = host
         self.id = spec["id"]
         self.spec = spec
-        self.sandbox = Sandbox(host.state_dir, self.id, spec["hostname"], spec["os_release"], spec.get("proxy", ""))
+        self.sandbox = Sandbox(host.state_dir, self.id, spec["hostname"], spec["os_release"], spec.get("proxy", ""),
+                               platform=spec.get("platform", "al2023"), endpoint=spec.get("endpoint", ""))
         self.task: asyncio.Task | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.sessions: dict[str, set] = {}  # session id -> {(process, writer)}
@@ -45,6 +46,11 @@ class Agent:
     # --- control channel -----------------------------------------------------------------------------------
     async def run(self) -> None:
         backoff = 0.2
+        loop = asyncio.get_running_loop()
+        try:
+            await loop.run_in_executor(None, self.sandbox.ensure)  # the node's disk, before the agent starts
+        except SandboxError as error:
+            log.error("node %s: %s", self.id, error)
         while not self.stopping:
             try:
                 reader, writer = await asyncio.open_connection(self.host.msg_host, self.host.msg_port, limit=2**20)
@@ -53,7 +59,8 @@ class Agent:
                 backoff = min(backoff * 2, 2.0)
                 continue
             self.writer = writer
-            writer.write(common.dump_line({"t": "agent", "node": self.id, "version": common.AGENT_VERSION}))
+            version = await loop.run_in_executor(None, self.sandbox.agent_version)
+            writer.write(common.dump_line({"t": "agent", "node": self.id, "version": version}))
             answer = await common.read_line(reader, 10)
             if not answer or not answer.get("ok"):
                 writer.close()
@@ -90,6 +97,8 @@ class Agent:
             asyncio.ensure_future(self._run_command(message))
         elif kind == "drop":
             self.stop()
+        elif kind == "restart" and self.writer is not None:
+            self.writer.close()  # the control channel only: reconnect as the restarted agent
 
     def stop(self) -> None:
         """The agent process goes away: its channel, its sessions and its commands with it."""
@@ -212,7 +221,7 @@ class Agent:
         try:
             if message.get("document") != "AWS-RunShellScript":
                 result["stderr"] = f"{message.get('document')} is not supported on this platform (Linux)."
-                return
+                raise _NotRun
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self.sandbox.ensure)
             folder = f"/var/lib/amazon/ssm/{self.id}/document/orchestration/{command_id}/awsrunShellScript/0.awsrunShellScript"
@@ -240,10 +249,21 @@ class Agent:
             result["stderr"] = err.decode("utf-8", "replace")
         except SandboxError as error:
             result["stderr"] = str(error)
+        except _NotRun:
+            pass
         finally:
             self.commands.pop(command_id, None)
+        # As the real agent keeps a result until it can report it: after a restart, on the new channel.
+        deadline = time.time() + 15
+        while not self.stopping and time.time() < deadline:
             if self.writer is not None and not self.writer.is_closing():
                 self.writer.write(common.dump_line(result))
+                return
+            await asyncio.sleep(0.2)
+
+
+class _NotRun(Exception):
+    """The command ends before it starts (its result is already set)."""
 
 
 def _kill(process) -> None:
@@ -319,6 +339,7 @@ class AgentHost:
         self.msg_host = msg_host
         self.msg_port = msg_port
         self.agents: dict[str, Agent] = {}
+        self.boots: dict[str, int] = {}  # the last boot of each node this host carried out
 
     def _fetch(self) -> list[dict]:
         with urllib.request.urlopen(f"{self.endpoint}/_lab/agents", timeout=5) as response:
@@ -333,6 +354,8 @@ class AgentHost:
                 await asyncio.sleep(1.0)
                 continue
             for spec in specs:
+                if spec.get("boot", 0) != self.boots.setdefault(spec["id"], spec.get("boot", 0)):
+                    await self._boot(spec)
                 agent = self.agents.get(spec["id"])
                 if spec["run"] and (agent is None or agent.stopping):
                     replacement = Agent(self, spec)
@@ -345,6 +368,28 @@ class AgentHost:
                 elif agent is not None:
                     agent.spec = spec
             await asyncio.sleep(0.5)
+
+    async def _boot(self, spec: dict) -> None:
+        """After RebootInstances: the agent comes back only if its unit is enabled on the node's disk."""
+        loop = asyncio.get_running_loop()
+        agent = self.agents.get(spec["id"])
+        if agent is not None and not agent.stopping:
+            agent.stop()
+        sandbox = agent.sandbox if agent is not None else Sandbox(
+            self.state_dir, spec["id"], spec["hostname"], spec["os_release"], spec.get("proxy", ""),
+            platform=spec.get("platform", "al2023"), endpoint=spec.get("endpoint", ""))
+        try:
+            await loop.run_in_executor(None, sandbox.ensure)
+            enabled = await loop.run_in_executor(None, sandbox.agent_enabled)
+            body = json.dumps({"agent": enabled, "boot": spec.get("boot", 0)}).encode()
+            request = urllib.request.Request(f"{self.endpoint}/_lab/nodes/{spec['id']}/booted", data=body,
+                                             method="POST", headers={"Content-Type": "application/json"})
+            await loop.run_in_executor(None, lambda: urllib.request.urlopen(request, timeout=5).close())
+        except (OSError, SandboxError) as error:
+            log.error("boot of %s: %s", spec["id"], error)
+            return
+        self.boots[spec["id"]] = spec.get("boot", 0)
+        log.info("node %s rebooted; agent %s", spec["id"], "enabled" if enabled else "disabled: stays down")
 
     def shutdown(self) -> None:
         for agent in self.agents.values():

@@ -93,6 +93,13 @@ def _wait(predicate, timeout: float, interval: float = 0.2) -> bool:
     return False
 
 
+def _platforms(value: str) -> str:
+    unknown = [p for p in value.split(",") if p not in common.PLATFORMS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown platform {', '.join(unknown)}; known: {', '.join(common.PLATFORMS)}")
+    return value
+
+
 def cmd_up(args) -> int:
     state = common.state_dir(args.state_dir)
     if os.geteuid() != 0:
@@ -181,6 +188,9 @@ def _provision(env: dict, args) -> list[dict]:
     nodes = provision.launch_nodes(ec2, network, args.nodes, profile=profile)
     for node in nodes[: args.sshd]:
         node["sshd"] = True
+    platforms = args.platform.split(",")
+    for index, node in enumerate(nodes):
+        node["platform"] = platforms[index % len(platforms)]
     nodes += provision.hybrid_nodes(args.hybrid)
     if args.records:
         records = provision.launch_nodes(ec2, network, args.records, first=args.nodes + 1, profile=profile)
@@ -317,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--hybrid", type=int, default=0, help="hybrid mi- nodes with an agent")
     up.add_argument("--records", type=int, default=0, help="EC2 instances registered in SSM with no agent process")
     up.add_argument("--sshd", type=int, default=0, help="how many EC2 nodes answer AWS-StartSSHSession with sshd")
+    up.add_argument("--platform", default="al2023", type=_platforms,
+                    help="the EC2 nodes' platform, or a comma-separated list used in turn: "
+                         + ", ".join(common.PLATFORMS) + " (default al2023)")
     up.add_argument("--provisioned", action="store_true", help="give the nodes a role, a profile and a NAT route")
     up.add_argument("--nat", action="store_true",
                     help="give the private subnets a NAT gateway route but the nodes no role (still offline)")

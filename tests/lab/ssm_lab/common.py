@@ -46,7 +46,20 @@ UBUNTU_2404 = {
         "UBUNTU_CODENAME=noble\n"
     ),
 }
-PLATFORMS = {"al2023": AMAZON_LINUX_2023, "ubuntu2404": UBUNTU_2404}
+# What a lab node's userland really is (the machine's Debian): the honest platform, and the one where apt works.
+DEBIAN_12 = {
+    "PlatformType": "Linux",
+    "PlatformName": "Debian GNU/Linux",
+    "PlatformVersion": "12",
+    "os_release": (
+        'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\n'
+        'VERSION="12 (bookworm)"\nVERSION_CODENAME=bookworm\nID=debian\nHOME_URL="https://www.debian.org/"\n'
+    ),
+}
+PLATFORMS = {"al2023": AMAZON_LINUX_2023, "ubuntu2404": UBUNTU_2404, "debian12": DEBIAN_12}
+# Platforms whose SSM Agent the lab installs as a Debian package (dpkg -i at first boot, as user data would);
+# on the others it is preinstalled, as on the AMIs.
+DEB_AGENT_PLATFORMS = ("debian12",)
 
 
 def now() -> _dt.datetime:

@@ -28,12 +28,13 @@ from moto.moto_server.werkzeug_app import (  # noqa: E402
 )
 from werkzeug.serving import make_server  # noqa: E402
 
-from . import prefs  # noqa: E402
+from . import nodepkg, prefs  # noqa: E402
 from .messages import MessageServer  # noqa: E402
 from .registry import Node, Registry  # noqa: E402
 from .ssmapi import ApiError, SsmApi  # noqa: E402
 
 log = logging.getLogger("ssm_lab.controlplane")
+REBOOT_SECONDS = 2.0  # how long a rebooting node is away before its init runs
 
 
 class LabApp:
@@ -51,6 +52,8 @@ class LabApp:
         path = environ.get("PATH_INFO", "")
         if path.startswith("/_lab/"):
             return self.admin(environ, start_response)
+        if path.startswith(f"/amazon-ssm-{self.registry.region}/") and environ.get("REQUEST_METHOD") in ("GET", "HEAD"):
+            return self._distribution(path.split("/", 2)[2], environ, start_response)
         body = self._body(environ)
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         service = self._service(environ)
@@ -73,6 +76,8 @@ class LabApp:
             return self._modify_vpc_endpoint(body, environ, start_response)
         if service == "ec2" and action == "RunInstances":
             return self._run_instances(body, environ, start_response)
+        if service == "ec2" and action in ("RebootInstances", "StopInstances", "StartInstances"):
+            return self._power(action, body, environ, start_response)
         if service == "ec2" and action == "ReplaceIamInstanceProfileAssociation":
             return self._replace_profile_association(body, environ, start_response)
         return self.moto(environ, start_response)
@@ -202,6 +207,40 @@ class LabApp:
                     node._cache = None
         return response
 
+    def _distribution(self, key: str, environ, start_response):
+        """AWS's public bucket amazon-ssm-<region>, where the agent's packages are published."""
+        if key == nodepkg.DEB_PATH:
+            data, kind = nodepkg.deb(nodepkg.AGENT_LATEST), "application/vnd.debian.binary-package"
+        elif key == nodepkg.VERSION_PATH:
+            data, kind = nodepkg.AGENT_LATEST.encode(), "text/plain"
+        else:
+            start_response("404 Not Found", [("Content-Type", "application/xml")])
+            return [b"<Error><Code>NoSuchKey</Code><Message>The specified key does not exist.</Message></Error>"]
+        start_response("200 OK", [("Content-Type", kind), ("Content-Length", str(len(data)))])
+        return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else data]
+
+    def _power(self, action: str, body: bytes, environ, start_response):
+        """A reboot, or a stop then a start: the node's processes end, and when it boots again its init starts
+        the agent if the agent's unit is enabled (the agent host reads that from the node's disk)."""
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace"))
+        response = list(self.moto(environ, start_response))
+        ids = [values[0] for key, values in form.items() if key.startswith("InstanceId.")]
+        for instance_id in ids:
+            node = self.registry.nodes.get(instance_id)
+            if node is None or node.kind != "ec2":
+                continue
+            with self.registry.lock:
+                if action == "StopInstances":
+                    node.agent_wanted = False  # until the next boot says otherwise
+                else:
+                    node.boot += 1
+                    node.agent_down_until = time.time() + REBOOT_SECONDS
+                node._cache = None
+                if node.agent is not None:
+                    node.agent.dropping = True
+                    node.agent.send({"t": "drop"})
+        return response
+
     def _region(self, environ) -> str:
         """The region the request is signed for (Credential=key/date/region/service/aws4_request)."""
         auth = environ.get("HTTP_AUTHORIZATION", "")
@@ -248,10 +287,33 @@ class LabApp:
             # What the agent host should run: every node with an agent process, and whether it is up.
             return {"agents": [
                 {"id": n.id, "hostname": n.hostname, "platform": n.platform, "run": n.agent_should_run(),
+                 "boot": n.boot, "endpoint": self.endpoint,
                  "sshd": n.sshd, "os_release": n.platform_info()["os_release"],
                  "proxy": f"http://{n.id}:lab@{self.messages.host}:{self.messages.port}"}
                 for n in list(registry.nodes.values()) if n.kind != "record"
             ]}
+        if len(parts) == 2 and parts[0] == "nodes" and method == "GET":
+            node = registry.nodes.get(parts[1])
+            return None if node is None else self._node_status(node)
+        if len(parts) == 3 and parts[0] == "nodes" and parts[2] == "agent-restart":
+            # systemctl restart amazon-ssm-agent: the agent reconnects (and reports the version now on disk);
+            # its sessions and commands go on (KillMode=process).
+            node = registry.nodes.get(parts[1])
+            if node is None:
+                return None
+            node.agent_wanted = True
+            if node.agent is not None:
+                node.agent.send({"t": "restart"})
+            return self._node_status(node)
+        if len(parts) == 3 and parts[0] == "nodes" and parts[2] == "booted":
+            # The agent host booted the node: the agent runs from now on only if its unit is enabled.
+            node = registry.nodes.get(parts[1])
+            if node is None:
+                return None
+            node.agent_wanted = bool(request.get("agent"))
+            node.booted = int(request.get("boot", node.boot))
+            node._cache = None
+            return self._node_status(node)
         if len(parts) == 3 and parts[0] == "nodes" and parts[2] in ("agent-stop", "agent-start", "agent-drop"):
             node = registry.nodes.get(parts[1])
             if node is None:
@@ -287,6 +349,11 @@ class LabApp:
             "ip": node.ip,
             "ping_status": self.registry.ping_status(node) or "NotRegistered",
             "agent_connected": node.agent is not None,
+            "agent_wanted": node.agent_wanted,
+            "agent_version": node.agent_version,
+            "boot": node.boot,
+            "booted": node.booted,
+            "platform": node.platform,
             "problems": [{"prerequisite": p.prerequisite, "code": p.code, "message": p.message} for p in problems],
             "s3_path": self.registry.s3_reachable(node),
         }

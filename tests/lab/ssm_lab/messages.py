@@ -124,6 +124,7 @@ class MessageServer:
             old = node.agent
             node.agent = channel
             node.agent_seen = time.time()
+            node.agent_version = str(hello.get("version") or node.agent_version)
             node._cache = None
         if old is not None and not old.writer.is_closing():
             old.writer.close()

@@ -87,6 +87,9 @@ class Node:
     sshd: bool = False  # answers AWS-StartSSHSession with sshd -i inside the node
     agent: Any = None  # the live control channel, set by the message server
     agent_seen: float | None = None
+    agent_version: str = common.AGENT_VERSION  # what the agent said when it connected
+    boot: int = 0  # RebootInstances counts up; the agent host then boots the node (agent only if enabled)
+    booted: int = 0  # the last boot the agent host finished
     ever_online: bool = False
     last_ping: float | None = None
     _cache: tuple[float, list] | None = None

@@ -8,9 +8,12 @@ its own hostname and /proc. Nothing listens on a port.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
+
+from . import common, nodepkg
 
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SSM_USER = "ssm-user"
@@ -22,8 +25,11 @@ class SandboxError(Exception):
 
 
 class Sandbox:
-    def __init__(self, state_dir: str, node_id: str, hostname: str, os_release: str, proxy: str = "") -> None:
+    def __init__(self, state_dir: str, node_id: str, hostname: str, os_release: str, proxy: str = "",
+                 platform: str = "al2023", endpoint: str = "") -> None:
         self.node_id = node_id
+        self.platform = platform
+        self.endpoint = endpoint  # the control plane, which node-side systemctl asks about the agent
         self.proxy = proxy  # the node's egress: its own HTTP fetches go through the lab's network rules
         self.hostname = hostname
         self.os_release = os_release
@@ -48,6 +54,7 @@ class Sandbox:
             self._run(["mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", os.path.join(self.root, "run")])
             os.makedirs(os.path.join(self.root, "run", "lock"), exist_ok=True)
         self._mounted = True
+        self._install_agent_package()
 
     def _seed(self) -> None:
         """Files that make the node itself: written into the upper layer before the first mount."""
@@ -62,20 +69,60 @@ class Sandbox:
             "etc/os-release": self.os_release,
             "etc/machine-id": self.node_id.replace("-", "").ljust(32, "0")[:32] + "\n",
             "var/lib/amazon/ssm/registration": f'{{"ManagedInstanceID":"{self.node_id}","Region":"lab"}}\n',
+            "etc/ssm-lab/node.json": json.dumps({"id": self.node_id, "endpoint": self.endpoint}) + "\n",
         }
+        modes = {"usr/bin/systemctl": 0o755}
+        with open(os.path.join(os.path.dirname(__file__), "node_systemctl.py"), encoding="utf-8") as handle:
+            files["usr/bin/systemctl"] = handle.read()
+        if self.platform in common.DEB_AGENT_PLATFORMS:
+            files["var/cache/ssm-lab/amazon-ssm-agent.deb"] = nodepkg.deb(common.AGENT_VERSION)
+        else:
+            for inside, (content, mode) in nodepkg.preinstalled_files().items():
+                files[inside.lstrip("/")] = content
+                modes[inside.lstrip("/")] = mode
         for rel, content in files.items():
             path = os.path.join(self.upper, rel)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             if os.path.islink(path):
                 os.unlink(path)
-            with open(path, "w", encoding="utf-8") as handle:
+            if isinstance(content, str) and content.startswith("->"):
+                os.symlink(content[2:], path)
+                continue
+            with open(path, "wb" if isinstance(content, bytes) else "w") as handle:
                 handle.write(content)
+            if rel in modes:
+                os.chmod(path, modes[rel])
         # /etc/os-release is a link to /usr/lib/os-release on many systems; shadow both.
         usr_lib = os.path.join(self.upper, "usr", "lib")
         os.makedirs(usr_lib, exist_ok=True)
         with open(os.path.join(usr_lib, "os-release"), "w", encoding="utf-8") as handle:
             handle.write(self.os_release)
         open(marker, "w").close()
+
+    def _install_agent_package(self) -> None:
+        """Debian-family nodes get the agent as user data would install it: dpkg -i of the package."""
+        marker = os.path.join(self.upper, ".lab-agent-installed")
+        package = "/var/cache/ssm-lab/amazon-ssm-agent.deb"
+        if self.platform not in common.DEB_AGENT_PLATFORMS or os.path.exists(marker):
+            return
+        result = subprocess.run(
+            ["chroot", self.root, "/usr/bin/env", "-i", f"PATH={SAFE_PATH}", "DEBIAN_FRONTEND=noninteractive",
+             "dpkg", "-i", package], capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise SandboxError(f"dpkg -i {package} on {self.node_id}: {result.stderr.strip()}")
+        open(marker, "w").close()
+
+    def agent_version(self) -> str:
+        """The version of the agent program installed on the node (what the real agent would report)."""
+        try:
+            with open(self.path(nodepkg.AGENT_BINARY), encoding="utf-8") as handle:
+                return nodepkg.installed_version(handle.read()) or common.AGENT_VERSION
+        except OSError:
+            return common.AGENT_VERSION
+
+    def agent_enabled(self) -> bool:
+        """Would the node's init start the agent at boot (a multi-user.target.wants link)?"""
+        return os.path.lexists(self.path(f"/etc/systemd/system/multi-user.target.wants/{nodepkg.AGENT_UNIT}"))
 
     @staticmethod
     def _run(argv: list[str]) -> None:

@@ -11,7 +11,7 @@ import time
 
 from moto.backends import get_backend
 
-from . import common, prefs
+from . import common, nodepkg, prefs
 from .registry import SERVICE_SETTING_DEFAULTS, Command, Invocation, Registry, Session
 
 STDOUT_LIMIT = 24000
@@ -296,8 +296,8 @@ class SsmApi:
             "InstanceId": node.id,
             "PingStatus": status,
             "LastPingDateTime": node.last_ping or node.registered_at,
-            "AgentVersion": common.AGENT_VERSION,
-            "IsLatestVersion": True,
+            "AgentVersion": node.agent_version,
+            "IsLatestVersion": node.agent_version == nodepkg.AGENT_LATEST,
             "PlatformType": platform["PlatformType"],
             "PlatformName": platform["PlatformName"],
             "PlatformVersion": platform["PlatformVersion"],

@@ -1,0 +1,105 @@
+"""A node's service manager and agent package: systemctl in the node drives the lab's agent, a reboot starts it
+only when its unit is enabled, and Debian-family nodes carry the agent as a dpkg package that apt can upgrade
+from the lab's copy of AWS's distribution bucket."""
+
+from __future__ import annotations
+
+import urllib.request
+
+import pytest
+from labhelpers import wait_until
+from ssm_lab import nodepkg
+
+
+@pytest.fixture(scope="module")
+def lab(start_lab):
+    with start_lab("services-lab", "--nodes", "2", "--provisioned", "--platform", "debian12,al2023") as lab:
+        lab.wait_all_online()
+        yield lab
+
+
+def _info(lab, node_id: str) -> dict:
+    for item in lab.ssm.describe_instance_information()["InstanceInformationList"]:
+        if item["InstanceId"] == node_id:
+            return item
+    raise AssertionError(f"{node_id} is not registered")
+
+
+def _by_platform(lab, name: str) -> str:
+    return next(n["id"] for n in lab.admin("nodes")["nodes"] if n["platform"] == name)
+
+
+def test_debian_node_has_the_agent_as_a_dpkg_package(lab):
+    node = _by_platform(lab, "debian12")
+    out = lab.run_ok(node, "dpkg-query -W -f='${Version}' amazon-ssm-agent; echo",
+                     "systemctl is-active amazon-ssm-agent", "systemctl is-enabled amazon-ssm-agent",
+                     "amazon-ssm-agent --version", ". /etc/os-release; echo $ID")
+    version, active, enabled, program, os_id = out.split("\n")[:5]
+    info = _info(lab, node)
+    assert version == info["AgentVersion"] + "-1"
+    assert (active, enabled, os_id) == ("active", "enabled", "debian")
+    assert program == f"SSM Agent version: {info['AgentVersion']}"
+    assert info["PlatformName"] == "Debian GNU/Linux" and info["IsLatestVersion"] is False
+
+
+def test_amazon_linux_node_has_the_agent_preinstalled_without_dpkg(lab):
+    node = _by_platform(lab, "al2023")
+    invocation = lab.run(node, "dpkg-query -W amazon-ssm-agent")
+    assert invocation["Status"] == "Failed"
+    assert "no packages found matching amazon-ssm-agent" in invocation["StandardErrorContent"]
+    assert lab.run_ok(node, "systemctl is-enabled amazon-ssm-agent").strip() == "enabled"
+
+
+def test_systemctl_refuses_to_start_a_unit_the_lab_cannot_run(lab):
+    node = _by_platform(lab, "al2023")
+    unit = "[Unit]\nDescription=demo\n[Service]\nExecStart=/bin/sleep 1000\n[Install]\nWantedBy=multi-user.target\n"
+    lab.run_ok(node, f"printf '{unit}' > /etc/systemd/system/demo.service", "systemctl enable demo")
+    assert lab.run_ok(node, "systemctl is-enabled demo").strip() == "enabled"
+    invocation = lab.run(node, "systemctl start demo.service")
+    assert invocation["Status"] == "Failed"
+    assert "runs no process for demo.service" in invocation["StandardErrorContent"]
+    assert lab.run(node, "systemctl start nothing-here")["StandardErrorContent"].strip() == (
+        "Failed to start nothing-here.service: Unit nothing-here.service not found.")
+
+
+def test_stop_through_run_command_then_reboot_brings_an_enabled_agent_back(lab):
+    node = _by_platform(lab, "al2023")
+    lab.send([node], ["systemctl stop amazon-ssm-agent"])
+    assert lab.wait_not_online(node) == "ConnectionLost"
+    lab.ec2.reboot_instances(InstanceIds=[node])
+    lab.wait_online(node, timeout=30)
+
+
+def test_a_disabled_agent_stays_down_after_a_reboot(lab):
+    node = _by_platform(lab, "al2023")
+    lab.wait_online(node, timeout=30)
+    lab.send([node], ["systemctl disable --now amazon-ssm-agent"])
+    assert lab.wait_not_online(node) == "ConnectionLost"
+    lab.ec2.reboot_instances(InstanceIds=[node])
+    boot = lab.admin(f"nodes/{node}")["boot"]
+    wait_until(lambda: lab.admin(f"nodes/{node}")["booted"] == boot, timeout=15, what="the reboot to finish")
+    assert lab.admin(f"nodes/{node}")["agent_wanted"] is False
+    assert lab.ping_status(node) == "ConnectionLost"
+    # What an operator does next on AWS (user data, serial console): enable it and boot again.
+    lab.cli("agent", "start", node)
+    lab.wait_online(node, timeout=30)
+    lab.run_ok(node, "systemctl enable amazon-ssm-agent")
+
+
+def test_distribution_bucket_serves_the_latest_package(lab):
+    url = f"{lab.endpoint}/amazon-ssm-{lab.region}/{nodepkg.DEB_PATH}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        assert response.read(8) == b"!<arch>\n"
+    with urllib.request.urlopen(f"{lab.endpoint}/amazon-ssm-{lab.region}/{nodepkg.VERSION_PATH}", timeout=10) as r:
+        assert r.read().decode() == nodepkg.AGENT_LATEST
+
+
+def test_upgrading_the_package_restarts_the_agent_without_ending_sessions_and_reports_the_new_version(lab):
+    node = _by_platform(lab, "debian12")
+    url = f"{lab.endpoint}/amazon-ssm-{lab.region}/{nodepkg.DEB_PATH}"
+    out = lab.run_ok(node, f"curl -sSf -o /tmp/agent.deb {url}", "dpkg -i /tmp/agent.deb >/dev/null",
+                     "echo still-here")
+    assert out.strip().endswith("still-here")  # the command outlived the agent's restart
+    wait_until(lambda: _info(lab, node)["AgentVersion"] == nodepkg.AGENT_LATEST, timeout=15,
+               what="the restarted agent to report the new version")
+    assert _info(lab, node)["IsLatestVersion"] is True
