@@ -1,9 +1,9 @@
-#!/bin/bash
+#!/bin/bash -eu
 # EC2 user data for golden AMIs that lack the SSM Agent (bastionless.ssm, roles/agent/files/user-data.sh).
 # Installs AWS's published agent for this region and architecture, enables it at boot and starts it, so that
 # Session Manager reaches the instance on its first boot. It needs an S3 path (a NAT route or an S3 gateway
 # endpoint); set SSM_AGENT_BASE_URL to a mirror otherwise.
-set -euo pipefail
+set -o pipefail
 token=$(curl -sS -X PUT -H "X-aws-ec2-metadata-token-ttl-seconds: 60" http://169.254.169.254/latest/api/token)
 region=$(curl -sS -H "X-aws-ec2-metadata-token: $token" http://169.254.169.254/latest/meta-data/placement/region)
 base=${SSM_AGENT_BASE_URL:-https://s3.$region.amazonaws.com/amazon-ssm-$region}
