@@ -28,7 +28,7 @@ from moto.moto_server.werkzeug_app import (  # noqa: E402
 )
 from werkzeug.serving import make_server  # noqa: E402
 
-from . import nodepkg, prefs  # noqa: E402
+from . import iamsim, nodepkg, prefs  # noqa: E402
 from .messages import MessageServer  # noqa: E402
 from .registry import Node, Registry  # noqa: E402
 from .ssmapi import ApiError, SsmApi  # noqa: E402
@@ -80,6 +80,8 @@ class LabApp:
             return self._power(action, body, environ, start_response)
         if service == "ec2" and action == "ReplaceIamInstanceProfileAssociation":
             return self._replace_profile_association(body, environ, start_response)
+        if service == "iam" and action == "SimulatePrincipalPolicy":
+            return self._simulate_principal_policy(body, environ, start_response)
         return self.moto(environ, start_response)
 
     @staticmethod
@@ -240,6 +242,15 @@ class LabApp:
                     node.agent.dropping = True
                     node.agent.send({"t": "drop"})
         return response
+
+    def _simulate_principal_policy(self, body: bytes, environ, start_response):
+        """moto does not implement SimulatePrincipalPolicy (its server answers 500); ``iamsim`` evaluates it."""
+        _name, caller_arn, _tags = prefs.caller(self.registry, environ.get("HTTP_AUTHORIZATION", ""))
+        status, xml = iamsim.handle(self.registry.account_id, caller_arn, body)
+        data = xml.encode()
+        reason = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found"}.get(status, "Error")
+        start_response(f"{status} {reason}", [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))])
+        return [data]
 
     def _region(self, environ) -> str:
         """The region the request is signed for (Credential=key/date/region/service/aws4_request)."""

@@ -1,0 +1,387 @@
+"""IAM ``SimulatePrincipalPolicy`` for the lab: moto does not implement it (its server answers 500).
+
+The lab does not enforce IAM on API calls, but a tool may ask IAM what it *would* decide, as
+``aws iam simulate-principal-policy`` does. This evaluates the identity-based policies of a user (its own, its
+groups') or a role (inline and attached managed policies, default versions) and their permissions boundary, for each
+action and resource asked, with the context entries given:
+
+* an explicit Deny wins, else an Allow allows, else implicitDeny; the boundary must allow as well;
+* Action/NotAction (case-insensitive wildcards), Resource/NotResource (case-sensitive wildcards);
+* Condition operators String*, Arn*, Bool, Null and Numeric*, with ``IfExists`` and the ``ForAnyValue:`` /
+  ``ForAllValues:`` set qualifiers; keys match case-insensitively; a key missing from the context fails a
+  positive operator and passes a negated one and ``IfExists``; every condition key the context lacks is listed in
+  ``MissingContextValues`` (of the statements that match the action and resource);
+* policy variables ``${key}`` from the context (plus ``aws:username``, ``aws:userid`` and ``aws:PrincipalArn``).
+
+Other operators (Date*, IpAddress, ...) never hold. As on AWS, the caller needs ``iam:SimulatePrincipalPolicy`` on the
+principal: a caller that is an IAM user or role whose own policies do not allow it gets ``AccessDenied``. The lab's
+default credentials (a caller IAM does not know) act as the account's administrator.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.parse
+from typing import Any
+from xml.sax.saxutils import escape
+
+from moto.backends import get_backend
+
+ALLOWED, EXPLICIT_DENY, IMPLICIT_DENY = "allowed", "explicitDeny", "implicitDeny"
+_NS = "https://iam.amazonaws.com/doc/2010-05-08/"
+_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+
+
+class SimulationError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+# --- request ---------------------------------------------------------------------------------------------
+
+
+def parse_request(body: bytes) -> dict:
+    """The query-protocol form of SimulatePrincipalPolicy as a dict."""
+    form = urllib.parse.parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+    def members(prefix: str) -> list[str]:
+        keys = sorted((k for k in form if re.fullmatch(re.escape(prefix) + r"\.member\.\d+", k)),
+                      key=lambda k: int(k.rsplit(".", 1)[1]))
+        return [form[k][0] for k in keys]
+
+    context: dict[str, list[str]] = {}
+    index = 1
+    while f"ContextEntries.member.{index}.ContextKeyName" in form:
+        name = form[f"ContextEntries.member.{index}.ContextKeyName"][0]
+        context[name.lower()] = members(f"ContextEntries.member.{index}.ContextKeyValues")
+        index += 1
+    return {
+        "principal": (form.get("PolicySourceArn") or [""])[0],
+        "actions": members("ActionNames"),
+        "resources": members("ResourceArns") or ["*"],
+        "context": context,
+    }
+
+
+# --- policies of a principal -----------------------------------------------------------------------------
+
+
+def _iam(account_id: str):
+    return get_backend("iam")[account_id]["global"]
+
+
+def _document(policy: Any) -> Any:
+    """The default version's document of a moto managed policy."""
+    versions = list(getattr(policy, "versions", None) or [])
+    for version in versions:
+        if getattr(version, "is_default", False):
+            return version.document
+    return versions[0].document if versions else getattr(policy, "document", "{}")
+
+
+def _managed_type(arn: str) -> str:
+    return "aws-managed" if ":iam::aws:policy/" in arn else "user-managed"
+
+
+def principal_policies(account_id: str, principal_arn: str) -> tuple[list[tuple[str, str, Any]], Any, dict]:
+    """([(policy id, policy type, document)], boundary document or None, facts for policy variables).
+
+    Raises SimulationError NoSuchEntity (404) when IAM does not know the principal."""
+    iam = _iam(account_id)
+    resource = principal_arn.split(":", 5)[-1] if principal_arn.count(":") >= 5 else ""
+    kind, _, rest = resource.partition("/")
+    name = rest.rsplit("/", 1)[-1]
+    policies: list[tuple[str, str, Any]] = []
+    boundary_arn = None
+    if kind == "user":
+        user = next((u for u in iam.users.values() if u.name == name), None)
+        if user is None:
+            raise SimulationError(404, "NoSuchEntity", f"The user with name {name} cannot be found.")
+        policies += [(n, "user", d) for n, d in user.policies.items()]
+        policies += [(p.name, _managed_type(a), _document(p)) for a, p in user.managed_policies.items()]
+        for group in iam.groups.values():
+            if user in group.users:
+                policies += [(n, "group", d) for n, d in group.policies.items()]
+                policies += [(p.name, _managed_type(a), _document(p)) for a, p in group.managed_policies.items()]
+        boundary_arn = getattr(user, "permissions_boundary_arn", None) or None
+        facts = {"aws:username": [user.name], "aws:userid": [getattr(user, "id", user.name)],
+                 "aws:principalarn": [user.arn]}
+    elif kind == "role":
+        role = next((r for r in iam.roles.values() if r.name == name), None)
+        if role is None:
+            raise SimulationError(404, "NoSuchEntity", f"The role with name {name} cannot be found.")
+        policies += [(n, "role", d) for n, d in role.policies.items()]
+        policies += [(p.name, _managed_type(a), _document(p)) for a, p in role.managed_policies.items()]
+        boundary_arn = role.permissions_boundary_arn or None
+        facts = {"aws:userid": [getattr(role, "id", role.name)], "aws:principalarn": [role.arn]}
+    elif kind == "group":
+        group = next((g for g in iam.groups.values() if g.name == name), None)
+        if group is None:
+            raise SimulationError(404, "NoSuchEntity", f"The group with name {name} cannot be found.")
+        policies += [(n, "group", d) for n, d in group.policies.items()]
+        policies += [(p.name, _managed_type(a), _document(p)) for a, p in group.managed_policies.items()]
+        facts = {}
+    else:
+        raise SimulationError(400, "InvalidInput", f"PolicySourceArn {principal_arn} is not a user, group or role ARN.")
+    boundary = None
+    if boundary_arn:
+        policy = iam.managed_policies.get(boundary_arn)
+        boundary = _document(policy) if policy is not None else {"Statement": []}
+    return policies, boundary, facts
+
+
+# --- evaluation ------------------------------------------------------------------------------------------
+
+
+def _as_list(value: Any) -> list:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _statements(document: Any) -> list[dict]:
+    if isinstance(document, (bytes, bytearray)):
+        document = document.decode()
+    if isinstance(document, str):
+        try:
+            document = json.loads(document)
+        except ValueError:
+            document = json.loads(urllib.parse.unquote(document))
+    if not isinstance(document, dict):
+        return []
+    return [s for s in _as_list(document.get("Statement")) if isinstance(s, dict)]
+
+
+def _substitute(value: str, context: dict) -> str | None:
+    """Policy variables replaced from the context; None when one has no value (the value then matches nothing)."""
+    missing = False
+
+    def replace(match: re.Match) -> str:
+        nonlocal missing
+        key = match.group(1)
+        if key in ("*", "?", "$"):
+            return key
+        values = context.get(key.lower())
+        if not values:
+            missing = True
+            return ""
+        return values[0]
+
+    result = _VARIABLE.sub(replace, value)
+    return None if missing else result
+
+
+def _glob(pattern: str, value: str, ignore_case: bool) -> bool:
+    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(body, value, re.DOTALL | (re.IGNORECASE if ignore_case else 0)) is not None
+
+
+def _matches(patterns: Any, value: str, ignore_case: bool, context: dict) -> bool:
+    for pattern in _as_list(patterns):
+        if not isinstance(pattern, str):
+            continue
+        pattern = _substitute(pattern, context)
+        if pattern is not None and _glob(pattern, value, ignore_case):
+            return True
+    return False
+
+
+def _covers(statement: dict, action: str, resource: str, context: dict) -> bool:
+    if "Action" in statement:
+        ok = _matches(statement["Action"], action, True, context)
+    elif "NotAction" in statement:
+        ok = not _matches(statement["NotAction"], action, True, context)
+    else:
+        return False
+    if not ok:
+        return False
+    if "Resource" in statement:
+        return _matches(statement["Resource"], resource, False, context)
+    if "NotResource" in statement:
+        return not _matches(statement["NotResource"], resource, False, context)
+    return False
+
+
+def _compare(base: str, expected: str, actual: str) -> bool:
+    if base in ("StringEquals", "ArnEquals"):
+        return expected == actual if base == "StringEquals" else _glob(expected, actual, False)
+    if base == "StringEqualsIgnoreCase":
+        return expected.lower() == actual.lower()
+    if base in ("StringLike", "ArnLike"):
+        return _glob(expected, actual, False)
+    if base == "Bool":
+        return expected.lower() == actual.lower()
+    if base.startswith("Numeric"):
+        try:
+            left, right = float(actual), float(expected)
+        except ValueError:
+            return False
+        return {"NumericEquals": left == right, "NumericLessThan": left < right,
+                "NumericLessThanEquals": left <= right, "NumericGreaterThan": left > right,
+                "NumericGreaterThanEquals": left >= right}.get(base, False)
+    return False
+
+
+_NEGATED = {"StringNotEquals": "StringEquals", "StringNotEqualsIgnoreCase": "StringEqualsIgnoreCase",
+            "StringNotLike": "StringLike", "ArnNotEquals": "ArnEquals", "ArnNotLike": "ArnLike",
+            "NumericNotEquals": "NumericEquals"}
+
+
+def _condition_holds(operator: str, key: str, expected: Any, context: dict, missing: set) -> bool:
+    qualifier = ""
+    if ":" in operator and operator.split(":", 1)[0] in ("ForAnyValue", "ForAllValues"):
+        qualifier, operator = operator.split(":", 1)
+    if_exists = operator.endswith("IfExists")
+    operator = operator[: -len("IfExists")] if if_exists else operator
+    actual = context.get(key.lower())
+    if not actual:
+        missing.add(key)  # every condition key the request did not give, as IAM lists them
+    if operator == "Null":
+        want_absent = str(_as_list(expected)[0]).lower() == "true" if _as_list(expected) else True
+        return (not actual) == want_absent
+    expected_values = [str(v) for v in _as_list(expected)]
+    expected_values = [v for v in (_substitute(v, context) for v in expected_values) if v is not None]
+    negated = operator in _NEGATED
+    base = _NEGATED.get(operator, operator)
+    if not actual:
+        return if_exists or negated or qualifier == "ForAllValues"
+
+    def one(value: str) -> bool:
+        return any(_compare(base, e, value) for e in expected_values)
+
+    if qualifier == "ForAllValues":
+        result = all(one(v) for v in actual)
+    else:
+        result = any(one(v) for v in actual)
+    return not result if negated else result
+
+
+def _conditions_hold(statement: dict, context: dict, missing: set) -> bool:
+    condition = statement.get("Condition") or {}
+    if not isinstance(condition, dict):
+        return False
+    holds = True
+    for operator, block in condition.items():
+        if not isinstance(block, dict):
+            return False
+        for key, expected in block.items():
+            # Evaluate every condition so that every missing key is reported, as IAM does.
+            holds = _condition_holds(operator, key, expected, context, missing) and holds
+    return holds
+
+
+def _decide(policies: list[tuple[str, str, Any]], action: str, resource: str, context: dict, missing: set):
+    """(decision, [(policy id, type)] of the statements that decided it)."""
+    allows, denies = [], []
+    for policy_id, policy_type, document in policies:
+        for statement in _statements(document):
+            if not _covers(statement, action, resource, context):
+                continue
+            if not _conditions_hold(statement, context, missing):
+                continue
+            effect = str(statement.get("Effect", "")).lower()
+            if effect == "deny":
+                denies.append((policy_id, policy_type))
+            elif effect == "allow":
+                allows.append((policy_id, policy_type))
+    if denies:
+        return EXPLICIT_DENY, denies
+    if allows:
+        return ALLOWED, allows
+    return IMPLICIT_DENY, []
+
+
+def evaluate(account_id: str, request: dict) -> list[dict]:
+    """One result per action and resource: EvalActionName, EvalResourceName, EvalDecision, MatchedStatements,
+    MissingContextValues, PermissionsBoundaryDecisionDetail."""
+    policies, boundary, facts = principal_policies(account_id, request["principal"])
+    context = {**facts, **request["context"]}
+    results = []
+    for action in request["actions"]:
+        for resource in request["resources"]:
+            missing: set = set()
+            decision, matched = _decide(policies, action, resource, context, missing)
+            result = {"EvalActionName": action, "EvalResourceName": resource, "EvalDecision": decision,
+                      "MatchedStatements": matched, "MissingContextValues": sorted(missing)}
+            if boundary is not None:
+                in_boundary = _decide([("PermissionsBoundary", "permissions-boundary", boundary)], action, resource,
+                                      context, set())[0] == ALLOWED
+                result["AllowedByPermissionsBoundary"] = in_boundary
+                if decision == ALLOWED and not in_boundary:
+                    result["EvalDecision"] = IMPLICIT_DENY
+            results.append(result)
+    return results
+
+
+def authorize_caller(account_id: str, caller_arn: str, principal_arn: str) -> None:
+    """AccessDenied unless the caller may iam:SimulatePrincipalPolicy on the principal. A caller IAM does not know
+    (the lab's default credentials) acts as the administrator."""
+    caller = caller_arn
+    if ":assumed-role/" in caller_arn:
+        partition_account = caller_arn.split(":")[1], caller_arn.split(":")[4]
+        role = caller_arn.split(":assumed-role/", 1)[1].split("/", 1)[0]
+        caller = f"arn:{partition_account[0]}:iam::{partition_account[1]}:role/{role}"
+    elif ":sts::" in caller_arn and ":user/" in caller_arn:
+        return  # moto's identity for credentials IAM does not know
+    try:
+        policies, boundary, facts = principal_policies(account_id, caller)
+    except SimulationError:
+        return
+    context = dict(facts)
+    decision, _ = _decide(policies, "iam:SimulatePrincipalPolicy", principal_arn, context, set())
+    if decision == ALLOWED and boundary is not None:
+        decision = _decide([("b", "b", boundary)], "iam:SimulatePrincipalPolicy", principal_arn, context, set())[0]
+    if decision != ALLOWED:
+        raise SimulationError(
+            403, "AccessDenied",
+            f"User: {caller_arn} is not authorized to perform: iam:SimulatePrincipalPolicy on resource: {principal_arn}"
+            + (" with an explicit deny in an identity-based policy" if decision == EXPLICIT_DENY else
+               " because no identity-based policy allows the iam:SimulatePrincipalPolicy action"))
+
+
+# --- response --------------------------------------------------------------------------------------------
+
+
+def response_xml(results: list[dict]) -> str:
+    members = []
+    for result in results:
+        matched = "".join(
+            f"<member><SourcePolicyId>{escape(policy_id)}</SourcePolicyId>"
+            f"<SourcePolicyType>{escape(policy_type)}</SourcePolicyType></member>"
+            for policy_id, policy_type in result["MatchedStatements"])
+        missing = "".join(f"<member>{escape(key)}</member>" for key in result["MissingContextValues"])
+        boundary = ""
+        if "AllowedByPermissionsBoundary" in result:
+            boundary = ("<PermissionsBoundaryDecisionDetail><AllowedByPermissionsBoundary>"
+                        f"{str(result['AllowedByPermissionsBoundary']).lower()}</AllowedByPermissionsBoundary>"
+                        "</PermissionsBoundaryDecisionDetail>")
+        members.append(
+            f"<member><EvalActionName>{escape(result['EvalActionName'])}</EvalActionName>"
+            f"<EvalResourceName>{escape(result['EvalResourceName'])}</EvalResourceName>"
+            f"<EvalDecision>{result['EvalDecision']}</EvalDecision>"
+            f"<MatchedStatements>{matched}</MatchedStatements>"
+            f"<MissingContextValues>{missing}</MissingContextValues>{boundary}</member>")
+    return (f'<SimulatePrincipalPolicyResponse xmlns="{_NS}"><SimulatePrincipalPolicyResult>'
+            f"<IsTruncated>false</IsTruncated><EvaluationResults>{''.join(members)}</EvaluationResults>"
+            "</SimulatePrincipalPolicyResult><ResponseMetadata><RequestId>lab-simulate</RequestId>"
+            "</ResponseMetadata></SimulatePrincipalPolicyResponse>")
+
+
+def error_xml(error: SimulationError) -> str:
+    kind = "Sender" if error.status < 500 else "Receiver"
+    return (f'<ErrorResponse xmlns="{_NS}"><Error><Type>{kind}</Type><Code>{error.code}</Code>'
+            f"<Message>{escape(error.message)}</Message></Error><RequestId>lab-simulate</RequestId></ErrorResponse>")
+
+
+def handle(account_id: str, caller_arn: str, body: bytes) -> tuple[int, str]:
+    """(HTTP status, XML body) for one SimulatePrincipalPolicy request."""
+    try:
+        request = parse_request(body)
+        if not request["principal"] or not request["actions"]:
+            raise SimulationError(400, "ValidationError", "PolicySourceArn and ActionNames are required.")
+        authorize_caller(account_id, caller_arn, request["principal"])
+        return 200, response_xml(evaluate(account_id, request))
+    except SimulationError as error:
+        return error.status, error_xml(error)
