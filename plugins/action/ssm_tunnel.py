@@ -1,0 +1,55 @@
+# -*- coding: utf-8 -*-
+
+# Copyright: Contributors to the bastionless.ssm project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Action plugin of bastionless.ssm.ssm_tunnel: make sure the module runs on the controller, and tell it which
+Ansible process to watch, so that the tunnel closes when that process exits.
+
+The action runs in a worker process that ansible-playbook (or ansible) forks for the task; the worker's parent
+is that main process, which lives for the whole run. The module runs a few processes further down (the local
+connection's shell, AnsiballZ) and cannot tell which of its ancestors that is, so the action tells it, in the
+environment the local connection hands down (the worker is the task's own process, so nothing else sees it).
+"""
+
+import os
+
+from ansible.plugins.action import ActionBase
+
+LOCAL_TRANSPORTS = ("local", "ansible.builtin.local", "ansible.legacy.local")
+CONTROLLER_PID = "BASTIONLESS_SSM_CONTROLLER_PID"
+CONTROLLER_START = "BASTIONLESS_SSM_CONTROLLER_START"
+
+
+def process_start(pid):
+    """The start time of a process in clock ticks since boot (Linux /proc), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="utf-8") as handle:
+            return int(handle.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp  # tmp no longer has any effect
+
+        transport = getattr(self._connection, "transport", "")
+        if transport not in LOCAL_TRANSPORTS:
+            result.update(
+                failed=True,
+                msg=(
+                    f"bastionless.ssm.ssm_tunnel runs on the controller, not over the {transport} connection: use "
+                    "hosts: localhost, or delegate_to: localhost on the task."
+                ),
+            )
+            return result
+
+        controller = os.getppid()
+        os.environ[CONTROLLER_PID] = str(controller)
+        os.environ[CONTROLLER_START] = str(process_start(controller) or "")
+        result.update(self._execute_module(module_name="bastionless.ssm.ssm_tunnel", task_vars=task_vars))
+        return result

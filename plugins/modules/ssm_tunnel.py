@@ -1,0 +1,469 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+
+# Copyright: Contributors to the bastionless.ssm project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+---
+module: ssm_tunnel
+version_added: 0.2.0
+short_description: Open and close Session Manager port forwarding tunnels from a playbook
+description:
+  - Opens a port forwarding session from a local port on the controller to a port on a managed node
+    (C(AWS-StartPortForwardingSession)) or, through the node, to a host and port behind it, such as an RDS
+    database or an ElastiCache cluster (C(AWS-StartPortForwardingSessionToRemoteHost)). Nothing listens on the
+    node and no security group opens a port to the controller.
+  - Runs on the controller, in a play on C(localhost) or with C(delegate_to) set to C(localhost). It calls
+    C(StartSession), then starts the C(session-manager-plugin) detached, under a small supervisor that records
+    the tunnel in O(state_dir), and returns once the local port accepts connections.
+  - Picks a free local port when O(local_port) is not given, and returns it in RV(tunnel.local_port).
+  - A tunnel never outlives its play by accident. Its supervisor ends it, the plugin and the session when the
+    C(ansible-playbook) (or C(ansible)) process that opened it exits, however it exits, unless
+    O(keep_after_play) says otherwise; and when O(max_lifetime) passes. O(state=absent) ends it earlier.
+  - Idempotent. A live tunnel to the same node, document, remote host and port (and the same O(local_port) and
+    O(name) when given) is returned unchanged.
+author:
+  - bastionless.ssm maintainers (@bastionless)
+options:
+  state:
+    description:
+      - V(present) opens the tunnel unless it is open already.
+      - V(absent) closes the tunnels that O(name), O(local_port), O(session_id), O(target), O(remote_host) and
+        O(remote_port) select (all of those given must match; at least one must be given).
+    type: str
+    choices: [present, absent]
+    default: present
+  target:
+    description:
+      - The managed node the session goes to (C(i-...) or C(mi-...)). Required with O(state=present).
+    type: str
+  remote_port:
+    description:
+      - The port to reach, on the node itself or, with O(remote_host), on that host. Required with
+        O(state=present).
+    type: int
+  remote_host:
+    description:
+      - A host the node can reach (a name it resolves, or an address), for example an RDS endpoint. Selects
+        C(AWS-StartPortForwardingSessionToRemoteHost); without it the tunnel ends on the node
+        (C(AWS-StartPortForwardingSession)).
+    type: str
+  local_port:
+    description:
+      - The port on C(127.0.0.1) of the controller. By default a free one is picked.
+      - The task fails when the port is already in use.
+    type: int
+  name:
+    description:
+      - A name for the tunnel, to find it again (O(state=absent)) without its port. A live tunnel of the same
+        name to another destination is closed and replaced.
+    type: str
+  session_id:
+    description:
+      - With O(state=absent), the tunnel of this session.
+    type: str
+  reason:
+    description:
+      - The reason recorded with the session (C(StartSession Reason)); M(bastionless.ssm.ssm_session_info) shows
+        it in the session history.
+    type: str
+  plugin:
+    description:
+      - The C(session-manager-plugin) executable. By default C(/usr/local/bin/session-manager-plugin), else
+        the one on C(PATH), as M(amazon.aws.aws_ssm) looks for it.
+      - The lab sets E(AWS_SESSION_MANAGER_PLUGIN) to its stand-in.
+    type: path
+  wait_timeout:
+    description:
+      - The most seconds to wait for the local port to accept connections. The tunnel is closed and the task
+        fails when they pass.
+    type: int
+    default: 30
+  max_lifetime:
+    description:
+      - Close the tunnel after this many seconds, whatever happens. By default there is no such bound.
+    type: int
+  keep_after_play:
+    description:
+      - Keep the tunnel open after the Ansible process that opened it exits, for example to use it from a shell.
+        It then lasts until O(state=absent), O(max_lifetime), or the end of the session (Session Manager's idle
+        timeout ends a tunnel that carries nothing, 20 minutes by default).
+    type: bool
+    default: false
+  state_dir:
+    description:
+      - Where the tunnels are recorded (a JSON file and a log per tunnel, named after the local port). Created
+        private to the user. The log of a closed tunnel stays until the port is used again, or for 7 days.
+    type: path
+    default: ~/.ansible/bastionless_ssm/tunnels
+attributes:
+  check_mode:
+    description:
+      - Opens and closes nothing. Reports whether the tunnel would be opened (RV(tunnel.local_port) is then
+        O(local_port), or null when one would be picked) or which tunnels would be closed.
+    support: full
+  diff_mode:
+    description: Returns no diff.
+    support: none
+  action:
+    description: An action plugin passes the controller's process ID to the module, for the watchdog.
+    support: full
+notes:
+  - Needs C(ssm:StartSession) on the node and the document, and C(ssm:TerminateSession). Operators' policies
+    often allow port forwarding to some nodes only (resource tags); see the operator_access role.
+  - The readiness check opens one TCP connection through the tunnel and closes it at once; the service at the
+    far end sees a connection that sends nothing.
+  - The plugin's output and the supervisor's events (why a tunnel closed) are in RV(tunnel.log).
+  - On the controller, needs a POSIX system (Linux or macOS).
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+"""
+
+EXAMPLES = r"""
+# Note: These examples do not set authentication details, see the AWS Guide for details.
+
+- name: Forward a free local port to port 22 of the first lab node
+  bastionless.ssm.ssm_tunnel:
+    target: "{{ groups['ssm_nodes'] | first }}"
+    remote_port: 22
+    name: node-ssh
+  delegate_to: localhost
+  run_once: true
+  register: __ssh_tunnel
+
+- name: Reach a database behind the node on local port 15432, for ten minutes at most
+  bastionless.ssm.ssm_tunnel:
+    target: "{{ groups['ssm_nodes'] | first }}"
+    remote_host: 127.0.0.1  # on AWS: the RDS endpoint, for example mydb.abcdefghij.eu-west-1.rds.amazonaws.com
+    remote_port: 5432
+    local_port: 15432
+    max_lifetime: 600
+    reason: schema migration
+  delegate_to: localhost
+  run_once: true
+  register: __db_tunnel
+
+- name: Show where to connect
+  ansible.builtin.debug:
+    msg: "127.0.0.1:{{ __db_tunnel.tunnel.local_port }} (session {{ __db_tunnel.tunnel.session_id }})"
+
+- name: Close the tunnels again (they would close when the play ends anyway)
+  bastionless.ssm.ssm_tunnel:
+    state: absent
+    local_port: "{{ item }}"
+  delegate_to: localhost
+  run_once: true
+  loop:
+    - "{{ __ssh_tunnel.tunnel.local_port }}"
+    - "{{ __db_tunnel.tunnel.local_port }}"
+"""
+
+RETURN = r"""
+tunnel:
+  description: The tunnel (predicted in check mode).
+  returned: when O(state=present)
+  type: dict
+  contains:
+    local_port:
+      description: The port on the controller to connect to; null in check mode when it would be picked.
+      type: int
+      sample: 41231
+    local_address:
+      description: The address the local port listens on.
+      type: str
+      sample: 127.0.0.1
+    target:
+      description: The managed node.
+      type: str
+      sample: i-0123456789abcdef0
+    document_name:
+      description: C(AWS-StartPortForwardingSession) or C(AWS-StartPortForwardingSessionToRemoteHost).
+      type: str
+      sample: AWS-StartPortForwardingSessionToRemoteHost
+    remote_host:
+      description: The host behind the node, or an empty string.
+      type: str
+      sample: mydb.abcdefghij.eu-west-1.rds.amazonaws.com
+    remote_port:
+      description: The port at the far end.
+      type: int
+      sample: 5432
+    name:
+      description: O(name), or an empty string.
+      type: str
+      sample: ""
+    session_id:
+      description: The Session Manager session that carries the tunnel; null in check mode.
+      type: str
+      sample: alice-0a1b2c3d4e5f67890
+    pid:
+      description: The supervisor's process ID.
+      type: int
+      sample: 12345
+    plugin_pid:
+      description: The session-manager-plugin's process ID.
+      type: int
+      sample: 12346
+    controller_pid:
+      description: The Ansible process whose exit closes the tunnel; null with O(keep_after_play).
+      type: int
+      sample: 12000
+    started:
+      description: When the tunnel was opened (ISO 8601).
+      type: str
+      sample: "2025-01-31T08:00:00+00:00"
+    expires:
+      description: When O(max_lifetime) closes it (ISO 8601), or null.
+      type: str
+      sample: "2025-01-31T08:10:00+00:00"
+    keep_after_play:
+      description: O(keep_after_play).
+      type: bool
+      sample: false
+    reason:
+      description: O(reason), or an empty string.
+      type: str
+      sample: schema migration
+    log:
+      description: The tunnel's log file.
+      type: str
+      sample: /home/alice/.ansible/bastionless_ssm/tunnels/tunnel-41231.log
+stopped:
+  description: The tunnels closed (in check mode, those that would be), with the keys of RV(tunnel).
+  returned: when O(state=absent)
+  type: list
+  elements: dict
+  sample: [{"local_port": 41231, "target": "i-0123456789abcdef0", "session_id": "alice-0a1b2c3d4e5f67890"}]
+"""
+
+import os
+from typing import Any
+from typing import Dict
+from typing import Optional
+from typing import Tuple
+
+from ansible.module_utils.basic import env_fallback
+
+from ansible_collections.amazon.aws.plugins.module_utils.errors import AWSErrorHandler
+from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+
+from ansible_collections.bastionless.ssm.plugins.module_utils import _ssm_tunnel as tunnels
+
+PORT_RANGE = (1, 65535)
+# Set by the action plugin: the Ansible process whose exit closes the tunnel, and its start time (against PID reuse).
+CONTROLLER_PID = "BASTIONLESS_SSM_CONTROLLER_PID"
+CONTROLLER_START = "BASTIONLESS_SSM_CONTROLLER_START"
+
+
+class AnsibleSSMTunnelError(AnsibleAWSError):
+    pass
+
+
+class SSMTunnelErrorHandler(AWSErrorHandler):
+    _CUSTOM_EXCEPTION = AnsibleSSMTunnelError
+
+
+# --- pure helpers ----------------------------------------------------------------------------------------
+
+
+def validate(params: Dict[str, Any]) -> Optional[str]:
+    """The first problem with the input, as a message naming the option and the fix; None when all is well."""
+    low, high = PORT_RANGE
+    for option in ("remote_port", "local_port"):
+        if params.get(option) is not None and not low <= params[option] <= high:
+            return f"{option} must be a TCP port from {low} to {high}, not {params[option]}."
+    if params["state"] == "present":
+        missing = [o for o in ("target", "remote_port") if params.get(o) in (None, "")]
+        if missing:
+            return f"state=present needs {' and '.join(missing)}: the node to go through and the port to reach."
+        if params.get("session_id"):
+            return "session_id selects a tunnel to close; it is only for state=absent."
+    else:
+        selectors = ("name", "local_port", "session_id", "target", "remote_host", "remote_port")
+        if not any(params.get(o) not in (None, "") for o in selectors):
+            return f"state=absent needs at least one of {', '.join(selectors)} to say which tunnels to close."
+    if params.get("wait_timeout") is not None and params["wait_timeout"] < 1:
+        return f"wait_timeout must be 1 second or more, not {params['wait_timeout']}."
+    if params.get("max_lifetime") is not None and params["max_lifetime"] < 1:
+        return f"max_lifetime must be 1 second or more, not {params['max_lifetime']}."
+    return None
+
+
+def controller_process(environ: Dict[str, str]) -> Tuple[Optional[int], Optional[int]]:
+    """The Ansible process to watch and its start time, as the action plugin passes them."""
+    def number(name: str) -> Optional[int]:
+        value = environ.get(name, "")
+        return int(value) if value.isdigit() else None
+
+    return number(CONTROLLER_PID), number(CONTROLLER_START)
+
+
+def new_record(params: Dict[str, Any], local_port: Optional[int], records: tunnels.Records,
+               controller: Tuple[Optional[int], Optional[int]] = (None, None)) -> Dict[str, Any]:
+    keep = params["keep_after_play"]
+    record = tunnels.wanted_tunnel(params)
+    record.update(
+        local_port=local_port,
+        local_address=tunnels.LOCAL_ADDRESS,
+        session_id=None,
+        pid=None,
+        plugin_pid=None,
+        controller_pid=None if keep else controller[0],
+        controller_start=None if keep else controller[1],
+        started=tunnels.iso_now(),
+        expires=tunnels.iso_now(params["max_lifetime"]) if params.get("max_lifetime") else None,
+        max_lifetime=params.get("max_lifetime"),
+        keep_after_play=keep,
+        reason=params.get("reason") or "",
+        log=records.path(local_port, ".log") if local_port else None,
+    )
+    return record
+
+
+# --- AWS calls -------------------------------------------------------------------------------------------
+
+
+@SSMTunnelErrorHandler.common_error_handler("start session")
+@AWSRetry.jittered_backoff()
+def start_session(client, target: str, document: str, parameters: Dict[str, Any], reason: str) -> Dict[str, Any]:
+    args: Dict[str, Any] = {"Target": target, "DocumentName": document, "Parameters": parameters}
+    if reason:
+        args["Reason"] = reason
+    return client.start_session(**args)
+
+
+def terminate_quietly(client, session_id: Optional[str]) -> None:
+    """End a session whatever state it is in; TerminateSession is idempotent on AWS."""
+    if not session_id:
+        return
+    try:
+        client.terminate_session(SessionId=session_id)
+    except Exception:  # pylint: disable=broad-exception-caught
+        pass
+
+
+# --- the module ------------------------------------------------------------------------------------------
+
+
+def ensure_present(module: AnsibleAWSModule, records: tunnels.Records) -> None:
+    params = module.params
+    wanted = tunnels.wanted_tunnel(params)
+    controller = controller_process(os.environ)
+    with records.lock():
+        existing = records.all()
+        for record in existing:
+            if record["live"] and tunnels.same_tunnel(record, wanted) and tunnels.port_accepts(record["local_port"]):
+                module.exit_json(changed=False, tunnel=tunnels.public_record(record))
+        replaced = [r for r in existing if r["live"] and wanted["name"] and r.get("name") == wanted["name"]]
+        if params.get("local_port"):
+            holder = [r for r in existing if r["live"] and r["local_port"] == params["local_port"] and r not in replaced]
+            if holder:
+                module.fail_json(msg=(
+                    f"local_port {params['local_port']} is used by the tunnel to {holder[0]['target']} port "
+                    f"{holder[0]['remote_port']}; choose another local_port, or close that tunnel first "
+                    f"(state=absent, local_port={params['local_port']})."
+                ))
+            if not replaced and tunnels.port_accepts(params["local_port"]):
+                module.fail_json(msg=(
+                    f"local_port {params['local_port']} is in use on {tunnels.LOCAL_ADDRESS} by another program; "
+                    "choose another local_port or leave it out to have a free one picked."
+                ))
+        if module.check_mode:
+            predicted = new_record(params, params.get("local_port"), records, controller)
+            module.exit_json(changed=True, tunnel=tunnels.public_record(predicted))
+        if not params["keep_after_play"] and not controller[0]:
+            module.fail_json(msg=(
+                "ssm_tunnel needs its action plugin (bastionless.ssm.ssm_tunnel) to know which Ansible process to "
+                "watch; run it as a task of ansible-playbook or ansible, or set keep_after_play: true."
+            ))
+        try:
+            plugin = tunnels.find_plugin(params.get("plugin"))
+        except tunnels.TunnelError as error:
+            module.fail_json(msg=str(error))
+        client = module.client("ssm", retry_decorator=AWSRetry.jittered_backoff())
+        for record in replaced:
+            tunnels.stop(record)
+        for record in existing:
+            if not record["live"]:  # its supervisor died without clearing up (killed, or the machine restarted)
+                terminate_quietly(client, record.get("session_id"))
+                records.remove(record)
+        records.prune_logs({r["local_port"] for r in existing if r["live"]})
+        local_port = params.get("local_port") or tunnels.free_port()
+        record = new_record(params, local_port, records, controller)
+        closer = module.client("ssm")  # for the supervisor, which is a fork: a client whose connections are its own
+        parameters = tunnels.session_parameters(wanted["remote_port"], local_port, wanted["remote_host"])
+        response = start_session(client, wanted["target"], wanted["document_name"], parameters, record["reason"])
+        record["session_id"] = response["SessionId"]
+        record["plugin"] = plugin
+        argv = tunnels.plugin_argv(plugin, response, module.region, params.get("profile"), wanted["target"],
+                                   wanted["document_name"], parameters, client.meta.endpoint_url)
+        try:
+            record = tunnels.start(record, argv, records,
+                                   lambda session_id: closer.terminate_session(SessionId=session_id))
+        except (tunnels.TunnelError, OSError) as error:
+            terminate_quietly(client, record["session_id"])
+            module.fail_json(msg=f"could not start the tunnel: {error}")
+    problem = tunnels.wait_ready(record, params["wait_timeout"])
+    if problem:
+        tunnels.stop(record)
+        terminate_quietly(client, record["session_id"])
+        module.fail_json(msg=problem, tunnel=tunnels.public_record(record))
+    module.exit_json(changed=True, tunnel=tunnels.public_record(record))
+
+
+def ensure_absent(module: AnsibleAWSModule, records: tunnels.Records) -> None:
+    params = module.params
+    keys = ("name", "local_port", "session_id", "target", "remote_host", "remote_port")
+    selector = {key: params.get(key) for key in keys}
+    with records.lock():
+        chosen = [r for r in records.all() if tunnels.selects(r, selector)]
+        live = [r for r in chosen if r["live"]]
+        if module.check_mode:
+            module.exit_json(changed=bool(live), stopped=[tunnels.public_record(r) for r in live])
+        client = module.client("ssm") if chosen else None
+        for record in chosen:
+            if record["live"] and not tunnels.stop(record):
+                module.warn(f"the tunnel on local port {record['local_port']} did not stop in time and was killed.")
+            # The supervisor ends the session; a supervisor that died uncleanly could not, so end it here too.
+            terminate_quietly(client, record.get("session_id"))
+            records.remove(record)
+    module.exit_json(changed=bool(live), stopped=[tunnels.public_record(r) for r in live])
+
+
+def main() -> None:
+    argument_spec = dict(
+        state=dict(type="str", choices=["present", "absent"], default="present"),
+        target=dict(type="str"),
+        remote_port=dict(type="int"),
+        remote_host=dict(type="str"),
+        local_port=dict(type="int"),
+        name=dict(type="str"),
+        session_id=dict(type="str"),
+        reason=dict(type="str"),
+        plugin=dict(type="path", fallback=(env_fallback, ["AWS_SESSION_MANAGER_PLUGIN"])),
+        wait_timeout=dict(type="int", default=30),
+        max_lifetime=dict(type="int"),
+        keep_after_play=dict(type="bool", default=False),
+        state_dir=dict(type="path", default="~/.ansible/bastionless_ssm/tunnels"),
+    )
+    module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
+    problem = validate(module.params)
+    if problem:
+        module.fail_json(msg=problem)
+    records = tunnels.Records(module.params["state_dir"])
+    try:
+        if module.params["state"] == "present":
+            ensure_present(module, records)
+        else:
+            ensure_absent(module, records)
+    except AnsibleAWSError as e:
+        module.fail_json_aws_error(e)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,308 @@
+"""bastionless.ssm.ssm_command against a lab of 200 nodes, through ansible-playbook: every node's output and exit
+code, max_errors, check mode, full output and its truncation, S3 and CloudWatch output, the execution timeout
+and the wait bound, bad input; the documented examples and playbooks/fleet-command.yml."""
+
+import ast
+import json
+import os
+import re
+import secrets
+import urllib.request
+
+import pytest
+import yaml
+from ansible_cli import ROOT, run
+from ssm_lab.testing import running_lab, wait_until
+
+MODULE = "bastionless.ssm.ssm_command"
+NODES = 200
+FLEET = [{"key": "tag:ssm-lab", "values": ["node"]}]
+# Each node prints its host name and exits 3 when the last number of its IP is a multiple of 7.
+BY_IP = 'n=$(hostname | sed "s/^ip-[0-9]*-[0-9]*-[0-9]*-\\([0-9]*\\).*/\\1/"); hostname; [ $((n % 7)) -ne 0 ] || exit 3'
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    with running_lab(tmp_path_factory.mktemp("lab"), "--nodes", str(NODES), "--provisioned") as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def nodes(lab) -> dict:
+    """Instance id -> private IP of every lab node."""
+    found = {}
+    for page in lab.client("ec2").get_paginator("describe_instances").paginate(
+            Filters=[{"Name": "tag:ssm-lab", "Values": ["node"]}]):
+        for reservation in page["Reservations"]:
+            for instance in reservation["Instances"]:
+                found[instance["InstanceId"]] = instance["PrivateIpAddress"]
+    assert len(found) == NODES
+    return found
+
+
+def hostname(ip: str) -> str:
+    return "ip-" + ip.replace(".", "-") + ".ec2.internal"
+
+
+def calls(lab, reset: bool = False) -> dict:
+    request = urllib.request.Request(f"{lab.endpoint}/_lab/calls", method="DELETE" if reset else "GET")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.load(response)["calls"]
+
+
+def playbook(lab, tmp_path, tasks: list, *flags: str, inventory: str = "localhost,", check: bool = True):
+    path = tmp_path / "playbook.yml"
+    path.write_text(json.dumps([{
+        "name": "Run Command", "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}, "tasks": tasks,
+    }]))
+    return run(lab, "ansible-playbook", "-i", inventory, str(path), *flags, check=check)
+
+
+def play(lab, tmp_path, args: dict, *flags: str, fails: bool = False):
+    """Run the module once with ``args``; return (result, output)."""
+    result_file = tmp_path / "result.json"
+    result_file.unlink(missing_ok=True)
+    output, _recap = playbook(lab, tmp_path, [
+        {"name": "Call the module", MODULE: args, "register": "__result", "ignore_errors": fails},
+        {"name": "Save the result", "ansible.builtin.copy": {"content": "{{ __result | to_json }}",
+                                                             "dest": str(result_file)},
+         "check_mode": False, "changed_when": False},
+    ], *flags)
+    result = json.loads(result_file.read_text())
+    assert result.get("failed", False) is fails, output
+    return result, output
+
+
+def examples(module: str) -> list:
+    """The tasks of a module's EXAMPLES, read from its source."""
+    with open(os.path.join(ROOT, "plugins", "modules", f"{module}.py"), encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    text = next(node.value.value for node in tree.body
+                if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "EXAMPLES")
+    return yaml.safe_load(text)
+
+
+def commands_sent(lab) -> int:
+    return len(lab.client("ssm").list_commands()["Commands"])
+
+
+def test_check_mode_lists_the_targets_and_sends_nothing(lab, nodes, tmp_path):
+    before = commands_sent(lab)
+    calls(lab, reset=True)
+    result, output = play(lab, tmp_path, {"commands": ["touch /tmp/should-not-exist"], "targets": FLEET}, "--check")
+    assert result["changed"] is True
+    assert result["target_count"] == NODES
+    assert sorted(t["instance_id"] for t in result["targets"]) == sorted(nodes)
+    assert {t["ping_status"] for t in result["targets"]} == {"Online"}
+    assert {t["computer_name"] for t in result["targets"]} == {hostname(ip) for ip in nodes.values()}
+    assert "command_id" not in result
+    assert commands_sent(lab) == before
+    assert "ssm:SendCommand" not in calls(lab)
+
+
+def test_every_node_returns_its_output_and_exit_code(lab, nodes, tmp_path):
+    failing = {i for i, ip in nodes.items() if int(ip.rsplit(".", 1)[1]) % 7 == 0}
+    assert 0 < len(failing) < NODES
+    calls(lab, reset=True)
+    # max_errors equal to the failures: the bound is reached, not passed, so no node is cancelled.
+    result, output = play(lab, tmp_path, {"commands": [BY_IP], "targets": FLEET, "max_concurrency": "25%",
+                                          "max_errors": str(len(failing)), "fail_on_error": False,
+                                          "comment": "every node"})
+    assert result["changed"] is True
+    invocations = {i["instance_id"]: i for i in result["invocations"]}
+    assert sorted(invocations) == sorted(nodes)
+    for instance_id, ip in nodes.items():
+        invocation = invocations[instance_id]
+        assert invocation["stdout"] == hostname(ip) + "\n", invocation
+        assert invocation["stderr"] == ""
+        assert invocation["instance_name"] == hostname(ip)
+        if instance_id in failing:
+            assert (invocation["status"], invocation["response_code"]) == ("Failed", 3), invocation
+        else:
+            assert (invocation["status"], invocation["response_code"]) == ("Success", 0), invocation
+        assert invocation["execution_start"] <= invocation["execution_end"]
+    assert result["summary"] == {"total": NODES, "success": NODES - len(failing), "failed": len(failing),
+                                 "running": 0, "by_status": {"Success": NODES - len(failing), "Failed": len(failing)},
+                                 "by_status_details": {"Success": NODES - len(failing), "Failed": len(failing)}}
+    command = result["command"]
+    assert (command["status"], command["status_details"]) == ("Failed", "Incomplete")
+    assert (command["target_count"], command["error_count"]) == (NODES, len(failing))
+    assert command["comment"] == "every node" and command["max_concurrency"] == "25%"
+    # One SendCommand, the results in pages of 50, no GetCommandInvocation for short output.
+    seen = calls(lab)
+    assert seen["ssm:SendCommand"] == 1
+    assert seen["ssm:ListCommandInvocations"] == NODES // 50
+    assert "ssm:GetCommandInvocation" not in seen
+
+
+def test_failed_nodes_fail_the_task_by_default(lab, nodes, tmp_path):
+    failing = sum(1 for ip in nodes.values() if int(ip.rsplit(".", 1)[1]) % 7 == 0)
+    result, output = play(lab, tmp_path, {"commands": [BY_IP], "targets": FLEET, "max_concurrency": "100%",
+                                          "max_errors": "100%"}, fails=True)
+    assert result["msg"].startswith(f"command {result['command_id']} did not succeed on {failing} of {NODES} nodes "
+                                    f"(Failed: {failing})"), result["msg"]
+    assert len(result["invocations"]) == NODES
+    assert result["summary"]["success"] == NODES - failing
+
+
+def test_max_errors_stops_sending_to_the_rest(lab, tmp_path):
+    result, output = play(lab, tmp_path, {"commands": ["echo no; exit 1"], "targets": FLEET,
+                                          "max_concurrency": "10", "max_errors": "3", "fail_on_error": False})
+    by_status = result["summary"]["by_status"]
+    assert set(by_status) == {"Failed", "Cancelled"}, by_status
+    # The fourth error stops it; nodes already running finish: at most max_errors + max_concurrency fail.
+    assert 4 <= by_status["Failed"] <= 3 + 10, by_status
+    assert by_status["Cancelled"] == NODES - by_status["Failed"]
+    assert result["command"]["status"] == "Failed"
+    cancelled = [i for i in result["invocations"] if i["status"] == "Cancelled"]
+    assert all(i["response_code"] == -1 and i["stdout"] == "" for i in cancelled)
+
+
+def test_long_output_is_fetched_in_full_and_cut_as_aws_cuts_it(lab, nodes, tmp_path):
+    s3 = lab.client("s3")
+    bucket = f"run-output-{secrets.token_hex(4)}"
+    s3.create_bucket(Bucket=bucket)
+    chosen = sorted(nodes)[:3]
+    long_one = chosen[0]
+    script = (f'if [ "$(hostname)" = "{hostname(nodes[long_one])}" ]; then '
+              "head -c 30000 /dev/zero | tr '\\0' o; head -c 9000 /dev/zero | tr '\\0' e >&2; "
+              "else echo short; echo warn >&2; fi")
+    calls(lab, reset=True)
+    result, output = play(lab, tmp_path, {"commands": [script], "instance_ids": chosen, "output_s3_bucket": bucket,
+                                          "output_s3_key_prefix": "fleet"})
+    invocations = {i["instance_id"]: i for i in result["invocations"]}
+    long = invocations[long_one]
+    assert long["stdout"] == "o" * 24000 and long["stdout_truncated"] is True
+    assert long["stderr"] == "e" * 8000 and long["stderr_truncated"] is True
+    key = f"fleet/{result['command_id']}/{long_one}/awsrunShellScript/0.awsrunShellScript/stdout"
+    assert long["stdout_url"].endswith(f"/{bucket}/{key}")
+    assert long["stderr_url"].endswith(f"/{bucket}/{key[:-len('stdout')]}stderr")
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"o" * 30000
+    for instance_id in chosen[1:]:
+        short = invocations[instance_id]
+        assert (short["stdout"], short["stderr"]) == ("short\n", "warn\n")
+        assert not short["stdout_truncated"] and not short["stderr_truncated"]
+        assert short["stdout_url"].endswith(f"/{instance_id}/awsrunShellScript/0.awsrunShellScript/stdout")
+    # Only the node whose output the list cut was asked for it in full.
+    assert calls(lab)["ssm:GetCommandInvocation"] == 1
+
+
+def test_output_to_cloudwatch_logs(lab, nodes, tmp_path):
+    node = sorted(nodes)[5]
+    group = f"/bastionless/run-command/{secrets.token_hex(3)}"
+    result, output = play(lab, tmp_path, {"commands": ["echo to-the-logs; echo oops >&2"], "instance_ids": [node],
+                                          "cloudwatch_log_group": group})
+    assert result["command"]["cloud_watch_output_config"] == {"cloud_watch_output_enabled": True,
+                                                              "cloud_watch_log_group_name": group}
+    logs = lab.client("logs")
+    base = f"{result['command_id']}/{node}/aws-runShellScript"
+    for stream, text in (("stdout", "to-the-logs\n"), ("stderr", "oops\n")):
+        events = logs.get_log_events(logGroupName=group, logStreamName=f"{base}/{stream}")["events"]
+        assert [e["message"] for e in events] == [text]
+
+
+def test_working_directory_and_the_powershell_document(lab, nodes, tmp_path):
+    node = sorted(nodes)[6]
+    result, output = play(lab, tmp_path, {"commands": ["pwd"], "instance_ids": [node], "working_directory": "/tmp"})
+    assert result["invocations"][0]["stdout"] == "/tmp\n"
+    result, output = play(lab, tmp_path, {"document_name": "AWS-RunPowerShellScript", "commands": ["Get-Date"],
+                                          "instance_ids": [node]}, fails=True)
+    assert result["command"]["document_name"] == "AWS-RunPowerShellScript"
+    assert result["invocations"][0]["status"] == "Failed"  # the lab's nodes are Linux
+
+
+def test_execution_timeout_ends_the_script(lab, nodes, tmp_path):
+    node = sorted(nodes)[7]
+    result, output = play(lab, tmp_path, {"commands": ["sleep 60"], "instance_ids": [node], "execution_timeout": 2},
+                          fails=True)
+    [invocation] = result["invocations"]
+    assert (invocation["status"], invocation["status_details"]) == ("TimedOut", "ExecutionTimedOut")
+    assert "ExecutionTimedOut: 1" in result["msg"]
+
+
+def test_wait_timeout_bounds_the_task_and_the_command_goes_on(lab, nodes, tmp_path):
+    node = sorted(nodes)[8]
+    result, output = play(lab, tmp_path, {"commands": ["sleep 8; echo late"], "instance_ids": [node],
+                                          "wait_timeout": 2}, fails=True)
+    assert re.search(r"still InProgress on 1 of 1 nodes after wait_timeout \(2 s\); it goes on running", result["msg"])
+    assert result["summary"]["running"] == 1
+    invocation = wait_until(lambda: next(
+        (i for i in [lab.client("ssm").get_command_invocation(CommandId=result["command_id"], InstanceId=node)]
+         if i["Status"] == "Success"), None), timeout=30, what="the command to finish after the task gave up")
+    assert invocation["StandardOutputContent"] == "late\n"
+
+
+def test_without_wait_only_the_command_id(lab, nodes, tmp_path):
+    node = sorted(nodes)[9]
+    result, output = play(lab, tmp_path, {"commands": ["echo later"], "instance_ids": [node], "wait": False})
+    assert result["changed"] is True and result["invocations"] == []
+    assert "summary" not in result
+    finished = wait_until(lambda: lab.client("ssm").list_commands(CommandId=result["command_id"])["Commands"][0]
+                          ["Status"] == "Success", what="the command to finish")
+    assert finished
+
+
+def test_a_tag_that_matches_nothing_warns(lab, tmp_path):
+    result, output = play(lab, tmp_path, {"commands": ["true"], "targets": [{"key": "tag:Role", "values": ["none"]}]})
+    assert result["invocations"] == [] and result["summary"]["total"] == 0
+    assert "matched no managed node" in output
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ({"commands": ["true"], "instance_ids": [f"i-{n:017x}" for n in range(51)]},
+         "instance_ids has 51 IDs; SendCommand takes at most 50"),
+        ({"commands": ["true"], "targets": FLEET, "max_errors": "lots"}, "max_errors must be a number from 0"),
+        ({"commands": ["true"], "targets": [{"key": "Name", "values": ["x"]}]}, "targets key 'Name' is not one"),
+        ({"commands": ["true"], "instance_ids": ["i-0123456789abcdef0"]}, "InvalidInstanceId"),
+        ({"commands": ["true"]}, "one of the following is required: instance_ids, targets"),
+        ({"commands": ["true"], "targets": FLEET, "output_s3_key_prefix": "x"},
+         "missing parameter(s) required by 'output_s3_key_prefix': output_s3_bucket"),
+    ],
+)
+def test_bad_input_fails_clearly_and_sends_nothing(lab, tmp_path, args, message):
+    before = commands_sent(lab)
+    result, output = play(lab, tmp_path, args, fails=True)
+    assert message in result["msg"], result["msg"]
+    assert commands_sent(lab) == before
+
+
+def test_check_mode_names_unregistered_ids(lab, nodes, tmp_path):
+    unknown = "i-0123456789abcdef0"
+    result, output = play(lab, tmp_path, {"commands": ["true"], "instance_ids": [sorted(nodes)[0], unknown]},
+                          "--check", fails=True)
+    assert f"instance_ids not registered with Systems Manager in us-east-1: {unknown}" in result["msg"]
+
+
+def test_the_documented_examples_run(lab, tmp_path):
+    lab.client("s3").create_bucket(Bucket="bastionless-lab-transfer")  # the examples' output bucket
+    tasks = examples("ssm_command")
+    output, recap = playbook(lab, tmp_path, tasks, "-i", os.path.join(ROOT, "inventories", "lab"), "-v")
+    assert recap["localhost"]["failed"] == 0, output
+    assert recap["localhost"]["ok"] == len(tasks), output
+
+
+def test_the_fleet_command_playbook(lab, nodes, tmp_path):
+    output, recap = run(lab, "ansible-playbook", "playbooks/fleet-command.yml", "-e",
+                        json.dumps({"bastionless_fleet_commands": ["hostname"]}))
+    assert recap["localhost"]["failed"] == 0, output
+    for ip in list(nodes.values())[:20]:
+        assert hostname(ip) in output
+    assert f"{NODES} of {NODES} nodes succeeded" in output
+
+    output, recap = run(lab, "ansible-playbook", "playbooks/fleet-command.yml", "-e",
+                        json.dumps({"bastionless_fleet_commands": [BY_IP], "bastionless_fleet_max_errors": "100%"}),
+                        check=False)
+    assert recap["localhost"]["failed"] == 1, output
+    failing = [i for i, ip in nodes.items() if int(ip.rsplit(".", 1)[1]) % 7 == 0]
+    assert f"{len(failing)} of {NODES} nodes did not succeed" in output
+    for instance_id in failing:
+        assert instance_id in output
+
+    before = commands_sent(lab)
+    output, recap = run(lab, "ansible-playbook", "playbooks/fleet-command.yml", "--check")
+    assert recap["localhost"]["failed"] == 0, output
+    assert f"would run on {NODES} nodes" in output
+    assert commands_sent(lab) == before
