@@ -1,43 +1,79 @@
-"""site.yml and ad-hoc commands over Session Manager against the lab, with the collection as installed."""
+"""playbooks/site.yml against a lab of 3 offline nodes (no instance profile, no route out), with the collection as
+installed: check mode, the real run, idempotence, no SSH, transcripts, Run As, ad-hoc commands."""
 
 import json
 import os
+import socket
+import subprocess
 
-from ansible_cli import run
+import pytest
+from ansible_cli import ROOT, run
+from ssm_lab.testing import running_lab, wait_until
 
 INVENTORY = "inventories/lab"
+SITE = "playbooks/site.yml"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    with running_lab(tmp_path_factory.mktemp("site"), "--nodes", "3") as lab:
+        iam = lab.client("iam")
+        iam.create_user(UserName="alice")  # the operator the lab inventory maps to the OS user alice
+        lab.alice = iam.create_access_key(UserName="alice")["AccessKey"]
+        yield lab
 
 
 def _nodes(lab):
     return [n["id"] for n in json.loads(lab.cli("status", "--json").stdout)["nodes"]]
 
 
-def _bucket_exists(lab, name="bastionless-lab-transfer"):
-    return name in [b["Name"] for b in lab.client("s3").list_buckets()["Buckets"]]
+def _buckets(lab):
+    return {b["Name"] for b in lab.client("s3").list_buckets()["Buckets"]}
+
+
+def test_nodes_start_unreachable(lab):
+    status = json.loads(lab.cli("status", "--json").stdout)["nodes"]
+    assert len(status) == 3 and all(n["ping_status"] == "NotRegistered" for n in status)
+    assert all({"NO_INSTANCE_PROFILE", "NO_ROUTE_TO_INTERNET"} <= {p["code"] for p in n["problems"]} for n in status)
 
 
 def test_check_mode_on_a_fresh_lab_predicts_and_changes_nothing(lab):
-    output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, "playbooks/site.yml", "--check")
-    assert recap["localhost"]["changed"] == 1, output  # the transfer bucket would be created
-    assert not _bucket_exists(lab)
+    output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, SITE, "--check")
+    assert recap["localhost"]["changed"] >= 5 and recap["localhost"]["failed"] == 0, output
+    assert "check mode: 3 of 3 nodes are not Online yet" in output
+    assert _buckets(lab) == set()
+    assert lab.client("iam").list_instance_profiles()["InstanceProfiles"] == []
+    assert lab.client("ec2").describe_vpc_endpoints()["VpcEndpoints"] == []
+    assert lab.client("kms").list_aliases()["Aliases"] == [] or all(
+        a["AliasName"].startswith("alias/aws/") for a in lab.client("kms").list_aliases()["Aliases"])
+    assert all(n["ping_status"] == "NotRegistered" for n in json.loads(lab.cli("status", "--json").stdout)["nodes"])
 
 
-def test_site_configures_every_node_over_session_manager(lab):
-    output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, "playbooks/site.yml")
+def test_site_takes_offline_nodes_to_configured(lab):
+    output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, SITE)
     nodes = _nodes(lab)
-    assert sorted(h for h in recap if h != "localhost") == sorted(nodes)
+    assert sorted(h for h in recap if h != "localhost") == sorted(nodes), output
     for node in nodes:
         assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, output
         assert recap[node]["changed"] >= 3, output
-        assert "Served over Session Manager from the lab" in output
-    assert _bucket_exists(lab)
-    sessions = lab.client("ssm").describe_sessions(State="History")["Sessions"]
-    assert {s["Target"] for s in sessions} == set(nodes)
+    assert output.count("serves: Served over Session Manager from the lab") == 3
+    assert {"bastionless-lab-transfer", "bastionless-lab-sessions"} <= _buckets(lab)
+    assert all(n["ping_status"] == "Online" for n in json.loads(lab.cli("status", "--json").stdout)["nodes"])
 
 
-def test_second_run_changes_nothing(lab):
-    output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, "playbooks/site.yml")
-    assert recap and all(r["changed"] == 0 and r["failed"] == 0 for r in recap.values()), output
+def test_second_run_changes_nothing_on_any_host(lab):
+    output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, SITE)
+    assert len(recap) == 4 and all(r["changed"] == 0 and r["failed"] == 0 for r in recap.values()), output
+
+
+def test_no_ssh_anywhere(lab):
+    # Each node has its own PID namespace: ps sees the node's processes only. Nothing listens on port 22.
+    output, _recap = run(lab, "ansible", "-i", INVENTORY, "all", "-m", "ansible.builtin.shell",
+                         "-a", "ps -eo comm | grep -c '^sshd' || true")
+    assert output.count("\n0") == 3, output
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        assert probe.connect_ex(("127.0.0.1", 22)) != 0
 
 
 def test_ad_hoc_command_across_the_fleet(lab):
@@ -45,17 +81,28 @@ def test_ad_hoc_command_across_the_fleet(lab):
     for node in json.loads(lab.cli("status", "--json").stdout)["nodes"]:
         assert f"{node['id']} | CHANGED | rc=0" in output
         assert node["hostname"] in output
+    assert not os.path.exists("/srv/bastionless/index.html")  # the configuration lives on the nodes
 
 
-def test_the_configuration_lives_on_the_nodes_not_on_this_machine(lab):
-    assert not os.path.exists("/srv/bastionless/index.html")
-    output, _recap = run(lab, "ansible", "-i", INVENTORY, "all", "-m", "ansible.builtin.command",
-                         "-a", "cat /srv/bastionless/index.html")
-    assert output.count("Served over Session Manager from the lab") == 3
+def test_sessions_leave_transcripts_in_s3_and_cloudwatch(lab):
+    ssm, s3, logs = lab.client("ssm"), lab.client("s3"), lab.client("logs")
+    history = ssm.describe_sessions(State="History")["Sessions"]
+    assert history and {s["Target"] for s in history} == set(_nodes(lab))
+    session = history[0]["SessionId"]
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="bastionless-lab-sessions", Prefix="sessions/")["Contents"]]
+    assert f"sessions/{session}.log" in keys
+    streams = logs.describe_log_streams(logGroupName="/bastionless/lab/sessions", logStreamNamePrefix=session)
+    assert session in {s["logStreamName"] for s in streams["logStreams"]}
 
 
-def test_no_sshd_runs_on_the_nodes(lab):
-    # Each node has its own PID namespace: ps sees the node's processes only.
-    output, _recap = run(lab, "ansible", "-i", INVENTORY, "all", "-m", "ansible.builtin.shell",
-                         "-a", "ps -eo comm | grep -c sshd || true")
-    assert output.count("\n0") == 3, output
+def test_a_run_as_user_opens_a_session_as_themselves(lab):
+    node = _nodes(lab)[0]
+    env = lab.environ(AWS_ACCESS_KEY_ID=lab.alice["AccessKeyId"], AWS_SECRET_ACCESS_KEY=lab.alice["SecretAccessKey"],
+                      ANSIBLE_NOCOLOR="1")
+    result = subprocess.run(["ansible", "-i", INVENTORY, node, "-m", "ansible.builtin.raw", "-a", "id -un"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.split("\n", 1)[1].strip().startswith("alice"), result.stdout
+    wait_until(lambda: any(s["Owner"].endswith(":user/alice")
+                           for s in lab.client("ssm").describe_sessions(State="History")["Sessions"]),
+               what="alice's session in the history")

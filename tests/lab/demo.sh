@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# make demo: three private lab nodes configured over Session Manager, with no SSH and no AWS account.
+# make demo: three private lab instances that Session Manager cannot reach, provisioned and configured by
+# playbooks/site.yml over Session Manager, with no SSH and no AWS account.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -7,28 +8,43 @@ export SSM_LAB_STATE_DIR=${SSM_LAB_STATE_DIR:-$PWD/.lab}
 inventory=inventories/lab
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
-say "Starting the offline SSM lab (moto + an SSM control plane + 3 nodes with agents, no sshd, no open port)"
+say "Starting the offline SSM lab: 3 private instances with no instance profile and no route out, no sshd, no open port"
 ssm-lab down >/dev/null 2>&1 || true
-eval "$(ssm-lab up --nodes 3 --provisioned)"
+eval "$(ssm-lab up --nodes 3)"
 trap 'say "Stopping the lab"; ssm-lab down' EXIT
 ssm-lab status
+# An operator of the account: site.yml's operator_access maps her to the OS user alice (Run As).
+python3 -c 'import boto3; boto3.client("iam").create_user(UserName="alice")' >/dev/null
+started=$(date +%s)
 
 say "ansible-playbook -i $inventory playbooks/site.yml"
-ansible-playbook -i "$inventory" playbooks/site.yml
+ansible-playbook -i "$inventory" playbooks/site.yml | tee "$SSM_LAB_STATE_DIR/site.log"
+
+say "ssm-lab status (after site.yml)"
+ssm-lab status
 
 say "ansible -i $inventory all -m ansible.builtin.command -a 'uptime' (ad-hoc, over Session Manager)"
 ansible -i "$inventory" all -m ansible.builtin.command -a 'uptime'
 
 say "Summary"
-python3 - <<'PY'
+python3 - "$started" "$SSM_LAB_STATE_DIR/site.log" <<'PY'
+import re, sys, time
 import boto3
-ssm = boto3.client("ssm")
+ssm, s3, logs = boto3.client("ssm"), boto3.client("s3"), boto3.client("logs")
 nodes = ssm.describe_instance_information()["InstanceInformationList"]
-history = ssm.describe_sessions(State="History")["Sessions"]
 print(f"nodes Online in SSM: {sum(n['PingStatus'] == 'Online' for n in nodes)} of {len(nodes)}")
 for n in nodes:
-    print(f"  {n['InstanceId']}  {n['ComputerName']:<28} {n['PlatformName']} {n['PlatformVersion']}  {n['PingStatus']}")
-print(f"Session Manager sessions opened by Ansible: {len(history)} (all closed); owners: "
-      + ", ".join(sorted({s['Owner'] for s in history})))
-print("SSH used: none. Port 22: closed; the nodes listen on no port at all.")
+    print(f"  {n['InstanceId']}  {n['ComputerName']:<28} {n['PlatformName']} {n['PlatformVersion']}  "
+          f"agent {n['AgentVersion']}  {n['PingStatus']}")
+recap = re.findall(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
+                   open(sys.argv[2], encoding="utf-8").read(), re.M)
+print("site.yml changed: " + ", ".join(f"{host} {changed}" for host, _ok, changed, _u, _f in recap))
+history = ssm.describe_sessions(State="History")["Sessions"]
+print(f"Session Manager sessions so far: {len(history)}, owners: " + ", ".join(sorted({s['Owner'] for s in history})))
+prefs = __import__("json").loads(ssm.get_document(Name="SSM-SessionManagerRunShell")["Content"])["inputs"]
+keys = s3.list_objects_v2(Bucket=prefs["s3BucketName"], Prefix=prefs.get("s3KeyPrefix", "")).get("KeyCount", 0)
+streams = logs.describe_log_streams(logGroupName=prefs["cloudWatchLogGroupName"])["logStreams"]
+print(f"transcripts: s3://{prefs['s3BucketName']}/{prefs.get('s3KeyPrefix', '')} ({keys} objects), "
+      f"CloudWatch Logs {prefs['cloudWatchLogGroupName']} ({len(streams)} streams)")
+print(f"SSH used: none. Port 22: closed; the nodes listen on no port at all. Took {time.time() - float(sys.argv[1]):.0f} s.")
 PY

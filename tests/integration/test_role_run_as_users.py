@@ -1,0 +1,250 @@
+"""bastionless.ssm.run_as_users on a lab node over the real amazon.aws.aws_ssm connection: the OS accounts that
+Session Manager Run As maps IAM users to, from the same variable bastionless.ssm.operator_access tags them with;
+sudo rules checked by visudo before they land, removed with their user's rules; accounts no longer mapped removed
+only when asked, never system ones; check mode, a second run, bad input. The "Done when" of issue 5: with Run As
+on, the IAM user tagged SSMSessionRunAs=alice opens a session with her own keys and ``whoami`` says alice; before
+the role ran, the same session failed because the account did not exist."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from ansible_cli import run
+from ssm_lab.testing import running_lab
+
+PLAYBOOK = os.path.join(os.path.dirname(__file__), "playbooks", "run_as_users.yml")
+OPERATOR_ACCESS = os.path.join(os.path.dirname(__file__), "playbooks", "operator_access.yml")
+INVENTORY = "inventories/lab"
+RUN_AS = {"alice": "alice", "ci-deployer": "deploy"}  # IAM user or role -> OS user, for both roles
+OPTIONS = {"deploy": {"shell": "/bin/sh", "comment": "CI deployments", "groups": ["users"]}}
+SUDOERS = "/etc/sudoers.d"
+STATE = "/var/lib/bastionless-ssm-run-as-users.json"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """One Online node, the connection's transfer bucket, the IAM user alice and the role ci-deployer."""
+    with running_lab(tmp_path_factory.mktemp("lab"), "--nodes", "1", "--provisioned") as lab:
+        lab.client("s3").create_bucket(Bucket="bastionless-lab-transfer")
+        iam = lab.client("iam")
+        iam.create_user(UserName="alice")
+        trust = {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+        iam.create_role(RoleName="ci-deployer", AssumeRolePolicyDocument=json.dumps(trust))
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def node(lab):
+    [node] = lab.network["nodes"]
+    return node
+
+
+def play(lab, *options, check=True, **extra):
+    """The role over Session Manager with ``extra`` as extra vars; return (flattened output, the node's recap)."""
+    output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, PLAYBOOK, "-e", json.dumps(extra), *options,
+                        check=check)
+    [node] = lab.network["nodes"]
+    return " ".join(output.split()), recap.get(node, {})
+
+
+def on_node(lab, command: str) -> str:
+    """The stdout of ``command`` run as root on the node through the connection (raw: no module, no change)."""
+    result = subprocess.run(["ansible", "-i", INVENTORY, "all", "-b", "-m", "ansible.builtin.raw", "-a", command],
+                            cwd=os.path.join(os.path.dirname(__file__), "..", ".."), capture_output=True, text=True,
+                            env=lab.environ(ANSIBLE_NOCOLOR="1"), timeout=120, check=False)
+    header, _sep, body = result.stdout.replace("\r", "").partition("\n")
+    assert " | CHANGED | rc=0 >>" in header, result.stdout + result.stderr
+    return body.strip()
+
+
+def accounts(lab) -> dict:
+    """The node's /etc/passwd, by user name."""
+    return {fields[0]: fields for fields in (line.split(":") for line in on_node(lab, "cat /etc/passwd").splitlines())
+            if len(fields) == 7}
+
+
+def sudoers_files(lab) -> list:
+    return sorted(on_node(lab, f"ls -1 {SUDOERS}").split())
+
+
+def session(lab, node: str, user: str, script: str) -> tuple:
+    """A shell session (SSM-SessionManagerRunShell) started with ``user``'s own access key, through the lab's
+    session-manager-plugin; ``script`` typed into it as one line that ends with exit (sudo relays the terminal to
+    its command, so a line typed ahead would be swallowed). Return (plugin exit code, output)."""
+    iam = lab.client("iam")
+    for old in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]:
+        iam.delete_access_key(UserName=user, AccessKeyId=old["AccessKeyId"])
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    ssm = lab.client("ssm", access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"])
+    response = ssm.start_session(Target=node, DocumentName="SSM-SessionManagerRunShell")
+    plugin = [lab.env["AWS_SESSION_MANAGER_PLUGIN"],
+              json.dumps({k: response[k] for k in ("SessionId", "TokenValue", "StreamUrl")}), lab.region,
+              "StartSession", "", json.dumps({"Target": node}), lab.endpoint]
+    result = subprocess.run(plugin, input=(script + "; exit\n").encode(), capture_output=True, timeout=60,
+                            env=lab.environ(), check=False)
+    return result.returncode, (result.stdout + result.stderr).decode(errors="replace")
+
+
+def whoami(lab, node: str, user: str) -> str:
+    code, output = session(lab, node, user, "echo user=$(whoami)=")
+    assert code == 0, output
+    [name] = re.findall(r"user=([a-z_][a-z0-9_-]*)=", output)
+    return name
+
+
+@pytest.fixture(scope="module")
+def run_as_on(lab):
+    """Run As as issue 5 sets it up: operator_access tags alice and ci-deployer from operator_access_run_as, and
+    the preferences (bastionless.ssm.ssm_session_preferences) turn Run As on with ssm-user as the default."""
+    output, _recap = run(lab, "ansible-playbook", "-i", "localhost,", OPERATOR_ACCESS,
+                         "-e", json.dumps({"operator_access_run_as": RUN_AS}))
+    tags = lab.client("iam").list_user_tags(UserName="alice")["Tags"]
+    assert {"Key": "SSMSessionRunAs", "Value": "alice"} in tags, output
+    output, _recap = run(lab, "ansible", "-i", "localhost,", "-c", "local", "localhost",
+                         "-e", f"ansible_python_interpreter={sys.executable}",
+                         "-m", "bastionless.ssm.ssm_session_preferences",
+                         "-a", "run_as_enabled=true run_as_default_user=ssm-user")
+    return True
+
+
+class TestRunAs:
+    def test_before_the_role_a_run_as_session_fails_for_want_of_the_account(self, lab, node, run_as_on):
+        code, output = session(lab, node, "alice", "whoami")
+        assert code != 0
+        assert "Failed to start pty since RunAs user alice does not exist" in output, output
+
+    def test_check_mode_predicts_and_changes_nothing(self, lab, node, run_as_on):
+        before = accounts(lab)
+        output, recap = play(lab, "--check", operator_access_run_as=RUN_AS, run_as_users_sudo={"deploy": True})
+        assert recap["failed"] == 0 and recap["changed"] == 3, output  # accounts, a rule file, the state file
+        assert "changed: [%s] => (item=alice)" % node in output and "(item=deploy)" in output
+        assert accounts(lab) == before
+        assert "bastionless-run-as-deploy" not in sudoers_files(lab)
+
+    def test_the_role_makes_the_accounts_of_the_map_and_a_second_run_changes_nothing(
+            self, lab, node, run_as_on, tmp_path):
+        facts = tmp_path / "facts.json"
+        output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_sudo={"deploy": True},
+                             run_as_users_options=OPTIONS, facts_out=str(facts))
+        assert recap["failed"] == 0 and recap["changed"] == 3, output
+        found = accounts(lab)
+        assert found["alice"][4:] == ["Session Manager Run As user", "/home/alice", "/bin/bash"]
+        assert found["deploy"][4:] == ["CI deployments", "/home/deploy", "/bin/sh"]
+        assert int(found["alice"][2]) >= 1000 and int(found["deploy"][2]) >= 1000
+        assert "users" in on_node(lab, "id -nG deploy").split()
+        result = json.loads(facts.read_text())[node]
+        assert result["users"] == ["alice", "deploy"]
+        assert result["sudo"] == {"deploy": ["deploy ALL=(ALL) NOPASSWD: ALL"]}
+        output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_sudo={"deploy": True},
+                             run_as_users_options=OPTIONS)
+        assert recap["failed"] == 0 and recap["changed"] == 0, output
+
+    def test_now_the_tagged_iam_user_opens_a_session_as_herself(self, lab, node, run_as_on):
+        assert whoami(lab, node, "alice") == "alice"
+
+
+class TestSudo:
+    def test_a_rule_lets_the_user_sudo_and_lands_as_a_visudo_checked_file(self, lab, node, run_as_on):
+        code, output = session(lab, node, "alice", "sudo -n id -u; echo rc=$?")
+        assert "rc=1" in output and "password is required" in output, output
+        output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_options=OPTIONS,
+                             run_as_users_sudo={"alice": ["ALL=(root) NOPASSWD: /usr/bin/id"], "deploy": True})
+        assert recap["failed"] == 0 and recap["changed"] == 1, output  # alice's rule file
+        assert "bastionless-run-as-alice" in sudoers_files(lab)
+        rule = on_node(lab, f"cat {SUDOERS}/bastionless-run-as-alice; stat -c %a:%U {SUDOERS}/bastionless-run-as-alice")
+        assert "alice ALL=(root) NOPASSWD: /usr/bin/id" in rule and "440:root" in rule, rule
+        code, output = session(lab, node, "alice",
+                               "echo uid=$(sudo -n /usr/bin/id -u)=; sudo -n /bin/cat /etc/shadow >/dev/null; echo rc=$?")
+        assert "uid=0=" in output, output
+        assert "password is required" in output and "rc=1" in output, output  # only what the rule allows
+
+    def test_a_rule_visudo_rejects_fails_before_any_change(self, lab, node, run_as_on):
+        before = (accounts(lab), sudoers_files(lab))
+        output, recap = play(lab, check=False, operator_access_run_as={**RUN_AS, "bob": "bob"},
+                             run_as_users_options=OPTIONS, run_as_users_sudo={"alice": ["ALL=(ALL) NOPASSWD ALL"], "deploy": True})
+        assert recap.get("failed") == 1, output
+        assert "run_as_users_sudo: visudo rejects the rules of 'alice' (stdin:1:26: syntax error" in output, output
+        assert "Nothing was changed." in output
+        assert (accounts(lab), sudoers_files(lab)) == before  # no bob, alice's old rule still in place
+
+    def test_removing_a_rule_removes_its_file_and_leaves_others_files(self, lab, node, run_as_on):
+        # A file of someone else's with the role's prefix but not its marker, and the agent's own file.
+        on_node(lab, f"echo 'alice ALL=(root) NOPASSWD: /bin/true' > {SUDOERS}/bastionless-run-as-handmade && "
+                     f"chmod 440 {SUDOERS}/bastionless-run-as-handmade")
+        output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_options=OPTIONS,
+                             run_as_users_sudo={"deploy": True})
+        assert recap["failed"] == 0 and recap["changed"] == 1, output
+        files = sudoers_files(lab)
+        assert "bastionless-run-as-alice" not in files
+        assert {"bastionless-run-as-deploy", "bastionless-run-as-handmade", "ssm-agent-users"} <= set(files), files
+        code, output = session(lab, node, "alice", "sudo -n /usr/bin/id -u; echo rc=$?")
+        assert "rc=1" in output, output
+
+
+class TestRemoval:
+    def test_a_user_left_out_stays_unless_removal_is_asked(self, lab, node, run_as_on, tmp_path):
+        facts = tmp_path / "facts.json"
+        output, recap = play(lab, operator_access_run_as={"alice": "alice"}, facts_out=str(facts))
+        assert recap["failed"] == 0, output
+        assert "deploy" in accounts(lab)
+        assert json.loads(facts.read_text())[node]["left_in_place"] == ["deploy"]
+        assert "bastionless-run-as-deploy" not in sudoers_files(lab)  # its rules went with the map entry
+
+    def test_removal_takes_only_what_the_role_made_never_system_accounts(self, lab, node, run_as_on):
+        # carol exists before the role maps anyone to her: taken over, never removed. A state file edited to name
+        # a system account as well: never removed either.
+        on_node(lab, "useradd -m -s /bin/bash carol")
+        output, recap = play(lab, operator_access_run_as={"alice": "alice", "carol-iam": "carol"})
+        assert recap["failed"] == 0, output
+        state = json.loads(on_node(lab, f"cat {STATE}"))["users"]
+        assert state == ["alice", "deploy"], state  # carol was not made by the role
+        on_node(lab, "printf '%s' '" + json.dumps({"users": ["alice", "daemon", "deploy"]}) + "' > " + STATE)
+        output, recap = play(lab, "--check", operator_access_run_as={"alice": "alice"}, run_as_users_remove_absent=True)
+        assert recap["failed"] == 0 and "(item=deploy)" in output and "(item=carol)" not in output, output
+        assert "deploy" in accounts(lab)
+        output, recap = play(lab, operator_access_run_as={"alice": "alice"}, run_as_users_remove_absent=True)
+        assert recap["failed"] == 0, output
+        found = accounts(lab)
+        assert "deploy" not in found
+        assert {"alice", "carol", "daemon", "root", "ssm-user"} <= set(found)
+        assert json.loads(on_node(lab, f"cat {STATE}"))["users"] == ["alice"]
+        output, recap = play(lab, operator_access_run_as={"alice": "alice"}, run_as_users_remove_absent=True)
+        assert recap["failed"] == 0 and recap["changed"] == 0, output
+        assert whoami(lab, node, "alice") == "alice"
+
+
+@pytest.mark.parametrize("extra, message", [
+    ({"operator_access_run_as": {"alice": "Alice Smith"}},
+     "run_as_users_map: 'alice' maps to \"Alice Smith\", which is not a Linux user name"),
+    ({"run_as_users_map": {"arn:aws:iam::123456789012:user/alice": "alice"}},
+     "run_as_users_map: 'arn:aws:iam::123456789012:user/alice' is not an IAM user or role name"),
+    ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_sudo": {"mallory": True}},
+     "run_as_users_sudo: 'mallory' is not one of the users"),
+    ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_sudo": {"alice": "ALL"}},
+     "run_as_users_sudo: 'alice' has \"ALL\"; give true"),
+    ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_options": {"alice": {"shell": "bash"}}},
+     "run_as_users_options: 'alice' has shell \"bash\", which is not an absolute path"),
+    ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_options": {"alice": {"sudo": True}}},
+     "run_as_users_options: 'alice' has sudo, which the role does not know"),
+    ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_extra": ["9lives"]},
+     "run_as_users_extra: \"9lives\" is not a Linux user name"),
+    ({"operator_access_run_as": {"alice": "alice", "svc": "daemon"}},
+     "run_as_users_map: 'daemon' is a system account on"),
+    ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_options": {"alice": {"groups": ["no-such-group"]}}},
+     "'alice' should join no-such-group, which does not exist on"),
+    ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_sudo": {"alice": True},
+      "run_as_users_visudo": "/usr/local/sbin/visudo"},
+     "run_as_users_visudo: /usr/local/sbin/visudo is not on"),
+], ids=["os-user", "iam-arn", "sudo-unknown-user", "sudo-string", "shell-relative", "unknown-option", "extra-name",
+        "system-account", "missing-group", "no-visudo"])
+def test_bad_input_one_clear_error_and_nothing_changed(lab, run_as_on, extra, message):
+    before = (accounts(lab), sudoers_files(lab))
+    output, recap = play(lab, check=False, **{"operator_access_run_as": {}, **extra})
+    assert recap.get("failed") == 1, output
+    assert message in output, output
+    assert output.count("fatal:") == 1 and "Nothing was changed." in output, output
+    assert (accounts(lab), sudoers_files(lab)) == before
