@@ -363,7 +363,6 @@ target_count:
   sample: 200
 """
 
-import datetime
 import re
 import time
 from typing import Any
@@ -378,6 +377,8 @@ from ansible_collections.amazon.aws.plugins.module_utils.errors import AWSErrorH
 from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+
+from ansible_collections.bastionless.ssm.plugins.module_utils._ssm_session import iso
 
 # Limits of SendCommand and of what AWS keeps of a node's output.
 MAX_INSTANCE_IDS = 50
@@ -524,17 +525,6 @@ def split_output(output: str) -> Tuple[str, str]:
 def needs_full_output(output: str) -> bool:
     """Whether the list's combined output may have been cut at its 2500 characters."""
     return len(output or "") >= LIST_OUTPUT_LIMIT
-
-
-def iso(value: Any) -> Optional[str]:
-    """ISO 8601 for a botocore datetime or an epoch; None for nothing."""
-    if value in (None, ""):
-        return None
-    if isinstance(value, datetime.datetime):
-        return value.isoformat()
-    if isinstance(value, (int, float)):
-        return datetime.datetime.fromtimestamp(value, datetime.timezone.utc).isoformat()
-    return str(value)
 
 
 def invocation_result(row: Dict[str, Any], full: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
