@@ -16,7 +16,7 @@ export SSM_LAB_STATE_DIR ?= $(CURDIR)/.lab
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 .PHONY: help venv system-deps collection demo test unit lab-test integration molecule lint sanity install-check \
-        lab-up lab-down lab-status clean
+        bench-inventory lab-up lab-down lab-status clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -80,6 +80,11 @@ sanity: $(STAMP)
 
 install-check: $(STAMP)
 	VENV=$(VENV) tests/collection-install.sh
+
+# Not part of `make test`: bastionless.ssm.managed_nodes against amazon.aws.aws_ec2 (use_ssm_inventory) on labs of
+# 1,000 and 10,000 nodes with 0.1 s per API call; prints figures. BENCH_ARGS="--sizes 100" for a quick run.
+bench-inventory: collection
+	PATH="$(BIN):$$PATH" $(BIN)/python tests/benchmarks/inventory.py $(BENCH_ARGS)
 
 lab-up: $(STAMP)
 	@$(BIN)/ssm-lab up --nodes 3 --provisioned > $(SSM_LAB_STATE_DIR).env

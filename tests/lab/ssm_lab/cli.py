@@ -193,13 +193,32 @@ def _provision(env: dict, args) -> list[dict]:
         node["platform"] = platforms[index % len(platforms)]
     nodes += provision.hybrid_nodes(args.hybrid)
     if args.records:
-        records = provision.launch_nodes(ec2, network, args.records, first=args.nodes + 1, profile=profile)
-        for record in records:
-            record["kind"] = "record"
-        nodes += records
+        nodes += provision.launch_records(ec2, network, args.records, profile=profile)
+    if args.hybrid_records:
+        nodes += provision.hybrid_nodes(args.hybrid_records, first=args.hybrid + 1, kind="record")
+    regions = {}
+    for region, count in args.region_nodes or []:  # other regions: a network of their own and agent nodes
+        regional = client("ec2", {**env, "AWS_DEFAULT_REGION": region})
+        regions[region] = provision.build_network(regional, region)
+        if args.provisioned or args.nat:
+            regions[region]["nat_gateway"] = provision.provision_path(regional, regions[region])
+        placed = provision.launch_nodes(regional, regions[region], count, profile=profile,
+                                        name_prefix=f"lab-{region}-node")
+        for node in placed:
+            node["region"] = region
+        regions[region]["nodes"] = [n["id"] for n in placed]
+        nodes += placed
     with open(os.path.join(env["SSM_LAB_STATE_DIR"], "network.json"), "w", encoding="utf-8") as handle:
-        json.dump({**network, "nodes": [n["id"] for n in nodes]}, handle, indent=2)
+        json.dump({**network, "nodes": [n["id"] for n in nodes], "regions": regions}, handle, indent=2)
     return nodes
+
+
+def _region_nodes(value: str) -> tuple[str, int]:
+    region, _, count = value.partition("=")
+    if not region or region == common.REGION or not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"expected REGION=N with a region other than {common.REGION} and N ≥ 1, "
+                                         f"e.g. us-west-2=2; got {value!r}")
+    return region, int(count)
 
 
 def _stop(state: str) -> list[int]:
@@ -325,7 +344,12 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start the lab; prints export lines for eval")
     up.add_argument("--nodes", type=int, default=3, help="EC2 nodes with an agent (default 3)")
     up.add_argument("--hybrid", type=int, default=0, help="hybrid mi- nodes with an agent")
-    up.add_argument("--records", type=int, default=0, help="EC2 instances registered in SSM with no agent process")
+    up.add_argument("--records", type=int, default=0,
+                    help="EC2 instances registered in SSM with no agent process (launched 500 per RunInstances)")
+    up.add_argument("--hybrid-records", type=int, default=0,
+                    help="hybrid mi- nodes registered in SSM with no agent process")
+    up.add_argument("--region-nodes", type=_region_nodes, action="append", metavar="REGION=N",
+                    help="N more EC2 nodes with an agent in another region, e.g. us-west-2=2 (repeatable)")
     up.add_argument("--sshd", type=int, default=0, help="how many EC2 nodes answer AWS-StartSSHSession with sshd")
     up.add_argument("--platform", default="al2023", type=_platforms,
                     help="the EC2 nodes' platform, or a comma-separated list used in turn: "

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import urllib.parse
 from xml.etree import ElementTree
@@ -72,6 +73,14 @@ class LabApp:
                 request = {}
             if self.ssm.handles(action, request):
                 return self._ssm_call(action, request, environ, start_response)
+        if target == "ResourceGroupsTaggingAPI_20170126.GetResources":
+            try:
+                request = json.loads(body or b"{}")
+            except ValueError:
+                request = {}
+            types = request.get("ResourceTypeFilters") or []
+            if types and all(t == "ssm:managed-instance" for t in types):
+                return self._ssm_call(action, request, environ, start_response, self.ssm.tagging_get_resources)
         if service == "ec2" and action == "ModifyVpcEndpoint":
             return self._modify_vpc_endpoint(body, environ, start_response)
         if service == "ec2" and action == "RunInstances":
@@ -139,9 +148,12 @@ class LabApp:
                        [("Content-Type", "text/xml")])
         return [xml.encode()]
 
-    def _ssm_call(self, action: str, request: dict, environ, start_response):
+    def _ssm_call(self, action: str, request: dict, environ, start_response, handler=None):
         try:
-            result = self.ssm.call(action, request, environ.get("HTTP_AUTHORIZATION", ""))
+            if handler is not None:
+                result = handler(request, environ.get("HTTP_AUTHORIZATION", ""))
+            else:
+                result = self.ssm.call(action, request, environ.get("HTTP_AUTHORIZATION", ""))
         except ApiError as error:
             return self._json(start_response, error.status, {"__type": error.code, "message": error.message},
                               {"x-amzn-ErrorType": error.code})
@@ -154,7 +166,7 @@ class LabApp:
         wanted = (form.get("PrivateDnsEnabled") or [None])[0]
         endpoint_id = (form.get("VpcEndpointId") or [""])[0]
         if wanted is not None:
-            ec2 = get_backend("ec2")[self.registry.account_id][self.registry.region]
+            ec2 = get_backend("ec2")[self.registry.account_id][self._region(environ)]
             endpoint = ec2.vpc_end_points.get(endpoint_id)
             if endpoint is not None:
                 endpoint.private_dns_enabled = wanted.lower() == "true"
@@ -386,6 +398,165 @@ def _as_over_tls(statement: dict) -> dict | None:
     return {**statement, "Condition": rest} if rest else {k: v for k, v in statement.items() if k != "Condition"}
 
 
+class Ec2Render:
+    """What moto has rendered of DescribeInstances, per instance, for as long as no EC2 call changes anything.
+
+    moto renders each instance field by field through the API model, about 4 ms an instance, and looks up an
+    instance's tags by scanning every tag in the region; a page of 1,000 instances out of 10,000 took it some
+    8 s. AWS answers that in about a second, so the lab renders an instance once and keeps the XML until the
+    next EC2 call that is not a Describe/Get (any of them may change an instance: ``generation`` counts them,
+    and XML rendered while one ran is not kept)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.generation = 0
+        self.instances: dict[tuple[str, str], str] = {}
+        self.reservations: dict[tuple[str, str], tuple[str, str]] = {}
+
+    def invalidate(self) -> None:
+        with self.lock:
+            self.generation += 1
+            self.instances.clear()
+            self.reservations.clear()
+
+
+EC2_RENDER = Ec2Render()
+
+
+class Ec2RenderInvalidation:
+    """WSGI wrapper: an EC2 call that may change state drops the rendered XML, before and after it runs."""
+
+    def __init__(self, app: LabApp) -> None:
+        self.app = app
+
+    def __call__(self, environ, start_response):
+        if environ.get("PATH_INFO", "").startswith("/_lab/"):
+            return self.app(environ, start_response)
+        body = LabApp._body(environ)
+        mutating = LabApp._service(environ) == "ec2" and not LabApp._query_action(body, environ).startswith(
+            ("Describe", "Get"))
+        if not mutating:
+            return self.app(environ, start_response)
+        EC2_RENDER.invalidate()
+        try:
+            return list(self.app(environ, start_response))
+        finally:
+            EC2_RENDER.invalidate()
+
+
+def _patch_describe_instances() -> None:
+    """DescribeInstances pages as on AWS: by instance (a reservation may span two pages), MaxResults 5–1000,
+    everything in one answer when MaxResults is absent. moto pages by reservation, 100 at a time, and accepts
+    any MaxResults, so a fleet launched in a few large reservations would come back in one page whatever the
+    caller asked. The XML is moto's own, rendered once per instance (``Ec2Render``); an instance's tags are
+    looked up by its id instead of by a scan of every tag (moto's scan made large listings quadratic)."""
+    import base64
+    import copy
+
+    from moto.core.responses import ActionResult
+    from moto.core.serialize import XFormedAttributePicker
+    from moto.ec2.exceptions import EC2ClientError, InvalidNextToken, InvalidParameterCombination
+    from moto.ec2.models.core import TaggedEC2Resource
+    from moto.ec2.responses.instances import InstanceResponse
+    from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
+
+    def get_tags(self):
+        if not self.id:
+            return []
+        kind = EC2_PREFIX_TO_RESOURCE.get(get_prefix(self.id), "")
+        return [{"resource_id": self.id, "key": key, "value": value, "resource_type": kind}
+                for key, value in (self.ec2_backend.tags.get(self.id) or {}).items()]
+
+    class Page(ActionResult):
+        def __init__(self, region: str, parts: list, next_token: str | None) -> None:
+            super().__init__({"Reservations": parts, "NextToken": next_token})
+            self.region = region
+            self.parts = parts
+            self.next_token = next_token
+
+        def execute_result(self, context):
+            def render(result) -> tuple:
+                serializer = context.serializer_class(
+                    operation_model=context.operation_model, pretty_print=False,
+                    value_picker=XFormedAttributePicker(
+                        response_transformers=getattr(context.response, "RESPONSE_KEY_PATH_TO_TRANSFORMER", None)))
+                out = serializer.serialize(result)
+                body = out["body"].decode() if isinstance(out["body"], bytes) else out["body"]
+                return out["status_code"], out["headers"], body
+
+            with EC2_RENDER.lock:
+                generation = EC2_RENDER.generation
+            items = []  # (reservation wrapper, its instances' XML), one per reservation part
+            for part in self.parts:
+                wrapper = EC2_RENDER.reservations.get((self.region, part.id))
+                fragments = []
+                for instance in part.instances:
+                    fragment = EC2_RENDER.instances.get((self.region, instance.id))
+                    if fragment is None or wrapper is None:
+                        single = copy.copy(part)
+                        single.instances = [instance]
+                        xml = render({"Reservations": [single], "NextToken": None})[2]
+                        opening, closing = xml.index("<instancesSet>"), xml.rindex("</instancesSet>")
+                        fragment = xml[opening + len("<instancesSet>"):closing]
+                        wrapper = (xml[xml.index("<reservationSet>") + len("<reservationSet>"):opening],
+                                   xml[closing + len("</instancesSet>"):xml.rindex("</reservationSet>")])
+                        with EC2_RENDER.lock:
+                            if EC2_RENDER.generation == generation:
+                                EC2_RENDER.instances[(self.region, instance.id)] = fragment
+                                EC2_RENDER.reservations[(self.region, part.id)] = wrapper
+                    fragments.append(fragment)
+                items.append((wrapper, "".join(fragments)))
+            status, headers, envelope = render({"Reservations": [], "NextToken": self.next_token})
+            listing = "".join(f"{prefix}<instancesSet>{inner}</instancesSet>{suffix}" for (prefix, suffix), inner in items)
+            if "<reservationSet/>" in envelope:
+                envelope = envelope.replace("<reservationSet/>", f"<reservationSet>{listing}</reservationSet>", 1)
+            else:
+                envelope = envelope.replace("<reservationSet></reservationSet>",
+                                            f"<reservationSet>{listing}</reservationSet>", 1)
+            headers = {k: v for k, v in headers.items() if k.lower() != "content-length"}
+            return status, headers, envelope
+
+    def describe_instances(self):
+        self.error_on_dryrun()
+        if "InstanceId.1" in self.data and "MaxResults" in self.data:
+            raise InvalidParameterCombination("The parameter instancesSet cannot be used with the parameter maxResults")
+        filter_dict = self._filters_from_querystring()
+        instance_ids = self._get_param("InstanceIds", [])
+        if instance_ids:
+            reservations = self.ec2_backend.get_reservations_by_instance_ids(instance_ids, filters=filter_dict)
+        else:
+            reservations = self.ec2_backend.describe_instances(filters=filter_dict)
+        pairs = [(reservation, instance) for reservation in reservations for instance in reservation.instances]
+        token = self._get_param("NextToken")
+        start = 0
+        if token:
+            try:
+                start = int(json.loads(base64.b64decode(token))["o"])
+            except (ValueError, KeyError, TypeError):
+                raise InvalidNextToken(token)
+        size = self._get_param("MaxResults")
+        if size is None:
+            end = len(pairs)
+        else:
+            size = int(size)
+            if not 5 <= size <= 1000:
+                raise EC2ClientError("InvalidParameterValue", f"Value ( {size} ) for parameter maxResults is invalid. "
+                                     "Expecting a value between 5 and 1000.")
+            end = start + size
+        parts = []
+        for reservation, instance in pairs[start:end]:
+            if not parts or parts[-1].id != reservation.id:
+                part = copy.copy(reservation)
+                part.instances = []
+                parts.append(part)
+            parts[-1].instances.append(instance)
+        next_token = base64.b64encode(json.dumps({"o": end}).encode()).decode() if end < len(pairs) else None
+        return Page(self.ec2_backend.region_name, parts, next_token)
+
+    TaggedEC2Resource.get_tags = get_tags
+    InstanceResponse.describe_instances = describe_instances
+
+
 def _patch_bucket_policies() -> None:
     from moto.iam.access_control import IAMPolicy, PermissionResult
     from moto.s3.models import FakeBucket
@@ -414,6 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
     _patch_bucket_policies()
+    _patch_describe_instances()
     registry = Registry()
     registry.faults.update(json.loads(args.faults))
     endpoint = f"http://{args.host}:{args.port}"
@@ -422,7 +594,8 @@ def main(argv: list[str] | None = None) -> int:
     messages.endpoint_address = (args.host, args.port)
     messages.start()
     app = LabApp(registry, messages, endpoint)
-    server = make_server(args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler)
+    server = make_server(args.host, args.port, Ec2RenderInvalidation(app), threaded=True,
+                         request_handler=MotoRequestHandler)
 
     def stop(*_):
         raise SystemExit(0)

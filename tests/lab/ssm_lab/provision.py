@@ -87,9 +87,16 @@ def _image(ec2) -> str:
     return found[-1]["ImageId"] if found else "ami-12c6146b"
 
 
+def private_dns_name(ip: str, region: str) -> str:
+    """EC2's private host name: ip-10-42-1-5.ec2.internal in us-east-1, ip-….<region>.compute.internal elsewhere."""
+    suffix = "ec2.internal" if region == "us-east-1" else f"{region}.compute.internal"
+    return "ip-" + ip.replace(".", "-") + "." + suffix
+
+
 def launch_nodes(ec2, network: dict, count: int, first: int = 1, profile: str | None = None,
-                 tags: dict | None = None) -> list[dict]:
+                 tags: dict | None = None, name_prefix: str = "lab-node") -> list[dict]:
     image = _image(ec2)
+    region = network["private"][0]["zone"][:-1]
     nodes = []
     for index in range(first, first + count):
         placement = network["private"][(index - 1) % len(network["private"])]
@@ -97,26 +104,67 @@ def launch_nodes(ec2, network: dict, count: int, first: int = 1, profile: str | 
         instance = ec2.run_instances(
             ImageId=image, InstanceType="t3.micro", MinCount=1, MaxCount=1, SubnetId=placement["subnet"],
             SecurityGroupIds=[network["node_group"]],
-            TagSpecifications=_tags("instance", Name=f"lab-node-{index}", **{"ssm-lab": "node"}, **(tags or {})),
+            TagSpecifications=_tags("instance", Name=f"{name_prefix}-{index}", **{"ssm-lab": "node"}, **(tags or {})),
             **extra,
         )["Instances"][0]
         ip = instance["PrivateIpAddress"]
         nodes.append({
             "id": instance["InstanceId"],
             "kind": "ec2",
-            "hostname": "ip-" + ip.replace(".", "-") + ".ec2.internal",
+            "hostname": private_dns_name(ip, region),
             "ip": ip,
         })
     return nodes
 
 
-def hybrid_nodes(count: int, first: int = 1) -> list[dict]:
+RECORD_BATCH = 500  # instances per RunInstances call (MinCount = MaxCount), so 10,000 records take 20 calls
+RECORD_SUBNET_SIZE = 4000  # records per /20 subnet of their own (a /24 private subnet holds only 251)
+
+
+def launch_records(ec2, network: dict, count: int, profile: str | None = None, batch: int = RECORD_BATCH) -> list[dict]:
+    """EC2 instances that are registered in SSM but run no agent (kind ``record``), launched ``batch`` at a
+    time with one RunInstances each, into /20 subnets of their own (10.42.16.0/20, 10.42.32.0/20, …, in the
+    AZs in turn, on the private route tables). Like the instances of an Auto Scaling group they share their
+    tags: ``Name=lab-record``, ``ssm-lab=node``, ``ssm-lab-kind=record``."""
+    if count > 15 * RECORD_SUBNET_SIZE:
+        raise ValueError(f"at most {15 * RECORD_SUBNET_SIZE} records fit in the lab's VPC")
+    image = _image(ec2)
+    region = network["private"][0]["zone"][:-1]
+    extra = {"IamInstanceProfile": {"Name": profile}} if profile else {}
+    nodes = []
+    subnets = network.setdefault("record_subnets", [])
+    for index in range(0, count, RECORD_SUBNET_SIZE):
+        private = network["private"][len(subnets) % len(network["private"])]
+        subnet = ec2.create_subnet(
+            VpcId=network["vpc"], CidrBlock=f"10.42.{16 * (len(subnets) + 1)}.0/20", AvailabilityZone=private["zone"],
+            TagSpecifications=_tags("subnet", Name=f"ssm-lab-records-{len(subnets) + 1}", Tier="private"),
+        )["Subnet"]["SubnetId"]
+        ec2.associate_route_table(RouteTableId=private["route_table"], SubnetId=subnet)
+        subnets.append(subnet)
+        in_subnet = min(RECORD_SUBNET_SIZE, count - index)
+        for start in range(0, in_subnet, batch):
+            size = min(batch, in_subnet - start)
+            instances = ec2.run_instances(
+                ImageId=image, InstanceType="t3.micro", MinCount=size, MaxCount=size, SubnetId=subnet,
+                SecurityGroupIds=[network["node_group"]],
+                TagSpecifications=_tags("instance", Name="lab-record", **{"ssm-lab": "node", "ssm-lab-kind": "record"}),
+                **extra,
+            )["Instances"]
+            for instance in instances:
+                ip = instance["PrivateIpAddress"]
+                nodes.append({"id": instance["InstanceId"], "kind": "record",
+                              "hostname": private_dns_name(ip, region), "ip": ip})
+    return nodes
+
+
+def hybrid_nodes(count: int, first: int = 1, kind: str = "hybrid") -> list[dict]:
+    """Hybrid (``mi-``) nodes: with an agent (``kind="hybrid"``), or registrations only (``kind="record"``)."""
     return [
         {
             "id": "mi-" + common.random_hex(17),
-            "kind": "hybrid",
+            "kind": kind,
             "hostname": f"onprem-{index}.corp.example",
-            "ip": f"192.168.50.{10 + index}",
+            "ip": f"192.168.{50 + index // 200}.{10 + index % 200}",
             "name": f"lab-hybrid-{index}",
             "iam_role": "SSMServiceRole",
             "tags": {"Name": f"lab-hybrid-{index}", "Env": "onprem"},

@@ -16,6 +16,7 @@ from . import common, reachability
 
 DHMC_SETTING = "/ssm/managed-instance/default-ec2-instance-management-role"
 SERVICE_SETTING_DEFAULTS = {DHMC_SETTING: "$None"}
+SNAPSHOT_SECONDS = 600
 
 
 @dataclass
@@ -77,10 +78,11 @@ class Node:
     kind: str  # "ec2" | "hybrid" | "record" (a registration with no agent process, for scale tests)
     hostname: str
     ip: str
+    region: str = ""  # where the node is registered; empty: the lab's first region (common.REGION)
     platform: str = "al2023"
-    name: str = ""  # hybrid nodes: the activation's default instance name
-    tags: dict[str, str] = field(default_factory=dict)  # hybrid nodes: SSM tags
-    iam_role: str = ""  # hybrid nodes: the activation's service role
+    name: str = ""  # hybrid (mi-) nodes: the activation's default instance name
+    tags: dict[str, str] = field(default_factory=dict)  # hybrid (mi-) nodes: SSM tags
+    iam_role: str = ""  # hybrid (mi-) nodes: the activation's service role
     registered_at: float = field(default_factory=time.time)
     agent_wanted: bool = True  # the node's service manager: should the agent run?
     agent_down_until: float = 0.0  # a transient drop (fault model)
@@ -99,6 +101,9 @@ class Node:
 
     def resource_type(self) -> str:
         return "EC2Instance" if self.kind in ("ec2", "record") and self.id.startswith("i-") else "ManagedInstance"
+
+    def is_ec2(self) -> bool:
+        return self.resource_type() == "EC2Instance"
 
     def agent_should_run(self) -> bool:
         return self.agent_wanted and time.time() >= self.agent_down_until
@@ -182,11 +187,17 @@ class Registry:
         self.settings: dict[str, dict] = {}
         self.faults = FaultModel()
         self.api_calls: dict[str, int] = {}
+        # Listings that span several pages (DescribeInstanceInformation, GetInventory, GetResources) are taken
+        # once, at their first page, and served from here by their NextToken, as a consistent snapshot.
+        self.snapshots: dict[str, tuple[float, list]] = {}
 
     # --- nodes -----------------------------------------------------------------------------------------
     def add_node(self, node: Node) -> None:
         with self.lock:
             self.nodes[node.id] = node
+
+    def node_region(self, node: Node) -> str:
+        return node.region or self.region
 
     def dhmc_role(self) -> str | None:
         value = self.settings.get(DHMC_SETTING, {}).get("value")
@@ -205,7 +216,8 @@ class Registry:
                 reachability.Problem("agent", "AGENT_NOT_CONNECTED", f"the SSM Agent on {node.id} is not running")
             )
         if node.kind == "ec2":
-            found.extend(reachability.node_problems(self.account_id, self.region, node.id, self.dhmc_role()))
+            found.extend(reachability.node_problems(self.account_id, self.node_region(node), node.id,
+                                                    self.dhmc_role()))
         if not found:
             node.ever_online = True
             node.last_ping = stamp
@@ -221,7 +233,17 @@ class Registry:
     def s3_reachable(self, node: Node) -> bool:
         if node.kind != "ec2":
             return True
-        return not reachability.s3_path_problems(self.account_id, self.region, node.id)
+        return not reachability.s3_path_problems(self.account_id, self.node_region(node), node.id)
+
+    def snapshot(self, rows: list) -> str:
+        """Keep a listing for its later pages; returns its key. Old snapshots (10 minutes) are dropped."""
+        key = common.random_hex(16)
+        now = time.time()
+        with self.lock:
+            for old in [k for k, (stamp, _rows) in self.snapshots.items() if now - stamp > SNAPSHOT_SECONDS]:
+                del self.snapshots[old]
+            self.snapshots[key] = (now, rows)
+        return key
 
     def count_call(self, action: str) -> None:
         with self.lock:

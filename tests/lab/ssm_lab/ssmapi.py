@@ -72,6 +72,53 @@ def _page(items: list, body: dict, default: int, low: int, high: int, field: str
     return chunk, extra
 
 
+def _page_size(body: dict, default: int, low: int, high: int, field: str = "MaxResults") -> int:
+    size = body.get(field)
+    if size is None:
+        return default
+    if not isinstance(size, int) or not low <= size <= high:
+        bound = f"less than or equal to {high}" if isinstance(size, int) and size > high else f"greater than or equal to {low}"
+        raise _validation(
+            f"1 validation error detected: Value '{size}' at '{field[0].lower() + field[1:]}' failed to satisfy "
+            f"constraint: Member must have value {bound}"
+        )
+    return size
+
+
+def _snapshot_page(registry: Registry, rows_of, body: dict, size: int, token_field: str = "NextToken",
+                   empty_token=None) -> tuple[list, dict]:
+    """One page of a listing taken whole at its first page (``rows_of()``) and kept for the later ones, so a
+    fleet of thousands is walked in linear time and every node is listed once even while statuses change."""
+    token = body.get(token_field)
+    if token:
+        try:
+            state = json.loads(base64.b64decode(token))
+            key, start = state["s"], int(state["o"])
+        except (ValueError, KeyError, TypeError):
+            raise ApiError("InvalidNextToken", "The specified token isn't valid.")
+        stored = registry.snapshots.get(key)
+        if stored is None:
+            raise ApiError("InvalidNextToken", "The specified token has expired.")
+        rows = stored[1]
+    else:
+        rows, key, start = rows_of(), None, 0
+    chunk = rows[start:start + size]
+    extra = {} if empty_token is None else {token_field: empty_token}
+    if start + size < len(rows):
+        key = key or registry.snapshot(rows)
+        extra[token_field] = base64.b64encode(json.dumps({"s": key, "o": start + size}).encode()).decode()
+    return chunk, extra
+
+
+def request_region(authorization: str, default: str) -> str:
+    """The region a request is signed for: Credential=<key>/<date>/<region>/<service>/aws4_request."""
+    if "Credential=" in authorization:
+        parts = authorization.split("Credential=", 1)[1].split("/")
+        if len(parts) > 2 and parts[2]:
+            return parts[2]
+    return default
+
+
 def _iso(stamp: float | None) -> str:
     if stamp is None:
         return ""
@@ -91,22 +138,37 @@ class SsmApi:
 
     def call(self, action: str, body: dict, authorization: str) -> dict:
         if action in ("AddTagsToResource", "RemoveTagsFromResource", "ListTagsForResource"):
-            return self.managed_instance_tags(action, body)
+            return self.managed_instance_tags(action, body, authorization)
         return getattr(self, "action_" + action)(body, authorization)
 
     # --- helpers -------------------------------------------------------------------------------------------
-    def _ec2(self):
-        return get_backend("ec2")[self.registry.account_id][self.registry.region]
+    def _ec2(self, region: str | None = None):
+        return get_backend("ec2")[self.registry.account_id][region or self.registry.region]
+
+    def _region(self, authorization: str) -> str:
+        return request_region(authorization, self.registry.region)
 
     def _tags(self, node) -> dict:
-        if node.kind == "hybrid":
+        """A managed node's tags: its SSM tags (hybrid nodes), or its EC2 tags (instances)."""
+        if not node.is_ec2():
             return dict(node.tags)
-        return dict(self._ec2().tags.get(node.id, {}))
+        return dict(self._ec2(self.registry.node_region(node)).tags.get(node.id, {}))
 
-    def _registered(self) -> list:
-        """Nodes the service knows: those that ever reached it (or records made for scale tests)."""
+    def _in_region(self, node, region: str | None) -> bool:
+        return region is None or self.registry.node_region(node) == region
+
+    def _registered(self, region: str | None = None, ids: list[str] | None = None) -> list:
+        """Nodes the service knows in ``region`` (None: every region): those that ever reached it (or records
+        made for scale tests). ``ids``: only these, looked up directly (a listing by id stays cheap in a fleet
+        of thousands)."""
+        if ids is None:
+            candidates = list(self.registry.nodes.values())
+        else:
+            candidates = [self.registry.nodes[i] for i in dict.fromkeys(ids) if i in self.registry.nodes]
         found = []
-        for node in list(self.registry.nodes.values()):
+        for node in candidates:
+            if not self._in_region(node, region):
+                continue
             status = self.registry.ping_status(node)
             if status is not None:
                 found.append((node, status))
@@ -127,7 +189,8 @@ class SsmApi:
         if document == "AWS-StartPortForwardingSessionToRemoteHost" and not parameters.get("host"):
             raise ApiError("InvalidParameters", "Parameter host is required for AWS-StartPortForwardingSessionToRemoteHost.")
         node = self.registry.nodes.get(target)
-        if node is None or self.registry.ping_status(node) != "Online" or node.kind == "record":
+        if node is None or self.registry.ping_status(node) != "Online" or node.kind == "record" \
+                or not self._in_region(node, self._region(authorization)):
             raise ApiError("TargetNotConnected", f"{target} is not connected.")
         if self.registry.faults.session_start_delay:
             time.sleep(self.registry.faults.session_start_delay)
@@ -251,7 +314,8 @@ class SsmApi:
     def action_GetConnectionStatus(self, body: dict, authorization: str) -> dict:
         target = body.get("Target", "")
         node = self.registry.nodes.get(target)
-        online = node is not None and node.kind != "record" and self.registry.ping_status(node) == "Online"
+        online = node is not None and node.kind != "record" and self.registry.ping_status(node) == "Online" \
+            and self._in_region(node, self._region(authorization))
         return {"Target": target, "Status": "connected" if online else "notconnected"}
 
     # --- managed nodes ---------------------------------------------------------------------------------------
@@ -263,12 +327,24 @@ class SsmApi:
         for key, values in filters:
             if not values:
                 raise ApiError("InvalidFilterValue", f"The filter {key} needs at least one value.")
-        rows = []
-        for node, status in self._registered():
-            info = self._instance_json(node, status)
-            if all(self._matches(node, info, key, values) for key, values in filters):
-                rows.append(info)
-        chunk, extra = _page(rows, body, 50, 5, 50)
+            if len(values) > 100:
+                raise _validation("1 validation error detected: Value at 'filters.member.values' failed to satisfy "
+                                  "constraint: Member must have length less than or equal to 100")
+        size = _page_size(body, 50, 5, 50)
+        ids = None
+        for key, values in filters:
+            if key == "InstanceIds":
+                ids = [i for i in values if ids is None or i in ids]
+
+        def rows_of() -> list:
+            rows = []
+            for node, status in self._registered(self._region(authorization), ids):
+                info = self._instance_json(node, status)
+                if all(self._matches(node, info, key, values) for key, values in filters):
+                    rows.append(info)
+            return rows
+
+        chunk, extra = _snapshot_page(self.registry, rows_of, body, size)
         return {"InstanceInformationList": chunk, **extra}
 
     def _matches(self, node, info: dict, key: str, values: list) -> bool:
@@ -308,7 +384,7 @@ class SsmApi:
             "SourceId": node.id,
             "SourceType": "AWS::EC2::Instance" if node.resource_type() == "EC2Instance" else "AWS::SSM::ManagedInstance",
         }
-        if node.kind == "hybrid":
+        if not node.is_ec2():
             info.update({
                 "ActivationId": "lab-activation",
                 "IamRole": node.iam_role,
@@ -317,9 +393,9 @@ class SsmApi:
             })
         return info
 
-    def managed_instance_tags(self, action: str, body: dict) -> dict:
+    def managed_instance_tags(self, action: str, body: dict, authorization: str = "") -> dict:
         node = self.registry.nodes.get(body.get("ResourceId", ""))
-        if node is None or node.kind != "hybrid":
+        if node is None or node.is_ec2() or not self._in_region(node, self._region(authorization)):
             raise ApiError("InvalidResourceId", f"The resource ID {body.get('ResourceId')} is not valid.")
         with self.registry.lock:
             if action == "AddTagsToResource":
@@ -330,6 +406,118 @@ class SsmApi:
                     node.tags.pop(key, None)
                 return {}
             return {"TagList": [{"Key": k, "Value": v} for k, v in node.tags.items()]}
+
+    # --- inventory (what amazon.aws.aws_ec2's use_ssm_inventory reads) ---------------------------------------
+    INVENTORY_TYPE = "AWS:InstanceInformation"
+    INVENTORY_OPERATORS = ("Equal", "NotEqual", "BeginWith", "LessThan", "GreaterThan", "Exists")
+
+    def _inventory_content(self, node, status: str) -> dict:
+        """The AWS:InstanceInformation inventory item of a node: every value a string, as on AWS."""
+        platform = node.platform_info()
+        return {
+            "AgentType": "amazon-ssm-agent",
+            "AgentVersion": node.agent_version,
+            "ComputerName": node.hostname,
+            "InstanceId": node.id,
+            "InstanceStatus": "Active" if status == "Online" else status,
+            "IpAddress": node.ip,
+            "PlatformName": platform["PlatformName"],
+            "PlatformType": platform["PlatformType"],
+            "PlatformVersion": platform["PlatformVersion"],
+            "ResourceType": node.resource_type(),
+        }
+
+    def _inventory_matches(self, content: dict, key: str, values: list, operator: str) -> bool:
+        type_name, _, attribute = key.rpartition(".")
+        if type_name != self.INVENTORY_TYPE:
+            return False  # the lab records no other inventory type, so no node has data for it
+        value = content.get(attribute)
+        if operator == "Exists":
+            return value is not None
+        if value is None:
+            return False
+        if operator == "Equal":
+            return value in values
+        if operator == "NotEqual":
+            return value not in values
+        if operator == "BeginWith":
+            return any(value.startswith(v) for v in values)
+        if operator == "LessThan":
+            return any(value < v for v in values)
+        return any(value > v for v in values)
+
+    def action_GetInventory(self, body: dict, authorization: str) -> dict:
+        """GetInventory over the registered nodes' AWS:InstanceInformation (moto does not serve it). Filters
+        ≤ 5 with 1–40 values each, MaxResults 1–50; Aggregators are not modelled."""
+        if body.get("Aggregators"):
+            raise ApiError("InvalidAggregatorException", "The lab does not model inventory aggregators.")
+        filters = body.get("Filters")
+        if filters is not None and not 1 <= len(filters) <= 5:
+            raise _validation("1 validation error detected: Value at 'filters' failed to satisfy constraint: "
+                              "Member must have length less than or equal to 5")
+        parsed = []
+        for item in filters or []:
+            key, values, operator = item.get("Key") or "", item.get("Values") or [], item.get("Type") or "Equal"
+            if not 1 <= len(values) <= 40:
+                raise _validation("1 validation error detected: Value at 'filters.member.values' failed to satisfy "
+                                  "constraint: Member must have length less than or equal to 40")
+            if operator not in self.INVENTORY_OPERATORS:
+                raise ApiError("InvalidFilter", f"The filter type {operator} is not valid.")
+            if "." not in key:
+                raise ApiError("InvalidFilterKey", f"The filter key {key} is not valid.")
+            parsed.append((key, values, operator))
+        wanted_types = [a.get("TypeName") for a in body.get("ResultAttributes") or []]
+        size = _page_size(body, 50, 1, 50)
+        ids = None
+        for key, values, operator in parsed:
+            if key == f"{self.INVENTORY_TYPE}.InstanceId" and operator == "Equal":
+                ids = [i for i in values if ids is None or i in ids]
+
+        def rows_of() -> list:
+            rows = []
+            for node, status in self._registered(self._region(authorization), ids):
+                content = self._inventory_content(node, status)
+                if all(self._inventory_matches(content, *f) for f in parsed):
+                    data = {}
+                    if not wanted_types or self.INVENTORY_TYPE in wanted_types:
+                        data[self.INVENTORY_TYPE] = {
+                            "TypeName": self.INVENTORY_TYPE, "SchemaVersion": "1.0",
+                            "CaptureTime": _iso(node.last_ping or node.registered_at)[:19] + "Z",
+                            "Content": [content],
+                        }
+                    rows.append({"Id": node.id, "Data": data})
+            return rows
+
+        chunk, extra = _snapshot_page(self.registry, rows_of, body, size)
+        return {"Entities": chunk, **extra}
+
+    # --- Resource Groups Tagging API, for managed instances (moto does not know them) -------------------------
+    def tagging_get_resources(self, body: dict, authorization: str) -> dict:
+        """GetResources with ResourceTypeFilters ``ssm:managed-instance``: the hybrid nodes' tags, as AWS lists
+        them (only nodes that carry tags), ResourcesPerPage 1–100, TagFilters (key, optional values)."""
+        if body.get("ResourceARNList"):
+            raise ApiError("InvalidParameterException", "ResourceARNList is not supported by the lab.")
+        size = _page_size(body, 100, 1, 100, field="ResourcesPerPage")
+        region = self._region(authorization)
+        tag_filters = [(f.get("Key"), f.get("Values") or []) for f in body.get("TagFilters") or []]
+
+        def rows_of() -> list:
+            rows = []
+            for node in list(self.registry.nodes.values()):
+                if node.is_ec2() or not node.tags or not self._in_region(node, region) \
+                        or self.registry.ping_status(node) is None:
+                    continue
+                tags = dict(node.tags)
+                if all(k in tags and (not v or tags[k] in v) for k, v in tag_filters):
+                    rows.append({
+                        "ResourceARN": f"arn:aws:ssm:{region}:{self.registry.account_id}:managed-instance/{node.id}",
+                        "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+                    })
+            return rows
+
+        chunk, extra = _snapshot_page(self.registry, rows_of, body, size, token_field="PaginationToken",
+                                      empty_token="")
+        return {"ResourceTagMappingList": chunk, **extra}
 
     # --- service settings ----------------------------------------------------------------------------------
     def _setting_id(self, body: dict) -> str:
@@ -389,7 +577,7 @@ class SsmApi:
         timeout = int(body.get("TimeoutSeconds", 3600))
         if not 30 <= timeout <= 2592000:
             raise _validation(f"Value '{timeout}' at 'timeoutSeconds' failed to satisfy constraint")
-        targets = self._resolve_targets(body)
+        targets = self._resolve_targets(body, authorization)
         cloudwatch = body.get("CloudWatchOutputConfig") or {}
         command = Command(
             id=common.random_hex(8) + "-" + "-".join(common.random_hex(n) for n in (4, 4, 4, 12)),
@@ -412,12 +600,12 @@ class SsmApi:
         self.messages.soon(lambda: self.messages.loop.create_task(self._dispatch(command)))
         return {"Command": self._command_json(command)}
 
-    def _resolve_targets(self, body: dict) -> list[str]:
+    def _resolve_targets(self, body: dict, authorization: str = "") -> list[str]:
         ids = body.get("InstanceIds")
         targets = body.get("Targets")
         if bool(ids) == bool(targets):
             raise _validation("Specify either InstanceIds or Targets.")
-        registered = {node.id: node for node, _status in self._registered()}
+        registered = {node.id: node for node, _status in self._registered(self._region(authorization))}
         if ids:
             if len(ids) > 50:
                 raise _validation("Value at 'instanceIds' failed to satisfy constraint: Member must have length less than or equal to 50")

@@ -88,12 +88,12 @@ class Lab:
 
 
 @contextlib.contextmanager
-def running_lab(state_dir: str, *args: str, lab_class: type = Lab):
+def running_lab(state_dir: str, *args: str, lab_class: type = Lab, up_timeout: float = UP_TIMEOUT):
     """``ssm-lab up`` in ``state_dir``; always ``ssm-lab down`` afterwards, even when up failed."""
     state_dir = str(state_dir)
     try:
         result = subprocess.run([SSM_LAB, "--state-dir", state_dir, "up", *args], capture_output=True, text=True,
-                                env=clean_environ(), timeout=UP_TIMEOUT, check=False)
+                                env=clean_environ(), timeout=up_timeout, check=False)
         if result.returncode != 0:
             logs = ""
             for name in ("controlplane.log", "agents.log"):

@@ -1,0 +1,423 @@
+# -*- coding: utf-8 -*-
+
+# Copyright: Contributors to the bastionless.ssm project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+---
+name: managed_nodes
+version_added: 0.2.0
+short_description: Every node AWS Systems Manager can reach, EC2 and hybrid, ready to connect over Session Manager
+description:
+  - Lists the managed nodes of AWS Systems Manager (SSM) in one or more regions, EC2 instances and hybrid
+    (C(mi-)) nodes alike, with the C(DescribeInstanceInformation) API, and joins the EC2 ones with
+    C(DescribeInstances) for their tags, placement, network and state. Each node is one host.
+  - Offline nodes are left out unless O(ping_status) asks for them, so a play does not fail late on a node
+    Session Manager cannot reach.
+  - Each host gets what the P(amazon.aws.aws_ssm#connection) connection needs, so no other variable is required -
+    C(ansible_connection), C(ansible_aws_ssm_instance_id), C(ansible_aws_ssm_region) (the node's own region),
+    C(ansible_host) (the instance id, whatever the host name), and, from the options, the transfer bucket,
+    its addressing style and the AWS profile; Windows nodes also get C(ansible_shell_type=powershell).
+  - The configuration file must end with C(managed_nodes.yml) or C(managed_nodes.yaml), for example
+    C(inventory/fleet.managed_nodes.yml).
+  - Calls are page-sized (50 nodes for SSM, 1,000 instances for EC2), never one per node, and run in
+    parallel within a region (O(concurrency)) and across regions. See C(docs/inventory.md) in the collection
+    for how the two sources are joined and what it costs in API calls.
+author:
+  - bastionless.ssm maintainers (@bastionless)
+notes:
+  - Needs C(ssm:DescribeInstanceInformation), C(ec2:DescribeInstances) and, for the tags of hybrid nodes,
+    C(tag:GetResources). With O(regions) empty, also C(ec2:DescribeRegions).
+  - Values that come from AWS (tags, names) are never templated.
+  - The cache (O(cache)) keeps AWS's answers; host names, groups and variables are computed again from them on
+    every run, so changing O(hostnames), O(compose) or the groups needs no O(cache) flush, but changing
+    O(regions), a filter or O(ping_status) does (C(ansible-inventory --flush-cache)).
+extends_documentation_fragment:
+  - inventory_cache
+  - constructed
+  - amazon.aws.boto3
+  - amazon.aws.common.plugins
+  - amazon.aws.region.plugins
+  - amazon.aws.assume_role.plugins
+options:
+  plugin:
+    description: The name of this plugin; it must be V(bastionless.ssm.managed_nodes).
+    type: str
+    required: true
+    choices: ['bastionless.ssm.managed_nodes']
+  regions:
+    description:
+      - The regions to list the managed nodes of, all at once.
+      - Empty (the default) means every region C(DescribeRegions) returns for the account.
+    type: list
+    elements: str
+    default: []
+  ping_status:
+    description:
+      - Which nodes to list by their SSM ping status.
+      - V(Online) (the default) lists only the nodes Session Manager can reach now. V(all) lists every node,
+        offline ones too; their C(ping_status) variable and the C(ssm_ping_*) groups tell them apart.
+    type: list
+    elements: str
+    choices: ['Online', 'ConnectionLost', 'Inactive', 'all']
+    default: ['Online']
+  resource_types:
+    description:
+      - Which kinds of managed node to list; V(EC2Instance) are EC2 instances, V(ManagedInstance) hybrid
+        (C(mi-)) nodes registered with an activation.
+    type: list
+    elements: str
+    choices: ['EC2Instance', 'ManagedInstance']
+    default: ['EC2Instance', 'ManagedInstance']
+  platform_types:
+    description:
+      - Only nodes of these platforms. Empty (the default) means all.
+    type: list
+    elements: str
+    choices: ['Linux', 'Windows', 'MacOS']
+    default: []
+  filters:
+    description:
+      - A dictionary of EC2 filters (the C(describe-instances) filter names, for example C(tag:Env),
+        C(vpc-id), C(instance-type)). A node is listed when it matches O(filters) or any entry of
+        O(include_filters).
+      - EC2 instances are filtered by EC2 itself. Hybrid nodes are matched against the filters that mean
+        something for them - C(tag:<key>), C(tag-key), C(tag-value) (their SSM tags), C(instance-id),
+        C(private-ip-address) and C(platform) (V(windows)) - with EC2's C(*) and C(?) wildcards; any other
+        filter does not match a hybrid node, except C(instance-state-name) and C(instance-state-code), which are
+        ignored for them (use O(ping_status)).
+      - Without an instance state filter, EC2 instances are listed when C(running) (or, when O(ping_status) asks
+        for offline nodes too, in any state but C(terminated)).
+    type: dict
+    default: {}
+  include_filters:
+    description:
+      - A list of filter dictionaries as in O(filters); a node that matches any of them is listed.
+      - Each entry costs its own C(DescribeInstances) listing.
+    type: list
+    elements: dict
+    default: []
+  exclude_filters:
+    description:
+      - A list of filter dictionaries as in O(filters); a node that matches any of them is left out, even when
+        an include filter matches it.
+    type: list
+    elements: dict
+    default: []
+  hostnames:
+    description:
+      - Host names in order of preference, as in P(amazon.aws.aws_ec2#inventory). The first one a node has, and no
+        other node wants too, is its host name; the last resort is its instance id. The connection always
+        targets the instance id.
+      - Sources - V(instance-id) (the default), V(tag:<key>) (SSM tags for hybrid nodes), V(tag:<key>=<value>)
+        (gives C(<key>_<value>) when the tag has that value), V(tag:<key1>,<key2>) (the first tag present),
+        V(computer-name) (the host name the agent reports), V(private-dns-name), V(private-ip-address) (a hybrid
+        node's reported address), V(dns-name), V(ip-address) (public), V(name) (a hybrid node's activation name,
+        else its Name tag).
+      - A Jinja2 filter may follow, for example V(tag:Name | lower).
+      - When two or more nodes would get the same name (instances of an Auto Scaling group share their Name
+        tag), none of them gets it; they fall through to the next preference, and a warning says so.
+      - An entry may be a dictionary with O(hostnames.name), O(hostnames.prefix) and O(hostnames.separator).
+    type: list
+    elements: raw
+    default: ['instance-id']
+    suboptions:
+      name:
+        description: The host name source.
+        type: str
+        required: true
+      prefix:
+        description:
+          - Put before the name, with O(hostnames.separator) between. A source as in O(hostnames.name), else
+            the text itself.
+        type: str
+        default: ''
+      separator:
+        description: Between O(hostnames.prefix) and the name.
+        type: str
+        default: '_'
+  connection:
+    description:
+      - The connection plugin every host uses (C(ansible_connection)). An empty string sets none.
+    type: str
+    default: amazon.aws.aws_ssm
+  bucket_name:
+    description:
+      - The S3 bucket P(amazon.aws.aws_ssm#connection) moves files through (C(ansible_aws_ssm_bucket_name)). Unset, the
+        hosts get none, and group_vars can set it.
+    type: str
+  s3_addressing_style:
+    description:
+      - The S3 addressing style of the transfer bucket (C(ansible_aws_ssm_s3_addressing_style)).
+        V(virtual) helps when the bucket is in another region than the nodes.
+    type: str
+    choices: ['path', 'virtual', 'auto']
+  pass_profile:
+    description:
+      - Whether the hosts get the O(profile) this inventory uses as C(ansible_aws_ssm_profile), so that the
+        connection uses the same account and credentials (for example a profile with a C(role_arn) for another
+        account).
+    type: bool
+    default: true
+  node_group:
+    description:
+      - A group every listed node belongs to, for group_vars. An empty string adds no group.
+    type: str
+    default: ssm_nodes
+  default_groups:
+    description:
+      - Whether to add each node to C(ssm_platform_<type>) (V(ssm_platform_linux), V(ssm_platform_windows)),
+        C(ssm_ping_<status>) (V(ssm_ping_online), V(ssm_ping_connectionlost)), C(ssm_region_<region>)
+        (V(ssm_region_us_east_1)) and C(ssm_resource_<type>) (V(ssm_resource_ec2instance),
+        V(ssm_resource_managedinstance)).
+    type: bool
+    default: true
+  strict_permissions:
+    description:
+      - By default an access denied error fails the inventory. With V(false) the call is skipped with a
+        warning; for example without C(tag:GetResources), hybrid nodes are listed without their tags.
+    type: bool
+    default: true
+  concurrency:
+    description:
+      - How many API calls may be in flight at once in each region.
+      - Systems Manager throttles an account's calls per region; lower this if the inventory meets
+        C(ThrottlingException) often (throttled calls are retried).
+    type: int
+    default: 8
+"""
+
+EXAMPLES = r"""
+# inventory/fleet.managed_nodes.yml: every Online node of two regions, hybrid nodes included,
+# named by their Name tag, connecting through Session Manager with a transfer bucket.
+plugin: bastionless.ssm.managed_nodes
+regions:
+  - eu-west-1
+  - eu-central-1
+hostnames:
+  - tag:Name
+  - instance-id
+bucket_name: my-team-ssm-transfer
+
+---
+
+# Production Linux nodes only, EC2 and on-premises alike (hybrid nodes match through their SSM tags),
+# without the ones being drained; groups by the Role tag.
+plugin: bastionless.ssm.managed_nodes
+regions:
+  - us-east-1
+platform_types:
+  - Linux
+filters:
+  tag:Env: prod
+exclude_filters:
+  - tag:Drain: 'true'
+keyed_groups:
+  - key: tags.Role | default('none')
+    prefix: role
+
+---
+
+# Every node, offline ones too, for a report; offline ones land in ssm_ping_connectionlost.
+plugin: bastionless.ssm.managed_nodes
+regions:
+  - us-east-1
+ping_status: all
+compose:
+  ansible_aws_ssm_timeout: 120
+
+---
+
+# Another account: an AWS profile whose role_arn is in that account (~/.aws/config). The hosts get the
+# profile too (pass_profile), so the aws_ssm connection opens its sessions in that account.
+plugin: bastionless.ssm.managed_nodes
+profile: prod-operator
+regions:
+  - us-east-1
+cache: true
+cache_plugin: ansible.builtin.jsonfile
+cache_connection: ~/.cache/ansible-inventory
+cache_timeout: 300
+"""
+
+import concurrent.futures
+
+try:
+    import botocore
+except ImportError:
+    pass  # amazon.aws's base reports a missing SDK
+
+try:
+    from ansible.template import trust_as_template
+except ImportError:  # ansible-core < 2.19
+    trust_as_template = None
+
+from ansible.utils.unsafe_proxy import wrap_var
+
+from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+from ansible_collections.amazon.aws.plugins.plugin_utils.inventory import AWSInventoryBase
+
+from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import ManagedNodesError
+from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import RegionFetch
+from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import assign_hostnames
+from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import check_hostnames
+from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import default_groups
+from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import drop_unused_instance_xml
+from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import host_vars
+from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import include_filter_dicts
+from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import wanted_ping_statuses
+
+SERVICES = ("ssm", "ec2", "resourcegroupstaggingapi")
+MAX_PARALLEL_REGIONS = 8
+DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedException")
+
+
+def _unsafe(value):
+    """Mark AWS's values as never to be templated. From ansible-core 2.19 on, data is not templated unless
+    trusted, and nothing from AWS is, so wrapping would only cost time on large fleets."""
+    return value if trust_as_template is not None else wrap_var(value)
+
+
+class InventoryModule(AWSInventoryBase):
+    NAME = "bastionless.ssm.managed_nodes"
+    INVENTORY_FILE_SUFFIXES = ("managed_nodes.yml", "managed_nodes.yaml")
+
+    def _set_frozen_credentials(self):
+        """Assume O(assume_role_arn) only when AWS is called: a cache hit makes no call at all."""
+
+    def _assume_role(self):
+        super()._set_frozen_credentials()
+
+    def parse(self, inventory, loader, path, cache=True):
+        super().parse(inventory, loader, path, cache=cache)
+        try:
+            settings = self._settings()
+        except ManagedNodesError as error:
+            self.fail_aws(str(error))
+        was_cached, results = self.get_cached_result(path, cache)
+        if not was_cached:
+            self._assume_role()
+            results = self._fetch(settings)
+        self._populate(results, settings)
+        self.update_cached_result(path, cache, results)
+
+    # --- options ------------------------------------------------------------------------------------------
+    def _settings(self):
+        concurrency = self.get_option("concurrency")
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ManagedNodesError(f"concurrency must be a whole number of at least 1, not {concurrency!r}")
+        include = self.get_option("include_filters") or []
+        exclude = self.get_option("exclude_filters") or []
+        for name, value in (("filters", self.get_option("filters")), *(("include_filters", f) for f in include),
+                            *(("exclude_filters", f) for f in exclude)):
+            if value is not None and not isinstance(value, dict):
+                raise ManagedNodesError(f"{name}: each filter set must be a dictionary such as {{'tag:Env': 'prod'}}")
+        return {
+            "ping_statuses": wanted_ping_statuses(self.get_option("ping_status")),
+            "platform_types": list(self.get_option("platform_types") or []),
+            "resource_types": list(self.get_option("resource_types") or []),
+            "include": include_filter_dicts(self.get_option("filters"), include),
+            "exclude": list(exclude),
+            "hostnames": check_hostnames(self.get_option("hostnames")),
+            "concurrency": concurrency,
+        }
+
+    # --- AWS ----------------------------------------------------------------------------------------------
+    def _fetch(self, settings):
+        """List every region's nodes, the regions in parallel, each with its own pool of calls."""
+        regions = self._boto3_regions(service="ssm")
+        config = botocore.config.Config(max_pool_connections=settings["concurrency"] + 4)
+        clients = {
+            region: {service: self.client(service, region=region, config=config,
+                                          retry_decorator=AWSRetry.jittered_backoff())
+                     for service in SERVICES}
+            for region in regions
+        }
+        for region in regions:
+            clients[region]["ec2"].client.meta.events.register("before-parse.ec2.DescribeInstances",
+                                                               drop_unused_instance_xml)
+        strict = self.get_option("strict_permissions")
+        warnings = []
+
+        def fetch_region(region):
+            def call(service, operation, **kwargs):
+                try:
+                    return getattr(clients[region][service], operation)(aws_retry=True, **kwargs)
+                except is_boto3_error_code(DENIED) as error:
+                    if strict:
+                        raise
+                    warnings.append(f"{region}: {service} {operation} was denied ({error}); skipped, "
+                                    "as strict_permissions is false")
+                    return {}
+
+            with concurrent.futures.ThreadPoolExecutor(settings["concurrency"]) as pool:
+                fetch = RegionFetch(region, call, pool.submit, settings["ping_statuses"], settings["platform_types"],
+                                    settings["resource_types"], settings["include"], settings["exclude"])
+                nodes = fetch.run()
+                self.debug(f"managed_nodes: {region}: {len(nodes)} nodes, {fetch.plan or 'no EC2'} plan")
+                return nodes
+
+        nodes = {}
+        with concurrent.futures.ThreadPoolExecutor(min(max(len(regions), 1), MAX_PARALLEL_REGIONS)) as pool:
+            futures = {region: pool.submit(fetch_region, region) for region in regions}
+            for region, future in futures.items():
+                try:
+                    found = future.result()
+                except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+                    self.fail_aws(f"Failed to list the managed nodes of {region}", exception=error)
+                for node in found:
+                    nodes.setdefault(node["ssm"]["instance_id"], node)
+        for warning in warnings:
+            self.warn(warning)
+        return {"nodes": [nodes[i] for i in sorted(nodes)]}
+
+    # --- the inventory ------------------------------------------------------------------------------------
+    def _hostname_filter(self, value, jinja_filter):
+        expression = f"__bastionless_hostname | {jinja_filter}"
+        if trust_as_template is not None:
+            expression = trust_as_template(expression)
+        return self._compose(expression, {"__bastionless_hostname": value})
+
+    def _populate(self, results, settings):
+        nodes = results["nodes"]
+        names, shared = assign_hostnames(nodes, settings["hostnames"], self._hostname_filter)
+        if shared:
+            examples = ", ".join(f"{name!r} ({count} nodes)" for name, count in sorted(shared.items())[:5])
+            self.warn(f"managed_nodes: host names wanted by more than one node were given to none of them: {examples}"
+                      f"{' and more' if len(shared) > 5 else ''}; those nodes have the next host name preference")
+        connection = self.get_option("connection")
+        bucket = self.get_option("bucket_name")
+        addressing = self.get_option("s3_addressing_style")
+        profile = self.get_option("profile") if self.get_option("pass_profile") else None
+        node_group = self.get_option("node_group")
+        with_defaults = self.get_option("default_groups")
+        strict = self.get_option("strict")
+        compose = self.get_option("compose")
+        groups = self.get_option("groups")
+        keyed_groups = self.get_option("keyed_groups")
+        known_groups = set()
+
+        def group(name):
+            if name not in known_groups:
+                self.inventory.add_group(name)
+                known_groups.add(name)
+            return name
+
+        if node_group:
+            group(node_group)
+        for node in nodes:
+            host = names[node["ssm"]["instance_id"]]
+            self.inventory.add_host(host, group=node_group or None)
+            variables = _unsafe(host_vars(node, connection, bucket, addressing, profile))
+            for key, value in variables.items():
+                self.inventory.set_variable(host, key, value)
+            if with_defaults:
+                for name in default_groups(node):
+                    self.inventory.add_child(group(name), host)
+            if compose:
+                self._set_composite_vars(compose, variables, host, strict=strict)
+            if groups:
+                self._add_host_to_composed_groups(groups, variables, host, strict=strict)
+            if keyed_groups:
+                self._add_host_to_keyed_groups(keyed_groups, variables, host, strict=strict)
