@@ -13,7 +13,7 @@ counted (by action), the peak memory (maximum resident set) of the ansible-inven
 system: on a busy machine it varies less than the wall time) and the hosts it listed, and the ratios
 aws_ec2 / managed_nodes. It asserts nothing: the figures are for people to read.
 
-aws_ec2's configuration is the lab's (inventories/lab/lab.aws_ec2.yml: instances tagged ``ssm-lab=node``, running,
+aws_ec2's configuration is the lab's (docs/examples/lab.aws_ec2.yml: instances tagged ``ssm-lab=node``, running,
 named by instance id, the SSM connection wired with ``compose``) plus ``use_ssm_inventory: true``; ours is the
 two lines a user writes (plugin, region). Both list every EC2 instance of the fleet; managed_nodes also lists the
 hybrid nodes, which aws_ec2 cannot see. Before the
@@ -42,7 +42,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 
 from ssm_lab.testing import running_lab  # noqa: E402
 
-LAB_AWS_EC2 = os.path.join(ROOT, "inventories", "lab", "lab.aws_ec2.yml")
+LAB_AWS_EC2 = os.path.join(ROOT, "docs", "examples", "lab.aws_ec2.yml")
 UP_TIMEOUT = 1800  # registering 10,000 records takes about a minute on a laptop
 
 
@@ -53,7 +53,7 @@ def _calls(lab, reset: bool = False) -> dict:
 
 
 def _configs(directory: str) -> dict:
-    """The two inventory configurations: ours as a user would write it, aws_ec2 as inventories/lab has it."""
+    """The two inventory configurations: ours as a user would write it, aws_ec2 as docs/examples/lab.aws_ec2.yml has it."""
     ours = os.path.join(directory, "bench.managed_nodes.yml")
     with open(ours, "w", encoding="utf-8") as handle:
         yaml.safe_dump({"plugin": "bastionless.ssm.managed_nodes", "regions": ["us-east-1"]}, handle)

@@ -1,13 +1,16 @@
 """bastionless.ssm.agent over Session Manager on lab nodes: apt on Debian, enable at boot, recovery by reboot."""
 
 import json
+import os
+import shutil
 
 import pytest
-from ansible_cli import run
+from ansible_cli import ROOT, run
 from ssm_lab import nodepkg
 from ssm_lab.testing import running_lab, wait_until
 
 INVENTORY = "inventories/lab"
+# The recovery test needs the node whose agent stopped in the inventory: managed_nodes with ping_status: all.
 PLAYBOOK = "tests/integration/playbooks/agent.yml"
 
 
@@ -17,6 +20,15 @@ def lab(tmp_path_factory):
                      "--platform", "debian12,al2023") as lab:
         lab.client("s3").create_bucket(Bucket="bastionless-lab-transfer")
         yield lab
+
+
+def _inventory_with_offline_nodes(tmp_path):
+    """inventories/lab (its group_vars and lab.managed_nodes.yml) listing offline nodes too, as docs/agent.md says."""
+    directory = tmp_path / "inventory"
+    shutil.copytree(os.path.join(ROOT, INVENTORY), directory)
+    config = directory / "lab.managed_nodes.yml"
+    config.write_text(config.read_text(encoding="utf-8") + "ping_status: all\n", encoding="utf-8")
+    return str(directory)
 
 
 def _nodes(lab):
@@ -99,17 +111,18 @@ def test_configuration_and_proxy_restart_the_agent_once(lab):
     run(lab, "ansible-playbook", "-i", INVENTORY, PLAYBOOK, "--limit", node)  # drop the proxy again
 
 
-def test_an_agent_stopped_through_run_command_is_brought_back_by_a_reboot(lab):
+def test_an_agent_stopped_through_run_command_is_brought_back_by_a_reboot(lab, tmp_path):
     node = _nodes(lab)["al2023"]
+    inventory = _inventory_with_offline_nodes(tmp_path)
     ssm = lab.client("ssm")
     ssm.send_command(InstanceIds=[node], DocumentName="AWS-RunShellScript",
                      Parameters={"commands": ["systemctl stop amazon-ssm-agent"]})
     wait_until(lambda: _info(lab, node)["PingStatus"] == "ConnectionLost", what="the agent to stop")
-    output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, PLAYBOOK, "--limit", node,
+    output, recap = run(lab, "ansible-playbook", "-i", inventory, PLAYBOOK, "--limit", node,
                         "-e", "agent_probe_timeout=5", check=False)
     assert recap[node]["failed"] == 1
     assert "set agent_recover_offline: true to reboot the instance" in output
-    output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, PLAYBOOK, "--limit", node,
+    output, recap = run(lab, "ansible-playbook", "-i", inventory, PLAYBOOK, "--limit", node,
                         "-e", "agent_probe_timeout=5", "-e", "agent_recover_offline=true")
     assert recap[node]["failed"] == 0 and "rebooted to recover" in _facts(output, node), output
     assert _info(lab, node)["PingStatus"] == "Online"
