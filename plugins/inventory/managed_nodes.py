@@ -14,7 +14,8 @@ description:
     C(DescribeInstances) for their tags, placement, network and state. Each node is one host.
   - Offline nodes are left out unless O(ping_status) asks for them, so a play does not fail late on a node
     Session Manager cannot reach.
-  - Each host gets what the P(amazon.aws.aws_ssm#connection) connection needs, so no other variable is required -
+  - Each host gets what the P(amazon.aws.aws_ssm#connection) connection needs (or, with O(connection) set to
+    V(ansible.builtin.ssh), what ssh over Session Manager needs), so no other variable is required -
     C(ansible_connection), C(ansible_aws_ssm_instance_id), C(ansible_aws_ssm_region) (the node's own region),
     C(ansible_host) (the instance id, whatever the host name), and, from the options, the transfer bucket,
     its addressing style and the AWS profile; Windows nodes also get C(ansible_shell_type=powershell).
@@ -139,6 +140,11 @@ options:
   connection:
     description:
       - The connection plugin every host uses (C(ansible_connection)). An empty string sets none.
+      - V(ansible.builtin.ssh) (or V(ssh)) is for ssh over Session Manager (C(AWS-StartSSHSession)) - each host
+        gets C(ansible_host), its instance id, which the ssh config's C(Host i-* mi-*) block sends through the
+        session (the C(bastionless.ssm.ssh_over_ssm) role writes that block), and no C(ansible_aws_ssm_*)
+        variable; O(bucket_name), O(s3_addressing_style) and O(pass_profile) are then ignored. See
+        C(docs/ssh-over-ssm.md) in the collection for the group_vars (user, pipelining, ControlPersist).
     type: str
     default: amazon.aws.aws_ssm
   bucket_name:
@@ -238,6 +244,19 @@ cache: true
 cache_plugin: ansible.builtin.jsonfile
 cache_connection: ~/.cache/ansible-inventory
 cache_timeout: 300
+
+---
+
+# ssh over Session Manager (AWS-StartSSHSession) instead of the aws_ssm connection: each host's ansible_host is its
+# instance id, which the bastionless.ssm.ssh_over_ssm role's block in ~/.ssh/config sends through the session;
+# group_vars set ansible_user, ansible_pipelining and ControlPersist (docs/ssh-over-ssm.md).
+plugin: bastionless.ssm.managed_nodes
+regions:
+  - us-east-1
+hostnames:
+  - tag:Name
+  - instance-id
+connection: ansible.builtin.ssh
 """
 
 import concurrent.futures
@@ -271,6 +290,15 @@ from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes impo
 SERVICES = ("ssm", "ec2", "resourcegroupstaggingapi")
 MAX_PARALLEL_REGIONS = 8
 DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedException")
+SSH_CONNECTIONS = ("ssh", "ansible.builtin.ssh", "ansible.legacy.ssh")
+
+
+def for_connection(variables, connection):
+    """A host's variables for its connection. Over ssh (ssh over Session Manager), ``ansible_host`` (the instance
+    id, which the ssh config sends through AWS-StartSSHSession) stays and nothing of aws_ssm is set."""
+    if connection not in SSH_CONNECTIONS:
+        return variables
+    return {key: value for key, value in variables.items() if not key.startswith("ansible_aws_ssm_")}
 
 
 def _unsafe(value):
@@ -409,7 +437,7 @@ class InventoryModule(AWSInventoryBase):
         for node in nodes:
             host = names[node["ssm"]["instance_id"]]
             self.inventory.add_host(host, group=node_group or None)
-            variables = _unsafe(host_vars(node, connection, bucket, addressing, profile))
+            variables = _unsafe(for_connection(host_vars(node, connection, bucket, addressing, profile), connection))
             for key, value in variables.items():
                 self.inventory.set_variable(host, key, value)
             if with_defaults:

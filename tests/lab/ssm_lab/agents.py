@@ -24,7 +24,7 @@ import termios
 import time
 import urllib.request
 
-from . import common
+from . import common, node_sshd
 from .sandbox import SSM_USER, Sandbox, SandboxError
 
 log = logging.getLogger("ssm_lab.agents")
@@ -49,6 +49,8 @@ class Agent:
         loop = asyncio.get_running_loop()
         try:
             await loop.run_in_executor(None, self.sandbox.ensure)  # the node's disk, before the agent starts
+            if self.spec.get("sshd"):
+                await loop.run_in_executor(None, node_sshd.prepare, self.sandbox)
         except SandboxError as error:
             log.error("node %s: %s", self.id, error)
         while not self.stopping:
@@ -177,7 +179,7 @@ class Agent:
 
     async def _sshd(self, message, hello, reader, writer) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, self.sandbox.ensure)
+        await loop.run_in_executor(None, node_sshd.prepare, self.sandbox)
         argv = self.sandbox.argv(["/usr/sbin/sshd", "-i", "-e"], user="root")
         process = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True

@@ -30,6 +30,7 @@ from moto.moto_server.werkzeug_app import (  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
 from . import iamsim, nodepkg, prefs  # noqa: E402
+from .instance_connect import InstanceConnect  # noqa: E402
 from .messages import MessageServer  # noqa: E402
 from .registry import Node, Registry  # noqa: E402
 from .ssmapi import ApiError, SsmApi  # noqa: E402
@@ -47,6 +48,7 @@ class LabApp:
         self.endpoint = endpoint
         self.moto = DomainDispatcherApplication(create_backend_app)
         self.ssm = SsmApi(registry, messages, endpoint)
+        self.instance_connect = InstanceConnect(registry.account_id, registry.region)
 
     # --- WSGI ----------------------------------------------------------------------------------------------
     def __call__(self, environ, start_response):
@@ -73,6 +75,13 @@ class LabApp:
                 request = {}
             if self.ssm.handles(action, request):
                 return self._ssm_call(action, request, environ, start_response)
+        if target == "AWSEC2InstanceConnectService.SendSSHPublicKey":
+            try:
+                request = json.loads(body or b"{}")
+            except ValueError:
+                request = {}
+            return self._ssm_call(action, request, environ, start_response,
+                                  self.instance_connect.send_ssh_public_key)
         if target == "ResourceGroupsTaggingAPI_20170126.GetResources":
             try:
                 request = json.loads(body or b"{}")
@@ -315,6 +324,12 @@ class LabApp:
                  "proxy": f"http://{n.id}:lab@{self.messages.host}:{self.messages.port}"}
                 for n in list(registry.nodes.values()) if n.kind != "record"
             ]}
+        if parts == ["instance-connect"]:
+            # EC2 Instance Connect: how long a pushed key is valid (AWS: 60 s), and the keys valid now.
+            return self.instance_connect.update(request) if method == "POST" else self.instance_connect.settings()
+        if len(parts) == 4 and parts[0] == "nodes" and parts[2] == "instance-connect-keys":
+            # What the node's sshd reads (AuthorizedKeysCommand), as AWS's script reads the instance metadata.
+            return {"keys": self.instance_connect.active_keys(parts[1], urllib.parse.unquote(parts[3]))}
         if len(parts) == 2 and parts[0] == "nodes" and method == "GET":
             node = registry.nodes.get(parts[1])
             return None if node is None else self._node_status(node)

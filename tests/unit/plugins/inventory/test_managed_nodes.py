@@ -301,6 +301,25 @@ def test_host_vars_leave_unset_options_unset():
         assert name not in got
 
 
+@pytest.mark.parametrize("connection", ["ssh", "ansible.builtin.ssh", "ansible.legacy.ssh"])
+def test_over_ssh_a_host_keeps_its_instance_id_and_nothing_of_aws_ssm(connection):
+    from ansible_collections.bastionless.ssm.plugins.inventory.managed_nodes import for_connection
+
+    node = ec2_node("i-01", "web", region="us-west-2")
+    got = for_connection(mn.host_vars(node, connection, "bucket", "virtual", "ops"), connection)
+    assert got["ansible_host"] == "i-01" and got["ansible_connection"] == connection
+    assert not [name for name in got if name.startswith("ansible_aws_ssm_")]
+    assert got["region"] == "us-west-2" and got["tags"] == {"Name": "web"}
+
+
+@pytest.mark.parametrize("connection", ["amazon.aws.aws_ssm", "community.aws.aws_ssm", None])
+def test_other_connections_keep_every_variable(connection):
+    from ansible_collections.bastionless.ssm.plugins.inventory.managed_nodes import for_connection
+
+    wanted = mn.host_vars(ec2_node("i-01", "web"), connection, "bucket", "virtual", "ops")
+    assert for_connection(dict(wanted), connection) == wanted
+
+
 def test_windows_nodes_use_powershell():
     assert mn.host_vars(hybrid(platform="Windows"), "amazon.aws.aws_ssm")["ansible_shell_type"] == "powershell"
 

@@ -1,0 +1,44 @@
+# -*- coding: utf-8 -*-
+
+# Copyright: Contributors to the bastionless.ssm project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Action plugin of bastionless.ssm.instance_connect_key: make sure the module runs on the controller, and tell it
+where the run's temporary directory is, so that a key pair made without key_dir goes away with the run.
+
+ansible-playbook creates its local temporary directory (C.DEFAULT_LOCAL_TMP, mode 0700) when it starts and deletes
+it when it exits, also after a failure. The module runs a few processes further down and cannot know that path,
+so the action tells it, in the environment the local connection hands down (the action runs in the task's own
+worker process, so nothing else sees it).
+"""
+
+import os
+
+from ansible import constants as C
+from ansible.plugins.action import ActionBase
+
+LOCAL_TRANSPORTS = ("local", "ansible.builtin.local", "ansible.legacy.local")
+KEY_PARENT = "BASTIONLESS_SSM_KEY_PARENT"
+
+
+class ActionModule(ActionBase):
+    TRANSFERS_FILES = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp  # tmp no longer has any effect
+
+        transport = getattr(self._connection, "transport", "")
+        if transport not in LOCAL_TRANSPORTS:
+            result.update(
+                failed=True,
+                msg=(
+                    f"bastionless.ssm.instance_connect_key makes the key on the controller, not over the {transport} "
+                    "connection: use hosts: localhost, or delegate_to: localhost on the task."
+                ),
+            )
+            return result
+
+        os.environ[KEY_PARENT] = str(C.DEFAULT_LOCAL_TMP)
+        result.update(self._execute_module(module_name="bastionless.ssm.instance_connect_key", task_vars=task_vars))
+        return result
