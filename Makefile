@@ -16,7 +16,7 @@ export SSM_LAB_STATE_DIR ?= $(CURDIR)/.lab
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 .PHONY: help venv system-deps collection demo test unit lab-test integration molecule lint sanity install-check \
-        bench-inventory lab-up lab-down lab-status clean
+        bench-inventory bench-transport lab-up lab-down lab-status clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -86,6 +86,9 @@ install-check: $(STAMP)
 # 1,000 and 10,000 nodes with 0.1 s per API call; prints figures. BENCH_ARGS="--sizes 100" for a quick run.
 bench-inventory: collection
 	PATH="$(BIN):$$PATH" $(BIN)/python tests/benchmarks/inventory.py $(BENCH_ARGS)
+
+bench-transport: collection
+	PATH="$(BIN):$$PATH" $(BIN)/python tests/benchmarks/transport.py $(BENCH_ARGS)
 
 lab-up: $(STAMP)
 	@$(BIN)/ssm-lab up --nodes 3 --provisioned > $(SSM_LAB_STATE_DIR).env
