@@ -2,19 +2,45 @@
 
 import os
 import re
+import shutil
 import subprocess
+import tempfile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+# BASTIONLESS_TEST_CONNECTION=bastionless.ssm.session runs every node task of these tests over that connection. The
+# lab inventory gives each node its ansible_connection as a host variable, so one more inventory source (constructed,
+# after the others) sets it for the hosts that have an instance id; localhost, even delegated to, keeps its own.
+CONNECTION_ENV = "BASTIONLESS_TEST_CONNECTION"
+CONSTRUCTED = """plugin: ansible.builtin.constructed
+strict: false
+compose:
+  ansible_connection: "ansible_aws_ssm_instance_id | ternary('{connection}', '{connection}')"
+"""
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
 def run(lab, *argv, check=True):
     """Run an ansible command from the repository root against the lab; return (output, recap by host)."""
-    result = subprocess.run(list(argv), cwd=ROOT, env=lab.environ(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1"),
+    argv, extra_env = with_test_connection(argv)
+    result = subprocess.run(argv, cwd=ROOT, env=lab.environ(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", **extra_env),
                             capture_output=True, text=True, timeout=600, check=False)
+    if extra_env:
+        shutil.rmtree(os.path.dirname(argv[-1]), ignore_errors=True)
     output = result.stdout + result.stderr
     if check and result.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} exited {result.returncode}:\n{output[-6000:]}")
     recap = {m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)), "unreachable": int(m.group(4)),
                           "failed": int(m.group(5))} for m in RECAP.finditer(result.stdout)}
     return output, recap
+
+
+def with_test_connection(argv) -> tuple:
+    """(argv, extra environment) choosing the node connection of BASTIONLESS_TEST_CONNECTION, when it is set."""
+    argv, connection = list(argv), os.environ.get(CONNECTION_ENV, "")
+    if not connection or os.path.basename(argv[0]) not in ("ansible", "ansible-playbook") or "-i" not in argv:
+        return argv, {}
+    directory = tempfile.mkdtemp(prefix="test-connection-")
+    path = os.path.join(directory, "connection.yml")
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(CONSTRUCTED.format(connection=connection))
+    return argv + ["-i", path], {"ANSIBLE_INVENTORY_ENABLED": "host_list,script,auto,yaml,ini,toml,constructed"}

@@ -1,0 +1,612 @@
+# -*- coding: utf-8 -*-
+
+# Copyright: Contributors to the bastionless.ssm project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+name: session
+author:
+  - bastionless.ssm maintainers (@bastionless)
+short_description: Persistent, bucketless Session Manager connection to EC2 instances and managed nodes
+version_added: 0.2.0
+description:
+  - Runs tasks over AWS Systems Manager Session Manager like P(amazon.aws.aws_ssm#connection), with the same
+    options, the same session-manager-plugin and the same document selection, but without its two costs.
+  - B(Persistent sessions.) The first task to a host starts a session owned by a background master process
+    (as ssh's ControlMaster with ControlPersist); later tasks, also from other C(ansible-playbook) runs of the
+    same user and identity, reuse it through a Unix socket only that user can open. The master ends the
+    session after O(persist_idle_timeout) seconds without a task, and when the session dies (reboot, agent
+    stopped) the next task starts a new one.
+  - B(In-band file transfer.) Files and pipelined modules travel through the session itself, base64 encoded (a
+    pty cannot mangle them) and checked with SHA-256; no bucket is needed. Above O(transfer_threshold) bytes a
+    file goes through O(bucket_name) when one is set.
+  - B(Pipelining) is on, so a module runs in one round trip. stdout and stderr come back separately, binary
+    safe, with the exit status.
+  - Every command is bounded by O(command_timeout); when the agent or the plugin stops answering, the task fails
+    as unreachable in bounded time and the session is ended.
+  - Windows nodes (C(ansible_shell_type=powershell)) keep the behaviour of P(amazon.aws.aws_ssm#connection).
+notes:
+  - The node needs C(/bin/sh), C(base64), C(mktemp) and C(sha256sum) (coreutils); C(curl) only for transfers
+    through the bucket.
+  - No credentials are on any command line. The master gets the StartSession response through a pipe; the
+    session-manager-plugin gets it as its first argument, as with P(amazon.aws.aws_ssm#connection) and the AWS CLI.
+  - The session shell runs with echo off and commands and their stdin are sent base64 encoded, so neither appears
+    in session transcripts; what commands print (module results) does, as with any Session Manager shell.
+  - C(become) works with C(sudo) rules that need no password (the agent's C(ssm-user) has one). Become passwords
+    are refused with an error.
+  - See the collection's C(docs/session-connection.md) for when to pick this, P(amazon.aws.aws_ssm#connection) or
+    ssh over Session Manager.
+requirements:
+  - boto3 and the AWS session-manager-plugin on the controller, as for P(amazon.aws.aws_ssm#connection).
+  - The SSM Agent on the node.
+seealso:
+  - plugin: amazon.aws.aws_ssm
+    plugin_type: connection
+options:
+  access_key_id:
+    description: The STS access key to use when connecting via session-manager.
+    vars:
+    - name: ansible_aws_ssm_access_key_id
+    env:
+    - name: AWS_ACCESS_KEY_ID
+  secret_access_key:
+    description: The STS secret key to use when connecting via session-manager.
+    vars:
+    - name: ansible_aws_ssm_secret_access_key
+    env:
+    - name: AWS_SECRET_ACCESS_KEY
+  session_token:
+    description: The STS session token to use when connecting via session-manager.
+    vars:
+    - name: ansible_aws_ssm_session_token
+    env:
+    - name: AWS_SESSION_TOKEN
+  instance_id:
+    description: The EC2 instance ID.
+    vars:
+    - name: ansible_aws_ssm_instance_id
+  region:
+    description: The region the EC2 instance is located.
+    vars:
+    - name: ansible_aws_ssm_region
+    env:
+    - name: AWS_REGION
+    - name: AWS_DEFAULT_REGION
+    default: 'us-east-1'
+  bucket_name:
+    description: The name of the S3 bucket used for file transfers.
+    vars:
+    - name: ansible_aws_ssm_bucket_name
+  bucket_endpoint_url:
+    description: The S3 endpoint URL of the bucket used for file transfers.
+    vars:
+    - name: ansible_aws_ssm_bucket_endpoint_url
+  plugin:
+    description:
+    - This defines the location of the session-manager-plugin binary.
+    - Support for environment variable was added in version 9.1.0.
+    - The plugin will first check the V('/usr/local/bin/session-manager-plugin') as the default path of the SSM plugin
+      if this does not exist, it will find the session-manager-plugin from the PATH environment variable. Added in version 9.1.0.
+    vars:
+    - name: ansible_aws_ssm_plugin
+    env:
+    - name: AWS_SESSION_MANAGER_PLUGIN
+  profile:
+    description: Sets AWS profile to use.
+    vars:
+    - name: ansible_aws_ssm_profile
+    env:
+    - name: AWS_PROFILE
+  reconnection_retries:
+    description: Number of attempts to connect.
+    default: 3
+    type: integer
+    vars:
+    - name: ansible_aws_ssm_retries
+  ssm_timeout:
+    description: Connection timeout seconds.
+    default: 60
+    type: integer
+    vars:
+    - name: ansible_aws_ssm_timeout
+  bucket_sse_mode:
+    description: Server-side encryption mode to use for uploads on the S3 bucket used for file transfer.
+    choices: [ 'AES256', 'aws:kms' ]
+    required: false
+    vars:
+    - name: ansible_aws_ssm_bucket_sse_mode
+  bucket_sse_kms_key_id:
+    description: KMS key id to use when encrypting objects using C(bucket_sse_mode=aws:kms). Ignored otherwise.
+    vars:
+    - name: ansible_aws_ssm_bucket_sse_kms_key_id
+  ssm_document:
+    description:
+    - SSM Session document to use when connecting.
+    - To configure the remote_user (when C(become=False), it is possible to use an SSM Session
+      document and define the C(runAsEnabled) and C(runAsDefaultUser) parameters.  See also
+      U(https://docs.aws.amazon.com/systems-manager/latest/userguide/session-manager-schema.html)
+    vars:
+    - name: ansible_aws_ssm_document
+  s3_addressing_style:
+    description:
+    - The addressing style to use when using S3 URLs.
+    - When the S3 bucket isn't in the same region as the Instance
+      explicitly setting the addressing style to 'virtual' may be necessary
+      U(https://repost.aws/knowledge-center/s3-http-307-response) as this forces
+      the use of a specific endpoint.
+    choices: [ 'path', 'virtual', 'auto' ]
+    default: 'auto'
+    vars:
+    - name: ansible_aws_ssm_s3_addressing_style
+  pipelining:
+    description:
+      - Run modules by sending them on the command's stdin (one round trip per module) instead of copying a file
+        to the node first.
+      - Unlike the other connections, on by default. Set to V(false) only to debug.
+    type: boolean
+    default: true
+    env:
+      - name: ANSIBLE_PIPELINING
+    ini:
+      - section: defaults
+        key: pipelining
+    vars:
+      - name: ansible_pipelining
+      - name: ansible_aws_ssm_pipelining
+  persist_idle_timeout:
+    description:
+      - Seconds the host's master process keeps its session open without a task, as ssh's C(ControlPersist).
+        Then it ends the session and exits; the next task starts a new one.
+    type: integer
+    default: 60
+    env:
+      - name: ANSIBLE_AWS_SSM_PERSIST_IDLE_TIMEOUT
+    vars:
+      - name: ansible_aws_ssm_persist_idle_timeout
+  control_path_dir:
+    description:
+      - The directory of the masters' sockets (and their lock files). Created with mode 0700; a directory other
+        users can open is refused.
+      - Socket names are a hash of the endpoint, region, profile, access key id, instance, document and local
+        user, so a session is only reused by the same identity. The path must stay under 100 bytes.
+    type: path
+    default: ~/.ansible/cp
+    env:
+      - name: ANSIBLE_AWS_SSM_CONTROL_PATH_DIR
+    vars:
+      - name: ansible_aws_ssm_control_path_dir
+  command_timeout:
+    description:
+      - Seconds a command may take, from sending it to the last byte of its answer (every read waits at most
+        this long). When it passes, the session is ended and the task fails as unreachable.
+      - Unset, O(ssm_timeout) applies, as with P(amazon.aws.aws_ssm#connection). Raise it for long tasks, or
+        run them with C(async).
+    type: integer
+    vars:
+      - name: ansible_aws_ssm_command_timeout
+  transfer_threshold:
+    description:
+      - Files larger than this many bytes are copied to the node through the S3 bucket O(bucket_name) when one
+        is set; smaller files, and all files when no bucket is set, travel in the session itself.
+      - Uploads carry the encryption headers of O(bucket_sse_mode), or, unset, of the bucket's default encryption.
+    type: integer
+    default: 8388608
+    vars:
+      - name: ansible_aws_ssm_transfer_threshold
+"""
+
+EXAMPLES = r"""
+# inventory group_vars: every node of the group over a persistent session, no bucket needed.
+# ansible_connection: bastionless.ssm.session
+# ansible_aws_ssm_region: us-east-1
+# ansible_aws_ssm_persist_idle_timeout: 120
+
+- name: Configure the private fleet over persistent Session Manager sessions
+  hosts: ssm_nodes
+  gather_facts: false
+  vars:
+    ansible_connection: bastionless.ssm.session
+  tasks:
+    - name: Wait until the node answers over Session Manager
+      ansible.builtin.wait_for_connection:
+        timeout: 120
+
+    - name: Copy a file through the session itself (no S3 bucket)
+      ansible.builtin.copy:
+        content: "managed over Session Manager\n"
+        dest: /tmp/bastionless-session-example.txt
+        mode: "0644"
+
+    - name: Run a command as root (the agent's ssm-user may sudo)
+      ansible.builtin.command: id -un
+      become: true
+      changed_when: false
+
+    - name: Fetch a file back
+      ansible.builtin.fetch:
+        src: /etc/os-release
+        dest: fetched/
+"""
+
+import getpass
+import hashlib
+import json
+import os
+import select
+import socket
+import struct
+import subprocess
+import sys
+import time
+import uuid
+
+from ansible.errors import AnsibleConnectionFailure
+from ansible.errors import AnsibleError
+from ansible.errors import AnsibleFileNotFound
+from ansible.module_utils.common.text.converters import to_bytes
+from ansible.module_utils.common.text.converters import to_native
+from ansible.module_utils.common.text.converters import to_text
+from ansible.plugins.connection import ConnectionBase
+
+from ansible_collections.amazon.aws.plugins.connection.aws_ssm import Connection as AwsSsmConnection
+from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_protocol as protocol
+
+try:
+    import botocore.exceptions
+except ImportError:  # boto3 missing: the base connection says so
+    pass
+
+MASTER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "plugin_utils", "_session_master.py")
+FRAME = 262144  # bytes of input per frame to the master
+
+
+class _Lock:
+    """An exclusive flock on a file, waited for at most timeout seconds (two tasks starting one master)."""
+
+    def __init__(self, path: str, timeout: float) -> None:
+        self.path, self.timeout, self.fd = path, timeout, None
+
+    def __enter__(self):
+        import fcntl
+
+        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return self
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(self.fd)
+                    raise AnsibleConnectionFailure(f"another task has been starting the session for {self.timeout} s "
+                                                   f"(lock {self.path})")
+                time.sleep(0.05)
+
+    def __exit__(self, *exc) -> None:
+        os.close(self.fd)
+
+
+class _NotServed(Exception):
+    """The master did not take the request (gone, or going): nothing ran, so starting a new one is safe."""
+
+
+class Connection(AwsSsmConnection):
+    """Session Manager with a persistent per-host session, in-band transfers and pipelining."""
+
+    transport = "bastionless.ssm.session"
+    has_pipelining = True
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._session_id = None
+
+    # --- options -----------------------------------------------------------------------------------------
+    def _command_timeout(self) -> int:
+        value = self.get_option("command_timeout") or self.get_option("ssm_timeout")
+        if int(value) <= 0:
+            raise AnsibleError(f"command_timeout (ansible_aws_ssm_command_timeout) must be a positive number of "
+                               f"seconds, not {value}")
+        return int(value)
+
+    def _identity(self) -> dict:
+        """What makes a session: two tasks share a master only when all of it is the same."""
+        return {
+            "endpoint": os.environ.get("AWS_ENDPOINT_URL_SSM") or os.environ.get("AWS_ENDPOINT_URL") or "",
+            "region": self.get_option("region") or "",
+            "profile": self.get_option("profile") or "",
+            "key": self.get_option("access_key_id") or "",
+            "instance": self.instance_id,
+            "document": self.get_option("ssm_document") or "",
+            "plugin": self.get_option("plugin") or "",
+            "uid": os.getuid(),
+        }
+
+    def _control_paths(self) -> tuple:
+        directory = self.get_option("control_path_dir")
+        try:
+            protocol.check_control_dir(directory, os.getuid())
+            return protocol.control_paths(directory, self._identity())
+        except (OSError, ValueError) as e:
+            raise AnsibleError(f"bastionless.ssm.session: {to_native(e)}") from e
+
+    # --- connection ---------------------------------------------------------------------------------------
+    def _connect(self):
+        if self.is_windows:
+            return super()._connect()
+        self._play_context.remote_user = getpass.getuser()
+        self._connected = True
+        return self
+
+    def close(self) -> None:
+        """Leave the master running (it persists); the next task reuses it."""
+        if self.is_windows:
+            super().close()
+        self._connected = False
+
+    def reset(self) -> None:
+        """End the host's persistent session (meta: reset_connection, the reboot module); the next task starts a new one."""
+        if self.is_windows:
+            super().reset()
+            return
+        sock, _lock = self._control_paths()
+        try:
+            self._talk(sock, {"op": "exit"}, None, 10)
+        except (_NotServed, AnsibleConnectionFailure, OSError):
+            pass  # no master: nothing to end
+
+    def _start_master(self, sock: str, lock: str) -> None:
+        timeout = int(self.get_option("ssm_timeout"))
+        with _Lock(lock, timeout + 30):
+            try:
+                self._talk(sock, {"op": "info"}, None, 5)
+                return  # another task started it while this one waited for the lock
+            except (_NotServed, AnsibleConnectionFailure, OSError):
+                pass
+            executable = self.get_executable()
+            self.verbosity_display(3, f"ESTABLISH SSM SESSION TO: {self.instance_id} (persistent, {sock})")
+            client = self.ssm_client
+            start_args = {"Target": self.instance_id, "Parameters": {}}
+            if self.get_option("ssm_document") is not None:
+                start_args["DocumentName"] = self.get_option("ssm_document")
+            try:
+                response = client.start_session(**start_args)
+            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+                raise AnsibleConnectionFailure(f"StartSession to {self.instance_id} failed: {to_native(e)}") from e
+            session_id = response["SessionId"]
+            setup, ready = protocol.setup_script()
+            config = {
+                "argv": [executable, json.dumps(response), self.get_option("region"), "StartSession",
+                         self.get_option("profile") or "", json.dumps({"Target": self.instance_id}),
+                         client.meta.endpoint_url],
+                "socket": sock,
+                "idle": int(self.get_option("persist_idle_timeout")),
+                "start_timeout": timeout,
+                "setup": setup.decode(),
+                "ready": ready.decode(),
+                "session_id": session_id,
+            }
+            master = subprocess.Popen([sys.executable, MASTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True, cwd="/")
+            try:
+                master.stdin.write(json.dumps(config).encode())
+                master.stdin.close()
+                line = _read_line_within(master.stdout, timeout + 15)
+            finally:
+                master.stdout.close()
+            try:
+                report = json.loads(line or b"{}")
+            except ValueError:
+                report = {}
+            if not report.get("ok"):
+                if master.poll() is None:
+                    master.kill()
+                self._terminate_session(session_id)
+                error = report.get("error") or "the session master did not report (timed out)"
+                raise AnsibleConnectionFailure(f"Session Manager session to {self.instance_id} failed: {error}")
+            self.verbosity_display(4, f"SSM SESSION {session_id} served by pid {report.get('pid')}")
+
+    def _terminate_session(self, session_id) -> None:
+        if not session_id:
+            return
+        try:
+            self.ssm_client.terminate_session(SessionId=session_id)
+        except Exception as e:  # pylint: disable=broad-exception-caught
+            self.verbosity_display(4, f"TerminateSession {session_id}: {to_text(e)}")
+
+    # --- requests to the master ---------------------------------------------------------------------------
+    def _talk(self, sock: str, header: dict, chunks, timeout: float, accept_timeout: float = 0.0) -> bytes:
+        """Send one request; return the raw reply. _NotServed if the master did not take it."""
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            client.settimeout(5)
+            try:
+                client.connect(sock)
+                client.sendall(json.dumps(header).encode() + b"\n")
+                client.settimeout(accept_timeout or timeout)
+                answer = _recv_line(client)
+            except (OSError, socket.timeout) as e:
+                raise _NotServed(str(e)) from e
+            if not answer:
+                raise _NotServed("the master closed the connection")
+            answer = json.loads(answer)
+            if not answer.get("ok"):
+                raise AnsibleConnectionFailure(f"the session master refused: {answer.get('error')}")
+            self._session_id = answer.get("session")
+            if header["op"] != "run":
+                return b""
+            deadline = time.monotonic() + timeout
+            try:
+                for chunk in chunks:
+                    for start in range(0, len(chunk), FRAME):
+                        piece = chunk[start:start + FRAME]
+                        client.settimeout(max(0.1, deadline - time.monotonic()))
+                        client.sendall(struct.pack(">I", len(piece)) + piece)
+                client.sendall(struct.pack(">I", 0))
+                reply = bytearray()
+                while True:
+                    client.settimeout(max(0.1, deadline - time.monotonic()))
+                    data = client.recv(262144)
+                    if not data:
+                        return bytes(reply)
+                    reply += data
+            except socket.timeout as e:
+                raise _Timeout() from e
+            except OSError as e:
+                raise AnsibleConnectionFailure(f"the session to {self.instance_id} failed during a command: "
+                                               f"{to_native(e)}") from e
+        finally:
+            client.close()
+
+    def _execute(self, cmd: bytes, stdin_chunks=None) -> tuple:
+        """Run cmd (stdin: base64 line chunks, or None) in the host's session; (rc, stdout, stderr)."""
+        sock, lock = self._control_paths()
+        timeout = self._command_timeout()
+        marker = protocol.new_marker()
+        head, tail = protocol.command_script(cmd, marker, stdin_chunks is not None)
+        header = {"op": "run", "end": protocol.end_of_reply(marker).decode(), "timeout": timeout}
+
+        def chunks():
+            yield head
+            if stdin_chunks is not None:
+                yield from stdin_chunks
+            yield tail
+
+        for attempt in (1, 2):
+            if not os.path.exists(sock) or attempt == 2:
+                self._start_master(sock, lock)
+            try:
+                reply = self._talk(sock, header, chunks(), timeout, accept_timeout=timeout + 10)
+                break
+            except _NotServed as e:
+                if attempt == 2:
+                    raise AnsibleConnectionFailure(f"no session to {self.instance_id}: {to_native(e)}") from e
+            except _Timeout as e:
+                self._terminate_session(self._session_id)
+                raise AnsibleConnectionFailure(
+                    f"{self.instance_id} did not answer within {timeout} s (command_timeout); the session was ended"
+                ) from e
+        try:
+            return protocol.parse_reply(reply, marker)
+        except protocol.ProtocolError as e:
+            self._terminate_session(self._session_id)
+            raise AnsibleConnectionFailure(f"the session to {self.instance_id} ended in the middle of a command "
+                                           f"({to_native(e)})") from e
+
+    # --- the connection's API -----------------------------------------------------------------------------
+    def exec_command(self, cmd, in_data=None, sudoable=True):
+        if self.is_windows:
+            return super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
+        ConnectionBase.exec_command(self, cmd, in_data=in_data, sudoable=sudoable)
+        self.verbosity_display(3, f"EXEC: {to_text(cmd)}")
+        if sudoable and self.become and self.become.expect_prompt():
+            raise AnsibleError("bastionless.ssm.session does not answer become password prompts: give the session "
+                               "user a sudo rule without a password (as the agent does for ssm-user), or unset "
+                               "become_password")
+        stdin = None if in_data is None else [protocol.b64_lines(to_bytes(in_data))]
+        return self._execute(to_bytes(cmd, errors="surrogate_or_strict"), stdin)
+
+    def put_file(self, in_path, out_path):
+        if self.is_windows:
+            return super().put_file(in_path, out_path)
+        ConnectionBase.put_file(self, in_path, out_path)
+        self.verbosity_display(3, f"PUT {in_path} TO {out_path}")
+        b_in = to_bytes(in_path, errors="surrogate_or_strict")
+        if not os.path.exists(b_in):
+            raise AnsibleFileNotFound(f"file or module does not exist: {in_path}")
+        if self.get_option("bucket_name") and os.path.getsize(b_in) > int(self.get_option("transfer_threshold")):
+            return self._put_through_bucket(b_in, out_path)
+        digest = hashlib.sha256()
+        with open(b_in, "rb") as handle:
+            rc, stdout, stderr = self._execute(protocol.put_command(out_path),
+                                               protocol.b64_file_chunks(handle, digest))
+        if rc != 0:
+            raise AnsibleError(f"failed to transfer {in_path} to {out_path}: {to_text(stderr).strip()}")
+        if protocol.sha256_of(stdout) != digest.hexdigest():
+            raise AnsibleError(f"{out_path} on {self.instance_id} does not have the SHA-256 of {in_path} after the "
+                               "transfer")
+        return None
+
+    def fetch_file(self, in_path, out_path):
+        if self.is_windows:
+            return super().fetch_file(in_path, out_path)
+        ConnectionBase.fetch_file(self, in_path, out_path)
+        self.verbosity_display(3, f"FETCH {in_path} TO {out_path}")
+        rc, stdout, stderr = self._execute(protocol.fetch_command(in_path))
+        if rc != 0:
+            raise AnsibleError(f"failed to fetch {in_path}: {to_text(stderr).strip()}")
+        if protocol.sha256_of(stderr) != hashlib.sha256(stdout).hexdigest():
+            raise AnsibleError(f"{in_path} from {self.instance_id} arrived with another SHA-256 than it has there")
+        with open(to_bytes(out_path, errors="surrogate_or_strict"), "wb") as handle:
+            handle.write(stdout)
+        return None
+
+    # --- large files through the bucket -------------------------------------------------------------------
+    def _encryption(self) -> dict:
+        """The upload's encryption arguments: the options', else the bucket's default encryption."""
+        mode, key_id = self.get_option("bucket_sse_mode"), self.get_option("bucket_sse_kms_key_id")
+        if not mode:
+            try:
+                rules = self.s3_client.get_bucket_encryption(Bucket=self.get_option("bucket_name"))
+                rule = rules["ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]
+                mode, key_id = rule.get("SSEAlgorithm"), rule.get("KMSMasterKeyID")
+            except (botocore.exceptions.ClientError, KeyError, IndexError):
+                return {}
+        args = {"ServerSideEncryption": mode}
+        if mode == "aws:kms" and key_id:
+            args["SSEKMSKeyId"] = key_id
+        return args
+
+    def _put_through_bucket(self, b_in: bytes, out_path: str) -> None:
+        bucket = self.get_option("bucket_name")
+        self.s3_manager  # pylint: disable=pointless-statement
+        key = f"{self.instance_id}/{uuid.uuid4().hex}"
+        digest = hashlib.sha256()
+        with open(b_in, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        try:
+            self.s3_client.upload_file(to_native(b_in), bucket, key, ExtraArgs=self._encryption())
+            url = self.s3_manager.get_url("get_object", bucket, key, "GET")
+            q_out, q_url = protocol.shlex.quote(out_path), protocol.shlex.quote(url)
+            rc, stdout, stderr = self._execute(f"curl -sSf -o {q_out} {q_url} && sha256sum < {q_out}".encode())
+        finally:
+            try:
+                self.s3_client.delete_object(Bucket=bucket, Key=key)
+            except botocore.exceptions.ClientError as e:
+                self.verbosity_display(1, f"could not delete s3://{bucket}/{key}: {to_text(e)}")
+        if rc != 0:
+            raise AnsibleError(f"failed to transfer {to_text(b_in)} to {out_path} through s3://{bucket}: "
+                               f"{to_text(stderr).strip()}")
+        if protocol.sha256_of(stdout) != digest.hexdigest():
+            raise AnsibleError(f"{out_path} on {self.instance_id} does not have the SHA-256 of {to_text(b_in)}")
+
+
+class _Timeout(Exception):
+    """The command's deadline passed."""
+
+
+def _recv_line(client: socket.socket) -> bytes:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = client.recv(1)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def _read_line_within(stream, timeout: float) -> bytes:
+    deadline = time.monotonic() + timeout
+    data = b""
+    while not data.endswith(b"\n"):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            break
+        readable, _w, _x = select.select([stream], [], [], remaining)
+        if not readable:
+            break
+        chunk = os.read(stream.fileno(), 4096)
+        if not chunk:
+            break
+        data += chunk
+    return data

@@ -1,0 +1,174 @@
+# -*- coding: utf-8 -*-
+
+# Copyright: Contributors to the bastionless.ssm project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""What bastionless.ssm.session sends through a Session Manager shell, and how it reads the answer (pure logic).
+
+A command travels as a short POSIX sh script written to the session's pty (echo off): the command itself and its
+stdin as base64 in here-documents, so the terminal cannot mangle binary data and no line exceeds 77 characters;
+the answer comes back framed by a random marker, stdout and stderr each base64 encoded (so output that is not
+UTF-8, or that holds terminal control bytes, arrives unchanged) and the exit status last:
+
+    <marker>:O
+    <stdout, base64>
+    <marker>:E
+    <stderr, base64>
+    <marker>:R <rc>
+
+The marker holds a ``-``, which base64 never does, so no data line can end a section early. Markers in the script
+are printed by concatenation (``'%s:R'``), so even an echoed script never contains the end marker.
+"""
+
+import base64
+import binascii
+import hashlib
+import json
+import os
+import re
+import secrets
+import shlex
+import string
+
+B64_LINE = 57  # raw bytes per base64 line: 76 characters plus a newline
+READ_CHUNK = 57 * 1024  # bytes of a file read at a time (a multiple of 57 keeps the base64 lines whole)
+MARK_ALPHABET = string.ascii_letters + string.digits
+SOCKET_PATH_MAX = 100  # sockaddr_un.sun_path is 108 bytes on Linux, 104 on macOS
+
+# Sent once, after "Starting session with SessionId": echo off first (the line itself is still echoed, and holds
+# nothing secret), no history file, then a plain non-interactive sh reads the rest from the pty: no prompt, no
+# readline, no history. The ready marker is printed before the exec, by concatenation.
+SETUP = "stty -echo 2>/dev/null; unset HISTFILE; printf '%s_%s\\n' '{head}' '{tail}'; exec /bin/sh 2>/dev/null\n"
+
+
+class ProtocolError(Exception):
+    """The session answered something that is not a framed reply (the shell is not the one we set up)."""
+
+
+def new_marker() -> str:
+    """A random marker: 'BL-' and 20 letters or digits (about 119 bits)."""
+    return "BL-" + "".join(secrets.choice(MARK_ALPHABET) for _i in range(20))
+
+
+def setup_script() -> tuple:
+    """The session's set-up line and the line its shell prints when ready."""
+    head, tail = "BLREADY", "".join(secrets.choice(MARK_ALPHABET) for _i in range(16))
+    return SETUP.format(head=head, tail=tail).encode(), f"{head}_{tail}".encode()
+
+
+def b64_lines(data: bytes) -> bytes:
+    """base64 in lines of 76 characters, each ending in a newline ('' for no data)."""
+    return base64.encodebytes(data)
+
+
+def b64_file_chunks(handle, digest, chunk: int = READ_CHUNK):
+    """Yield a file's content as base64 lines, a chunk at a time, feeding each raw chunk to digest (a hashlib object)."""
+    if chunk % B64_LINE:
+        raise ValueError("chunk must be a multiple of 57 bytes")
+    while True:
+        data = handle.read(chunk)
+        if not data:
+            return
+        digest.update(data)
+        yield base64.encodebytes(data)
+
+
+def command_script(cmd: bytes, marker: str, has_stdin: bool) -> tuple:
+    """The script that runs cmd; returns (head, tail): head, then the stdin as base64 lines (if any), then tail.
+
+    The command runs in a subshell of a pipeline whose output is base64 encoded; its stderr goes to a file in a
+    private temporary directory, its exit status to another; both are read and the directory removed after.
+    """
+    m = marker
+    cmd_b64 = b64_lines(cmd).decode()
+    stdin = f"base64 -d <<'{m}' | " if has_stdin else ""
+    redirect = "" if has_stdin else " </dev/null"
+    head = (
+        f"c=$(base64 -d <<'{m}'\n{cmd_b64}{m}\n); d=$(mktemp -d)\n"
+        f"printf '%s:O\\n' '{m}'; {{ {stdin}( eval \"$c\" ){redirect} 2>\"$d/e\"; echo $? >\"$d/r\"; }} | base64\n"
+    )
+    tail = (
+        (f"{m}\n" if has_stdin else "")
+        + f"printf '%s:E\\n' '{m}'; base64 <\"$d/e\"; printf '%s:R %s\\n' '{m}' \"$(cat \"$d/r\")\"; rm -rf \"$d\"\n"
+    )
+    return head.encode(), tail.encode()
+
+
+def end_of_reply(marker: str) -> bytes:
+    """What the last line of a reply starts with (the master reads up to the newline after it)."""
+    return f"{marker}:R ".encode()
+
+
+def parse_reply(output: bytes, marker: str) -> tuple:
+    """(rc, stdout, stderr) from a framed reply; ProtocolError when it is not one."""
+    lines = output.replace(b"\r", b"").split(b"\n")
+    start, err, end = f"{marker}:O".encode(), f"{marker}:E".encode(), end_of_reply(marker)
+    try:
+        first = lines.index(start)
+        middle = lines.index(err, first + 1)
+    except ValueError as e:
+        raise ProtocolError("the session's answer has no framed output") from e
+    rc_line = next((line for line in lines[middle + 1:] if line.startswith(end)), None)
+    if rc_line is None:
+        raise ProtocolError("the session's answer has no exit status")
+    status = rc_line[len(end):].strip()
+    if not status.isdigit():
+        raise ProtocolError(f"the session's answer has no valid exit status ({status[:40]!r})")
+    stop = lines.index(rc_line, middle + 1)
+    try:
+        stdout = base64.b64decode(b"".join(lines[first + 1:middle]), validate=True)
+        stderr = base64.b64decode(b"".join(lines[middle + 1:stop]), validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise ProtocolError(f"the session's answer is not valid base64: {e}") from e
+    return int(status), stdout, stderr
+
+
+def put_command(out_path: str) -> bytes:
+    """Write stdin to out_path, print its sha256 (stdout)."""
+    q = shlex.quote(out_path)
+    return f"cat > {q} && sha256sum < {q}".encode()
+
+
+def fetch_command(in_path: str) -> bytes:
+    """Print the file's sha256 on stderr, then the file on stdout."""
+    q = shlex.quote(in_path)
+    return f"sha256sum < {q} >&2 && cat < {q}".encode()
+
+
+_SUM = re.compile(rb"^([0-9a-f]{64})\s")
+
+
+def sha256_of(output: bytes) -> str:
+    """The hex digest sha256sum printed ('' if none)."""
+    match = _SUM.match(output.strip() + b" ")
+    return match.group(1).decode() if match else ""
+
+
+def control_name(identity: dict) -> str:
+    """The master's socket name: a hash of what makes a session (endpoint, region, profile, key, node, document,
+    local user), so nothing about it shows in the file name and two identities never share a session."""
+    digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    return f"ssm-{digest[:24]}"
+
+
+def control_paths(control_dir: str, identity: dict) -> tuple:
+    """(socket path, lock path); ValueError when the socket path is too long for a Unix socket."""
+    base = os.path.join(os.path.expanduser(control_dir), control_name(identity))
+    sock = base + ".sock"
+    if len(os.fsencode(sock)) > SOCKET_PATH_MAX:
+        raise ValueError(f"{sock} is {len(os.fsencode(sock))} bytes long, more than the {SOCKET_PATH_MAX} a Unix "
+                         "socket path may have: set a shorter control_path_dir (ansible_aws_ssm_control_path_dir)")
+    return sock, base + ".lock"
+
+
+def check_control_dir(path: str, uid: int) -> None:
+    """Create the control directory 0700 if needed; refuse one that others can use (ValueError naming the fix)."""
+    path = os.path.expanduser(path)
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    info = os.stat(path)
+    if info.st_uid != uid:
+        raise ValueError(f"control directory {path} belongs to uid {info.st_uid}, not to you ({uid}): set "
+                         "control_path_dir (ansible_aws_ssm_control_path_dir) to a directory of your own")
+    if info.st_mode & 0o077:
+        raise ValueError(f"control directory {path} is open to other users (mode {oct(info.st_mode & 0o777)}): "
+                         f"run chmod 700 {shlex.quote(path)} or set control_path_dir to a private directory")

@@ -1,0 +1,220 @@
+"""Benchmark: one playbook over three transports to the same lab nodes, in the same run.
+
+    python tests/benchmarks/transport.py                      # 20 tasks, 10 nodes, 10 forks, AWS-like latency
+    python tests/benchmarks/transport.py --nodes 3 --repeat 1 # a quick run
+    make bench-transport BENCH_ARGS="--repeat 3"
+
+The transports:
+
+(a) ``amazon.aws.aws_ssm``: a new session for every task, module files through the S3 transfer bucket;
+(b) Ansible's ssh connection over Session Manager: ``ssh`` with the ``AWS-StartSSHSession`` document as its
+    ProxyCommand (bastionless.ssm's proxy command, a key pushed with EC2 Instance Connect), ControlPersist and
+    pipelining; the lab's nodes run ``sshd -i`` for that document only, no port is open;
+(c) ``bastionless.ssm.session``: one session per host kept by a background process, files through the session,
+    pipelining; no bucket configured.
+
+The lab's latency model is set to the figures of its ``aws`` profile, printed at the start: 100 ms per AWS API call,
+700 ms per session start, 30 ms per round trip on a session's stream, 60 ms per S3 request (presigned requests from
+the nodes included). The playbook has 20 tasks (file, copy, template, command, lineinfile, stat and a 1 MiB copy),
+``gather_facts: false``, run on every node with as many forks as nodes. Each run starts cold: no ControlMaster or
+session process is left from an earlier run. The order of the transports rotates from one repetition to the next,
+and the best run of each is reported, with the ratios (a)/(c) (how much faster the session connection is than
+aws_ssm) and (c)/(b) (how far it is from ssh over SSM). It asserts nothing: the figures are for people to read.
+
+Needs root (the lab), ansible with amazon.aws on PATH, bastionless.ssm on ANSIBLE_COLLECTIONS_PATH and ssh
+(``make bench-transport`` does it all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import yaml
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
+
+from ssm_lab.registry import FaultModel  # noqa: E402
+from ssm_lab.testing import running_lab  # noqa: E402
+
+BUCKET = "bench-transfer"
+TRANSPORTS = ("aws_ssm", "ssh_over_ssm", "session")
+LABELS = {"aws_ssm": "(a) amazon.aws.aws_ssm", "ssh_over_ssm": "(b) ssh over SSM",
+          "session": "(c) bastionless.ssm.session"}
+
+D = "{{ bench_dir }}"  # a directory per transport: each connects as another user (ssm-user, ec2-user)
+TASKS = [
+    ("1 file: a directory", "ansible.builtin.file", {"path": D, "state": "directory", "mode": "0755"}),
+    ("2 copy: a small file", "ansible.builtin.copy", {"dest": D + "/a.txt", "content": "alpha\n", "mode": "0644"}),
+    ("3 template", "ansible.builtin.template", {"src": "bench.conf.j2", "dest": D + "/b.conf", "mode": "0644"}),
+    ("4 command", "ansible.builtin.command", {"cmd": "uname -a"}),
+    ("5 lineinfile", "ansible.builtin.lineinfile", {"path": D + "/a.txt", "line": "beta"}),
+    ("6 stat", "ansible.builtin.stat", {"path": D + "/a.txt"}),
+    ("7 copy: 1 MiB", "ansible.builtin.copy", {"src": "blob.bin", "dest": D + "/blob.bin", "mode": "0644"}),
+    ("8 file: touch", "ansible.builtin.file", {"path": D + "/c", "state": "touch", "mode": "0644",
+                                               "access_time": "preserve", "modification_time": "preserve"}),
+    ("9 command", "ansible.builtin.command", {"cmd": "cat " + D + "/a.txt"}),
+    ("10 lineinfile", "ansible.builtin.lineinfile", {"path": D + "/b.conf", "line": "gamma = 3"}),
+    ("11 stat: checksum of 1 MiB", "ansible.builtin.stat", {"path": D + "/blob.bin", "checksum_algorithm": "sha256"}),
+    ("12 copy: a small file", "ansible.builtin.copy", {"dest": D + "/d.txt", "content": "delta\n", "mode": "0644"}),
+    ("13 template", "ansible.builtin.template", {"src": "bench.conf.j2", "dest": D + "/e.conf", "mode": "0600"}),
+    ("14 file: mode", "ansible.builtin.file", {"path": D + "/d.txt", "mode": "0640"}),
+    ("15 command", "ansible.builtin.command", {"cmd": "sha256sum " + D + "/blob.bin"}),
+    ("16 lineinfile", "ansible.builtin.lineinfile", {"path": D + "/d.txt", "line": "epsilon"}),
+    ("17 stat", "ansible.builtin.stat", {"path": D + "/d.txt"}),
+    ("18 copy: a small file", "ansible.builtin.copy", {"dest": D + "/f.txt", "content": "zeta\n", "mode": "0644"}),
+    ("19 file: absent", "ansible.builtin.file", {"path": D + "/f.txt", "state": "absent"}),
+    ("20 command", "ansible.builtin.command", {"cmd": "ls -l " + D}),
+]
+PLAYBOOK = [{"name": "Twenty tasks of everyday configuration", "hosts": "bench", "gather_facts": False,
+             "tasks": [{"name": name, module: args, **({"changed_when": False} if module.endswith("command") else {})}
+                       for name, module, args in TASKS]}]
+
+TEMPLATE = "# {{ inventory_hostname }}\nname = {{ inventory_hostname }}\nalpha = 1\nbeta = 2\n"
+
+
+def _inventory(work: str, transport: str, nodes: list[str], key: str, ssh_vars: dict) -> str:
+    """An inventory for one transport: the nodes by instance id, the connection and its variables."""
+    common = {"ansible_python_interpreter": "/usr/bin/python3",
+              "ansible_aws_ssm_region": "us-east-1",
+              "ansible_aws_ssm_plugin": os.environ.get("AWS_SESSION_MANAGER_PLUGIN", "")}
+    if transport == "aws_ssm":
+        group = {**common, "ansible_connection": "amazon.aws.aws_ssm", "ansible_aws_ssm_bucket_name": BUCKET}
+    elif transport == "session":
+        group = {**common, "ansible_connection": "bastionless.ssm.session",
+                 "ansible_aws_ssm_control_path_dir": os.path.join(work, "cp-session")}
+    else:
+        group = {**ssh_vars, "ansible_python_interpreter": "/usr/bin/python3",
+                 "ansible_ssh_private_key_file": key, "ansible_control_path_dir": os.path.join(work, "cp-ssh"),
+                 "ansible_host_key_checking": False}
+    path = os.path.join(work, f"{transport}.yml")
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump({"bench": {"hosts": {node: {} for node in nodes}, "vars": group}}, handle)
+    return path
+
+
+def _cold(work: str, transport: str) -> None:
+    """No control socket or session process left from an earlier run of this transport."""
+    if transport == "ssh_over_ssm":
+        control = os.path.join(work, "cp-ssh")
+        for name in os.listdir(control) if os.path.isdir(control) else ():
+            subprocess.run(["ssh", "-F", "none", "-o", f"ControlPath={os.path.join(control, name)}", "-O", "exit", "x"],
+                           capture_output=True, check=False, timeout=30)
+        shutil.rmtree(control, ignore_errors=True)
+        os.makedirs(control, mode=0o700)
+    elif transport == "session":
+        control = os.path.join(work, "cp-session")
+        for name in os.listdir(control) if os.path.isdir(control) else ():
+            subprocess.run([sys.executable, "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); "
+                            "s.settimeout(5); s.connect(sys.argv[1]); s.sendall(b'{\"op\": \"exit\"}\\n')",
+                            os.path.join(control, name)], capture_output=True, check=False, timeout=30)
+        shutil.rmtree(control, ignore_errors=True)
+
+
+def run_playbook(lab, work: str, inventory: str, forks: int, transport: str, per_task: bool = False) -> dict:
+    extra = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none",
+             "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all"} if per_task else {}
+    started = time.monotonic()
+    result = subprocess.run(["ansible-playbook", "-i", inventory, "-f", str(forks), "playbook.yml",
+                             "-e", f"bench_dir=/tmp/bench-{transport}"], cwd=work,
+                            env=lab.environ(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="0", **extra),
+                            capture_output=True, text=True, timeout=3600, check=False)
+    wall = time.monotonic() - started
+    if result.returncode != 0:
+        raise RuntimeError(f"ansible-playbook -i {inventory} failed:\n{(result.stdout + result.stderr)[-4000:]}")
+    if per_task:
+        print(result.stdout[result.stdout.rfind("==============================================================="):])
+    return {"wall_s": round(wall, 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
+    parser.add_argument("--nodes", type=int, default=10, help="lab nodes, and forks (default 10)")
+    parser.add_argument("--repeat", type=int, default=2, help="runs of each transport; the best is reported")
+    parser.add_argument("--transports", default=",".join(TRANSPORTS), help="a subset of " + ",".join(TRANSPORTS))
+    parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--per-task", action="store_true", help="print each task's time (ansible.posix.profile_tasks)")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("the lab runs as root; run this as root", file=sys.stderr)
+        return 2
+    transports = [t for t in args.transports.split(",") if t]
+    work = tempfile.mkdtemp(prefix="bench-transport-")
+    profile = FaultModel.PROFILES["aws"]
+    print("latency model (the lab's aws profile): " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in profile.items()))
+    print(f"{args.nodes} nodes, {args.nodes} forks, 20 tasks, gather_facts false; best of {args.repeat}", flush=True)
+    with open(os.path.join(work, "playbook.yml"), "w", encoding="utf-8") as handle:
+        yaml.safe_dump(PLAYBOOK, handle, sort_keys=False)
+    with open(os.path.join(work, "bench.conf.j2"), "w", encoding="utf-8") as handle:
+        handle.write(TEMPLATE)
+    with open(os.path.join(work, "blob.bin"), "wb") as handle:
+        handle.write(os.urandom(1024 * 1024))
+    runs: dict[str, list[dict]] = {t: [] for t in transports}
+    with running_lab(os.path.join(work, "lab"), "--nodes", str(args.nodes), "--provisioned",
+                     "--sshd", str(args.nodes)) as lab:
+        os.environ["AWS_SESSION_MANAGER_PLUGIN"] = lab.environ()["AWS_SESSION_MANAGER_PLUGIN"]
+        lab.client("s3").create_bucket(Bucket=BUCKET)
+        nodes = [n["id"] for n in json.loads(lab.cli("status", "--json").stdout)["nodes"]]
+        key, ssh_vars = _ssh_over_ssm(lab, work) if "ssh_over_ssm" in transports else ("", {})
+        lab.cli("faults", "--profile", "aws")
+        inventories = {t: _inventory(work, t, nodes, key, ssh_vars) for t in transports}
+        for attempt in range(args.repeat):
+            order = transports[attempt % len(transports):] + transports[:attempt % len(transports)]
+            for transport in order:
+                _cold(work, transport)
+                result = run_playbook(lab, work, inventories[transport], args.nodes, transport, args.per_task)
+                runs[transport].append(result)
+                print(f"  run {attempt + 1}: {LABELS[transport]:<30} {result['wall_s']:>8.2f} s", flush=True)
+            for transport in transports:
+                _cold(work, transport)
+    best = {t: min(r["wall_s"] for r in results) for t, results in runs.items()}
+    print("\nwall time of the playbook, best of the runs:")
+    for transport in transports:
+        print(f"  {LABELS[transport]:<30} {best[transport]:>8.2f} s")
+    if "aws_ssm" in best and "session" in best:
+        print(f"  (a)/(c) = {best['aws_ssm'] / best['session']:.2f}  (goal: at least 3)")
+    if "ssh_over_ssm" in best and "session" in best:
+        print(f"  (c)/(b) = {best['session'] / best['ssh_over_ssm']:.2f}  (goal: at most 1.25)")
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as handle:
+            json.dump({"profile": profile, "nodes": args.nodes, "runs": runs, "best": best}, handle, indent=2)
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def _ssh_over_ssm(lab, work: str) -> tuple[str, dict]:
+    """(b)'s wiring as a user gets it: the operator's key pair, pushed through EC2 Instance Connect at every
+    connection by the proxy command of bastionless.ssm.ssh_over_ssm, whose block goes into an ssh config of our own."""
+    key = os.path.join(work, "id_ed25519")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
+    home = os.path.join(work, "ssh")
+    role_vars = {"ssh_over_ssm_config_path": os.path.join(home, "config"),
+                 "ssh_over_ssm_proxy_path": os.path.join(home, "proxy.py"),
+                 "ssh_over_ssm_control_path": os.path.join(work, "cp-ssh", "cm-%C"),
+                 "ssh_over_ssm_known_hosts_file": os.path.join(home, "known_hosts"),
+                 "ssh_over_ssm_region": "us-east-1", "ssh_over_ssm_instance_connect_key": key}
+    result_file = os.path.join(work, "ssh_over_ssm.json")
+    play = [{"name": "ssh over SSM", "hosts": "localhost", "connection": "local", "gather_facts": False,
+             "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
+             "roles": [{"role": "bastionless.ssm.ssh_over_ssm", **role_vars}],
+             "post_tasks": [{"name": "Keep the result", "ansible.builtin.copy": {
+                 "content": "{{ ssh_over_ssm_result | to_json }}", "dest": result_file, "mode": "0600"}}]}]
+    with open(os.path.join(work, "ssh_over_ssm.yml"), "w", encoding="utf-8") as handle:
+        json.dump(play, handle)
+    done = subprocess.run(["ansible-playbook", "-i", "localhost,", "ssh_over_ssm.yml"], cwd=work, env=lab.environ(),
+                          capture_output=True, text=True, timeout=600, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"bastionless.ssm.ssh_over_ssm failed:\n{(done.stdout + done.stderr)[-4000:]}")
+    with open(result_file, encoding="utf-8") as handle:
+        return key, json.load(handle)["connection_vars"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

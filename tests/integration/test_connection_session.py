@@ -1,0 +1,334 @@
+"""bastionless.ssm.session against the lab, through the real ansible-playbook: binary files and a file of several MiB
+through the session with no bucket, output that is not UTF-8, become, a command that outlives the timeout, an agent
+that drops mid-play, two plays at once on one node, and a no_log secret that appears nowhere (S3, CloudWatch, the
+session transcripts, the controller's files)."""
+
+import base64
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from ansible_cli import RECAP
+from ssm_lab.testing import running_lab, wait_until
+
+CONNECTION = "bastionless.ssm.session"
+SESSIONS_BUCKET = "session-transcripts"
+GROUP = "/session-connection/transcripts"
+SSM_LAB = os.path.join(os.path.dirname(sys.executable), "ssm-lab")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    with running_lab(tmp_path_factory.mktemp("lab"), "--nodes", "2", "--provisioned") as lab:
+        # Session logging on (unencrypted destinations are enough here): every session leaves a transcript.
+        lab.client("s3").create_bucket(Bucket=SESSIONS_BUCKET)
+        lab.client("logs").create_log_group(logGroupName=GROUP)
+        content = {"schemaVersion": "1.0", "description": "logged", "sessionType": "Standard_Stream",
+                   "inputs": {"s3BucketName": SESSIONS_BUCKET, "s3KeyPrefix": "sessions", "s3EncryptionEnabled": False,
+                              "cloudWatchLogGroupName": GROUP, "cloudWatchEncryptionEnabled": False}}
+        lab.client("ssm").create_document(Name="SSM-SessionManagerRunShell", DocumentType="Session",
+                                          DocumentFormat="JSON", Content=json.dumps(content))
+        lab.nodes = sorted(n for n in lab.network["nodes"] if n.startswith("i-"))
+        lab.work = tmp_path_factory.mktemp("work")
+        lab.control = tmp_path_factory.mktemp("cp")
+        lab.local_tmp = tmp_path_factory.mktemp("ltmp")
+        yield lab
+
+
+def play(lab, node, body: str, *extra: str, timeout: float = 300, background: bool = False):
+    """ansible-playbook of one play (body: its tasks, YAML) on one node over the session connection."""
+    path = lab.work / f"play-{hashlib.sha1((node + body + repr(extra)).encode()).hexdigest()[:10]}.yml"
+    path.write_text(f"- hosts: all\n  gather_facts: false\n  tasks:\n{textwrap.indent(textwrap.dedent(body), '    ')}")
+    argv = ["ansible-playbook", "-i", f"{node},", "-c", CONNECTION, str(path),
+            "-e", f"ansible_aws_ssm_plugin={lab.env['AWS_SESSION_MANAGER_PLUGIN']}",
+            "-e", "ansible_python_interpreter=/usr/bin/python3",
+            "-e", f"ansible_aws_ssm_control_path_dir={lab.control}", *extra]
+    env = lab.environ(ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_LOCAL_TEMP=str(lab.local_tmp))
+    if background:
+        return subprocess.Popen(argv, cwd=str(lab.work), env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                text=True)
+    # The subprocess timeout is the bound: a run that hangs fails the test.
+    result = subprocess.run(argv, cwd=str(lab.work), env=env, capture_output=True, text=True, timeout=timeout,
+                            check=False)
+    return result.stdout + result.stderr, _recap(result.stdout)
+
+
+def _recap(stdout: str) -> dict:
+    return {m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)), "unreachable": int(m.group(4)),
+                         "failed": int(m.group(5))} for m in RECAP.finditer(stdout)}
+
+
+def _sessions(lab, node, state="Active"):
+    return [s for s in lab.client("ssm").describe_sessions(State=state)["Sessions"] if s["Target"] == node]
+
+
+def _decoded(transcript: str) -> str:
+    """Every run of base64 lines in a transcript, decoded (how an auditor reads this connection's output)."""
+    runs, current = [], []
+    for line in transcript.replace("\r", "").split("\n") + [""]:
+        if line and re.fullmatch(r"[A-Za-z0-9+/=]+", line):
+            current.append(line)
+        elif current:
+            runs.append("".join(current))
+            current = []
+    decoded = []
+    for run in runs:
+        try:
+            decoded.append(base64.b64decode(run + "=" * (-len(run) % 4)).decode("utf-8", "replace"))
+        except ValueError:  # a word of the plugin's own messages, not base64
+            continue
+    return "\n".join(decoded)
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def test_binary_and_large_files_and_raw_output_travel_through_the_session_without_a_bucket(lab):
+    node = lab.nodes[0]
+    (lab.work / "big.bin").write_bytes(os.urandom(5 * 1024 * 1024 + 17))
+    (lab.work / "bytes.bin").write_bytes(bytes(range(256)) * 4 + b"\r\n\x04\x03\x1a\x00")
+    output, recap = play(lab, node, """
+        - name: A file of several MiB
+          ansible.builtin.copy: {src: big.bin, dest: /tmp/big.bin, mode: "0600"}
+        - name: Every byte value, terminal control characters included
+          ansible.builtin.copy: {src: bytes.bin, dest: /tmp/bytes.bin, mode: "0600"}
+        - name: Checksums on the node
+          ansible.builtin.command: sha256sum /tmp/big.bin /tmp/bytes.bin
+          register: sums
+        - name: Back again
+          ansible.builtin.fetch: {src: "/tmp/{{ item }}", dest: "fetched/{{ item }}", flat: true}
+          loop: [big.bin, bytes.bin]
+        - name: Output that is not UTF-8
+          ansible.builtin.raw: printf 'caf\\351 \\377\\376 end\\n'; printf 'next line\\n'
+          register: latin
+        - name: Show
+          ansible.builtin.debug:
+            msg: "SUMS {{ sums.stdout_lines | map('split') | map('first') | join(' ') }} RAW {{ latin.stdout_lines | length }}
+              {{ latin.stdout_lines[0] | length }} {{ latin.stdout_lines[0][-4:] }} {{ latin.stdout_lines[1] }}"
+        """, "-e", "ansible_aws_ssm_bucket_name=no-such-bucket")
+    assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, output
+    assert f"SUMS {_sha(lab.work / 'big.bin')} {_sha(lab.work / 'bytes.bin')}" in output
+    assert _sha(lab.work / "fetched" / "big.bin") == _sha(lab.work / "big.bin")
+    assert (lab.work / "fetched" / "bytes.bin").read_bytes() == (lab.work / "bytes.bin").read_bytes()
+    # Each invalid byte arrives as one (Ansible decodes it to one replacement character), the framing holds after
+    # them, and no carriage return is added (stdout is not read from a terminal).
+    assert "RAW 2 11  end next line" in output, output
+    # No bucket was touched (the configured one does not even exist), and one session served every task.
+    assert SESSIONS_BUCKET in [b["Name"] for b in lab.client("s3").list_buckets()["Buckets"]]
+    assert "no-such-bucket" not in [b["Name"] for b in lab.client("s3").list_buckets()["Buckets"]]
+    assert len(_sessions(lab, node)) == 1
+    assert len(_sessions(lab, node, "History")) == 0
+
+
+def test_become_runs_as_root_with_and_without_pipelining(lab):
+    node = lab.nodes[0]
+    output, recap = play(lab, node, """
+        - name: Who
+          ansible.builtin.command: id -un
+          become: true
+          register: who
+          changed_when: false
+        - name: A root-only file through a temporary file and become (copy does not pipeline)
+          ansible.builtin.copy: {content: "root only\\n", dest: /root/bastionless-become.txt, mode: "0600"}
+          become: true
+        - name: Read it back as root, pipelining off
+          ansible.builtin.slurp: {src: /root/bastionless-become.txt}
+          become: true
+          register: slurped
+          vars:
+            ansible_pipelining: false
+        - name: Show
+          ansible.builtin.debug:
+            msg: "WHO {{ who.stdout }} FILE {{ slurped.content | b64decode | trim }}"
+        """)
+    assert recap[node]["failed"] == 0, output
+    assert "WHO root FILE root only" in output
+    output, recap = play(lab, node, """
+        - name: Not root without become
+          ansible.builtin.command: cat /root/bastionless-become.txt
+        """)
+    assert recap[node]["failed"] == 1 and "Permission denied" in output
+
+
+def test_a_command_that_outlives_the_timeout_fails_unreachable_and_the_next_task_reconnects(lab):
+    node = lab.nodes[0]
+    [before] = _sessions(lab, node)
+    output, recap = play(lab, node, """
+        - name: Longer than the timeout
+          ansible.builtin.command: sleep 600
+        """, "-e", "ansible_aws_ssm_command_timeout=3", timeout=90)
+    assert recap[node]["unreachable"] == 1, output
+    assert "did not answer within 3 s" in output
+    # The session that ran it was ended (its shell state is unknown), not left running the sleep.
+    wait_until(lambda: before["SessionId"] in [s["SessionId"] for s in _sessions(lab, node, "History")],
+               what="the timed-out session in the history")
+    output, recap = play(lab, node, """
+        - name: The next task opens a new session
+          ansible.builtin.command: pgrep -c sleep
+          register: sleeps
+          failed_when: false
+        - name: Show
+          ansible.builtin.debug: {msg: "SLEEPS {{ sleeps.stdout | default('') }}"}
+        """)
+    assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, output
+    assert "SLEEPS 0" in output or "SLEEPS \"\"" in output or "SLEEPS " in output
+    assert [s["SessionId"] for s in _sessions(lab, node)] != [before["SessionId"]]
+
+
+def test_an_agent_that_drops_mid_play_makes_the_node_unreachable_and_the_next_play_reconnects(lab):
+    node = lab.nodes[1]
+    output, recap = play(lab, node, f"""
+        - name: Reachable
+          ansible.builtin.command: hostname
+        - name: The agent goes away for a while
+          ansible.builtin.command: {SSM_LAB} agent drop {node} --seconds 12
+          delegate_to: localhost
+          connection: local
+          vars:
+            ansible_python_interpreter: "{sys.executable}"
+        - name: Now the node does not answer
+          ansible.builtin.command: hostname
+        - name: Never reached
+          ansible.builtin.command: hostname
+        """, "-e", "ansible_aws_ssm_command_timeout=5", timeout=120)
+    assert recap[node]["unreachable"] == 1 and recap[node]["ok"] == 2, output
+    assert "did not answer within 5 s" in output
+    wait_until(lambda: next(line for line in lab.cli("status").stdout.splitlines() if line.startswith(node)).split()[3] == "up",
+               timeout=60, what="the agent back")
+    output, recap = play(lab, node, """
+        - name: Reachable again
+          ansible.builtin.command: hostname
+        """)
+    assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, output
+
+
+def test_two_plays_at_once_against_one_node_both_succeed(lab):
+    node = lab.nodes[1]
+    body = """
+        - name: Write, read back
+          ansible.builtin.shell: "echo {name}-{{{{ item }}}} > /tmp/{name}-{{{{ item }}}} && cat /tmp/{name}-{{{{ item }}}}"
+          loop: [1, 2, 3, 4, 5, 6]
+          register: wrote
+        - name: Show
+          ansible.builtin.debug: {{msg: "{name} {{{{ wrote.results | map(attribute='stdout') | join(',') }}}}"}}
+        """
+    first = play(lab, node, body.format(name="alpha"), background=True)
+    second = play(lab, node, body.format(name="beta"), background=True)
+    outputs = [p.communicate(timeout=300)[0] for p in (first, second)]
+    for name, output in zip(("alpha", "beta"), outputs):
+        recap = _recap(output)
+        assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, output
+        assert f"{name} " + ",".join(f"{name}-{i}" for i in range(1, 7)) in output
+    assert len(_sessions(lab, node)) == 1  # both plays were served by the one persistent session
+
+
+def test_a_no_log_secret_appears_in_no_transcript_bucket_log_or_controller_file(lab):
+    node = lab.nodes[1]
+    secret = "s3cr3t-" + os.urandom(8).hex()
+    visible = "visible-" + os.urandom(4).hex()
+    output, recap = play(lab, node, f"""
+        - name: Start from a new session (logged from its first byte)
+          ansible.builtin.meta: reset_connection
+        - name: Output is recorded in the transcript, as with any session
+          ansible.builtin.command: echo {visible}
+        - name: A secret file content (a no_log argument of copy, sent through the session)
+          ansible.builtin.copy: {{content: "{secret}\\n", dest: /tmp/secret.txt, mode: "0600"}}
+          no_log: true
+        - name: A secret module argument (no_log in the module's argument spec; pipelined on stdin)
+          ansible.builtin.user: {{name: bltest, password: "{secret}", create_home: false}}
+          become: true
+          no_log: true
+        - name: End the session, so that its transcript is uploaded
+          ansible.builtin.meta: reset_connection
+        """)
+    assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, output
+    s3, logs = lab.client("s3"), lab.client("logs")
+
+    def transcripts():
+        found = {}
+        for obj in s3.list_objects_v2(Bucket=SESSIONS_BUCKET).get("Contents", []):
+            text = s3.get_object(Bucket=SESSIONS_BUCKET, Key=obj["Key"])["Body"].read().decode()
+            found[obj["Key"]] = text + "\n" + _decoded(text)
+        return found if any(visible in text for text in found.values()) else None
+
+    # The transcript holds the commands' output (base64 in the connection's framing), so what a task prints is
+    # audited; the secret is in it neither in clear nor decoded.
+    recorded = wait_until(transcripts, timeout=30, what="the transcript with the visible output")
+    assert not any(secret in text for text in recorded.values())
+    events = [e["message"] for s in logs.describe_log_streams(logGroupName=GROUP)["logStreams"]
+              for e in logs.get_log_events(logGroupName=GROUP, logStreamName=s["logStreamName"])["events"]]
+    assert any(visible in _decoded(e) for e in events)
+    assert not any(secret in e or secret in _decoded(e) for e in events)
+    for bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]:
+        for obj in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+            assert secret.encode() not in s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read(), obj["Key"]
+    assert secret not in output
+    for directory in (lab.control, lab.local_tmp, lab.work):
+        for parent, _dirs, files in os.walk(directory):
+            for name in files:
+                if name.startswith("play-"):
+                    continue  # the test's own playbooks hold the secret: they are its input
+                path = os.path.join(parent, name)
+                if os.path.isfile(path) and not os.path.islink(path):
+                    with open(path, "rb") as handle:
+                        assert secret.encode() not in handle.read(), path
+    # It did reach the node.
+    output, recap = play(lab, node, """
+        - name: Compare
+          ansible.builtin.shell: grep -c '^bltest:{secret}:' /etc/shadow; cat /tmp/secret.txt | sha256sum
+          become: true
+          register: check
+          no_log: true
+        - name: Show
+          ansible.builtin.debug: {{msg: "CHECK {{{{ check.stdout_lines }}}}"}}
+        """.format(secret=secret))
+    assert f"'1', '{hashlib.sha256((secret + chr(10)).encode()).hexdigest()}  -'" in output, output
+    assert os.listdir(lab.control) and all(
+        (os.stat(os.path.join(lab.control, n)).st_mode & 0o077) == 0 for n in os.listdir(lab.control))
+
+
+def test_the_documented_examples_run_in_the_lab(lab):
+    import ast  # pylint: disable=import-outside-toplevel
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "..", "plugins", "connection", "session.py"), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    [examples] = [n.value.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "EXAMPLES"]
+    (lab.work / "examples.yml").write_text(examples)
+    (lab.work / "inventory.yml").write_text(f"ssm_nodes:\n  hosts:\n    {lab.nodes[0]}:\n")
+    result = subprocess.run(
+        ["ansible-playbook", "-i", "inventory.yml", "examples.yml",
+         "-e", f"ansible_aws_ssm_plugin={lab.env['AWS_SESSION_MANAGER_PLUGIN']}",
+         "-e", "ansible_python_interpreter=/usr/bin/python3", "-e", f"ansible_aws_ssm_control_path_dir={lab.control}"],
+        cwd=str(lab.work), env=lab.environ(ANSIBLE_NOCOLOR="1"), capture_output=True, text=True, timeout=300, check=False)
+    recap = _recap(result.stdout)
+    assert result.returncode == 0 and recap[lab.nodes[0]]["failed"] == 0, result.stdout + result.stderr
+    assert (lab.work / "fetched" / lab.nodes[0] / "etc" / "os-release").exists()
+
+
+def test_the_managed_nodes_inventory_selects_it(lab, tmp_path):
+    """connection: bastionless.ssm.session in a managed_nodes configuration is all it takes: every node answers over a
+    persistent session, with no bucket anywhere."""
+    source = tmp_path / "session.managed_nodes.yml"
+    source.write_text("plugin: bastionless.ssm.managed_nodes\nregions: [us-east-1]\n"
+                      f"connection: {CONNECTION}\ncompose:\n  ansible_python_interpreter: \"'/usr/bin/python3'\"\n"
+                      f"  ansible_aws_ssm_plugin: \"'{lab.env['AWS_SESSION_MANAGER_PLUGIN']}'\"\n"
+                      f"  ansible_aws_ssm_control_path_dir: \"'{lab.control}'\"\n")
+    listed = subprocess.run(["ansible-inventory", "-i", str(source), "--list"], cwd=str(lab.work), env=lab.environ(),
+                            capture_output=True, text=True, timeout=120, check=True)
+    hostvars = json.loads(listed.stdout)["_meta"]["hostvars"]
+    assert set(lab.nodes) <= set(hostvars)
+    assert all(hostvars[n]["ansible_connection"] == CONNECTION and "ansible_aws_ssm_bucket_name" not in hostvars[n]
+               for n in lab.nodes)
+    result = subprocess.run(["ansible", "-i", str(source), "all", "-m", "ansible.builtin.ping"], cwd=str(lab.work),
+                            env=lab.environ(ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
+                                            ANSIBLE_LOCAL_TEMP=str(lab.local_tmp)),
+                            capture_output=True, text=True, timeout=300, check=False)
+    for node in lab.nodes:
+        assert re.search(rf"^{node} \| SUCCESS", result.stdout, re.M), result.stdout + result.stderr
+        assert _sessions(lab, node), f"no persistent session to {node}"

@@ -1,0 +1,159 @@
+"""bastionless.ssm.session's pure logic: the framed command script (run by a real local sh, as the node's shell
+would run it), base64 chunking, checksums, control paths, and the options it shares with amazon.aws.aws_ssm."""
+
+import ast
+import base64
+import hashlib
+import io
+import os
+import subprocess
+
+import pytest
+import yaml
+
+from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_protocol as protocol
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+BASE = os.path.join(os.path.dirname(yaml.__file__), "..", "ansible_collections", "amazon", "aws", "plugins",
+                    "connection", "aws_ssm.py")
+
+
+def _doc(path: str) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    [text] = [n.value.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "DOCUMENTATION"]
+    return yaml.safe_load(text)
+
+
+def _sh(script: bytes) -> bytes:
+    """What a node's sh prints for the script (with CRLF, as a pty with onlcr sends it)."""
+    result = subprocess.run(["/bin/sh"], input=script, capture_output=True, timeout=30, check=True)
+    return result.stdout.replace(b"\n", b"\r\n")
+
+
+def _run(cmd: bytes, stdin: bytes | None = None) -> tuple:
+    marker = protocol.new_marker()
+    head, tail = protocol.command_script(cmd, marker, stdin is not None)
+    script = head + (protocol.b64_lines(stdin) if stdin is not None else b"") + tail
+    return protocol.parse_reply(b"noise before\r\n" + _sh(script), marker)
+
+
+@pytest.mark.parametrize("cmd, stdin, expected", [
+    (b"echo hello", None, (0, b"hello\n", b"")),
+    (b"echo out; echo err >&2; exit 7", None, (7, b"out\n", b"err\n")),
+    (b"cat", b"", (0, b"", b"")),
+    (b"cat", bytes(range(256)) * 3, (0, bytes(range(256)) * 3, b"")),
+    (b"printf '\\377\\376caf\\351\\033[31m'", None, (0, b"\xff\xfecaf\xe9\x1b[31m", b"")),
+    (b"printf 'a\\nb'\nprintf 'c'", None, (0, b"a\nbc", b"")),  # a command of several lines
+    (b"echo \"it's $((1+1))\" '\"quoted\"'", None, (0, b"it's 2 \"quoted\"\n", b"")),
+    (b"read line; echo got:$line", b"secret\n", (0, b"got:secret\n", b"")),
+    (b"cat >/dev/null; echo no stdin left", None, (0, b"no stdin left\n", b"")),
+])
+def test_a_command_script_round_trips_through_sh(cmd, stdin, expected):
+    assert _run(cmd, stdin) == expected
+
+
+def test_no_script_line_is_long_and_nothing_is_in_clear():
+    marker = protocol.new_marker()
+    secret = b"hunter2-" * 200
+    head, tail = protocol.command_script(b"echo " + secret, marker, True)
+    script = head + protocol.b64_lines(secret) + tail
+    assert max(len(line) for line in script.split(b"\n")) < 200  # far below a pty's 4096 in canonical mode
+    assert b"hunter2" not in script
+    assert protocol.end_of_reply(marker) not in script  # an echoed script never ends a reply
+
+
+def test_the_marker_cannot_be_a_base64_line():
+    marker = protocol.new_marker()
+    assert len(marker) == 23 and "-" in marker
+    assert set(marker) - set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=")
+
+
+@pytest.mark.parametrize("reply, message", [
+    (b"nothing framed\r\n", "no framed output"),
+    (b"{m}:O\r\naGk=\r\n{m}:E\r\n", "no exit status"),
+    (b"{m}:O\r\naGk=\r\n{m}:E\r\n{m}:R \r\n", "no valid exit status"),
+    (b"{m}:O\r\n!!!!\r\n{m}:E\r\n{m}:R 0\r\n", "not valid base64"),
+])
+def test_a_reply_that_is_not_framed_is_refused(reply, message):
+    marker = protocol.new_marker()
+    with pytest.raises(protocol.ProtocolError, match=message):
+        protocol.parse_reply(reply.replace(b"{m}", marker.encode()), marker)
+
+
+@pytest.mark.parametrize("size", [0, 1, 56, 57, 58, 57 * 1024, 57 * 1024 + 1, 300000])
+def test_files_are_chunked_in_whole_base64_lines_and_hashed(size):
+    data = os.urandom(size)
+    digest = hashlib.sha256()
+    chunks = list(protocol.b64_file_chunks(io.BytesIO(data), digest))
+    assert base64.b64decode(b"".join(chunks)) == data
+    assert all(len(line) <= 76 for chunk in chunks for line in chunk.split(b"\n"))
+    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert len(chunks) == -(-size // protocol.READ_CHUNK)
+
+
+def test_a_chunk_size_that_splits_lines_is_refused():
+    with pytest.raises(ValueError, match="multiple of 57"):
+        list(protocol.b64_file_chunks(io.BytesIO(b"x"), hashlib.sha256(), chunk=1000))
+
+
+def test_put_and_fetch_commands_carry_the_checksum(tmp_path):
+    target = tmp_path / "it's a file"
+    data = os.urandom(5000)
+    rc, out, err = _run(protocol.put_command(str(target)), data)
+    assert (rc, err) == (0, b"") and target.read_bytes() == data
+    assert protocol.sha256_of(out) == hashlib.sha256(data).hexdigest()
+    rc, out, err = _run(protocol.fetch_command(str(target)))
+    assert rc == 0 and out == data and protocol.sha256_of(err) == hashlib.sha256(data).hexdigest()
+    rc, out, err = _run(protocol.fetch_command(str(tmp_path / "missing")))
+    assert rc != 0 and out == b"" and b"missing" in err
+    assert protocol.sha256_of(b"not a sum") == ""
+
+
+IDENTITY = {"endpoint": "", "region": "us-east-1", "profile": "", "key": "AKIA1", "instance": "i-0abc",
+            "document": "", "plugin": "", "uid": 0}
+
+
+@pytest.mark.parametrize("change", [{"key": "AKIA2"}, {"instance": "i-0abd"}, {"region": "eu-west-1"},
+                                    {"document": "Custom"}, {"uid": 1000}, {"profile": "other"},
+                                    {"endpoint": "http://127.0.0.1:1"}])
+def test_each_part_of_the_identity_names_another_socket(change):
+    assert protocol.control_name(IDENTITY) != protocol.control_name({**IDENTITY, **change})
+    assert protocol.control_name(IDENTITY) == protocol.control_name(dict(IDENTITY))
+    assert "i-0abc" not in protocol.control_name(IDENTITY) and "AKIA" not in protocol.control_name(IDENTITY)
+
+
+def test_control_paths_and_their_length_limit(tmp_path):
+    sock, lock = protocol.control_paths(str(tmp_path), IDENTITY)
+    assert sock.endswith(".sock") and lock.endswith(".lock") and os.path.dirname(sock) == str(tmp_path)
+    with pytest.raises(ValueError, match="control_path_dir"):
+        protocol.control_paths("/tmp/" + "x" * 100, IDENTITY)
+
+
+def test_a_control_dir_others_can_open_is_refused(tmp_path):
+    private = tmp_path / "cp"
+    protocol.check_control_dir(str(private), os.getuid())
+    assert (os.stat(private).st_mode & 0o777) == 0o700
+    os.chmod(private, 0o755)
+    with pytest.raises(ValueError, match="chmod 700"):
+        protocol.check_control_dir(str(private), os.getuid())
+    with pytest.raises(ValueError, match="not to you"):
+        protocol.check_control_dir(str(tmp_path), os.getuid() + 1)
+
+
+def test_the_setup_line_prints_the_ready_marker_only_when_run():
+    setup, ready = protocol.setup_script()
+    assert ready not in setup  # echoed before stty -echo takes effect, it cannot be taken for the answer
+    assert b"stty -echo" in setup and b"unset HISTFILE" in setup and setup.endswith(b"\n")
+
+
+def test_every_option_of_aws_ssm_is_an_option_of_session():
+    base = _doc(BASE)["options"]
+    ours = _doc(os.path.join(ROOT, "plugins", "connection", "session.py"))["options"]
+    for name, spec in base.items():
+        assert name in ours, name
+        for source in ("vars", "env", "ini"):
+            assert ours[name].get(source) == spec.get(source), (name, source)
+        assert ours[name].get("default") == spec.get("default"), name
+    assert {"persist_idle_timeout", "control_path_dir", "command_timeout", "transfer_threshold", "pipelining"} <= set(ours)
+    assert ours["pipelining"]["default"] is True
