@@ -39,7 +39,7 @@ for n in nodes:
 recap = re.findall(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)",
                    open(sys.argv[2], encoding="utf-8").read(), re.M)
 print("site.yml changed: " + ", ".join(f"{host} {changed}" for host, _ok, changed, _u, _f in recap))
-history = ssm.describe_sessions(State="History")["Sessions"]
+history = [s for page in ssm.get_paginator("describe_sessions").paginate(State="History") for s in page["Sessions"]]
 print(f"Session Manager sessions so far: {len(history)}, owners: " + ", ".join(sorted({s['Owner'] for s in history})))
 prefs = __import__("json").loads(ssm.get_document(Name="SSM-SessionManagerRunShell")["Content"])["inputs"]
 keys = s3.list_objects_v2(Bucket=prefs["s3BucketName"], Prefix=prefs.get("s3KeyPrefix", "")).get("KeyCount", 0)
