@@ -17,7 +17,8 @@ import os
 from ansible import constants as C
 from ansible.plugins.action import ActionBase
 
-LOCAL_TRANSPORTS = ("local", "ansible.builtin.local", "ansible.legacy.local")
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._controller_action import not_on_controller
+
 KEY_PARENT = "BASTIONLESS_SSM_KEY_PARENT"
 
 
@@ -28,15 +29,9 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp  # tmp no longer has any effect
 
-        transport = getattr(self._connection, "transport", "")
-        if transport not in LOCAL_TRANSPORTS:
-            result.update(
-                failed=True,
-                msg=(
-                    f"bastionless.ssm.instance_connect_key makes the key on the controller, not over the {transport} "
-                    "connection: use hosts: localhost, or delegate_to: localhost on the task."
-                ),
-            )
+        error = not_on_controller(self._connection, "bastionless.ssm.instance_connect_key makes the key on the controller")
+        if error:
+            result.update(failed=True, msg=error)
             return result
 
         os.environ[KEY_PARENT] = str(C.DEFAULT_LOCAL_TMP)

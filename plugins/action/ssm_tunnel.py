@@ -16,7 +16,8 @@ import os
 
 from ansible.plugins.action import ActionBase
 
-LOCAL_TRANSPORTS = ("local", "ansible.builtin.local", "ansible.legacy.local")
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._controller_action import not_on_controller
+
 CONTROLLER_PID = "BASTIONLESS_SSM_CONTROLLER_PID"
 CONTROLLER_START = "BASTIONLESS_SSM_CONTROLLER_START"
 
@@ -37,15 +38,9 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp  # tmp no longer has any effect
 
-        transport = getattr(self._connection, "transport", "")
-        if transport not in LOCAL_TRANSPORTS:
-            result.update(
-                failed=True,
-                msg=(
-                    f"bastionless.ssm.ssm_tunnel runs on the controller, not over the {transport} connection: use "
-                    "hosts: localhost, or delegate_to: localhost on the task."
-                ),
-            )
+        error = not_on_controller(self._connection, "bastionless.ssm.ssm_tunnel runs on the controller")
+        if error:
+            result.update(failed=True, msg=error)
             return result
 
         controller = os.getppid()
