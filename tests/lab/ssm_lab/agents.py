@@ -278,21 +278,6 @@ def _kill(process) -> None:
             pass
 
 
-async def _writable(loop: asyncio.AbstractEventLoop, fd: int) -> None:
-    """Wait until fd can be written to (as the real agent's blocking write to the pty would), without polling."""
-    ready = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_writer(fd, wake)
-    try:
-        await ready
-    finally:
-        loop.remove_writer(fd)
-
-
 async def _relay_fd(master: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Relay a pty master and a stream until the shell exits (EIO on the master) or the peer goes away."""
     loop = asyncio.get_running_loop()
@@ -333,7 +318,7 @@ async def _relay_fd(master: int, reader: asyncio.StreamReader, writer: asyncio.S
                     written = os.write(master, view)
                     view = view[written:]
                 except BlockingIOError:
-                    await _writable(loop, master)  # the pty's input queue is full (4 KiB): wait until the shell reads
+                    await common.writable(master)  # the pty's input queue is full (4 KiB): wait until the shell reads
                 except OSError:
                     return
 

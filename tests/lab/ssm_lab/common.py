@@ -107,6 +107,23 @@ async def read_line(reader: asyncio.StreamReader, limit_s: float | None = None) 
         return None
 
 
+async def writable(fd: int) -> None:
+    """Wait until fd can be written to (a pty or pipe whose reader is behind), without polling, as the blocking
+    write of the real agent or plugin would."""
+    loop = asyncio.get_running_loop()
+    ready = loop.create_future()
+
+    def wake() -> None:
+        if not ready.done():
+            ready.set_result(None)
+
+    loop.add_writer(fd, wake)
+    try:
+        await ready
+    finally:
+        loop.remove_writer(fd)
+
+
 async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, on_data=None, delay: float = 0.0) -> None:
     """Copy bytes until EOF; optionally tee them and delay each chunk by a one-way latency.
 

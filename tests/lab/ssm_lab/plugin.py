@@ -33,22 +33,6 @@ def _out(text: str) -> None:
     sys.stdout.flush()
 
 
-async def _writable(fd: int) -> None:
-    """Wait until fd can be written to, without polling."""
-    loop = asyncio.get_running_loop()
-    ready = loop.create_future()
-
-    def wake() -> None:
-        if not ready.done():
-            ready.set_result(None)
-
-    loop.add_writer(fd, wake)
-    try:
-        await ready
-    finally:
-        loop.remove_writer(fd)
-
-
 class Plugin:
     def __init__(self, response: dict, target: dict) -> None:
         self.session_id = response["SessionId"]
@@ -129,7 +113,7 @@ class Plugin:
                     try:
                         view = view[os.write(out_fd, view):]
                     except BlockingIOError:
-                        await _writable(out_fd)  # the reader is behind: wait for it, as a blocking write would
+                        await common.writable(out_fd)  # the reader is behind: wait for it, as a blocking write would
         except (ConnectionError, OSError):
             pass
         finally:
