@@ -28,7 +28,15 @@ def run(lab, *argv, check=True):
         shutil.rmtree(os.path.dirname(argv[-1]), ignore_errors=True)
     output = result.stdout + result.stderr
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)} exited {result.returncode}:\n{output[-6000:]}")
+        # What failed may be far above the tail: the task line before each failure, and the failure itself.
+        task, failed = "", []
+        for line in output.splitlines():
+            if line.startswith("TASK ["):
+                task = line
+            elif "UNREACHABLE!" in line or line.startswith("fatal:"):
+                failed.append(f"{task}\n{line[:2000]}")
+        failures = "\n".join(failed)
+        raise AssertionError(f"{' '.join(argv)} exited {result.returncode}:\n{failures}\n...\n{output[-6000:]}")
     recap = {m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)), "unreachable": int(m.group(4)),
                           "failed": int(m.group(5))} for m in RECAP.finditer(result.stdout)}
     return output, recap
