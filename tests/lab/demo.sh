@@ -43,7 +43,8 @@ history = [s for page in ssm.get_paginator("describe_sessions").paginate(State="
 print(f"Session Manager sessions so far: {len(history)}, owners: " + ", ".join(sorted({s['Owner'] for s in history})))
 prefs = __import__("json").loads(ssm.get_document(Name="SSM-SessionManagerRunShell")["Content"])["inputs"]
 keys = s3.list_objects_v2(Bucket=prefs["s3BucketName"], Prefix=prefs.get("s3KeyPrefix", "")).get("KeyCount", 0)
-streams = logs.describe_log_streams(logGroupName=prefs["cloudWatchLogGroupName"])["logStreams"]
+streams = [s for page in logs.get_paginator("describe_log_streams").paginate(logGroupName=prefs["cloudWatchLogGroupName"])
+           for s in page["logStreams"]]
 print(f"transcripts: s3://{prefs['s3BucketName']}/{prefs.get('s3KeyPrefix', '')} ({keys} objects), "
       f"CloudWatch Logs {prefs['cloudWatchLogGroupName']} ({len(streams)} streams)")
 print(f"SSH used: none. Port 22: closed; the nodes listen on no port at all. Took {time.time() - float(sys.argv[1]):.0f} s.")
