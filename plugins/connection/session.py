@@ -247,14 +247,12 @@ from ansible.module_utils.common.text.converters import to_bytes
 from ansible.module_utils.common.text.converters import to_native
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.connection import ConnectionBase
+from ansible.plugins.loader import connection_loader
+from ansible.utils.display import Display
 
-from ansible_collections.amazon.aws.plugins.connection.aws_ssm import Connection as AwsSsmConnection
 from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_protocol as protocol
 
-try:
-    import botocore.exceptions
-except ImportError:  # boto3 missing: the base connection says so
-    pass
+display = Display()
 
 MASTER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "plugin_utils", "_session_master.py")
 FRAME = 262144  # bytes of input per frame to the master
@@ -290,15 +288,81 @@ class _NotServed(Exception):
     """The master did not take the request (gone, or going): nothing ran, so starting a new one is safe."""
 
 
-class Connection(AwsSsmConnection):
-    """Session Manager with a persistent per-host session, in-band transfers and pipelining."""
+class Connection(ConnectionBase):
+    """Session Manager with a persistent per-host session, in-band transfers and pipelining.
+
+    It builds on amazon.aws.aws_ssm's connection: the same options, and that connection itself, made only when a task
+    needs AWS (StartSession, the bucket) or the node runs Windows. A task over a running session imports neither it
+    nor boto3: Ansible runs each task in a new worker process, where that import alone costs about 80 ms of CPU.
+    """
 
     transport = "bastionless.ssm.session"
+    default_user = ""
+    allow_executable = False
+    allow_extras = True
     has_pipelining = True
+    is_windows = False
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, play_context, *args, **kwargs) -> None:
+        super().__init__(play_context, *args, **kwargs)
+        self._base_args = (play_context, args, kwargs)
+        self._base = None
+        self.host = self._play_context.remote_addr
+        self._instance_id = None
         self._session_id = None
+        if getattr(self._shell, "SHELL_FAMILY", "") == "powershell":  # as amazon.aws.aws_ssm sets it up
+            self.is_windows = True
+            self.has_native_async = True
+            self.always_pipeline_modules = True
+            self.module_implementation_preferences = (".ps1", ".exe", "")
+            self._shell_type = "powershell"
+
+    def _aws_ssm(self):
+        """amazon.aws.aws_ssm's connection to the same host, with this connection's options, shell and become."""
+        if self._base is None:
+            play_context, args, kwargs = self._base_args
+            base = connection_loader.get("amazon.aws.aws_ssm", play_context, *args, **kwargs)
+            if base is None:
+                raise AnsibleError("bastionless.ssm.session needs the amazon.aws collection (amazon.aws.aws_ssm)")
+            base._shell = self._shell
+            if self.become is not None:
+                base.set_become_plugin(self.become)
+            self._base = base
+        self._base._options = self._options  # the task's options, whenever they were set
+        self._base.instance_id = self.instance_id
+        return self._base
+
+    def set_become_plugin(self, plugin) -> None:
+        super().set_become_plugin(plugin)
+        if self._base is not None:
+            self._base.set_become_plugin(plugin)
+
+    @property
+    def instance_id(self) -> str:
+        if not self._instance_id:
+            self._instance_id = self.host if self.get_option("instance_id") is None else self.get_option("instance_id")
+        return self._instance_id
+
+    @instance_id.setter
+    def instance_id(self, instance_id: str) -> None:
+        self._instance_id = instance_id
+
+    @property
+    def ssm_client(self):
+        return self._aws_ssm().ssm_client
+
+    @property
+    def s3_client(self):
+        return self._aws_ssm().s3_manager.client
+
+    @property
+    def s3_manager(self):
+        return self._aws_ssm().s3_manager
+
+    def verbosity_display(self, level: int, message: str) -> None:
+        """As amazon.aws.aws_ssm's: message at verbosity level (1-4), with the host."""
+        show = {1: display.v, 2: display.vv, 3: display.vvv, 4: display.vvvv}[level]
+        show(to_text(message), **({"host": self.host} if self.host else {}))
 
     # --- options -----------------------------------------------------------------------------------------
     def _command_timeout(self) -> int:
@@ -332,21 +396,23 @@ class Connection(AwsSsmConnection):
     # --- connection ---------------------------------------------------------------------------------------
     def _connect(self):
         if self.is_windows:
-            return super()._connect()
+            self._aws_ssm()._connect()
+            self._connected = True
+            return self
         self._play_context.remote_user = getpass.getuser()
         self._connected = True
         return self
 
     def close(self) -> None:
         """Leave the master running (it persists); the next task reuses it."""
-        if self.is_windows:
-            super().close()
+        if self.is_windows and self._base is not None:
+            self._base.close()
         self._connected = False
 
     def reset(self) -> None:
         """End the host's persistent session (meta: reset_connection, the reboot module); the next task starts a new one."""
         if self.is_windows:
-            super().reset()
+            self._aws_ssm().reset()
             return
         sock, _lock = self._control_paths()
         try:
@@ -362,7 +428,7 @@ class Connection(AwsSsmConnection):
                 return  # another task started it while this one waited for the lock
             except (_NotServed, AnsibleConnectionFailure, OSError):
                 pass
-            executable = self.get_executable()
+            executable = self._aws_ssm().get_executable()
             self.verbosity_display(3, f"ESTABLISH SSM SESSION TO: {self.instance_id} (persistent, {sock})")
             client = self.ssm_client
             start_args = {"Target": self.instance_id, "Parameters": {}}
@@ -370,7 +436,7 @@ class Connection(AwsSsmConnection):
                 start_args["DocumentName"] = self.get_option("ssm_document")
             try:
                 response = client.start_session(**start_args)
-            except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+            except (_botocore_exceptions().ClientError, _botocore_exceptions().BotoCoreError) as e:
                 raise AnsibleConnectionFailure(f"StartSession to {self.instance_id} failed: {to_native(e)}") from e
             session_id = response["SessionId"]
             setup, ready = protocol.setup_script()
@@ -495,7 +561,7 @@ class Connection(AwsSsmConnection):
     # --- the connection's API -----------------------------------------------------------------------------
     def exec_command(self, cmd, in_data=None, sudoable=True):
         if self.is_windows:
-            return super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
+            return self._aws_ssm().exec_command(cmd, in_data=in_data, sudoable=sudoable)
         ConnectionBase.exec_command(self, cmd, in_data=in_data, sudoable=sudoable)
         self.verbosity_display(3, f"EXEC: {to_text(cmd)}")
         if sudoable and self.become and self.become.expect_prompt():
@@ -507,7 +573,7 @@ class Connection(AwsSsmConnection):
 
     def put_file(self, in_path, out_path):
         if self.is_windows:
-            return super().put_file(in_path, out_path)
+            return self._aws_ssm().put_file(in_path, out_path)
         ConnectionBase.put_file(self, in_path, out_path)
         self.verbosity_display(3, f"PUT {in_path} TO {out_path}")
         b_in = to_bytes(in_path, errors="surrogate_or_strict")
@@ -528,7 +594,7 @@ class Connection(AwsSsmConnection):
 
     def fetch_file(self, in_path, out_path):
         if self.is_windows:
-            return super().fetch_file(in_path, out_path)
+            return self._aws_ssm().fetch_file(in_path, out_path)
         ConnectionBase.fetch_file(self, in_path, out_path)
         self.verbosity_display(3, f"FETCH {in_path} TO {out_path}")
         rc, stdout, stderr = self._execute(protocol.fetch_command(in_path))
@@ -549,7 +615,7 @@ class Connection(AwsSsmConnection):
                 rules = self.s3_client.get_bucket_encryption(Bucket=self.get_option("bucket_name"))
                 rule = rules["ServerSideEncryptionConfiguration"]["Rules"][0]["ApplyServerSideEncryptionByDefault"]
                 mode, key_id = rule.get("SSEAlgorithm"), rule.get("KMSMasterKeyID")
-            except (botocore.exceptions.ClientError, KeyError, IndexError):
+            except (_botocore_exceptions().ClientError, KeyError, IndexError):
                 return {}
         args = {"ServerSideEncryption": mode}
         if mode == "aws:kms" and key_id:
@@ -572,13 +638,20 @@ class Connection(AwsSsmConnection):
         finally:
             try:
                 self.s3_client.delete_object(Bucket=bucket, Key=key)
-            except botocore.exceptions.ClientError as e:
+            except _botocore_exceptions().ClientError as e:
                 self.verbosity_display(1, f"could not delete s3://{bucket}/{key}: {to_text(e)}")
         if rc != 0:
             raise AnsibleError(f"failed to transfer {to_text(b_in)} to {out_path} through s3://{bucket}: "
                                f"{to_text(stderr).strip()}")
         if protocol.sha256_of(stdout) != digest.hexdigest():
             raise AnsibleError(f"{out_path} on {self.instance_id} does not have the SHA-256 of {to_text(b_in)}")
+
+
+def _botocore_exceptions():
+    """botocore's exceptions, imported when a task calls AWS (the aws_ssm connection has checked boto3 by then)."""
+    import botocore.exceptions  # pylint: disable=import-outside-toplevel
+
+    return botocore.exceptions
 
 
 class _Timeout(Exception):

@@ -1,12 +1,15 @@
 """bastionless.ssm.session's pure logic: the framed command script (run by a real local sh, as the node's shell
-would run it), base64 chunking, checksums, control paths, and the options it shares with amazon.aws.aws_ssm."""
+would run it), base64 chunking, checksums, control paths, the options it shares with amazon.aws.aws_ssm, and what
+loading the plugin imports (by Ansible's real plugin loader, in a new interpreter)."""
 
 import ast
 import base64
 import hashlib
 import io
+import json
 import os
 import subprocess
+import sys
 
 import pytest
 import yaml
@@ -157,3 +160,38 @@ def test_every_option_of_aws_ssm_is_an_option_of_session():
         assert ours[name].get("default") == spec.get("default"), name
     assert {"persist_idle_timeout", "control_path_dir", "command_timeout", "transfer_threshold", "pipelining"} <= set(ours)
     assert ours["pipelining"]["default"] is True
+
+
+_LOADED = r"""
+import json, sys
+from ansible.plugins.loader import connection_loader, init_plugin_loader, shell_loader
+from ansible.playbook.play_context import PlayContext
+init_plugin_loader()
+pc = PlayContext()
+pc.remote_addr = "i-0123456789abcdef0"
+linux = connection_loader.get("bastionless.ssm.session", pc)
+linux.set_options(var_options={"ansible_aws_ssm_region": "eu-west-1"})
+out = {"linux_is_windows": linux.is_windows, "instance": linux.instance_id, "region": linux.get_option("region"),
+       "boto3_for_linux": "boto3" in sys.modules}
+win = connection_loader.get("bastionless.ssm.session", pc, shell=shell_loader.get("powershell"))
+win.set_options(var_options={"ansible_aws_ssm_region": "eu-west-1", "ansible_aws_ssm_instance_id": "mi-0123456789abcdef0"})
+base = win._aws_ssm()
+out.update(windows=win.is_windows, base=type(base).__module__, base_is_windows=base.is_windows,
+           base_region=base.get_option("region"), base_instance=base.instance_id, same_shell=base._shell is win._shell)
+print(json.dumps(out))
+"""
+
+
+def test_a_linux_task_loads_no_boto3_and_windows_gets_aws_ssm_with_the_same_options():
+    """Ansible runs each task in a new worker process: importing boto3 there (amazon.aws.aws_ssm does) costs about
+    80 ms of CPU per task and host, so the plugin leaves it to the tasks that call AWS and to Windows nodes."""
+    collections = os.path.abspath(os.path.join(protocol.__file__, *[".."] * 6))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections)
+    done = subprocess.run([sys.executable, "-c", _LOADED], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out == {"linux_is_windows": False, "instance": "i-0123456789abcdef0", "region": "eu-west-1",
+                   "boto3_for_linux": False, "windows": True,
+                   "base": "ansible_collections.amazon.aws.plugins.connection.aws_ssm", "base_is_windows": True,
+                   "base_region": "eu-west-1", "base_instance": "mi-0123456789abcdef0", "same_shell": True}
