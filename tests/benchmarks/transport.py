@@ -2,6 +2,7 @@
 
     python tests/benchmarks/transport.py                      # 20 tasks, 10 nodes, 10 forks, AWS-like latency
     python tests/benchmarks/transport.py --nodes 3 --repeat 1 # a quick run
+    python tests/benchmarks/transport.py --cpu                # and where the CPU went, by component (cpu_account.py)
     make bench-transport BENCH_ARGS="--repeat 3"
 
 The transports:
@@ -28,6 +29,7 @@ Needs root (the lab), ansible with amazon.aws on PATH, bastionless.ssm on ANSIBL
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -41,6 +43,7 @@ import yaml
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 
+from cpu_account import CpuAccount  # noqa: E402
 from ssm_lab.registry import FaultModel  # noqa: E402
 from ssm_lab.testing import running_lab  # noqa: E402
 
@@ -118,20 +121,28 @@ def _cold(work: str, transport: str) -> None:
         shutil.rmtree(control, ignore_errors=True)
 
 
-def run_playbook(lab, work: str, inventory: str, forks: int, transport: str, per_task: bool = False) -> dict:
+def run_playbook(lab, work: str, inventory: str, forks: int, transport: str, per_task: bool = False,
+                 cpu: bool = False) -> dict:
     extra = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none",
              "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all"} if per_task else {}
-    started = time.monotonic()
-    result = subprocess.run(["ansible-playbook", "-i", inventory, "-f", str(forks), "playbook.yml",
-                             "-e", f"bench_dir=/tmp/bench-{transport}"], cwd=work,
-                            env=lab.environ(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="0", **extra),
-                            capture_output=True, text=True, timeout=3600, check=False)
-    wall = time.monotonic() - started
+    account = CpuAccount() if cpu else contextlib.nullcontext()
+    with account:
+        started = time.monotonic()
+        result = subprocess.run(["ansible-playbook", "-i", inventory, "-f", str(forks), "playbook.yml",
+                                 "-e", f"bench_dir=/tmp/bench-{transport}"], cwd=work,
+                                env=lab.environ(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1",
+                                                ANSIBLE_HOST_KEY_CHECKING="0", **extra),
+                                capture_output=True, text=True, timeout=3600, check=False)
+        wall = time.monotonic() - started
     if result.returncode != 0:
         raise RuntimeError(f"ansible-playbook -i {inventory} failed:\n{(result.stdout + result.stderr)[-4000:]}")
     if per_task:
         print(result.stdout[result.stdout.rfind("==============================================================="):])
-    return {"wall_s": round(wall, 2)}
+    if not cpu:
+        return {"wall_s": round(wall, 2)}
+    if account.seconds is None:
+        return {"wall_s": round(wall, 2), "cpu": account.why_not}
+    return {"wall_s": round(wall, 2), "cpu_s": account.seconds}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transports", default=",".join(TRANSPORTS), help="a subset of " + ",".join(TRANSPORTS))
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--per-task", action="store_true", help="print each task's time (ansible.posix.profile_tasks)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="also print the CPU seconds of each component (controller, masters, lab, nodes) per run")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("the lab runs as root; run this as root", file=sys.stderr)
@@ -169,9 +182,15 @@ def main(argv: list[str] | None = None) -> int:
             order = transports[attempt % len(transports):] + transports[:attempt % len(transports)]
             for transport in order:
                 _cold(work, transport)
-                result = run_playbook(lab, work, inventories[transport], args.nodes, transport, args.per_task)
+                result = run_playbook(lab, work, inventories[transport], args.nodes, transport, args.per_task, args.cpu)
                 runs[transport].append(result)
                 print(f"  run {attempt + 1}: {LABELS[transport]:<30} {result['wall_s']:>8.2f} s", flush=True)
+                if "cpu_s" in result:
+                    used = result["cpu_s"]
+                    print(f"    CPU {sum(used.values()):.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in used.items() if v),
+                          flush=True)
+                elif "cpu" in result:
+                    print(f"    CPU not measured: {result['cpu']}", flush=True)
             for transport in transports:
                 _cold(work, transport)
     best = {t: min(r["wall_s"] for r in results) for t, results in runs.items()}
