@@ -1,5 +1,7 @@
-"""Run ansible commands from the repository root against a lab and read their play recap."""
+"""Run ansible commands from the repository root against a lab and read their play recap; run tasks or one module in
+a play on the controller and read the module's result."""
 
+import json
 import os
 import re
 import shutil
@@ -52,3 +54,42 @@ def with_test_connection(argv) -> tuple:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(CONSTRUCTED.format(connection=connection))
     return argv + ["-i", path], {"ANSIBLE_INVENTORY_ENABLED": "host_list,script,auto,yaml,ini,toml,constructed"}
+
+
+def write_controller_playbook(tmp_path, tasks: list, filename: str = "playbook.yml") -> str:
+    """A playbook of one play that runs ``tasks`` on localhost (the controller, where the provisioning modules run);
+    returns its path."""
+    path = tmp_path / filename
+    path.write_text(json.dumps([{
+        "name": "On the controller", "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}, "tasks": tasks,
+    }]))
+    return str(path)
+
+
+def controller_play(lab, tmp_path, tasks: list, *flags: str, inventory: str = "localhost,", check: bool = True):
+    """Run ``tasks`` on localhost against the lab (``flags``: more ansible-playbook options); return (output, recap)."""
+    return run(lab, "ansible-playbook", "-i", inventory, write_controller_playbook(tmp_path, tasks), *flags,
+               check=check)
+
+
+def save_task(var: str, path) -> dict:
+    """A task that writes the variable ``var`` to ``path`` as JSON, also in check mode, reporting no change."""
+    return {"name": f"Save {var}", "ansible.builtin.copy": {"content": "{{ " + var + " | to_json }}", "dest": str(path)},
+            "check_mode": False, "changed_when": False}
+
+
+def call_module(lab, tmp_path, module: str, args: dict, *flags: str, fails: bool | None = False):
+    """Run ``module`` once with ``args`` in a play on the controller; return (result, output, recap).
+
+    ``fails``: whether the call must fail (the run goes on either way, and the result says why); None: either way."""
+    result_file = tmp_path / "result.json"
+    result_file.unlink(missing_ok=True)
+    output, recap = controller_play(lab, tmp_path, [
+        {"name": "Call the module", module: args, "register": "__result", "ignore_errors": fails is not False},
+        save_task("__result", result_file),
+    ], *flags)
+    result = json.loads(result_file.read_text())
+    if fails is not None:
+        assert result.get("failed", False) is fails, output
+    return result, output, recap

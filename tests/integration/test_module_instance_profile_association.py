@@ -9,7 +9,7 @@ import json
 import time
 
 import pytest
-from ansible_cli import run
+from ansible_cli import call_module
 from ssm_lab.testing import running_lab, wait_until
 
 MODULE = "bastionless.ssm.instance_profile_association"
@@ -53,28 +53,8 @@ def ping_status(lab, node: str):
 
 
 def play(lab, tmp_path, args: dict, *flags: str, fails: bool = False):
-    """Run the module once with ``args`` in a playbook on localhost; return (result, output, recap)."""
-    result_file = tmp_path / "result.json"
-    result_file.unlink(missing_ok=True)
-    playbook = [{
-        "name": "Run the module",
-        "hosts": "localhost",
-        "connection": "local",
-        "gather_facts": False,
-        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
-        "tasks": [
-            {"name": "Call the module", MODULE: args, "register": "__result", "ignore_errors": fails},
-            {"name": "Save the result",
-             "ansible.builtin.copy": {"content": "{{ __result | to_json }}", "dest": str(result_file)},
-             "check_mode": False, "changed_when": False},
-        ],
-    }]
-    path = tmp_path / "playbook.yml"
-    path.write_text(json.dumps(playbook))
-    output, recap = run(lab, "ansible-playbook", "-i", "localhost,", str(path), *flags)
-    result = json.loads(result_file.read_text())
-    assert result.get("failed", False) is fails, output
-    return result, output, recap
+    """Run the module once with ``args``; return (result, output, recap)."""
+    return call_module(lab, tmp_path, MODULE, args, *flags, fails=fails)
 
 
 @pytest.fixture(scope="module")

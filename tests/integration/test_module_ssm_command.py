@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 import yaml
-from ansible_cli import ROOT, run
+from ansible_cli import ROOT, call_module, controller_play, run
 from ssm_lab.testing import running_lab, wait_until
 
 MODULE = "bastionless.ssm.ssm_command"
@@ -50,27 +50,9 @@ def calls(lab, reset: bool = False) -> dict:
         return json.load(response)["calls"]
 
 
-def playbook(lab, tmp_path, tasks: list, *flags: str, inventory: str = "localhost,", check: bool = True):
-    path = tmp_path / "playbook.yml"
-    path.write_text(json.dumps([{
-        "name": "Run Command", "hosts": "localhost", "connection": "local", "gather_facts": False,
-        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}, "tasks": tasks,
-    }]))
-    return run(lab, "ansible-playbook", "-i", inventory, str(path), *flags, check=check)
-
-
 def play(lab, tmp_path, args: dict, *flags: str, fails: bool = False):
     """Run the module once with ``args``; return (result, output)."""
-    result_file = tmp_path / "result.json"
-    result_file.unlink(missing_ok=True)
-    output, _recap = playbook(lab, tmp_path, [
-        {"name": "Call the module", MODULE: args, "register": "__result", "ignore_errors": fails},
-        {"name": "Save the result", "ansible.builtin.copy": {"content": "{{ __result | to_json }}",
-                                                             "dest": str(result_file)},
-         "check_mode": False, "changed_when": False},
-    ], *flags)
-    result = json.loads(result_file.read_text())
-    assert result.get("failed", False) is fails, output
+    result, output, _recap = call_module(lab, tmp_path, MODULE, args, *flags, fails=fails)
     return result, output
 
 
@@ -279,7 +261,7 @@ def test_check_mode_names_unregistered_ids(lab, nodes, tmp_path):
 def test_the_documented_examples_run(lab, tmp_path):
     lab.client("s3").create_bucket(Bucket="bastionless-lab-transfer")  # the examples' output bucket
     tasks = examples("ssm_command")
-    output, recap = playbook(lab, tmp_path, tasks, "-i", os.path.join(ROOT, "inventories", "lab"), "-v")
+    output, recap = controller_play(lab, tmp_path, tasks, "-i", os.path.join(ROOT, "inventories", "lab"), "-v")
     assert recap["localhost"]["failed"] == 0, output
     assert recap["localhost"]["ok"] == len(tasks), output
 

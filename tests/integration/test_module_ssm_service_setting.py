@@ -5,7 +5,7 @@ is account-wide)."""
 import json
 
 import pytest
-from ansible_cli import run
+from ansible_cli import call_module, controller_play
 from ssm_lab.testing import running_lab
 
 MODULE = "bastionless.ssm.ssm_service_setting"
@@ -15,33 +15,9 @@ ROLE = f"service-role/{ROLE_NAME}"
 DHMC_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedEC2InstanceDefaultPolicy"
 
 
-def playbook(lab, tmp_path, tasks: list, *flags: str):
-    """Run ``tasks`` on localhost; return (output, recap)."""
-    path = tmp_path / "playbook.yml"
-    path.write_text(json.dumps([{
-        "name": "Service setting",
-        "hosts": "localhost",
-        "connection": "local",
-        "gather_facts": False,
-        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
-        "tasks": tasks,
-    }]))
-    return run(lab, "ansible-playbook", "-i", "localhost,", str(path), *flags)
-
-
 def play(lab, tmp_path, args: dict, *flags: str, fails: bool = False):
     """Run the module once with ``args``; return (result, output, recap)."""
-    result_file = tmp_path / "result.json"
-    result_file.unlink(missing_ok=True)
-    output, recap = playbook(lab, tmp_path, [
-        {"name": "Call the module", MODULE: args, "register": "__result", "ignore_errors": fails},
-        {"name": "Save the result",
-         "ansible.builtin.copy": {"content": "{{ __result | to_json }}", "dest": str(result_file)},
-         "check_mode": False, "changed_when": False},
-    ], *flags)
-    result = json.loads(result_file.read_text())
-    assert result.get("failed", False) is fails, output
-    return result, output, recap
+    return call_module(lab, tmp_path, MODULE, args, *flags, fails=fails)
 
 
 def current(lab) -> dict:
@@ -70,7 +46,7 @@ def test_check_mode_predicts_and_changes_nothing(setting_lab, tmp_path):
 
 
 def test_the_documented_example_turns_dhmc_on(setting_lab, tmp_path):
-    output, recap = playbook(setting_lab, tmp_path, [
+    output, recap = controller_play(setting_lab, tmp_path, [
         {"name": "Create the role that Default Host Management Configuration uses",
          "amazon.aws.iam_role": {
              "name": ROLE_NAME, "path": "/service-role/",

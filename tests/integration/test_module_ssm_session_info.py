@@ -6,34 +6,17 @@ documented examples."""
 import ast
 import json
 import os
-import socket
-import socketserver
-import threading
 
 import pytest
 import yaml
-from ansible_cli import ROOT, run
-from ssm_lab.testing import running_lab, wait_until
+from ansible_cli import ROOT, call_module, controller_play, run, save_task
+from ssm_lab.testing import EchoServer, accepts, running_lab, wait_until
 
 INFO = "bastionless.ssm.ssm_session_info"
 END = "bastionless.ssm.ssm_session"
 TUNNEL = "bastionless.ssm.ssm_tunnel"
 TO_HOST = "AWS-StartPortForwardingSessionToRemoteHost"
 SHELL = "SSM-SessionManagerRunShell"
-
-
-class Echo(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        while True:
-            data = self.request.recv(65536)
-            if not data:
-                return
-            self.request.sendall(data)
-
-
-class EchoServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
 
 
 class Caller:
@@ -64,36 +47,13 @@ def nodes(lab) -> list:
 
 @pytest.fixture(scope="module")
 def echo_port():
-    server = EchoServer(("127.0.0.1", 0), Echo)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
-def playbook(lab, tmp_path, tasks: list, *flags: str, inventory: str = "localhost,", check: bool = True):
-    path = tmp_path / "playbook.yml"
-    path.write_text(json.dumps([{
-        "name": "Sessions", "hosts": "localhost", "connection": "local", "gather_facts": False,
-        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}, "tasks": tasks,
-    }]))
-    return run(lab, "ansible-playbook", "-i", inventory, str(path), *flags, check=check)
-
-
-def save(var: str, path) -> dict:
-    return {"name": f"Save {var}", "ansible.builtin.copy": {"content": "{{ " + var + " | to_json }}", "dest": str(path)},
-            "check_mode": False, "changed_when": False}
+    with EchoServer() as server:
+        yield server.port
 
 
 def play(lab, tmp_path, module: str, args: dict, *flags: str, fails: bool = False):
-    result_file = tmp_path / "result.json"
-    result_file.unlink(missing_ok=True)
-    output, _recap = playbook(lab, tmp_path, [
-        {"name": "Call the module", module: args, "register": "__result", "ignore_errors": fails},
-        save("__result", result_file),
-    ], *flags)
-    result = json.loads(result_file.read_text())
-    assert result.get("failed", False) is fails, output
+    """Run ``module`` once with ``args`` on the controller; return (result, output)."""
+    result, output, _recap = call_module(lab, tmp_path, module, args, *flags, fails=fails)
     return result, output
 
 
@@ -103,14 +63,6 @@ def open_tunnel(lab, tmp_path, node: str, port: int, **extra) -> dict:
             "max_lifetime": 300, "state_dir": str(tmp_path / "tunnels"), **extra}
     result, _output = play(lab, tmp_path, TUNNEL, args)
     return result["tunnel"]
-
-
-def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            return True
-    except OSError:
-        return False
 
 
 def active_ids(lab, **filters) -> list:
@@ -125,12 +77,12 @@ def history(lab, nodes, echo_port, tmp_path_factory):
     amazon.aws.aws_ssm connection to the second. Returns who opened what."""
     tmp_path = tmp_path_factory.mktemp("history")
     alice, bob = Caller(lab, "alice"), Caller(lab, "bob")
-    output, recap = playbook(alice, tmp_path, [
+    output, recap = controller_play(alice, tmp_path, [
         {"name": "Open a tunnel", TUNNEL: {"target": nodes[0], "remote_host": "127.0.0.1", "remote_port": echo_port,
                                            "reason": "alice looks at the echo service",
                                            "state_dir": str(tmp_path / "tunnels")},
          "register": "__tunnel"},
-        save("__tunnel", tmp_path / "tunnel.json"),
+        save_task("__tunnel", tmp_path / "tunnel.json"),
     ])
     assert recap["localhost"]["failed"] == 0, output
     tunnel = json.loads((tmp_path / "tunnel.json").read_text())["tunnel"]
@@ -194,7 +146,7 @@ def test_by_session_id_and_max_results(lab, history, tmp_path):
 
 def test_active_sessions_and_ending_one_by_id(lab, nodes, history, echo_port, tmp_path):
     tunnel = open_tunnel(lab, tmp_path, nodes[0], echo_port, reason="to be ended")
-    output, recap = playbook(lab, tmp_path, [
+    output, recap = controller_play(lab, tmp_path, [
         {"name": "List", INFO: {"state": "active", "target": nodes[0]}, "register": "__active"},
         {"name": "End it, checking first", END: {"session_ids": [tunnel["session_id"]]}, "check_mode": True,
          "register": "__check"},
@@ -202,8 +154,8 @@ def test_active_sessions_and_ending_one_by_id(lab, nodes, history, echo_port, tm
         {"name": "End it", END: {"session_ids": [tunnel["session_id"]]}, "register": "__end"},
         {"name": "End it again, and one that never was",
          END: {"session_ids": [tunnel["session_id"], "nobody-0123456789abcdef0"]}, "register": "__again"},
-        save("{'active': __active, 'check': __check, 'still': __still, 'end': __end, 'again': __again}",
-             tmp_path / "results.json"),
+        save_task("{'active': __active, 'check': __check, 'still': __still, 'end': __end, 'again': __again}",
+                  tmp_path / "results.json"),
     ])
     assert recap["localhost"]["failed"] == 0, output
     results = json.loads((tmp_path / "results.json").read_text())
@@ -266,5 +218,5 @@ def examples(module: str) -> list:
 @pytest.mark.parametrize("module", ["ssm_session_info", "ssm_session"])
 def test_the_documented_examples_run(lab, nodes, history, tmp_path, module):
     tasks = examples(module)
-    output, recap = playbook(lab, tmp_path, tasks, "-i", "inventories/lab")
+    output, recap = controller_play(lab, tmp_path, tasks, "-i", "inventories/lab")
     assert recap["localhost"]["failed"] == 0, output

@@ -11,7 +11,7 @@ import time
 
 import pytest
 import yaml
-from ansible_cli import run
+from ansible_cli import call_module, controller_play, run
 from ssm_lab.testing import running_lab
 
 MODULE = "bastionless.ssm.ssm_session_preferences"
@@ -29,34 +29,9 @@ AWS_DEFAULTS = {
 }
 
 
-def playbook(lab, tmp_path, tasks: list, *flags: str, check: bool = True):
-    """Run ``tasks`` on localhost; return (output, recap)."""
-    path = tmp_path / "playbook.yml"
-    path.write_text(json.dumps([{
-        "name": "Session preferences",
-        "hosts": "localhost",
-        "connection": "local",
-        "gather_facts": False,
-        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
-        "tasks": tasks,
-    }]))
-    return run(lab, "ansible-playbook", "-i", "localhost,", str(path), *flags, check=check)
-
-
 def play(lab, tmp_path, args: dict, *flags: str, fails: bool | None = False):
     """Run the module once with ``args``; return (result, output, recap). ``fails=None``: either way."""
-    result_file = tmp_path / "result.json"
-    result_file.unlink(missing_ok=True)
-    output, recap = playbook(lab, tmp_path, [
-        {"name": "Call the module", MODULE: args, "register": "__result", "ignore_errors": fails is not False},
-        {"name": "Save the result",
-         "ansible.builtin.copy": {"content": "{{ __result | to_json }}", "dest": str(result_file)},
-         "check_mode": False, "changed_when": False},
-    ], *flags)
-    result = json.loads(result_file.read_text())
-    if fails is not None:
-        assert result.get("failed", False) is fails, output
-    return result, output, recap
+    return call_module(lab, tmp_path, MODULE, args, *flags, fails=fails)
 
 
 def document(lab, name: str = NAME) -> dict | None:
@@ -295,7 +270,7 @@ def test_absent_restores_the_defaults_and_is_idempotent(prefs_lab, fleet, tmp_pa
 
 def test_the_documented_examples_run_against_the_lab(prefs_lab, tmp_path):
     tasks = yaml.safe_load(module_string("EXAMPLES"))
-    output, recap = playbook(prefs_lab, tmp_path, tasks)
+    output, recap = controller_play(prefs_lab, tmp_path, tasks)
     assert recap["localhost"]["failed"] == 0, output
     custom = inputs(prefs_lab, "BreakGlass-Shell")
     assert (custom["idleSessionTimeout"], custom["maxSessionDuration"]) == ("5", "60")

@@ -9,14 +9,12 @@ import json
 import os
 import signal
 import socket
-import socketserver
 import subprocess
-import threading
 
 import pytest
 import yaml
-from ansible_cli import ROOT, run
-from ssm_lab.testing import running_lab, wait_until
+from ansible_cli import ROOT, call_module, controller_play, run, save_task, write_controller_playbook
+from ssm_lab.testing import EchoServer, accepts, echo_through, free_port, running_lab, wait_until
 
 MODULE = "bastionless.ssm.ssm_tunnel"
 TO_HOST = "AWS-StartPortForwardingSessionToRemoteHost"
@@ -41,30 +39,6 @@ print("sent", hashlib.sha256(payload).hexdigest(), "echoed", hashlib.sha256(byte
 """
 
 
-class Echo(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        digest, size = hashlib.sha256(), 0
-        while True:
-            data = self.request.recv(65536)
-            if not data:
-                break
-            digest.update(data)
-            size += len(data)
-            self.request.sendall(data)
-        if size:
-            self.server.received.append(digest.hexdigest())
-
-
-class EchoServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), Echo)
-        self.received: list = []
-        self.port = self.server_address[1]
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     with running_lab(tmp_path_factory.mktemp("lab"), "--nodes", "2", "--provisioned") as lab:
@@ -84,12 +58,8 @@ def other_node(lab) -> str:
 @pytest.fixture
 def echo():
     """A TCP echo service on the machine: behind the node (the nodes share the machine's network in the lab)."""
-    server = EchoServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with EchoServer() as server:
+        yield server
 
 
 @pytest.fixture
@@ -97,60 +67,9 @@ def state_dir(tmp_path):
     return str(tmp_path / "tunnels")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-def echo_through(port: int, payload: bytes) -> bytes:
-    with socket.create_connection(("127.0.0.1", port), timeout=15) as connection:
-        connection.sendall(payload)
-        connection.shutdown(socket.SHUT_WR)
-        received = bytearray()
-        while True:
-            chunk = connection.recv(65536)
-            if not chunk:
-                return bytes(received)
-            received.extend(chunk)
-
-
-def write_playbook(tmp_path, tasks: list, name: str = "playbook.yml") -> str:
-    path = tmp_path / name
-    path.write_text(json.dumps([{
-        "name": "Tunnels", "hosts": "localhost", "connection": "local", "gather_facts": False,
-        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}, "tasks": tasks,
-    }]))
-    return str(path)
-
-
-def playbook(lab, tmp_path, tasks: list, *flags: str, check: bool = True):
-    return run(lab, "ansible-playbook", "-i", "localhost,", write_playbook(tmp_path, tasks), *flags, check=check)
-
-
-def save(var: str, path) -> dict:
-    return {"name": f"Save {var}", "ansible.builtin.copy": {"content": "{{ " + var + " | to_json }}", "dest": str(path)},
-            "check_mode": False, "changed_when": False}
-
-
 def play(lab, tmp_path, args: dict, *flags: str, fails: bool = False):
     """Run the module once with ``args`` in a play of its own; return (result, output)."""
-    result_file = tmp_path / "result.json"
-    result_file.unlink(missing_ok=True)
-    output, _recap = playbook(lab, tmp_path, [
-        {"name": "Call the module", MODULE: args, "register": "__result", "ignore_errors": fails},
-        save("__result", result_file),
-    ], *flags)
-    result = json.loads(result_file.read_text())
-    assert result.get("failed", False) is fails, output
+    result, output, _recap = call_module(lab, tmp_path, MODULE, args, *flags, fails=fails)
     return result, output
 
 
@@ -219,7 +138,7 @@ def test_check_mode_opens_nothing(lab, node, echo, state_dir, tmp_path):
 
 def test_a_tunnel_to_a_host_behind_the_node_carries_data_and_ends_with_the_play(
         lab, node, echo, state_dir, tmp_path):
-    output, recap = playbook(lab, tmp_path, [
+    output, recap = controller_play(lab, tmp_path, [
         {"name": "Open the tunnel", MODULE: {"target": node, "remote_host": "127.0.0.1", "remote_port": echo.port,
                                              "reason": "integration test", "state_dir": state_dir},
          "register": "__tunnel"},
@@ -227,9 +146,9 @@ def test_a_tunnel_to_a_host_behind_the_node_carries_data_and_ends_with_the_play(
         {"name": "List the node's active sessions", "bastionless.ssm.ssm_session_info": {"state": "active",
                                                                                          "target": node},
          "register": "__active"},
-        save("__tunnel", tmp_path / "tunnel.json"),
-        save("__echo", tmp_path / "echo.json"),
-        save("__active", tmp_path / "active.json"),
+        save_task("__tunnel", tmp_path / "tunnel.json"),
+        save_task("__echo", tmp_path / "echo.json"),
+        save_task("__active", tmp_path / "active.json"),
     ])
     assert recap["localhost"]["failed"] == 0, output
     tunnel = json.loads((tmp_path / "tunnel.json").read_text())["tunnel"]
@@ -255,7 +174,7 @@ def test_a_tunnel_to_a_port_on_the_node_is_idempotent_and_closed_by_state_absent
         lab, node, echo, state_dir, tmp_path):
     port = free_port()
     args = {"target": node, "remote_port": echo.port, "local_port": port, "state_dir": state_dir}
-    output, recap = playbook(lab, tmp_path, [
+    output, recap = controller_play(lab, tmp_path, [
         {"name": "Open the tunnel", MODULE: args, "register": "__first"},
         {"name": "Open it again", MODULE: args, "register": "__again"},
         {"name": "Open it again, any local port", MODULE: {**args, "local_port": None}, "register": "__any"},
@@ -270,8 +189,8 @@ def test_a_tunnel_to_a_port_on_the_node_is_idempotent_and_closed_by_state_absent
          "ansible.builtin.wait_for": {"port": port, "host": "127.0.0.1", "state": "stopped", "timeout": 1}},
         {"name": "Close it again", MODULE: {"state": "absent", "local_port": port, "state_dir": state_dir},
          "register": "__close_again"},
-        save("{'first': __first, 'again': __again, 'any': __any, 'echo': __echo, 'close_check': __close_check,"
-             " 'close': __close, 'close_again': __close_again}", tmp_path / "results.json"),
+        save_task("{'first': __first, 'again': __again, 'any': __any, 'echo': __echo, 'close_check': __close_check,"
+                  " 'close': __close, 'close_again': __close_again}", tmp_path / "results.json"),
     ])
     assert recap["localhost"]["failed"] == 0, output
     results = json.loads((tmp_path / "results.json").read_text())
@@ -323,10 +242,10 @@ def test_max_lifetime_ends_a_kept_tunnel(lab, node, echo, state_dir, tmp_path):
 
 def test_a_killed_ansible_playbook_takes_its_tunnel_with_it(lab, node, echo, state_dir, tmp_path):
     result_file = tmp_path / "tunnel.json"
-    path = write_playbook(tmp_path, [
+    path = write_controller_playbook(tmp_path, [
         {"name": "Open the tunnel", MODULE: {"target": node, "remote_port": echo.port, "state_dir": state_dir},
          "register": "__tunnel"},
-        save("__tunnel", result_file),
+        save_task("__tunnel", result_file),
         {"name": "Wait for the kill", "ansible.builtin.pause": {"seconds": 120}},
     ])
     process = subprocess.Popen(  # pylint: disable=consider-using-with
@@ -369,9 +288,7 @@ def test_a_killed_supervisor_takes_the_plugin_with_it_and_its_record_is_cleared(
 
 
 def test_a_named_tunnel_moves_when_its_destination_changes(lab, node, echo, state_dir, tmp_path):
-    second = EchoServer()
-    threading.Thread(target=second.serve_forever, daemon=True).start()
-    try:
+    with EchoServer() as second:
         args = {"target": node, "remote_host": "127.0.0.1", "name": "db", "keep_after_play": True,
                 "state_dir": state_dir}
         first = play(lab, tmp_path, {**args, "remote_port": echo.port})[0]
@@ -383,9 +300,6 @@ def test_a_named_tunnel_moves_when_its_destination_changes(lab, node, echo, stat
         assert hashlib.sha256(payload).hexdigest() in second.received
         play(lab, tmp_path, {"state": "absent", "name": "db", "state_dir": state_dir})
         assert gone(moved["tunnel"])
-    finally:
-        second.shutdown()
-        second.server_close()
 
 
 # --- failures -----------------------------------------------------------------------------------------------
@@ -417,8 +331,8 @@ def test_a_plugin_that_is_not_there(lab, node, echo, state_dir, tmp_path):
                     reason="this machine has the real session-manager-plugin in its default place")
 def test_no_plugin_anywhere(lab, node, echo, state_dir, tmp_path):
     """Neither AWS_SESSION_MANAGER_PLUGIN nor a plugin on PATH: the symptom users meet first."""
-    path = write_playbook(tmp_path, [{"name": "Open", MODULE: {"target": node, "remote_port": echo.port,
-                                                               "state_dir": state_dir}}])
+    path = write_controller_playbook(tmp_path, [{"name": "Open", MODULE: {"target": node, "remote_port": echo.port,
+                                                                          "state_dir": state_dir}}])
     env = lab.environ(AWS_SESSION_MANAGER_PLUGIN="", ANSIBLE_NOCOLOR="1")
     venv = os.path.dirname(subprocess.check_output(["which", "ansible-playbook"], text=True).strip())
     env["PATH"] = os.pathsep.join([venv, "/usr/bin", "/bin"])
@@ -498,7 +412,7 @@ def examples(module: str) -> list:
 
 def test_the_documented_examples_run(lab, tmp_path):
     tasks = examples("ssm_tunnel")
-    path = write_playbook(tmp_path, tasks)
+    path = write_controller_playbook(tmp_path, tasks)
     output, recap = run(lab, "ansible-playbook", "-i", "inventories/lab", "-i", "localhost,", path)
     assert recap["localhost"]["failed"] == 0 and recap["localhost"]["ok"] == len(tasks), output
     assert not accepts(15432)

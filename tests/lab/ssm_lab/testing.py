@@ -4,11 +4,15 @@ always stop it. Suites subclass ``Lab`` to add their own helpers."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shlex
+import socket
+import socketserver
 import subprocess
 import sys
+import threading
 import time
 
 BIN = os.path.dirname(sys.executable)
@@ -107,3 +111,77 @@ def running_lab(state_dir: str, *args: str, lab_class: type = Lab, up_timeout: f
     finally:
         subprocess.run([SSM_LAB, "--state-dir", state_dir, "down"], capture_output=True, env=clean_environ(),
                        timeout=60, check=False)
+
+
+class _Echo(socketserver.BaseRequestHandler):
+    def handle(self) -> None:
+        digest, size = hashlib.sha256(), 0
+        while True:
+            data = self.request.recv(65536)
+            if not data:
+                break
+            digest.update(data)
+            size += len(data)
+            self.request.sendall(data)
+        if size:
+            self.server.received.append(digest.hexdigest())
+
+
+class EchoServer(socketserver.ThreadingTCPServer):
+    """A TCP echo service on 127.0.0.1 at a free port, served from a thread while open (``with EchoServer() as echo``).
+
+    It stands for a service behind a node in port-forwarding tests (the lab's nodes share the machine's network).
+    ``received`` holds the SHA-256 of what each connection sent, recorded before the echo's end reaches the client.
+    """
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _Echo)
+        self.received: list = []
+        self.port = self.server_address[1]
+
+    def __enter__(self) -> "EchoServer":
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def echo_through(port: int, payload: bytes, timeout: float = 15) -> bytes:
+    """Send ``payload`` to 127.0.0.1:``port`` (from a thread, then end the sending side) and return all that comes
+    back until the other side closes."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
+        def send() -> None:
+            connection.sendall(payload)
+            connection.shutdown(socket.SHUT_WR)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        received = bytearray()
+        while True:
+            chunk = connection.recv(65536)
+            if not chunk:
+                break
+            received.extend(chunk)
+        sender.join(timeout)
+        return bytes(received)
+
+
+def accepts(port: int) -> bool:
+    """Whether something accepts connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

@@ -5,44 +5,19 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import socketserver
-import threading
 
 import pytest
 from labhelpers import wait_until
+from ssm_lab.testing import EchoServer, echo_through, free_port
 
 REMOTE_HOST_DOCUMENT = "AWS-StartPortForwardingSessionToRemoteHost"
 LOCAL_DOCUMENT = "AWS-StartPortForwardingSession"
 
 
-class _Echo(socketserver.BaseRequestHandler):
-    def handle(self) -> None:
-        while True:
-            data = self.request.recv(65536)
-            if not data:
-                return
-            self.request.sendall(data)
-
-
-class _EchoServer(socketserver.ThreadingTCPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-
-
 @pytest.fixture
 def echo_port():
-    server = _EchoServer(("127.0.0.1", 0), _Echo)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server.server_address[1]
-    server.shutdown()
-    server.server_close()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    with EchoServer() as server:
+        yield server.port
 
 
 def _start(lab, plugin, node: str, document: str, parameters: dict):
@@ -53,21 +28,6 @@ def _start(lab, plugin, node: str, document: str, parameters: dict):
     return response["SessionId"], process, int(match.group(1))
 
 
-def _echo_through(port: int, payload: bytes) -> bytes:
-    """Send ``payload`` through the local port (from a thread) while reading the echo back."""
-    with socket.create_connection(("127.0.0.1", port), timeout=15) as connection:
-        sender = threading.Thread(target=connection.sendall, args=(payload,), daemon=True)
-        sender.start()
-        received = bytearray()
-        while len(received) < len(payload):
-            chunk = connection.recv(65536)
-            if not chunk:
-                break
-            received.extend(chunk)
-        sender.join(15)
-        return bytes(received)
-
-
 def test_forward_to_remote_host_carries_bytes_both_ways(main_lab, plugin, echo_port):
     node = main_lab.ec2_ids[3]
     parameters = {"host": ["127.0.0.1"], "portNumber": [str(echo_port)], "localPortNumber": ["0"]}
@@ -75,9 +35,9 @@ def test_forward_to_remote_host_carries_bytes_both_ways(main_lab, plugin, echo_p
     assert local_port != echo_port
 
     payload = os.urandom(100 * 1024)
-    assert _echo_through(local_port, payload) == payload
+    assert echo_through(local_port, payload) == payload
     second = os.urandom(4096)
-    assert _echo_through(local_port, second) == second
+    assert echo_through(local_port, second) == second
     assert process.output.count(f"Connection accepted for session [{session_id}]") == 2
 
     active = main_lab.ssm.describe_sessions(State="Active", Filters=[{"key": "SessionId", "value": session_id}])
@@ -96,7 +56,7 @@ def test_forward_to_remote_host_carries_bytes_both_ways(main_lab, plugin, echo_p
 
 def test_forward_to_a_closed_port_closes_the_connection(main_lab, plugin):
     node = main_lab.ec2_ids[3]
-    closed_port = _free_port()
+    closed_port = free_port()
     parameters = {"portNumber": [str(closed_port)], "localPortNumber": ["0"]}
     session_id, process, local_port = _start(main_lab, plugin, node, LOCAL_DOCUMENT, parameters)
 
