@@ -208,7 +208,10 @@ class Master:
         done_at = None
         to_client = bytearray()
         while True:
-            if done_at is not None and not to_client and (input_done or not to_plugin):
+            # Done when the reply has reached the client and the client has ended its input (the frame of size 0
+            # that follows the command's last frame). Closing before that end has arrived would break the pipe of
+            # a client that was preempted between its last frame and that end, and fail a command that succeeded.
+            if done_at is not None and not to_client and input_done:
                 return None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -228,6 +231,8 @@ class Master:
                 except OSError:
                     data = b""
                 if data == b"":
+                    if done_at is not None and not to_client:
+                        return None  # it had its whole reply
                     return "the client went away in the middle of a command"
                 if data:
                     inbuf += data

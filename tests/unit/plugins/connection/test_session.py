@@ -1,6 +1,7 @@
 """bastionless.ssm.session's pure logic: the framed command script (run by a real local sh, as the node's shell
 would run it), base64 chunking, checksums, control paths, the options it shares with amazon.aws.aws_ssm, and what
-loading the plugin imports (by Ansible's real plugin loader, in a new interpreter)."""
+loading the plugin imports (by Ansible's real plugin loader, in a new interpreter), and the session master's
+handling of a slow client (the real master script, with sh for the plugin)."""
 
 import ast
 import base64
@@ -8,8 +9,11 @@ import hashlib
 import io
 import json
 import os
+import socket
+import struct
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
@@ -195,3 +199,59 @@ def test_a_linux_task_loads_no_boto3_and_windows_gets_aws_ssm_with_the_same_opti
                    "boto3_for_linux": False, "windows": True,
                    "base": "ansible_collections.amazon.aws.plugins.connection.aws_ssm", "base_is_windows": True,
                    "base_region": "eu-west-1", "base_instance": "mi-0123456789abcdef0", "same_shell": True}
+
+
+def _frame(data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + data
+
+
+def _recv_until(client, needle: bytes) -> bytes:
+    data = b""
+    while needle not in data:
+        chunk = client.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
+def test_the_master_waits_for_the_end_of_input_of_a_client_that_was_slow_to_send_it(tmp_path):
+    """A client preempted between its command's last frame and its end-of-input frame must still get its reply: the
+    master keeps the connection until that frame (it used to close it, and the late frame broke the pipe: the
+    command's task went UNREACHABLE although the command had run). Then it serves the next client."""
+    setup, ready = protocol.setup_script()
+    sock = str(tmp_path / "master.sock")
+    config = {"argv": ["/bin/sh", "-c", "echo 'Starting session with SessionId: test-1'; exec /bin/sh"],
+              "socket": sock, "idle": 30, "start_timeout": 20, "setup": setup.decode(), "ready": ready.decode(),
+              "session_id": "test-1"}
+    master = subprocess.Popen([sys.executable, os.path.join(ROOT, "plugins", "plugin_utils", "_session_master.py")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        master.stdin.write(json.dumps(config).encode())
+        master.stdin.close()
+        assert json.loads(master.stdout.readline())["ok"]
+        marker = protocol.new_marker()
+        head, tail = protocol.command_script(b"echo hello; echo oops >&2; exit 3", marker, False)
+        end = protocol.end_of_reply(marker)
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(20)
+            client.connect(sock)
+            client.sendall(json.dumps({"op": "run", "end": end.decode(), "timeout": 20}).encode() + b"\n")
+            assert json.loads(_recv_until(client, b"\n"))["ok"]
+            client.sendall(_frame(head) + _frame(tail))
+            reply = _recv_until(client, end)
+            reply += _recv_until(client, b"\n") if not reply.split(end, 1)[1].count(b"\n") else b""
+            time.sleep(0.5)  # the master has had all the time it needs to close, had it been going to
+            client.sendall(struct.pack(">I", 0))  # BrokenPipeError here before the fix
+            while chunk := client.recv(65536):
+                reply += chunk
+        assert protocol.parse_reply(reply, marker) == (3, b"hello\n", b"oops\n")
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(20)
+            client.connect(sock)
+            client.sendall(b'{"op": "exit"}\n')
+            assert json.loads(_recv_until(client, b"\n"))["ok"]
+        assert master.wait(20) == 0
+    finally:
+        if master.poll() is None:
+            master.kill()
