@@ -95,8 +95,7 @@ def _inventory(work: str, transport: str, nodes: list[str], key: str, ssh_vars: 
                  "ansible_aws_ssm_control_path_dir": os.path.join(work, "cp-session")}
     else:
         group = {**ssh_vars, "ansible_python_interpreter": "/usr/bin/python3",
-                 "ansible_ssh_private_key_file": key, "ansible_control_path_dir": os.path.join(work, "cp-ssh"),
-                 "ansible_host_key_checking": False}
+                 "ansible_ssh_private_key_file": key, "ansible_host_key_checking": False}
     path = os.path.join(work, f"{transport}.yml")
     with open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump({"bench": {"hosts": {node: {} for node in nodes}, "vars": group}}, handle)

@@ -70,7 +70,7 @@ def apply_role(lab, tmp_path, *flags, check=True, **role_vars):
 
 @pytest.fixture
 def sockets():
-    """A short directory for control sockets (a unix socket path must stay under about 100 characters)."""
+    """A short directory for control sockets (a socket path must stay at most 90 characters with %C expanded)."""
     path = tempfile.mkdtemp(prefix="bso-")
     yield pathlib.Path(path)
     stop_masters(path)
@@ -161,7 +161,7 @@ def test_the_role_writes_its_block_in_check_mode_idempotently_and_removes_it(lab
     assert "+Host i-* mi-*" in output  # the diff
     assert result["connection_vars"] == {
         "ansible_connection": "ansible.builtin.ssh", "ansible_user": "ec2-user", "ansible_pipelining": True,
-        "ansible_ssh_args": "-C -o ControlMaster=auto -o ControlPersist=10m",
+        "ansible_ssh_args": f"-C -o ControlMaster=auto -o ControlPersist=10m -o ControlPath={sockets}/cm-%C",
         "ansible_ssh_common_args": f"-F {config}"}
 
     _out, recap, _result = apply_role(lab, tmp_path, **home)
@@ -181,6 +181,8 @@ def test_the_role_writes_its_block_in_check_mode_idempotently_and_removes_it(lab
 @pytest.mark.parametrize("override, message", [
     ({"ssh_over_ssm_control_path": "/tmp/sockets"}, "must contain %C"),
     ({"ssh_over_ssm_control_path": "/tmp/" + "x" * 80 + "/%C"}, "too long for a unix socket"),
+    # 92 characters with %C expanded: ssh's temporary socket name would be 109 (the old check let it through)
+    ({"ssh_over_ssm_control_path": "/tmp/" + "x" * 46 + "/%C"}, "keep it at most 90 characters"),
     ({"ssh_over_ssm_host_patterns": []}, "ssh_over_ssm_host_patterns must list"),
     ({"ssh_over_ssm_proxy": "aws_cli", "ssh_over_ssm_instance_connect_key": "/tmp/k"}, "needs ssh_over_ssm_proxy=collection"),
     ({"ssh_over_ssm_python": "/nonexistent/python"}, "cannot import boto3"),
@@ -234,8 +236,8 @@ def test_a_playbook_runs_over_ssh_over_ssm_with_control_persist_and_pipelining(l
     _out, recap, result = apply_role(lab, tmp_path, **home)
     assert recap["failed"] == 0
     assert f"--os-user %r --public-key {operator_key}.pub" in result["proxy_command"]
-    control_dir = sockets / "ansible"
-    inv = inventory(tmp_path, result["connection_vars"], ansible_control_path_dir=str(control_dir))
+    control_dir = sockets  # the block's ControlPath, which the connection variables name for Ansible too
+    inv = inventory(tmp_path, result["connection_vars"])
     listed = json.loads(subprocess_inventory(lab, inv))
     for node in nodes:
         host = {k: v.get("__ansible_unsafe", v) if isinstance(v, dict) else v
@@ -263,6 +265,12 @@ def test_a_playbook_runs_over_ssh_over_ssm_with_control_persist_and_pipelining(l
             assert recap == {} or recap.get(node, {}).get("failed", 0) == 0
             assert len(ssh_sessions(lab, node)) == before[node] + 1  # the second run reused the master connection
         assert output.count("CHANGED") == len(nodes), output
+
+        for node in nodes:  # an operator's ssh through the block goes through Ansible's master connection
+            done = subprocess.run(["ssh", "-F", home["ssh_over_ssm_config_path"], "-o", "BatchMode=yes", node, "true"],
+                                  capture_output=True, text=True, env=lab.environ(), timeout=60, check=False)
+            assert done.returncode == 0, done.stderr
+            assert len(ssh_sessions(lab, node)) == before[node] + 1
     finally:
         stop_masters(control_dir)
     for node in nodes:
@@ -280,8 +288,8 @@ def test_a_fresh_key_per_run_is_pushed_before_connecting_and_gone_after(lab, nod
     home = ssh_home(tmp_path / "home", sockets=sockets)
     _out, recap, result = apply_role(lab, tmp_path, **home)
     assert recap["failed"] == 0
-    control_dir = sockets / "ansible"
-    inv = inventory(tmp_path, result["connection_vars"], ansible_control_path_dir=str(control_dir))
+    control_dir = sockets
+    inv = inventory(tmp_path, result["connection_vars"])
     set_key_seconds(lab, 5)  # shorter than the play: the master connection outlives the key
     key_play = {"name": "A key pair for this run", "hosts": "localhost", "connection": "local", "gather_facts": False,
                 "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
