@@ -187,12 +187,38 @@ def test_the_role_writes_its_block_in_check_mode_idempotently_and_removes_it(lab
     ({"ssh_over_ssm_proxy": "aws_cli", "ssh_over_ssm_instance_connect_key": "/tmp/k"}, "needs ssh_over_ssm_proxy=collection"),
     ({"ssh_over_ssm_python": "/nonexistent/python"}, "cannot import boto3"),
     ({"ssh_over_ssm_proxy": "scp"}, "ssh_over_ssm_proxy"),
+    ({"ssh_over_ssm_plugin": "/nonexistent/session-manager-plugin"}, "is not a file on this machine"),
+    ({"ssh_over_ssm_proxy": "aws_cli", "ssh_over_ssm_plugin": "/bin/true"},
+     "ssh_over_ssm_plugin needs ssh_over_ssm_proxy=collection"),
+    # with a key set, the error still names what is wrong (it used to speak of the key)
+    ({"ssh_over_ssm_instance_connect_key": "/tmp/k", "ssh_over_ssm_control_path": "/tmp/sockets"}, "must contain %C"),
 ])
 def test_bad_input_gets_one_clear_error(lab, tmp_path, sockets, override, message):
     home = ssh_home(tmp_path / "home", sockets=sockets)
     output, recap, _result = apply_role(lab, tmp_path, check=False, **{**home, **override})
     assert recap["failed"] == 1 and message in output
     assert not (tmp_path / "home" / "ssh" / "config").exists()
+
+
+def test_the_plugin_named_in_the_block_needs_nothing_in_the_environment(lab, nodes, tmp_path, sockets, operator_key):
+    """ssh_over_ssm_plugin: the proxy command finds session-manager-plugin where ssh runs with no
+    AWS_SESSION_MANAGER_PLUGIN (an IDE, a cron job); without it, the same ssh fails and says what is missing."""
+    home = ssh_home(tmp_path / "home", key=operator_key, sockets=sockets)
+    plugin = lab.environ()["AWS_SESSION_MANAGER_PLUGIN"]
+    env = {k: v for k, v in lab.environ().items() if k != "AWS_SESSION_MANAGER_PLUGIN"}
+    ssh = ["ssh", "-F", home["ssh_over_ssm_config_path"], "-o", "BatchMode=yes", nodes[0], "id", "-un"]
+
+    _out, recap, _result = apply_role(lab, tmp_path, **home)
+    assert recap["failed"] == 0
+    # no master connection this once: a backgrounded master's proxy command has no stderr to say why it failed
+    alone = ssh[:3] + ["-o", "ControlMaster=no", "-o", "ControlPath=none"] + ssh[3:]
+    done = subprocess.run(alone, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert done.returncode == 255 and "session-manager-plugin not found" in done.stderr, done.stderr
+
+    _out, recap, result = apply_role(lab, tmp_path, **home, ssh_over_ssm_plugin=plugin)
+    assert recap["failed"] == 0 and result["proxy_command"].endswith(f" --plugin {plugin}")
+    done = subprocess.run(ssh, capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert done.returncode == 0 and done.stdout.strip() == "ec2-user", done.stderr
 
 
 def test_the_aws_cli_form(lab, tmp_path, sockets):
