@@ -64,9 +64,11 @@ class CpuAccount:
         with open(os.path.join(self._dir(component), "cpu.stat"), encoding="ascii") as handle:
             return int(dict(line.split() for line in handle)["usage_usec"]) / 1e6
 
-    def _move(self, pid: str, component: str) -> None:
+    @staticmethod
+    def _move(pid: str, directory: str) -> None:
+        """Put the process in the cgroup of that directory."""
         try:
-            with open(os.path.join(self._dir(component), "cgroup.procs"), "w", encoding="ascii") as handle:
+            with open(os.path.join(directory, "cgroup.procs"), "w", encoding="ascii") as handle:
                 handle.write(pid)
         except OSError:
             pass  # gone already, or a kernel thread
@@ -82,7 +84,7 @@ class CpuAccount:
                     continue
                 component = _component(pid)
                 if component and (not known or known[0] != component):
-                    self._move(pid, component)
+                    self._move(pid, self._dir(component))
                 self._seen[pid] = (component or (known[0] if known else None), known[1] if known else now)
             self._stop.wait(0.01)
 
@@ -112,19 +114,11 @@ class CpuAccount:
                 with open(os.path.join(self._dir(component), "cgroup.procs"), encoding="ascii") as handle:
                     pids = handle.read().split()
                 for pid in pids:
-                    self._move_to(parent, pid)
+                    self._move(pid, parent)
                 os.rmdir(self._dir(component))
             except OSError:
                 pass
         try:
             os.rmdir(self._root)
-        except OSError:
-            pass
-
-    @staticmethod
-    def _move_to(directory: str, pid: str) -> None:
-        try:
-            with open(os.path.join(directory, "cgroup.procs"), "w", encoding="ascii") as handle:
-                handle.write(pid)
         except OSError:
             pass
