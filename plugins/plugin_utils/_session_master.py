@@ -10,7 +10,8 @@ file, and writes its parameters as one JSON document to its stdin: never on a co
 
 - runs session-manager-plugin on a pty, as amazon.aws.aws_ssm does, with the StartSession response the
   connection obtained (the plugin's own command line is the real plugin's: response, region, profile, target);
-- waits for ``Starting session with SessionId``, sends the set-up line, waits for the ready marker;
+- waits for ``Starting session with SessionId``, then sends each set-up step and waits for its ready line, and
+  notes which reader the node has (the resident Python or sh, _session_protocol.setup_steps);
 - listens on a Unix socket (mode 0600 in a 0700 directory), reports ``{"ok": true}`` on stdout and closes it;
 - serves one client at a time: a JSON header line, then length-prefixed frames of input that it writes to the
   session, while it relays the session's output back until the line that starts with the header's ``end``;
@@ -52,6 +53,7 @@ class Master:
         self.listener = None
         self.inode = None
         self.last_activity = time.monotonic()
+        self.reader = "sh"  # what reads commands on the node: "python" (_session_helper.py) or "sh"
 
     # --- the session ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -65,13 +67,15 @@ class Master:
         os.set_blocking(self.proc.stdin.fileno(), False)
         os.set_blocking(self.proc.stderr.fileno(), False)
         deadline = time.monotonic() + float(self.config.get("start_timeout", 60))
-        seen = self._wait_for(STARTED, deadline, b"")
-        self._write_all(self.config["setup"].encode(), deadline)
-        ready = self.config["ready"].encode() + b"\n"
-        self._wait_for(ready, deadline, seen)
+        seen = self._wait_for(STARTED, deadline, b"")[1]
+        before = b""
+        for send, ready in self.config["steps"]:  # _session_protocol.setup_steps
+            self._write_all(send.encode(), deadline)
+            before, seen = self._wait_for(ready.encode() + b"\n", deadline, seen)
+        self.reader = "python" if before.endswith(b"P") else "sh"  # _session_protocol.reader_of
 
-    def _wait_for(self, what: bytes, deadline: float, seen: bytes) -> bytes:
-        """Read the session until what appears; return what follows it."""
+    def _wait_for(self, what: bytes, deadline: float, seen: bytes) -> tuple:
+        """Read the session until what appears; return (what came before it, what follows it)."""
         buffer = seen
         while what not in buffer.replace(b"\r", b""):
             remaining = deadline - time.monotonic()
@@ -90,7 +94,8 @@ class Master:
                 raise SessionGone(f"session-manager-plugin exited ({self.proc.returncode}): "
                                   + _printable(buffer + self.stderr_tail))
         flat = buffer.replace(b"\r", b"")
-        return flat[flat.index(what) + len(what):]
+        at = flat.index(what)
+        return flat[:at], flat[at + len(what):]
 
     def _write_all(self, data: bytes, deadline: float) -> None:
         view = memoryview(data)
@@ -185,7 +190,8 @@ class Master:
             return None
         op = header.get("op")
         if op == "info":
-            _send(client, {"ok": True, "session": self.config.get("session_id"), "pid": os.getpid()})
+            _send(client, {"ok": True, "session": self.config.get("session_id"), "pid": os.getpid(),
+                           "reader": self.reader})
             return None
         if op == "exit":
             _send(client, {"ok": True})
@@ -193,7 +199,7 @@ class Master:
         if op != "run":
             _send(client, {"ok": False, "error": f"unknown request {op!r}"})
             return None
-        _send(client, {"ok": True, "session": self.config.get("session_id")})
+        _send(client, {"ok": True, "session": self.config.get("session_id"), "reader": self.reader})
         return self.run(client, header["end"].encode(), float(header.get("timeout", 60)) + 5)
 
     def run(self, client: socket.socket, end: bytes, timeout: float):

@@ -35,10 +35,22 @@ READ_CHUNK = 57 * 1024  # bytes of a file read at a time (a multiple of 57 keeps
 MARK_ALPHABET = string.ascii_letters + string.digits
 SOCKET_PATH_MAX = 100  # sockaddr_un.sun_path is 108 bytes on Linux, 104 on macOS
 
-# Sent once, after "Starting session with SessionId": echo off first (the line itself is still echoed, and holds
-# nothing secret), no history file, then a plain non-interactive sh reads the rest from the pty: no prompt, no
-# readline, no history. The ready marker is printed before the exec, by concatenation.
-SETUP = "stty -echo 2>/dev/null; unset HISTFILE; printf '%s_%s\\n' '{head}' '{tail}'; exec /bin/sh 2>/dev/null\n"
+# Sent after "Starting session with SessionId", in two steps, each answered by a line the master waits for. First:
+# echo off (this line itself is still echoed, and holds nothing secret), no history file. Then, with echo off, the
+# resident Python of _session_helper.py where the node has python3 (it prints its ready line with a P in front and
+# reads the requests), else a plain non-interactive sh: no prompt, no readline, no history. The helper's exit status 3
+# means "not started" (a Python older than 3.6) and leaves the sh; any other ends the session, as the sh's own end
+# would. Ready lines are printed by concatenation, so nothing echoed can look like one.
+QUIET = "stty -echo 2>/dev/null; unset HISTFILE; printf '%s_%s\\n' '{head}' '{tail}'\n"
+HELPER_START = ("command -v python3 >/dev/null 2>&1 && {{ python3 -c \"$(base64 -d <<'{end}'\n{source}{end}\n)\" "
+                "'{head}_{tail}'; [ $? = 3 ] || exit; }}; ")
+SH_START = "printf '%s_%s\\n' '{head}' '{tail}'; exec /bin/sh 2>/dev/null\n"
+HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_session_helper.py")
+
+# Ansible's pipelined module run: the module's AnsiballZ wrapper on the stdin of "<python>" (this connection does
+# not take an executable), or of "<shell> -c '<python> && sleep 0'" (connections that do).
+_PYTHON = r"(/[^\s'\"\\$`;&|<>()]*/python[0-9.]*)"
+PIPELINED = re.compile(rf"^(?:{_PYTHON}|/\S+ -c '{_PYTHON} && sleep 0')$")
 
 
 class ProtocolError(Exception):
@@ -50,10 +62,51 @@ def new_marker() -> str:
     return "BL-" + "".join(secrets.choice(MARK_ALPHABET) for _i in range(20))
 
 
-def setup_script() -> tuple:
-    """The session's set-up line and the line its shell prints when ready."""
+def _ready_line() -> tuple:
     head, tail = "BLREADY", "".join(secrets.choice(MARK_ALPHABET) for _i in range(16))
-    return SETUP.format(head=head, tail=tail).encode(), f"{head}_{tail}".encode()
+    return head, tail, f"{head}_{tail}"
+
+
+def setup_steps(resident_python: bool = True) -> list:
+    """The session's set-up: [[what to send, the line to wait for], ...] (see QUIET and HELPER_START)."""
+    head, tail, quiet = _ready_line()
+    steps = [[QUIET.format(head=head, tail=tail), quiet]]
+    head, tail, ready = _ready_line()
+    start = SH_START.format(head=head, tail=tail)
+    if resident_python:
+        with open(HELPER, "rb") as handle:
+            source = base64.encodebytes(handle.read()).decode()
+        start = HELPER_START.format(end=new_marker(), source=source, head=head, tail=tail) + start
+    steps.append([start, ready])
+    return steps
+
+
+def reader_of(before_ready: bytes) -> str:
+    """Which reader the set-up left on the pty, from what the session printed before the last ready line:
+    "python" (the helper, which prints a P before it) or "sh"."""
+    return "python" if before_ready.endswith(b"P") else "sh"
+
+
+def pipelined_interpreter(cmd: bytes):
+    """The interpreter of Ansible's pipelined module run ("/usr/bin/python3", or "/bin/sh -c '/usr/bin/python3 &&
+    sleep 0'"), else None."""
+    found = PIPELINED.match(cmd.decode("utf-8", "replace"))
+    return (found.group(1) or found.group(2)) if found else None
+
+
+def helper_request(cmd: bytes, marker: str, has_stdin: bool, interpreter=None) -> tuple:
+    """A request to the resident helper, as (head, tail) around the stdin's base64 lines (if any). With an
+    interpreter (pipelined_interpreter), the helper may run the module in its preloaded fork."""
+    module = f" {interpreter}" if interpreter and has_stdin else ""
+    head = f"{marker} {1 if has_stdin else 0}{module}\n".encode() + b64_lines(cmd) + f"{marker}\n".encode()
+    return head, (f"{marker}\n".encode() if has_stdin else b"")
+
+
+def request(cmd: bytes, marker: str, has_stdin: bool, reader: str, interpreter=None) -> tuple:
+    """(head, tail) of a command for the reader the session has (reader_of)."""
+    if reader == "python":
+        return helper_request(cmd, marker, has_stdin, interpreter)
+    return command_script(cmd, marker, has_stdin)
 
 
 def b64_lines(data: bytes) -> bytes:
@@ -111,7 +164,7 @@ def parse_reply(output: bytes, marker: str) -> tuple:
     rc_line = next((line for line in lines[middle + 1:] if line.startswith(end)), None)
     if rc_line is None:
         raise ProtocolError("the session's answer has no exit status")
-    status = rc_line[len(end):].strip()
+    status = (rc_line[len(end):].split() or [b""])[0]  # "<rc>", or "<rc> F" when the helper forked a module
     if not status.isdigit():
         raise ProtocolError(f"the session's answer has no valid exit status ({status[:40]!r})")
     stop = lines.index(rc_line, middle + 1)
@@ -121,6 +174,11 @@ def parse_reply(output: bytes, marker: str) -> tuple:
     except (binascii.Error, ValueError) as e:
         raise ProtocolError(f"the session's answer is not valid base64: {e}") from e
     return int(status), stdout, stderr
+
+
+def ran_in_fork(output: bytes, marker: str) -> bool:
+    """Whether the resident Python ran the module of this reply in its preloaded fork ("<marker>:R <rc> F")."""
+    return re.search(re.escape(end_of_reply(marker)) + rb"\d+ F\r?$", output, re.M) is not None
 
 
 def put_command(out_path: str) -> bytes:

@@ -332,3 +332,85 @@ def test_the_managed_nodes_inventory_selects_it(lab, tmp_path):
     for node in lab.nodes:
         assert re.search(rf"^{node} \| SUCCESS", result.stdout, re.M), result.stdout + result.stderr
         assert _sessions(lab, node), f"no persistent session to {node}"
+
+
+_PROBE = '''#!/usr/bin/python3
+import os
+import sys
+
+from ansible.module_utils.basic import AnsibleModule
+import ansible.module_utils.basic as basic
+
+
+def main():
+    module = AnsibleModule(argument_spec={"fail": {"type": "bool", "default": False}}, supports_check_mode=True)
+    if module.params["fail"]:
+        raise RuntimeError("boom from the module")
+    archive = basic.__file__.split("/ansible/module_utils/")[0]
+    module.exit_json(changed=False, ppid=os.getppid(), argv=sys.argv, basic=basic.__file__,
+                     payload=os.path.exists(archive), main=sys.modules["__main__"].__name__)
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def test_modules_run_in_a_fork_of_the_resident_python_with_the_results_of_a_new_interpreter(lab):
+    """resident_python (the default): the node's resident Python runs pipelined modules in a fork that has
+    module_utils preloaded. Modules that import more module_utils (copy, lineinfile, template), a module that fails,
+    one that raises, check mode and a custom module see what a new interpreter gives them: the same results, their
+    own payload as basic's __file__. become and environment run as plain commands. With resident_python off, the
+    same play gives the same results and no fork."""
+    node = lab.nodes[1]
+    (lab.work / "library").mkdir(exist_ok=True)
+    (lab.work / "library" / "fork_probe.py").write_text(_PROBE)
+    (lab.work / "motd.j2").write_text("node {{ inventory_hostname }}\n")
+    body = """
+        - ansible.builtin.copy: {content: "one\\n", dest: /tmp/fork-copy.txt, mode: "0644"}
+        - ansible.builtin.lineinfile: {path: /tmp/fork-copy.txt, line: two}
+        - ansible.builtin.template: {src: motd.j2, dest: /tmp/fork-motd.txt, mode: "0644"}
+        - ansible.builtin.stat: {path: /tmp/fork-motd.txt, get_checksum: true}
+          register: motd
+        - ansible.builtin.copy: {content: "changed\\n", dest: /tmp/fork-motd.txt, mode: "0644"}
+          check_mode: true
+          register: predicted
+        - ansible.builtin.file: {path: /nonexistent/dir/file, state: file}
+          register: missing
+          ignore_errors: true
+        - fork_probe: {}
+          register: first
+        - fork_probe: {}
+          register: second
+        - fork_probe: {fail: true}
+          register: boom
+          ignore_errors: true
+        - ansible.builtin.command: printenv BL_FORK
+          environment: {BL_FORK: from-environment}
+          register: env
+        - ansible.builtin.command: id -un
+          become: true
+          register: who
+        - ansible.builtin.slurp: {src: /tmp/fork-copy.txt}
+          register: copied
+        - ansible.builtin.debug:
+            msg: >-
+              RESULT {{ copied.content | b64decode | split | join(',') }} {{ motd.stat.checksum }}
+              {{ predicted.changed }} {{ missing.failed }} {{ first.ppid == second.ppid }} {{ first.argv | length }}
+              {{ first.argv[0] is search('_payload.zip/ansible/legacy/fork_probe.py$') }}
+              {{ first.payload }} {{ first.basic is search('_payload.zip/ansible/module_utils/basic.py$') }}
+              {{ first.main }} {{ boom.failed }} {{ boom.msg is search('boom from the module') }}
+              {{ env.stdout }} {{ who.stdout }}
+        """
+    forked, recap = play(lab, node, body, "-vvv")
+    assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, forked
+    checksum = hashlib.sha1(f"node {node}\n".encode()).hexdigest()
+    expected = f"RESULT one,two {checksum} True True True 1 True True True __main__ True True from-environment root"
+    assert expected in " ".join(forked.split()), forked
+    # copy (stat and copy), lineinfile, template (stat and copy), stat, check-mode copy (stat), file, three probes,
+    # slurp: 12 module runs; the command with environment and the one with become are plain commands.
+    assert forked.count("module run in a fork of the node's resident Python") == 12, forked
+    plain, recap = play(lab, node, body, "-vvv", "-e", "ansible_aws_ssm_resident_python=false")
+    assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, plain
+    assert expected.replace(" True True True 1 ", " True True False 1 ") in " ".join(plain.split()), plain
+    assert "module run in a fork" not in plain

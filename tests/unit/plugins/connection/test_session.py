@@ -148,10 +148,13 @@ def test_a_control_dir_others_can_open_is_refused(tmp_path):
         protocol.check_control_dir(str(tmp_path), os.getuid() + 1)
 
 
-def test_the_setup_line_prints_the_ready_marker_only_when_run():
-    setup, ready = protocol.setup_script()
-    assert ready not in setup  # echoed before stty -echo takes effect, it cannot be taken for the answer
-    assert b"stty -echo" in setup and b"unset HISTFILE" in setup and setup.endswith(b"\n")
+@pytest.mark.parametrize("resident_python", [True, False])
+def test_the_setup_steps_print_their_ready_lines_only_when_run(resident_python):
+    (quiet, quiet_ready), (start, ready) = protocol.setup_steps(resident_python)
+    assert quiet_ready not in quiet  # echoed before stty -echo takes effect, it cannot be taken for the answer
+    assert "stty -echo" in quiet and "unset HISTFILE" in quiet and quiet.endswith("\n") and quiet.count("\n") == 1
+    assert ready not in start.replace(f"'{ready}'", "") and start.endswith("exec /bin/sh 2>/dev/null\n")
+    assert ("python3 -c" in start) is resident_python
 
 
 def test_every_option_of_aws_ssm_is_an_option_of_session():
@@ -215,14 +218,15 @@ def _recv_until(client, needle: bytes) -> bytes:
     return data
 
 
-def test_the_master_waits_for_the_end_of_input_of_a_client_that_was_slow_to_send_it(tmp_path):
+@pytest.mark.parametrize("resident_python", [True, False])
+def test_the_master_waits_for_the_end_of_input_of_a_client_that_was_slow_to_send_it(tmp_path, resident_python):
     """A client preempted between its command's last frame and its end-of-input frame must still get its reply: the
     master keeps the connection until that frame (it used to close it, and the late frame broke the pipe: the
-    command's task went UNREACHABLE although the command had run). Then it serves the next client."""
-    setup, ready = protocol.setup_script()
+    command's task went UNREACHABLE although the command had run). Then it serves the next client. With
+    resident_python, the real set-up starts the helper (this machine has python3) and the master says so."""
     sock = str(tmp_path / "master.sock")
     config = {"argv": ["/bin/sh", "-c", "echo 'Starting session with SessionId: test-1'; exec /bin/sh"],
-              "socket": sock, "idle": 30, "start_timeout": 20, "setup": setup.decode(), "ready": ready.decode(),
+              "socket": sock, "idle": 30, "start_timeout": 20, "steps": protocol.setup_steps(resident_python),
               "session_id": "test-1"}
     master = subprocess.Popen([sys.executable, os.path.join(ROOT, "plugins", "plugin_utils", "_session_master.py")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -231,14 +235,15 @@ def test_the_master_waits_for_the_end_of_input_of_a_client_that_was_slow_to_send
         master.stdin.close()
         assert json.loads(master.stdout.readline())["ok"]
         marker = protocol.new_marker()
-        head, tail = protocol.command_script(b"echo hello; echo oops >&2; exit 3", marker, False)
         end = protocol.end_of_reply(marker)
         with socket.socket(socket.AF_UNIX) as client:
             client.settimeout(20)
             client.connect(sock)
             client.sendall(json.dumps({"op": "run", "end": end.decode(), "timeout": 20}).encode() + b"\n")
-            assert json.loads(_recv_until(client, b"\n"))["ok"]
-            client.sendall(_frame(head) + _frame(tail))
+            answer = json.loads(_recv_until(client, b"\n"))
+            assert answer["ok"] and answer["reader"] == ("python" if resident_python else "sh")
+            head, tail = protocol.request(b"echo hello; echo oops >&2; exit 3", marker, False, answer["reader"])
+            client.sendall(b"".join(_frame(part) for part in (head, tail) if part))  # a frame of 0 is the end
             reply = _recv_until(client, end)
             reply += _recv_until(client, b"\n") if not reply.split(end, 1)[1].count(b"\n") else b""
             time.sleep(0.5)  # the master has had all the time it needs to close, had it been going to

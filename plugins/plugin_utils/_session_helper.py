@@ -1,0 +1,344 @@
+# -*- coding: utf-8 -*-
+
+# Copyright: Contributors to the bastionless.ssm project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The resident Python that bastionless.ssm.session runs in a node's session shell, where the node has python3.
+
+This file is not imported on the controller: its source is sent through the session when the session starts (see
+_session_protocol.helper_setup) and runs on the node as ``python3 -c <source> <ready line>``. Standard library only,
+Python 3.6 or later (3.8 or later for the module runs below).
+
+It reads requests from the session's pty (stdin) and writes framed replies to it (stdout), exactly as the sh script
+of _session_protocol.command_script frames them, so the master and the connection read both the same way::
+
+    <marker> <0|1: stdin follows> [<python interpreter>]
+    <the command, base64 lines>
+    <marker>
+    <the command's stdin, base64 lines>     (when announced)
+    <marker>                                (when announced)
+
+A command runs with ``/bin/sh -c``: one process, where the sh script costs about eight (base64, mktemp, cat, rm and
+their subshells).
+
+A request that names an interpreter is Ansible's pipelined module run (``/bin/sh -c '<interpreter> && sleep 0'``
+with an AnsiballZ wrapper on stdin). When the interpreter is this Python, the module runs in a fork of this process
+that has already imported ``ansible.module_utils.basic`` and the AnsiballZ loader, from the first module's payload:
+a module run then costs the node the module's own work, not a new interpreter importing ``module_utils`` again (about
+90 ms of CPU). The fork is used only when every preloaded file is byte for byte (CRC-32 and size) in this module's
+payload; the preloaded modules are then pointed at this payload, as if it had imported them. Anything else (another
+interpreter, another ansible-core, a wrapper this code does not know) runs as a plain command.
+"""
+
+import base64
+import binascii
+import io
+import os
+import re
+import select
+import subprocess
+import sys
+import zipfile
+
+ANSIBLE_ROOTS = ("ansible", "ansible_collections")
+PRELOAD = ("ansible.module_utils._internal._ansiballz._loader", "ansible.module_utils.basic")
+ZIP_DATA = re.compile(rb"^zip_data='([A-Za-z0-9+/=]+)',?$", re.M)  # how ansible-core 2.19's wrapper passes the zip
+WRAPPER = b"\n_ANSIBALLZ_WRAPPER = True\n"
+
+
+def payload_archive(path: str) -> bool:
+    """Whether path is (inside) an AnsiballZ payload zip: .../ansible_<module>_payload.zip[/...]."""
+    archive, sep, rest = path.partition("_payload.zip")
+    return bool(sep) and os.path.basename(archive).startswith("ansible_") and rest[:1] in ("", os.sep)
+
+
+class Preloaded:
+    """ansible.module_utils imported once into this process, and what they were imported from."""
+
+    def __init__(self) -> None:
+        self.files = None  # {module name: (path in the zip, CRC-32, size)}; None: not tried; {}: not possible
+
+    def load(self, payload: bytes) -> None:
+        import importlib
+        import shutil
+        import tempfile
+
+        self.files = {}
+        folder = tempfile.mkdtemp(prefix="bastionless-ssm-")
+        archive = os.path.join(folder, "ansible_preload_payload.zip")
+        before = set(sys.modules)
+        try:
+            with open(archive, "wb") as handle:
+                handle.write(payload)
+            sys.path.insert(0, archive)
+            for name in PRELOAD:
+                importlib.import_module(name)
+            prefix = archive + os.sep
+            with zipfile.ZipFile(archive) as zipped:
+                for name, module in list(sys.modules.items()):
+                    path = getattr(module, "__file__", None) or ""
+                    if path.startswith(prefix):
+                        info = zipped.getinfo(path[len(prefix):])
+                        self.files[name] = (info.filename, info.CRC, info.file_size)
+        except Exception:  # any failure: forget what was imported, and run modules as plain commands
+            for name in set(sys.modules) - before:
+                if name.partition(".")[0] in ANSIBLE_ROOTS:
+                    del sys.modules[name]
+            self.files = {}
+        finally:
+            if archive in sys.path:
+                sys.path.remove(archive)
+            sys.path_importer_cache.clear()
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def matches(self, payload: bytes) -> bool:
+        """Whether every preloaded file is in payload (a zip) with the same CRC-32 and size."""
+        try:
+            with zipfile.ZipFile(io.BytesIO(payload)) as zipped:
+                for path, crc, size in self.files.values():
+                    info = zipped.getinfo(path)
+                    if info.CRC != crc or info.file_size != size:
+                        return False
+        except (KeyError, zipfile.BadZipFile, ValueError):
+            return False
+        return True
+
+
+class Rebase:
+    """In a module's fork: the first import of an ansible module after the wrapper has put its payload on sys.path
+    points the preloaded modules (their __file__, __loader__, __spec__, and the packages' __path__) at that payload,
+    so the rest of the module's imports, and everything that reads those attributes, use it."""
+
+    def __init__(self, files: dict) -> None:
+        self.files = files
+        self.done = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] not in ANSIBLE_ROOTS:
+            return None
+        if not self.done:
+            archive = next((p for p in sys.path if isinstance(p, str) and p.endswith("_payload.zip")
+                            and payload_archive(p)), None)
+            if archive:
+                self.rebase(archive)
+        parent = sys.modules.get(name.rpartition(".")[0])
+        search = getattr(parent, "__path__", None)
+        if self.done and path is not None and search is not None and list(path) != list(search):
+            # The import system read the parent's __path__ before this rebased it: search the new one.
+            from importlib.machinery import PathFinder
+
+            return PathFinder.find_spec(name, list(search), target)
+        return None
+
+    def rebase(self, archive: str) -> None:
+        import zipimport
+
+        self.done = True
+        loaders = {}
+        for name, (inner, _crc, _size) in self.files.items():
+            module = sys.modules.get(name)
+            if module is None:
+                continue
+            path = os.path.join(archive, inner)
+            folder = os.path.dirname(path)
+            if folder not in loaders:
+                loaders[folder] = zipimport.zipimporter(folder)
+            module.__file__ = path
+            module.__loader__ = loaders[folder]
+            spec = getattr(module, "__spec__", None)
+            if spec is not None:
+                spec.origin = path
+                spec.loader = loaders[folder]
+            if hasattr(module, "__path__"):
+                module.__path__ = [folder]
+                if spec is not None:
+                    spec.submodule_search_locations = [folder]
+
+
+PRELOADED = Preloaded()
+
+
+def same_interpreter(interpreter: str) -> bool:
+    try:
+        return os.path.realpath(interpreter) == os.path.realpath(sys.executable)
+    except (OSError, ValueError):
+        return False
+
+
+def module_payload(wrapper: bytes):
+    """The payload zip of an AnsiballZ wrapper, or None when this is not a wrapper this code knows."""
+    if WRAPPER not in wrapper[:4096]:
+        return None
+    found = ZIP_DATA.search(wrapper)
+    if not found:
+        return None
+    try:
+        return base64.b64decode(found.group(1), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def run_module(interpreter: str, wrapper: bytes):
+    """(stdout, stderr, rc) of a module run in a fork with module_utils preloaded; None to run it as a command."""
+    if sys.version_info < (3, 8) or sys.implementation.name != "cpython" or not same_interpreter(interpreter):
+        return None
+    payload = module_payload(wrapper)
+    if payload is None:
+        return None
+    if PRELOADED.files is None:
+        PRELOADED.load(payload)
+    if not PRELOADED.files or not PRELOADED.matches(payload):
+        return None
+    return forked(wrapper)
+
+
+def forked(wrapper: bytes) -> tuple:
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:  # the child never returns
+        code = 1
+        try:
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            for fd in (devnull, out_r, out_w, err_r, err_w):
+                os.close(fd)
+            code = child(wrapper)
+        finally:
+            os._exit(code)
+    os.close(out_w)
+    os.close(err_w)
+    out, err = collect(out_r, err_r)
+    _pid, status = os.waitpid(pid, 0)
+    return out, err, exit_code(status)
+
+
+def child(wrapper: bytes) -> int:
+    """Run the wrapper as ``python3`` would have run it from stdin; return the exit status."""
+    import atexit
+    import builtins
+    import traceback
+    import types
+
+    encoding, errors = sys.stdout.encoding, sys.stdout.errors
+    sys.stdin = sys.__stdin__ = io.open(0, "r", encoding=encoding, errors=errors, closefd=False)
+    sys.stdout = sys.__stdout__ = io.open(1, "w", encoding=encoding, errors=errors, closefd=False)
+    sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.open(2, "wb", buffering=0, closefd=False), encoding=encoding,
+                                                   errors="backslashreplace", write_through=True)
+    sys.argv = [""]
+    main = types.ModuleType("__main__")
+    main.__file__ = "<stdin>"
+    main.__builtins__ = builtins
+    sys.modules["__main__"] = main
+    sys.meta_path.insert(0, Rebase(PRELOADED.files))
+    code = 0
+    try:
+        exec(compile(wrapper, "<stdin>", "exec", dont_inherit=True), main.__dict__)
+    except SystemExit as e:
+        code = exit_status(e.code)
+    except BaseException:  # as the interpreter does: the traceback on stderr, status 1
+        traceback.print_exc()
+        code = 1
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    return code
+
+
+def exit_status(code) -> int:
+    """The exit status the interpreter gives for sys.exit(code)."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code & 0xFF
+    try:
+        sys.stderr.write(str(code) + "\n")
+    except (OSError, ValueError):
+        pass
+    return 1
+
+
+def exit_code(status: int) -> int:
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
+def collect(*fds) -> list:
+    """Read fds to their end, together (neither pipe can fill and stall the other)."""
+    data = {fd: [] for fd in fds}
+    open_fds = list(fds)
+    while open_fds:
+        readable, _w, _x = select.select(open_fds, [], [])
+        for fd in readable:
+            chunk = os.read(fd, 65536)
+            if chunk:
+                data[fd].append(chunk)
+            else:
+                open_fds.remove(fd)
+                os.close(fd)
+    return [b"".join(data[fd]) for fd in fds]
+
+
+def run_command(cmd: bytes, stdin) -> tuple:
+    try:
+        proc = subprocess.Popen(cmd, shell=True, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = proc.communicate(stdin)
+    except OSError as e:
+        return b"", str(e).encode(), 127
+    return out, err, (128 - proc.returncode if proc.returncode < 0 else proc.returncode)
+
+
+def read_block(stream, marker: bytes) -> bytes:
+    lines = []
+    for line in iter(stream.readline, b""):
+        if line.rstrip(b"\r\n") == marker:
+            return base64.b64decode(b"".join(lines))
+        lines.append(line)
+    raise EOFError("the session's input ended in the middle of a request")
+
+
+def serve(reader, writer) -> int:
+    for head in iter(reader.readline, b""):
+        parts = head.split()
+        if parts == [b"exit"]:
+            return 0
+        if len(parts) not in (2, 3) or parts[1] not in (b"0", b"1"):
+            continue  # a blank line, or noise
+        marker = parts[0]
+        cmd = read_block(reader, marker)
+        stdin = read_block(reader, marker) if parts[1] == b"1" else None
+        result, how = None, b""
+        if len(parts) == 3 and stdin is not None:
+            result = run_module(os.fsdecode(parts[2]), stdin)
+            how = b" F"
+        if result is None:
+            result, how = run_command(cmd, stdin), b""
+        out, err, rc = result
+        writer.write(marker + b":O\n" + base64.encodebytes(out) + marker + b":E\n" + base64.encodebytes(err)
+                     + marker + b":R " + str(rc).encode() + how + b"\n")
+        writer.flush()
+    return 0
+
+
+def main() -> int:
+    if sys.version_info < (3, 6):
+        return 3  # the session's shell goes on without it
+    if len(sys.argv) > 1:
+        sys.stdout.write("P" + sys.argv[1] + "\n")  # the ready line; P: this helper reads the requests
+        sys.stdout.flush()
+    try:
+        return serve(sys.stdin.buffer, sys.stdout.buffer)
+    except (EOFError, OSError):
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

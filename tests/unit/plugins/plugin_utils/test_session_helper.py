@@ -1,0 +1,184 @@
+"""The node's resident Python (plugin_utils/_session_helper.py), run as the session runs it: a real interpreter reading
+requests on its stdin and answering on its stdout, forking real children. The payloads are small AnsiballZ-shaped
+zips made here, with the names the helper preloads, so each test can say what must (not) be shared with a fork."""
+
+import base64
+import io
+import os
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_protocol as protocol
+
+HELPER = protocol.HELPER
+
+# The shape of ansible-core 2.19's AnsiballZ wrapper, as far as the helper reads it: the wrapper line, and zip_data
+# passed to _ansiballz_main, which writes the payload to a temporary ansible_<module>_payload.zip and imports from it.
+WRAPPER = """#!/usr/bin/python3
+from __future__ import annotations
+
+_ANSIBALLZ_WRAPPER = True
+
+
+def _ansiballz_main(zip_data, code):
+    import base64, os, shutil, sys, tempfile
+    folder = tempfile.mkdtemp(prefix="ansible_probe_payload_")
+    archive = os.path.join(folder, "ansible_probe_payload.zip")
+    with open(archive, "wb") as handle:
+        handle.write(base64.b64decode(zip_data))
+    sys.path.insert(0, archive)
+    try:
+        from ansible.module_utils._internal._ansiballz import _loader
+        _loader.run(code, archive)
+    finally:
+        shutil.rmtree(folder)
+
+
+if __name__ == "__main__":
+    _ansiballz_main(
+code={code!r},
+zip_data='{zip_data}',
+)
+"""
+
+LOADER = """import json, os, sys
+
+
+def run(code, archive):
+    import ansible.module_utils.basic as basic
+    from ansible.module_utils import extra  # not preloaded: must come from this run's payload
+    basic.RUNS += 1
+    print(json.dumps({"runs": basic.RUNS, "version": basic.VERSION, "extra": extra.VALUE, "pid": os.getpid(),
+                      "in_payload": basic.__file__.startswith(archive + os.sep) and os.path.exists(archive),
+                      "path": list(sys.modules["ansible"].__path__)[0].startswith(archive),
+                      "main": sys.modules["__main__"].__name__, "stdin": sys.stdin.read()}))
+    sys.stdout.flush()
+    exec(code, {"sys": sys})
+"""
+
+
+def _payload(version="v1", extra="first") -> str:
+    files = {
+        "ansible/__init__.py": "",
+        "ansible/module_utils/__init__.py": "",
+        "ansible/module_utils/_internal/__init__.py": "",
+        "ansible/module_utils/_internal/_ansiballz/__init__.py": "",
+        "ansible/module_utils/_internal/_ansiballz/_loader.py": LOADER,
+        "ansible/module_utils/basic.py": f"RUNS = 0\nVERSION = {version!r}\n",
+        "ansible/module_utils/extra.py": f"VALUE = {extra!r}\n",
+    }
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zipped:
+        for name, text in files.items():
+            zipped.writestr(name, text)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _module(code="", **payload) -> bytes:
+    return WRAPPER.format(code=code, zip_data=_payload(**payload)).encode()
+
+
+def _serve(requests):
+    """Run the helper on requests [(cmd, stdin or None, module?)]; [(rc, stdout, stderr, forked)] and its status."""
+    markers, data = [], b""
+    for cmd, stdin, module in requests:
+        marker = protocol.new_marker()
+        head, tail = protocol.helper_request(cmd, marker, stdin is not None, cmd.decode() if module else None)
+        data += head + (protocol.b64_lines(stdin) if stdin is not None else b"") + tail
+        markers.append(marker)
+    done = subprocess.run([sys.executable, HELPER, "READY"], input=data + b"exit\n", capture_output=True,
+                          timeout=120, check=False)
+    assert done.stdout.startswith(b"PREADY\n"), done.stdout[:200] + done.stderr
+    replies = []
+    for marker in markers:
+        reply = done.stdout.split(f"{marker}:O".encode(), 1)[1]
+        reply = f"{marker}:O".encode() + reply.split(protocol.end_of_reply(marker), 1)[0] \
+            + protocol.end_of_reply(marker) + reply.split(protocol.end_of_reply(marker), 1)[1].split(b"\n")[0] + b"\n"
+        replies.append(protocol.parse_reply(reply, marker) + (protocol.ran_in_fork(reply, marker),))
+    return replies, done.returncode
+
+
+def _json(out: bytes) -> dict:
+    import json  # pylint: disable=import-outside-toplevel
+
+    return json.loads(out.decode().splitlines()[0])
+
+
+PYTHON = f"{sys.executable}".encode()
+
+
+def test_plain_commands_are_framed_with_stdout_stderr_status_and_stdin():
+    replies, status = _serve([(b"echo out; echo err >&2; exit 7", None, False),
+                              (b"cat; printf '\\377\\000end'", b"line one\nline two\n", False)])
+    assert replies == [(7, b"out\n", b"err\n", False), (0, b"line one\nline two\n\xff\x00end", b"", False)]
+    assert status == 0
+
+
+def test_each_module_runs_in_its_own_fork_with_the_preloaded_utils_and_its_own_payload():
+    replies, _status = _serve([(PYTHON, _module(extra="first"), True), (PYTHON, _module(extra="second"), True)])
+    first, second = (_json(r[1]) for r in replies)
+    assert [r[0] for r in replies] == [0, 0] and all(r[3] for r in replies)
+    # State set by one run never reaches the next: each fork starts from the preloaded, never-run modules.
+    assert first["runs"] == second["runs"] == 1
+    # A module the helper did not preload comes from the run's own payload, and so do the preloaded ones' files.
+    assert (first["extra"], second["extra"]) == ("first", "second")
+    assert first["in_payload"] and second["in_payload"] and first["path"] and second["path"]
+    assert first["pid"] != second["pid"] and first["main"] == "__main__" and first["stdin"] == ""
+
+
+@pytest.mark.parametrize("code, rc, stderr", [
+    ("sys.exit(3)", 3, b""),
+    ("sys.exit('bye')", 1, b"bye\n"),
+    ("raise ValueError('broken module')", 1, b"ValueError: broken module"),
+    ("import atexit; atexit.register(print, 'atexit ran')", 0, b""),
+])
+def test_a_forked_module_exits_as_the_interpreter_would(code, rc, stderr):
+    [(got_rc, out, err, forked)], _status = _serve([(PYTHON, _module(code), True)])
+    assert forked and got_rc == rc and stderr in err
+    assert (b"atexit ran" in out) is ("atexit" in code)
+
+
+def test_a_payload_with_other_preloaded_files_or_another_interpreter_runs_as_a_plain_command():
+    replies, _status = _serve([(PYTHON, _module(version="v1"), True),
+                               (PYTHON, _module(version="v2"), True),  # another ansible-core: basic.py differs
+                               (b"/usr/bin/python3", _module(), True)])  # not the helper's own interpreter
+    same = os.path.realpath(sys.executable) == os.path.realpath("/usr/bin/python3")
+    assert [r[3] for r in replies] == [True, False, same]
+    assert [_json(r[1])["version"] for r in replies] == ["v1", "v2", "v1"]
+    assert all(r[0] == 0 for r in replies)
+
+
+def test_a_wrapper_the_helper_does_not_know_runs_as_a_plain_command():
+    script = b"import sys; print('plain', sys.argv)"
+    [(rc, out, _err, forked)], _status = _serve([(PYTHON, script, True)])
+    assert (rc, out, forked) == (0, b"plain ['']\n", False)
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/tmp/ansible_copy_payload_x1/ansible_copy_payload.zip", True),
+    ("/tmp/ansible_copy_payload_x1/ansible_copy_payload.zip/ansible/module_utils", True),
+    ("/tmp/x/ansible_copy_payload.zipper", False),
+    ("/tmp/x/other_payload.zip", False),
+])
+def test_payload_archives_are_recognised_by_name(path, expected):
+    sys.path.insert(0, os.path.dirname(HELPER))
+    try:
+        import _session_helper  # pylint: disable=import-outside-toplevel
+    finally:
+        sys.path.pop(0)
+    assert _session_helper.payload_archive(path) is expected
+
+
+@pytest.mark.parametrize("cmd, expected", [
+    (b"/usr/bin/python3", "/usr/bin/python3"),
+    (b"/bin/sh -c '/usr/bin/python3.11 && sleep 0'", "/usr/bin/python3.11"),
+    (b"FOO=bar /usr/bin/python3", None),
+    (b"sudo -H -S -n  -u root /bin/sh -c 'echo BECOME-SUCCESS-abc ; /usr/bin/python3'", None),
+    (b"/usr/bin/python3 /home/ssm-user/.ansible/tmp/x/AnsiballZ_copy.py", None),
+    (b"/usr/bin/python3;reboot", None),
+])
+def test_only_ansibles_plain_pipelined_module_run_is_offered_to_the_fork(cmd, expected):
+    assert protocol.pipelined_interpreter(cmd) == expected
