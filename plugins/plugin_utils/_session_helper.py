@@ -317,7 +317,10 @@ def serve(reader, writer) -> int:
         stdin = read_block(reader, marker) if parts[1] == b"1" else None
         result, how = None, b""
         if len(parts) == 3 and stdin is not None:
-            result = run_module(os.fsdecode(parts[2]), stdin)
+            try:
+                result = run_module(os.fsdecode(parts[2]), stdin)
+            except OSError:  # no fork (process limit, memory): the module runs as a plain command
+                result = None
             how = b" F"
         if result is None:
             result, how = run_command(cmd, stdin), b""

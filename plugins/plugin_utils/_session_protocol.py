@@ -18,6 +18,10 @@ UTF-8, or that holds terminal control bytes, arrives unchanged) and the exit sta
 
 The marker holds a ``-``, which base64 never does, so no data line can end a section early. Markers in the script
 are printed by concatenation (``'%s:R'``), so even an echoed script never contains the end marker.
+
+Where the node has python3, the session's reader is the resident Python of _session_helper.py instead of sh: the
+same command and stdin go as a request of base64 lines (helper_request), and its replies are framed the same way,
+with `` F`` after the exit status when it ran a pipelined module in its preloaded fork (ran_in_fork).
 """
 
 import base64

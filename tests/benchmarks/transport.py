@@ -12,7 +12,8 @@ The transports:
     ProxyCommand (bastionless.ssm's proxy command, a key pushed with EC2 Instance Connect), ControlPersist and
     pipelining; the lab's nodes run ``sshd -i`` for that document only, no port is open;
 (c) ``bastionless.ssm.session``: one session per host kept by a background process, files through the session,
-    pipelining; no bucket configured.
+    pipelining, modules run in a fork of the node's resident Python (``resident_python``); no bucket configured.
+(c') on request (``--transports ...,session_sh``): (c) with ``resident_python`` off, a plain sh reading commands.
 
 The lab's latency model is set to the figures of its ``aws`` profile, printed at the start: 100 ms per AWS API call,
 700 ms per session start, 30 ms per round trip on a session's stream, 60 ms per S3 request (presigned requests from
@@ -49,8 +50,9 @@ from ssm_lab.testing import running_lab  # noqa: E402
 
 BUCKET = "bench-transfer"
 TRANSPORTS = ("aws_ssm", "ssh_over_ssm", "session")
+OPTIONAL = ("session_sh",)  # (c) with resident_python off: what the node's resident Python is worth
 LABELS = {"aws_ssm": "(a) amazon.aws.aws_ssm", "ssh_over_ssm": "(b) ssh over SSM",
-          "session": "(c) bastionless.ssm.session"}
+          "session": "(c) bastionless.ssm.session", "session_sh": "(c') session, resident_python off"}
 
 D = "{{ bench_dir }}"  # a directory per transport: each connects as another user (ssm-user, ec2-user)
 TASKS = [
@@ -90,9 +92,10 @@ def _inventory(work: str, transport: str, nodes: list[str], key: str, ssh_vars: 
               "ansible_aws_ssm_plugin": os.environ.get("AWS_SESSION_MANAGER_PLUGIN", "")}
     if transport == "aws_ssm":
         group = {**common, "ansible_connection": "amazon.aws.aws_ssm", "ansible_aws_ssm_bucket_name": BUCKET}
-    elif transport == "session":
+    elif transport in ("session", "session_sh"):
         group = {**common, "ansible_connection": "bastionless.ssm.session",
-                 "ansible_aws_ssm_control_path_dir": os.path.join(work, "cp-session")}
+                 "ansible_aws_ssm_control_path_dir": os.path.join(work, f"cp-{transport}"),
+                 "ansible_aws_ssm_resident_python": transport == "session"}
     else:
         group = {**ssh_vars, "ansible_python_interpreter": "/usr/bin/python3",
                  "ansible_ssh_private_key_file": key, "ansible_host_key_checking": False}
@@ -111,8 +114,8 @@ def _cold(work: str, transport: str) -> None:
                            capture_output=True, check=False, timeout=30)
         shutil.rmtree(control, ignore_errors=True)
         os.makedirs(control, mode=0o700)
-    elif transport == "session":
-        control = os.path.join(work, "cp-session")
+    elif transport in ("session", "session_sh"):
+        control = os.path.join(work, f"cp-{transport}")
         for name in os.listdir(control) if os.path.isdir(control) else ():
             subprocess.run([sys.executable, "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); "
                             "s.settimeout(5); s.connect(sys.argv[1]); s.sendall(b'{\"op\": \"exit\"}\\n')",
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--nodes", type=int, default=10, help="lab nodes, and forks (default 10)")
     parser.add_argument("--repeat", type=int, default=2, help="runs of each transport; the best is reported")
-    parser.add_argument("--transports", default=",".join(TRANSPORTS), help="a subset of " + ",".join(TRANSPORTS))
+    parser.add_argument("--transports", default=",".join(TRANSPORTS), help="a subset of " + ",".join(TRANSPORTS + OPTIONAL))
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--per-task", action="store_true", help="print each task's time (ansible.posix.profile_tasks)")
     parser.add_argument("--cpu", action="store_true",

@@ -94,9 +94,8 @@ def _serve(requests):
     assert done.stdout.startswith(b"PREADY\n"), done.stdout[:200] + done.stderr
     replies = []
     for marker in markers:
-        reply = done.stdout.split(f"{marker}:O".encode(), 1)[1]
-        reply = f"{marker}:O".encode() + reply.split(protocol.end_of_reply(marker), 1)[0] \
-            + protocol.end_of_reply(marker) + reply.split(protocol.end_of_reply(marker), 1)[1].split(b"\n")[0] + b"\n"
+        start = done.stdout.index(f"{marker}:O".encode())
+        reply = done.stdout[start:done.stdout.index(b"\n", done.stdout.index(protocol.end_of_reply(marker), start)) + 1]
         replies.append(protocol.parse_reply(reply, marker) + (protocol.ran_in_fork(reply, marker),))
     return replies, done.returncode
 
