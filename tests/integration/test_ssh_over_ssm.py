@@ -178,12 +178,45 @@ def test_the_role_writes_its_block_in_check_mode_idempotently_and_removes_it(lab
     assert recap["changed"] == 0
 
 
+def _resolved(config, host: str) -> dict:
+    """What ssh makes of host with config (ssh -G connects nowhere): {option: [values]}."""
+    done = subprocess.run(["ssh", "-G", "-F", str(config), host], capture_output=True, text=True, timeout=30,
+                          check=True)
+    values = {}
+    for line in done.stdout.splitlines():
+        name, _sep, value = line.partition(" ")
+        values.setdefault(name, []).append(value)
+    return values
+
+
+def test_the_key_is_for_ec2_instances_only_and_the_rest_of_the_file_stays_global(lab, tmp_path, sockets):
+    """The Instance Connect key goes to i- nodes only (the proxy pushes none to hybrid mi- nodes, which keep ssh's
+    own keys), and global options the file had at its top still apply to every host after the block is put above
+    them."""
+    home = ssh_home(tmp_path / "home", key=str(tmp_path / "operator_key"), sockets=sockets)
+    config = tmp_path / "home" / "ssh" / "config"
+    config.parent.mkdir(mode=0o700)
+    config.write_text("ServerAliveInterval 42\n\nHost build-box\n  User builder\n")
+    _out, recap, _result = apply_role(lab, tmp_path, check=False, **home)
+    assert recap["failed"] == 0 and recap["changed"] > 0
+    ec2, hybrid, other = (_resolved(config, h) for h in ("i-0123456789abcdef0", "mi-0123456789abcdef0", "build-box"))
+    key = str(tmp_path / "operator_key")
+    assert ec2["identityfile"] == [key] and ec2["identitiesonly"] == ["yes"]
+    assert key not in hybrid["identityfile"] and hybrid["identitiesonly"] == ["no"]
+    assert hybrid["proxycommand"] == ec2["proxycommand"] and hybrid["user"] == ["ec2-user"]
+    assert ec2["serveraliveinterval"] == hybrid["serveraliveinterval"] == other["serveraliveinterval"] == ["42"]
+    assert other["user"] == ["builder"] and "proxycommand" not in other
+    _out, recap, _result = apply_role(lab, tmp_path, check=False, **home)
+    assert recap["changed"] == 0
+
+
 @pytest.mark.parametrize("override, message", [
     ({"ssh_over_ssm_control_path": "/tmp/sockets"}, "must contain %C"),
     ({"ssh_over_ssm_control_path": "/tmp/" + "x" * 80 + "/%C"}, "too long for a unix socket"),
     # 92 characters with %C expanded: ssh's temporary socket name would be 109 (the old check let it through)
     ({"ssh_over_ssm_control_path": "/tmp/" + "x" * 46 + "/%C"}, "keep it at most 90 characters"),
     ({"ssh_over_ssm_host_patterns": []}, "ssh_over_ssm_host_patterns must list"),
+    ({"ssh_over_ssm_host_patterns": ["i-*,mi-*"]}, "without spaces or commas"),
     ({"ssh_over_ssm_proxy": "aws_cli", "ssh_over_ssm_instance_connect_key": "/tmp/k"}, "needs ssh_over_ssm_proxy=collection"),
     ({"ssh_over_ssm_python": "/nonexistent/python"}, "cannot import boto3"),
     ({"ssh_over_ssm_proxy": "scp"}, "ssh_over_ssm_proxy"),
