@@ -117,8 +117,7 @@ class Rebase:
         if name.partition(".")[0] not in ANSIBLE_ROOTS:
             return None
         if not self.done:
-            archive = next((p for p in sys.path if isinstance(p, str) and p.endswith("_payload.zip")
-                            and payload_archive(p)), None)
+            archive = next((p for p in sys.path if isinstance(p, str) and payload_archive(p)), None)
             if archive:
                 self.rebase(archive)
         parent = sys.modules.get(name.rpartition(".")[0])

@@ -72,7 +72,7 @@ class Master:
         for send, ready in self.config["steps"]:  # _session_protocol.setup_steps
             self._write_all(send.encode(), deadline)
             before, seen = self._wait_for(ready.encode() + b"\n", deadline, seen)
-        self.reader = "python" if before.endswith(b"P") else "sh"  # _session_protocol.reader_of
+        self.reader = "python" if before.endswith(b"P") else "sh"  # the helper prints a P before its ready line
 
     def _wait_for(self, what: bytes, deadline: float, seen: bytes) -> tuple:
         """Read the session until what appears; return (what came before it, what follows it)."""

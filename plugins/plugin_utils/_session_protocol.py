@@ -85,12 +85,6 @@ def setup_steps(resident_python: bool = True) -> list:
     return steps
 
 
-def reader_of(before_ready: bytes) -> str:
-    """Which reader the set-up left on the pty, from what the session printed before the last ready line:
-    "python" (the helper, which prints a P before it) or "sh"."""
-    return "python" if before_ready.endswith(b"P") else "sh"
-
-
 def pipelined_interpreter(cmd: bytes):
     """The interpreter of Ansible's pipelined module run ("/usr/bin/python3", or "/bin/sh -c '/usr/bin/python3 &&
     sleep 0'"), else None."""
@@ -107,7 +101,7 @@ def helper_request(cmd: bytes, marker: str, has_stdin: bool, interpreter=None) -
 
 
 def request(cmd: bytes, marker: str, has_stdin: bool, reader: str, interpreter=None) -> tuple:
-    """(head, tail) of a command for the reader the session has (reader_of)."""
+    """(head, tail) of a command for the reader the session has: "python" (the helper) or "sh", as its master says."""
     if reader == "python":
         return helper_request(cmd, marker, has_stdin, interpreter)
     return command_script(cmd, marker, has_stdin)
