@@ -580,7 +580,7 @@ class Connection(ConnectionBase):
             self._terminate_session(self._session_id)
             raise AnsibleConnectionFailure(f"the session to {self.instance_id} ended in the middle of a command "
                                            f"({to_native(e)})") from e
-        if interpreter and protocol.ran_in_fork(reply, marker):
+        if interpreter and display.verbosity >= 3 and protocol.ran_in_fork(reply, marker):
             self.verbosity_display(3, "module run in a fork of the node's resident Python (module_utils preloaded)")
         return result
 

@@ -6,7 +6,7 @@
 """The resident Python that bastionless.ssm.session runs in a node's session shell, where the node has python3.
 
 This file is not imported on the controller: its source is sent through the session when the session starts (see
-_session_protocol.helper_setup) and runs on the node as ``python3 -c <source> <ready line>``. Standard library only,
+_session_protocol.setup_steps) and runs on the node as ``python3 -c <source> <ready line>``. Standard library only,
 Python 3.6 or later (3.8 or later for the module runs below).
 
 It reads requests from the session's pty (stdin) and writes framed replies to it (stdout), exactly as the sh script
@@ -21,9 +21,9 @@ of _session_protocol.command_script frames them, so the master and the connectio
 A command runs with ``/bin/sh -c``: one process, where the sh script costs about eight (base64, mktemp, cat, rm and
 their subshells).
 
-A request that names an interpreter is Ansible's pipelined module run (``/bin/sh -c '<interpreter> && sleep 0'``
-with an AnsiballZ wrapper on stdin). When the interpreter is this Python, the module runs in a fork of this process
-that has already imported ``ansible.module_utils.basic`` and the AnsiballZ loader, from the first module's payload:
+A request that names an interpreter is Ansible's pipelined module run (``<interpreter>``, or ``/bin/sh -c
+'<interpreter> && sleep 0'``, with an AnsiballZ wrapper on stdin; _session_protocol.pipelined_interpreter). When the interpreter is this Python,
+the module runs in a fork of this process that has already imported ``ansible.module_utils.basic`` and the AnsiballZ loader, from the first module's payload:
 a module run then costs the node the module's own work, not a new interpreter importing ``module_utils`` again (about
 90 ms of CPU). The fork is used only when every preloaded file is byte for byte (CRC-32 and size) in this module's
 payload; the preloaded modules are then pointed at this payload, as if it had imported them. Anything else (another
@@ -314,16 +314,14 @@ def serve(reader, writer) -> int:
         marker = parts[0]
         cmd = read_block(reader, marker)
         stdin = read_block(reader, marker) if parts[1] == b"1" else None
-        result, how = None, b""
+        result = None
         if len(parts) == 3 and stdin is not None:
             try:
                 result = run_module(os.fsdecode(parts[2]), stdin)
             except OSError:  # no fork (process limit, memory): the module runs as a plain command
                 result = None
-            how = b" F"
-        if result is None:
-            result, how = run_command(cmd, stdin), b""
-        out, err, rc = result
+        how = b"" if result is None else b" F"
+        out, err, rc = run_command(cmd, stdin) if result is None else result
         writer.write(marker + b":O\n" + base64.encodebytes(out) + marker + b":E\n" + base64.encodebytes(err)
                      + marker + b":R " + str(rc).encode() + how + b"\n")
         writer.flush()
