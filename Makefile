@@ -54,19 +54,33 @@ collection: $(TARBALL)
 demo: collection
 	PATH="$(BIN):$$PATH" bash tests/lab/demo.sh
 
+# Two streams at once, so that both cores stay busy: pytest (its test modules spread over TEST_WORKERS processes, each
+# module on one of them with its own lab) and, beside it, lint, sanity, the install check and molecule, whose output
+# goes to build/checks.log and is shown when they end.
+TEST_WORKERS ?= 2
+CHECKS_LOG := build/checks.log
+
 test: collection
-	@$(MAKE) --no-print-directory lint sanity install-check
-	PATH="$(BIN):$$PATH" $(PYTEST) tests/lab/tests $(wildcard tests/unit) tests/integration
-	@$(MAKE) --no-print-directory molecule
+	@mkdir -p build; rm -f $(CHECKS_LOG); start=$$(date +%s); \
+	( $(MAKE) --no-print-directory lint sanity install-check molecule > $(CHECKS_LOG) 2>&1; \
+	  echo "$$?" > $(CHECKS_LOG).rc ) & checks=$$!; \
+	PATH="$(BIN):$$PATH" $(PYTEST) -n $(TEST_WORKERS) --dist loadfile tests/lab/tests $(wildcard tests/unit) \
+	  tests/integration; pytest_rc=$$?; \
+	echo "pytest ended after $$(( $$(date +%s) - start )) s; waiting for lint, sanity, install-check, molecule"; \
+	wait $$checks; checks_rc=$$(cat $(CHECKS_LOG).rc 2>/dev/null || echo 1); \
+	echo "--- lint, sanity, install-check, molecule ($(CHECKS_LOG)) ---"; \
+	grep -v -e '^\s*$$' $(CHECKS_LOG) | tail -n 60; \
+	echo "make test: pytest exit $$pytest_rc, checks exit $$checks_rc, $$(( $$(date +%s) - start )) s in all"; \
+	[ "$$pytest_rc" = 0 ] && [ "$$checks_rc" = 0 ]
 
 unit: $(STAMP)
 	$(PYTEST) $(or $(wildcard tests/unit),--co -q tests/lab/tests/test_reachability.py)
 
 lab-test: $(STAMP)
-	PATH="$(BIN):$$PATH" $(PYTEST) tests/lab/tests
+	PATH="$(BIN):$$PATH" $(PYTEST) -n $(TEST_WORKERS) --dist loadfile tests/lab/tests
 
 integration: collection
-	PATH="$(BIN):$$PATH" $(PYTEST) tests/integration
+	PATH="$(BIN):$$PATH" $(PYTEST) -n $(TEST_WORKERS) --dist loadfile tests/integration
 
 # The roles' molecule scenarios (extensions/molecule): each starts its own lab, then check, converge, idempotence.
 molecule: collection

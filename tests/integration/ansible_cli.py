@@ -9,14 +9,21 @@ import subprocess
 import tempfile
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-# BASTIONLESS_TEST_CONNECTION=bastionless.ssm.session runs every node task of these tests over that connection. The
-# lab inventory gives each node its ansible_connection as a host variable, so one more inventory source (constructed,
-# after the others) sets it for the hosts that have an instance id; localhost, even delegated to, keeps its own.
+# BASTIONLESS_TEST_CONNECTION=bastionless.ssm.session runs every node task of these tests over that connection;
+# BASTIONLESS_TEST_CONNECTION=bastionless.ssm.session=i-1,i-2 only those nodes' tasks (the others keep the inventory's
+# connection, so one run drives both connections). The lab inventory gives each node its ansible_connection as a host
+# variable, so one more inventory source (constructed, after the others) sets it for the hosts that have an instance
+# id; localhost, even delegated to, keeps its own.
 CONNECTION_ENV = "BASTIONLESS_TEST_CONNECTION"
 CONSTRUCTED = """plugin: ansible.builtin.constructed
 strict: false
 compose:
   ansible_connection: "ansible_aws_ssm_instance_id | ternary('{connection}', '{connection}')"
+"""
+CONSTRUCTED_SOME = """plugin: ansible.builtin.constructed
+strict: false
+compose:
+  ansible_connection: "(ansible_aws_ssm_instance_id in {nodes}) | ternary('{connection}', ansible_connection)"
 """
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
@@ -49,10 +56,14 @@ def with_test_connection(argv) -> tuple:
     argv, connection = list(argv), os.environ.get(CONNECTION_ENV, "")
     if not connection or os.path.basename(argv[0]) not in ("ansible", "ansible-playbook") or "-i" not in argv:
         return argv, {}
+    connection, _sep, nodes = connection.partition("=")
     directory = tempfile.mkdtemp(prefix="test-connection-")
     path = os.path.join(directory, "connection.yml")
     with open(path, "w", encoding="utf-8") as handle:
-        handle.write(CONSTRUCTED.format(connection=connection))
+        if nodes:
+            handle.write(CONSTRUCTED_SOME.format(connection=connection, nodes=json.dumps(nodes.split(","))))
+        else:
+            handle.write(CONSTRUCTED.format(connection=connection))
     return argv + ["-i", path], {"ANSIBLE_INVENTORY_ENABLED": "host_list,script,auto,yaml,ini,toml,constructed"}
 
 

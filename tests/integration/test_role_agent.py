@@ -1,4 +1,7 @@
-"""bastionless.ssm.agent over Session Manager on lab nodes: apt on Debian, enable at boot, recovery by reboot."""
+"""bastionless.ssm.agent over Session Manager on lab nodes: apt on Debian, enable at boot, recovery by reboot.
+
+The nodes' tasks run over bastionless.ssm.session (apt over a persistent session, the agent restarted under it, and a
+reboot that ends it); test_site.py runs the role over amazon.aws.aws_ssm too, in site.yml."""
 
 import json
 import os
@@ -6,6 +9,7 @@ import shutil
 
 import pytest
 from ansible_cli import ROOT, run
+from session_connection import session_connection  # noqa: F401 pylint: disable=unused-import
 from ssm_lab import nodepkg
 from ssm_lab.testing import running_lab, wait_until
 

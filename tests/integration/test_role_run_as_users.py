@@ -1,4 +1,5 @@
-"""bastionless.ssm.run_as_users on a lab node over the real amazon.aws.aws_ssm connection: the OS accounts that
+"""bastionless.ssm.run_as_users on a lab node over bastionless.ssm.session (test_site.py runs the role over
+amazon.aws.aws_ssm too, in site.yml): the OS accounts that
 Session Manager Run As maps IAM users to, from the same variable bastionless.ssm.operator_access tags them with;
 sudo rules checked by visudo before they land, removed with their user's rules; accounts no longer mapped removed
 only when asked, never system ones; check mode, a second run, bad input. The "Done when" of issue 5: with Run As
@@ -13,6 +14,7 @@ import sys
 
 import pytest
 from ansible_cli import run
+from session_connection import CONNECTION, session_connection  # noqa: F401 pylint: disable=unused-import
 from ssm_lab.testing import running_lab
 
 PLAYBOOK = os.path.join(os.path.dirname(__file__), "playbooks", "run_as_users.yml")
@@ -53,7 +55,8 @@ def play(lab, *options, check=True, **extra):
 
 def on_node(lab, command: str) -> str:
     """The stdout of ``command`` run as root on the node through the connection (raw: no module, no change)."""
-    result = subprocess.run(["ansible", "-i", INVENTORY, "all", "-b", "-m", "ansible.builtin.raw", "-a", command],
+    result = subprocess.run(["ansible", "-i", INVENTORY, "all", "-e", f"ansible_connection={CONNECTION}", "-b",
+                             "-m", "ansible.builtin.raw", "-a", command],
                             cwd=os.path.join(os.path.dirname(__file__), "..", ".."), capture_output=True, text=True,
                             env=lab.environ(ANSIBLE_NOCOLOR="1"), timeout=120, check=False)
     header, _sep, body = result.stdout.replace("\r", "").partition("\n")

@@ -1,5 +1,8 @@
 """playbooks/site.yml against a lab of 3 offline nodes (no instance profile, no route out), with the collection as
-installed: check mode, the real run, idempotence, no SSH, transcripts, Run As, ad-hoc commands."""
+installed: check mode, the real run, idempotence, no SSH, transcripts, Run As, ad-hoc commands.
+
+Both connections run in every play: the first node keeps the lab inventory's amazon.aws.aws_ssm, the other two are
+reached over bastionless.ssm.session (ansible_cli.run adds the connection, see CONNECTION_ENV)."""
 
 import json
 import os
@@ -7,7 +10,7 @@ import socket
 import subprocess
 
 import pytest
-from ansible_cli import ROOT, run
+from ansible_cli import CONNECTION_ENV, ROOT, run
 from ssm_lab.testing import running_lab, wait_until
 
 INVENTORY = "inventories/lab"
@@ -21,6 +24,19 @@ def lab(tmp_path_factory):
         iam.create_user(UserName="alice")  # the operator the lab inventory maps to the OS user alice
         lab.alice = iam.create_access_key(UserName="alice")["AccessKey"]
         yield lab
+
+
+@pytest.fixture(scope="module", autouse=True)
+def both_connections(lab):  # pylint: disable=redefined-outer-name
+    """The first node over amazon.aws.aws_ssm, the others over bastionless.ssm.session, in the same runs."""
+    nodes = sorted(lab.network["nodes"])
+    before = os.environ.get(CONNECTION_ENV)
+    os.environ[CONNECTION_ENV] = "bastionless.ssm.session=" + ",".join(nodes[1:])
+    yield {"amazon.aws.aws_ssm": nodes[:1], "bastionless.ssm.session": nodes[1:]}
+    if before is None:
+        os.environ.pop(CONNECTION_ENV, None)
+    else:
+        os.environ[CONNECTION_ENV] = before
 
 
 def _nodes(lab):
@@ -95,8 +111,23 @@ def test_sessions_leave_transcripts_in_s3_and_cloudwatch(lab):
     assert session in {s["logStreamName"] for s in streams["logStreams"]}
 
 
-def test_a_run_as_user_opens_a_session_as_themselves(lab):
-    node = _nodes(lab)[0]
+def test_each_node_was_reached_over_its_connection(lab, both_connections):  # pylint: disable=redefined-outer-name
+    # Two site.yml runs and the ad-hoc tests: with aws_ssm every node task is a session of its own; with the
+    # persistent connection a node needs one session per master (a few), far fewer than its tasks.
+    pages = lab.client("ssm").get_paginator("describe_sessions")
+    per_node = {}
+    for state in ("History", "Active"):
+        for page in pages.paginate(State=state):
+            for session in page["Sessions"]:
+                per_node[session["Target"]] = per_node.get(session["Target"], 0) + 1
+    [aws_ssm] = both_connections["amazon.aws.aws_ssm"]
+    persistent = [per_node.get(node, 0) for node in both_connections["bastionless.ssm.session"]]
+    assert all(1 <= count <= 10 for count in persistent), per_node
+    assert per_node.get(aws_ssm, 0) > 3 * max(persistent), per_node
+
+
+def test_a_run_as_user_opens_a_session_as_themselves(lab, both_connections):  # pylint: disable=redefined-outer-name
+    [node] = both_connections["amazon.aws.aws_ssm"]
     env = lab.environ(AWS_ACCESS_KEY_ID=lab.alice["AccessKeyId"], AWS_SECRET_ACCESS_KEY=lab.alice["SecretAccessKey"],
                       ANSIBLE_NOCOLOR="1")
     result = subprocess.run(["ansible", "-i", INVENTORY, node, "-m", "ansible.builtin.raw", "-a", "id -un"],

@@ -690,11 +690,13 @@ class SsmApi:
             invocation.status, invocation.details, invocation.response_code = "Failed", "Undeliverable", -1
             return
         stdout, stderr = result.get("stdout", ""), result.get("stderr", "")
-        invocation.response_code = int(result.get("code", -1))
-        invocation.status = result.get("status", "Failed")
-        invocation.details = {"TimedOut": "ExecutionTimedOut"}.get(invocation.status, invocation.status)
-        invocation.stdout, invocation.stderr = stdout[:STDOUT_LIMIT], stderr[:STDERR_LIMIT]
+        # As on AWS, the output is in S3 and CloudWatch (and its URLs are set) before the invocation shows its end.
         await asyncio.get_running_loop().run_in_executor(None, self._store_output, command, invocation, stdout, stderr)
+        invocation.stdout, invocation.stderr = stdout[:STDOUT_LIMIT], stderr[:STDERR_LIMIT]
+        invocation.response_code = int(result.get("code", -1))
+        status = result.get("status", "Failed")
+        invocation.details = {"TimedOut": "ExecutionTimedOut"}.get(status, status)
+        invocation.status = status
 
     def _store_output(self, command: Command, invocation: Invocation, stdout: str, stderr: str) -> None:
         import boto3
