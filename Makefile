@@ -54,10 +54,10 @@ collection: $(TARBALL)
 demo: collection
 	PATH="$(BIN):$$PATH" bash tests/lab/demo.sh
 
-# Two streams at once, so that both cores stay busy: pytest (its test modules spread over TEST_WORKERS processes, each
+# Two streams at once, so that both cores stay busy: pytest (its test modules spread over TEST_WORKERS processes (3 keeps two cores busy through the labs' waits), each
 # module on one of them with its own lab) and, beside it, lint, sanity, the install check and molecule, whose output
 # goes to build/checks.log and is shown when they end.
-TEST_WORKERS ?= 2
+TEST_WORKERS ?= 3
 CHECKS_LOG := build/checks.log
 
 test: collection
