@@ -54,9 +54,9 @@ collection: $(TARBALL)
 demo: collection
 	PATH="$(BIN):$$PATH" bash tests/lab/demo.sh
 
-# Two streams at once, so that both cores stay busy: pytest (its test modules spread over TEST_WORKERS processes (3 keeps two cores busy through the labs' waits), each
-# module on one of them with its own lab) and, beside it, lint, sanity, the install check and molecule, whose output
-# goes to build/checks.log and is shown when they end.
+# Two streams at once, so that both cores stay busy: pytest, its test modules spread over TEST_WORKERS processes
+# (each module on one of them, with its own lab; 3 keeps two cores busy through the labs' waits), and beside it lint,
+# sanity, the install check and molecule, whose output goes to build/checks.log and is shown when they end.
 TEST_WORKERS ?= 3
 CHECKS_LOG := build/checks.log
 
@@ -88,6 +88,7 @@ molecule: collection
 
 lint: $(STAMP)
 	$(BIN)/yamllint -s .
+	$(BIN)/antsibull-changelog lint
 	PATH="$(BIN):$$PATH" $(BIN)/ansible-lint --offline -q
 
 sanity: $(STAMP)
