@@ -62,7 +62,7 @@ CHECKS_LOG := build/checks.log
 
 test: collection
 	@mkdir -p build; rm -f $(CHECKS_LOG); start=$$(date +%s); \
-	( $(MAKE) --no-print-directory lint sanity install-check molecule > $(CHECKS_LOG) 2>&1; \
+	( $(MAKE) --no-print-directory -k lint sanity install-check molecule > $(CHECKS_LOG) 2>&1; \
 	  echo "$$?" > $(CHECKS_LOG).rc ) & checks=$$!; \
 	PATH="$(BIN):$$PATH" $(PYTEST) -n $(TEST_WORKERS) --dist loadfile tests/lab/tests $(wildcard tests/unit) \
 	  tests/integration; pytest_rc=$$?; \

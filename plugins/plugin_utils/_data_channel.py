@@ -76,8 +76,7 @@ CONNECT_TO_PORT_ERROR = 3
 ACK_FLAGS = 3
 MAX_CHUNK = 1024  # the plugin's largest payload of stdin or TCP data
 
-_HEAD = struct.Struct(">I32sIQqQ16s32sII")  # everything before the payload
-assert _HEAD.size == PREFIX
+_HEAD = struct.Struct(">I32sIQqQ16s32sII")  # everything before the payload: PREFIX (120) bytes
 
 
 class DataChannelError(ValueError):

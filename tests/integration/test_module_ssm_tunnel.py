@@ -263,12 +263,20 @@ def test_a_killed_ansible_playbook_takes_its_tunnel_with_it(lab, node, echo, sta
         assert ended(lab, tunnel["session_id"])["Status"] == "Terminated"
         assert records(state_dir) == []
     finally:
-        # the play's worker, left behind by SIGKILL, is still in its pause
+        # the play's worker, left behind by SIGKILL, is still in its pause, in a session of its own (ansible-core
+        # starts its workers with setsid): end every process that runs this playbook
         try:
             os.killpg(process.pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         process.wait(10)
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                    if path.encode() in handle.read().split(b"\0"):
+                        os.kill(int(pid), signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
 
 
 def test_a_killed_supervisor_takes_the_plugin_with_it_and_its_record_is_cleared(

@@ -42,6 +42,10 @@ def test_a_message_encodes_to_the_layout_of_the_protocol():
     assert dc.decode(expected) == message
 
 
+def test_the_header_is_120_bytes_before_the_payload():
+    assert dc._HEAD.size == dc.PREFIX == dc.HEADER_LENGTH + 4 == 120  # pylint: disable=protected-access
+
+
 def test_an_empty_payload_still_carries_the_digest_of_nothing():
     frame = dc.AgentMessage("start_publication", b"", 0, 0, 0, MESSAGE_ID, 1).encode()
     assert frame[80:112] == hashlib.sha256(b"").digest() and len(frame) == 120
