@@ -61,7 +61,7 @@ def with_test_connection(argv) -> tuple:
     path = os.path.join(directory, "connection.yml")
     with open(path, "w", encoding="utf-8") as handle:
         if nodes:
-            handle.write(CONSTRUCTED_SOME.format(connection=connection, nodes=json.dumps(nodes.split(","))))
+            handle.write(CONSTRUCTED_SOME.format(connection=connection, nodes=[str(n) for n in nodes.split(",")]))
         else:
             handle.write(CONSTRUCTED.format(connection=connection))
     return argv + ["-i", path], {"ANSIBLE_INVENTORY_ENABLED": "host_list,script,auto,yaml,ini,toml,constructed"}
