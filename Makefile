@@ -64,12 +64,13 @@ test: collection
 	@mkdir -p build; rm -f $(CHECKS_LOG); start=$$(date +%s); \
 	( $(MAKE) --no-print-directory -k lint sanity install-check molecule > $(CHECKS_LOG) 2>&1; \
 	  echo "$$?" > $(CHECKS_LOG).rc ) & checks=$$!; \
-	PATH="$(BIN):$$PATH" $(PYTEST) -n $(TEST_WORKERS) --dist loadfile tests/lab/tests $(wildcard tests/unit) \
+	PATH="$(BIN):$$PATH" $(PYTEST) -n $(TEST_WORKERS) --dist loadfile --durations=20 tests/lab/tests $(wildcard tests/unit) \
 	  tests/integration; pytest_rc=$$?; \
 	echo "pytest ended after $$(( $$(date +%s) - start )) s; waiting for lint, sanity, install-check, molecule"; \
 	wait $$checks; checks_rc=$$(cat $(CHECKS_LOG).rc 2>/dev/null || echo 1); \
-	echo "--- lint, sanity, install-check, molecule ($(CHECKS_LOG)) ---"; \
-	grep -v -e '^\s*$$' $(CHECKS_LOG) | tail -n 60; \
+	echo "--- lint, sanity, install-check, molecule ($(CHECKS_LOG)): errors, then the end ---"; \
+	grep -E 'ERROR|FAILED|fatal:|CRITICAL|Error [0-9]' $(CHECKS_LOG) | head -n 40; \
+	grep -v -e '^\s*$$' $(CHECKS_LOG) | tail -n 30; \
 	echo "make test: pytest exit $$pytest_rc, checks exit $$checks_rc, $$(( $$(date +%s) - start )) s in all"; \
 	[ "$$pytest_rc" = 0 ] && [ "$$checks_rc" = 0 ]
 
