@@ -64,10 +64,13 @@ def on_node(lab, command: str) -> str:
     return body.strip()
 
 
+def _passwd(text: str) -> dict:
+    return {fields[0]: fields for fields in (line.split(":") for line in text.splitlines()) if len(fields) == 7}
+
+
 def accounts(lab) -> dict:
     """The node's /etc/passwd, by user name."""
-    return {fields[0]: fields for fields in (line.split(":") for line in on_node(lab, "cat /etc/passwd").splitlines())
-            if len(fields) == 7}
+    return _passwd(on_node(lab, "cat /etc/passwd"))
 
 
 def sudoers_files(lab) -> list:
@@ -78,8 +81,7 @@ def node_state(lab) -> tuple:
     """(accounts, sudoers_files) read in one run."""
     passwd, _sep, files = on_node(lab, f"cat /etc/passwd; echo '-- sudoers.d --'; ls -1 {SUDOERS}").partition(
         "-- sudoers.d --")
-    return ({fields[0]: fields for fields in (line.split(":") for line in passwd.splitlines()) if len(fields) == 7},
-            sorted(files.split()))
+    return _passwd(passwd), sorted(files.split())
 
 
 def session(lab, node: str, user: str, script: str) -> tuple:

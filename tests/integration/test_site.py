@@ -10,7 +10,8 @@ import socket
 import subprocess
 
 import pytest
-from ansible_cli import CONNECTION_ENV, ROOT, run
+from ansible_cli import ROOT, run
+from session_connection import CONNECTION, connection_env
 from ssm_lab.testing import running_lab, wait_until
 
 INVENTORY = "inventories/lab"
@@ -30,13 +31,8 @@ def lab(tmp_path_factory):
 def both_connections(lab):  # pylint: disable=redefined-outer-name
     """The first node over amazon.aws.aws_ssm, the others over bastionless.ssm.session, in the same runs."""
     nodes = sorted(lab.network["nodes"])
-    before = os.environ.get(CONNECTION_ENV)
-    os.environ[CONNECTION_ENV] = "bastionless.ssm.session=" + ",".join(nodes[1:])
-    yield {"amazon.aws.aws_ssm": nodes[:1], "bastionless.ssm.session": nodes[1:]}
-    if before is None:
-        os.environ.pop(CONNECTION_ENV, None)
-    else:
-        os.environ[CONNECTION_ENV] = before
+    with connection_env(f"{CONNECTION}=" + ",".join(nodes[1:])):
+        yield {"amazon.aws.aws_ssm": nodes[:1], CONNECTION: nodes[1:]}
 
 
 def _nodes(lab):
