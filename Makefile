@@ -16,7 +16,7 @@ export SSM_LAB_STATE_DIR ?= $(CURDIR)/.lab
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 .PHONY: help venv system-deps collection demo test unit lab-test integration molecule molecule-scenarios lint sanity \
-        install-check \
+        install-check interop pyssm-venv \
         bench-inventory bench-transport lab-up lab-down lab-status clean
 
 help:
@@ -60,8 +60,22 @@ demo: collection
 # sanity, the install check and molecule, whose output goes to build/checks.log and is shown when they end.
 TEST_WORKERS ?= 3
 CHECKS_LOG := build/checks.log
+# A client of Session Manager's data channel that nobody here wrote, for the lab's WebSocket: pyssm-client (PyPI,
+# Apache-2.0, Python >= 3.12) in its own virtualenv; tests/lab/tests/test_lab_pyssm.py drives the lab with it.
+PYSSM_VENV ?= .venv-pyssm
+PYSSM_STAMP := $(PYSSM_VENV)/.installed
+PYTHON312 ?= $(shell command -v python3.12 2>/dev/null || ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -n 1)
+export PYSSM_PYTHON := $(CURDIR)/$(PYSSM_VENV)/bin/python
 
-test: collection
+pyssm-venv: $(PYSSM_STAMP)
+
+$(PYSSM_STAMP):
+	@[ -n "$(PYTHON312)" ] || { echo "pyssm-venv: pyssm-client needs Python 3.12 or newer and no python3.12 was found; install one (pyenv install 3.12) or set PYTHON312=/path/to/python3.12" >&2; exit 1; }
+	$(PYTHON312) -m venv $(PYSSM_VENV)
+	$(PYSSM_VENV)/bin/pip install --quiet 'pyssm-client==0.2.0' boto3
+	@touch $@
+
+test: collection $(PYSSM_STAMP)
 	@mkdir -p build; rm -f $(CHECKS_LOG); start=$$(date +%s); \
 	( $(MAKE) --no-print-directory -k lint sanity install-check molecule-scenarios > $(CHECKS_LOG) 2>&1; \
 	  echo "$$?" > $(CHECKS_LOG).rc ) & checks=$$!; \
@@ -92,6 +106,20 @@ molecule: collection
 # whose playbooks read the installed collection (a reinstall under them loses their module_utils mid-run).
 molecule-scenarios:
 	PATH="$(BIN):$$PATH" $(BIN)/molecule test --all
+
+# Not part of make test: the lab against AWS's own session-manager-plugin, built from its public source
+# (github.com/aws/session-manager-plugin). The plugin's view of every session type, port forwarding in both modes,
+# ssh with AWS-StartSSHSession as ProxyCommand, and site.yml over amazon.aws.aws_ssm and bastionless.ssm.session.
+SESSION_MANAGER_PLUGIN ?=
+interop: collection
+	@if [ -z "$(SESSION_MANAGER_PLUGIN)" ]; then \
+	  echo "make interop needs AWS's plugin: make interop SESSION_MANAGER_PLUGIN=/path/to/session-manager-plugin" >&2; exit 2; fi
+	@if [ ! -x "$(SESSION_MANAGER_PLUGIN)" ]; then \
+	  echo "make interop: SESSION_MANAGER_PLUGIN=$(SESSION_MANAGER_PLUGIN) is not an executable file" >&2; exit 2; fi
+	@echo "interop with $$($(abspath $(SESSION_MANAGER_PLUGIN)) --version) at $(abspath $(SESSION_MANAGER_PLUGIN))"
+	SESSION_MANAGER_PLUGIN="$(abspath $(SESSION_MANAGER_PLUGIN))" PATH="$(BIN):$$PATH" $(PYTEST) -n 2 --dist loadfile \
+	  tests/lab/tests/test_lab_plugin.py tests/lab/tests/test_lab_sessions.py tests/lab/tests/test_lab_port_forwarding.py \
+	  tests/lab/tests/test_lab_instance_connect.py tests/lab/tests/test_lab_preferences.py tests/integration/test_site.py
 
 lint: $(STAMP)
 	$(BIN)/yamllint -s .

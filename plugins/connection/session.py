@@ -254,6 +254,7 @@ import hashlib
 import json
 import os
 import select
+import signal
 import socket
 import struct
 import subprocess
@@ -486,7 +487,12 @@ class Connection(ConnectionBase):
                 report = {}
             if not report.get("ok"):
                 if master.poll() is None:
-                    master.kill()
+                    # The master leads its own process group, with the plugin in it: end both, leave no orphan.
+                    try:
+                        os.killpg(master.pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                    master.wait()
                 self._terminate_session(session_id)
                 error = report.get("error") or "the session master did not report (timed out)"
                 raise AnsibleConnectionFailure(f"Session Manager session to {self.instance_id} failed: {error}")

@@ -156,7 +156,7 @@ def test_a_tunnel_to_a_host_behind_the_node_carries_data_and_ends_with_the_play(
     assert (tunnel["target"], tunnel["remote_host"], tunnel["remote_port"]) == (node, "127.0.0.1", echo.port)
     assert 1024 <= tunnel["local_port"] <= 65535 and tunnel["local_port"] != echo.port  # picked
     sent = echo_ok(json.loads((tmp_path / "echo.json").read_text()))
-    assert sent in echo.received  # the service behind the node got the bytes, and sent them back
+    assert echo.saw(sent)  # the service behind the node got the bytes, and sent them back
     [active] = [s for s in json.loads((tmp_path / "active.json").read_text())["sessions"]
                 if s["session_id"] == tunnel["session_id"]]
     assert (active["document_name"], active["reason"], active["state"]) == (TO_HOST, "integration test", "active")
@@ -199,7 +199,7 @@ def test_a_tunnel_to_a_port_on_the_node_is_idempotent_and_closed_by_state_absent
     assert first["remote_host"] == ""
     for name in ("again", "any"):
         assert not results[name]["changed"] and results[name]["tunnel"] == first
-    assert echo_ok(results["echo"]) in echo.received
+    assert echo.saw(echo_ok(results["echo"]))
     assert results["close_check"]["changed"] and results["close"]["changed"]
     assert [t["session_id"] for t in results["close"]["stopped"]] == [first["session_id"]]
     assert not results["close_again"]["changed"] and results["close_again"]["stopped"] == []
@@ -216,7 +216,7 @@ def test_kept_after_the_play_until_state_absent(lab, node, echo, state_dir, tmp_
     # The play is over and the tunnel is still there, usable from anywhere on the controller.
     payload = os.urandom(50000)
     assert echo_through(tunnel["local_port"], payload) == payload
-    assert hashlib.sha256(payload).hexdigest() in echo.received
+    assert echo.saw(hashlib.sha256(payload).hexdigest())
     assert [s["SessionId"] for s in sessions(lab, "Active", Target=node)] == [tunnel["session_id"]]
 
     result, output = play(lab, tmp_path, {**args, "keep_after_play": False})  # the same tunnel: reused as it is
@@ -305,7 +305,7 @@ def test_a_named_tunnel_moves_when_its_destination_changes(lab, node, echo, stat
         wait_until(lambda: gone(first["tunnel"]), what="the old tunnel of the name to close")
         payload = os.urandom(1000)
         assert echo_through(moved["tunnel"]["local_port"], payload) == payload
-        assert hashlib.sha256(payload).hexdigest() in second.received
+        assert second.saw(hashlib.sha256(payload).hexdigest())
         play(lab, tmp_path, {"state": "absent", "name": "db", "state_dir": state_dir})
         assert gone(moved["tunnel"])
 

@@ -55,34 +55,39 @@ class TestEndpointsMode:
         assert "Monthly cost estimate, us-east-1" in output
         assert "endpoints $   43.90" in output
 
+    # From here on the instance role is in place (its own suite covers its reruns): only the network role runs.
     def test_a_second_run_changes_nothing(self, endpoints_lab):
-        output, recap = provision(endpoints_lab, vpc_endpoints_mode="endpoints")
+        output, recap = provision(endpoints_lab, with_instance_role=False, vpc_endpoints_mode="endpoints")
         assert recap["failed"] == 0 and recap["changed"] == 0, output
 
-    @pytest.mark.parametrize("breakage", ["delete ssmmessages", "private DNS off", "no 443 rule"])
-    def test_a_broken_path_takes_the_nodes_offline_and_a_rerun_brings_them_back(self, endpoints_lab, breakage):
+    def test_a_broken_path_takes_the_nodes_offline_and_a_rerun_repairs_each_break(self, endpoints_lab):
+        """Three breaks at once (an endpoint deleted, private DNS off on another, the 443 rule revoked): the nodes
+        go offline, and one rerun repairs all three."""
         ec2 = endpoints_lab.client("ec2")
-        if breakage == "delete ssmmessages":
-            ec2.delete_vpc_endpoints(VpcEndpointIds=[_endpoints(endpoints_lab)["ssmmessages"]["VpcEndpointId"]])
-        elif breakage == "private DNS off":
-            ec2.modify_vpc_endpoint(VpcEndpointId=_endpoints(endpoints_lab)["ssmmessages"]["VpcEndpointId"],
-                                    PrivateDnsEnabled=False)
-        else:
-            group = _endpoint_group(endpoints_lab)
-            ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=group["IpPermissions"])
+        endpoints = _endpoints(endpoints_lab)
+        ec2.delete_vpc_endpoints(VpcEndpointIds=[endpoints["ssmmessages"]["VpcEndpointId"]])
+        ec2.modify_vpc_endpoint(VpcEndpointId=endpoints["ssm"]["VpcEndpointId"], PrivateDnsEnabled=False)
+        group = _endpoint_group(endpoints_lab)
+        ec2.revoke_security_group_ingress(GroupId=group["GroupId"], IpPermissions=group["IpPermissions"])
         wait_for(endpoints_lab, "offline")
-        output, recap = provision(endpoints_lab, vpc_endpoints_mode="endpoints")
-        assert recap["failed"] == 0 and recap["changed"] >= 1, output
+        output, recap = provision(endpoints_lab, with_instance_role=False, vpc_endpoints_mode="endpoints")
+        assert recap["failed"] == 0 and recap["changed"] >= 2, output
+        repaired = _endpoints(endpoints_lab)
+        assert sorted(repaired) == ["ec2messages", "ssm", "ssmmessages"]
+        assert all(e["PrivateDnsEnabled"] for e in repaired.values())
+        rules = _endpoint_group(endpoints_lab)["IpPermissions"]
+        assert any(r.get("FromPort") == 443 and r.get("ToPort") == 443 for r in rules), rules
         wait_for(endpoints_lab, "Online")
 
     def test_dns_hostnames_off_fails_without_leave_and_is_fixed_with_it(self, endpoints_lab):
         ec2 = endpoints_lab.client("ec2")
         ec2.modify_vpc_attribute(VpcId=endpoints_lab.network["vpc"], EnableDnsHostnames={"Value": False})
         wait_for(endpoints_lab, "offline")
-        output, recap = provision(endpoints_lab, check=False, vpc_endpoints_mode="endpoints")
+        output, recap = provision(endpoints_lab, check=False, with_instance_role=False, vpc_endpoints_mode="endpoints")
         assert recap["failed"] == 1, output
         assert "has enableDnsHostnames off" in output and "vpc_endpoints_fix_vpc_dns" in output
-        output, recap = provision(endpoints_lab, vpc_endpoints_mode="endpoints", vpc_endpoints_fix_vpc_dns=True)
+        output, recap = provision(endpoints_lab, with_instance_role=False, vpc_endpoints_mode="endpoints",
+                                  vpc_endpoints_fix_vpc_dns=True)
         assert recap["failed"] == 0 and recap["changed"] >= 1, output
         wait_for(endpoints_lab, "Online")
 
@@ -100,15 +105,15 @@ class TestNatMode:
         assert "Chosen: nat; it adds $0.00 a month" in output
         wait_for(nat_lab, "Online")
         assert not _endpoints(nat_lab, live=False)
-        output, recap = provision(nat_lab, vpc_endpoints_mode="nat")
+        output, recap = provision(nat_lab, with_instance_role=False, vpc_endpoints_mode="nat")
         assert recap["changed"] == 0, output
 
     def test_both_mode_adds_the_endpoints_beside_the_nat(self, nat_lab):
-        output, recap = provision(nat_lab, vpc_endpoints_mode="both")
+        output, recap = provision(nat_lab, with_instance_role=False, vpc_endpoints_mode="both")
         assert recap["failed"] == 0 and recap["changed"] >= 1, output
         assert sorted(_endpoints(nat_lab)) == ["ec2messages", "ssm", "ssmmessages"]
         wait_for(nat_lab, "Online")
-        output, recap = provision(nat_lab, vpc_endpoints_mode="both")
+        output, recap = provision(nat_lab, with_instance_role=False, vpc_endpoints_mode="both")
         assert recap["changed"] == 0, output
 
     def test_nat_mode_fails_clearly_when_a_subnet_has_no_nat_route(self, nat_lab):
@@ -116,7 +121,7 @@ class TestNatMode:
         table = nat_lab.network["private"][1]["route_table"]
         ec2.delete_route(RouteTableId=table, DestinationCidrBlock="0.0.0.0/0")
         try:
-            output, recap = provision(nat_lab, check=False, vpc_endpoints_mode="nat")
+            output, recap = provision(nat_lab, check=False, with_instance_role=False, vpc_endpoints_mode="nat")
             assert recap["failed"] == 1, output
             subnet = nat_lab.network["private"][1]["subnet"]
             assert f"vpc_endpoints_mode is nat, but {subnet} has no 0.0.0.0/0 route to a NAT gateway in {table}" in output

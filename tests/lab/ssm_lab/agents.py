@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import fcntl
 import json
 import logging
@@ -40,6 +41,8 @@ class Agent:
         self.task: asyncio.Task | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.sessions: dict[str, set] = {}  # session id -> {(process, writer)}
+        self.ptys: dict[str, set] = {}  # session id -> the pty masters of its shells
+        self.sizes: dict[str, bytes] = {}  # session id -> the client's last terminal size (struct winsize)
         self.commands: dict[str, asyncio.subprocess.Process] = {}
         self.stopping = False
 
@@ -95,6 +98,8 @@ class Agent:
             asyncio.ensure_future(self._open(message))
         elif kind == "close":
             self._close_session(message["session"])
+        elif kind == "resize":
+            self._resize(message)
         elif kind == "run":
             asyncio.ensure_future(self._run_command(message))
         elif kind == "drop":
@@ -114,7 +119,20 @@ class Agent:
         if self.task is not None:
             self.task.cancel()
 
+    def _resize(self, message: dict) -> None:
+        """The client's terminal size (the data channel's Size message), applied to the session's pty."""
+        try:
+            size = struct.pack("HHHH", int(message["rows"]), int(message["cols"]), 0, 0)
+        except (KeyError, ValueError, TypeError, struct.error):
+            return
+        self.sizes[message.get("session")] = size  # for a shell still starting
+        for master in self.ptys.get(message.get("session"), ()):
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(master, termios.TIOCSWINSZ, size)
+
     def _close_session(self, session_id: str) -> None:
+        self.sizes.pop(session_id, None)
+        self.ptys.pop(session_id, None)
         for process, writer in self.sessions.pop(session_id, set()):
             if process is not None:
                 _kill(process)
@@ -161,18 +179,23 @@ class Agent:
         inner = ["/bin/bash", "--noprofile", "--norc"] + (["-c", command] if command else [])
         argv = self.sandbox.argv(inner, user=user)
         master, slave = pty.openpty()
-        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, self.sizes.get(message["session"]) or struct.pack("HHHH", 50, 200, 0, 0))
         process = await asyncio.create_subprocess_exec(
             "setsid", "-c", *argv, stdin=slave, stdout=slave, stderr=slave, close_fds=True
         )
         os.close(slave)
         entry = self._track(message["session"], process, writer)
+        self.ptys.setdefault(message["session"], set()).add(master)
+        if message["session"] in self.sizes:  # a size that came while the shell started
+            with contextlib.suppress(OSError):
+                fcntl.ioctl(master, termios.TIOCSWINSZ, self.sizes[message["session"]])
         writer.write(common.dump_line({**hello, "ok": True}))
         if message.get("shell_profile"):
             os.write(master, message["shell_profile"].encode() + b"\n")
         try:
             await _relay_fd(master, reader, writer)
         finally:
+            self.ptys.get(message["session"], set()).discard(master)
             os.close(master)
             _kill(process)
             self.sessions.get(message["session"], set()).discard(entry)

@@ -1,12 +1,14 @@
 """The lab's ssmmessages/ec2messages: the channel agents connect out to, and the session data relay.
 
-Three kinds of connection arrive on the message port, each opening with one JSON line:
-- ``{"t": "agent", "node": id}``: an agent's control channel (the real agent's outbound 443 poll). JSON lines
-  both ways: heartbeats and command results up, session opens, closes, command runs and drops down.
+Four kinds of connection arrive on the message port:
+- ``{"t": "agent", "node": id}`` (one JSON line first): an agent's control channel (the real agent's outbound 443
+  poll). JSON lines both ways: heartbeats and command results up; session opens, resizes, closes, command runs and
+  drops down.
 - ``{"t": "agent-data", "session": id, "stream": n, "ok": bool, "error": str}``: the agent's side of one
   session stream, then raw bytes.
-- ``{"t": "client", "session": id, "token": str, "stream": n | "ctl"}``: the session-manager-plugin's side.
-  The control plane answers one JSON line (``ok``, the session type, or the error) and then relays bytes.
+- ``GET /v1/data-channel/<session id>`` with a WebSocket upgrade: a client (AWS's session-manager-plugin, the
+  lab's stand-in) on the session's StreamUrl, speaking Session Manager's data channel protocol (wire.py).
+- Any other HTTP request: the nodes' own egress through the lab (a proxy gated by their network path).
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ import urllib.parse
 import threading
 import time
 
-from . import common
+from . import common, wire
 from .registry import Registry, Session
 
 log = logging.getLogger("ssm_lab.messages")
 
 OPEN_TIMEOUT = 15.0
+NEVER_OPENED = 60.0  # seconds a session may stay Connecting without its client opening the data channel
 
 
 class AgentChannel:
@@ -56,8 +59,8 @@ class MessageServer:
         self.endpoint_address: tuple[str, int] = ("", 0)  # the lab's HTTP endpoint, gated by the S3 path rule
         self.loop = asyncio.new_event_loop()
         self._pending: dict[tuple[str, object], asyncio.Future] = {}
-        self._client_writers: dict[str, list[asyncio.StreamWriter]] = {}
         self._command_waiters: dict[tuple[str, str], asyncio.Future] = {}
+        self.wire_sessions: dict[str, wire.WireSession] = {}  # session id -> its data channel (WebSocket clients)
         self._ready = threading.Event()
         self.thread = threading.Thread(target=self._run, name="lab-messages", daemon=True)
 
@@ -93,6 +96,9 @@ class MessageServer:
         try:
             if not first:
                 return
+            if wire.looks_like_websocket(first):
+                await wire.serve(self, first, reader, writer)
+                return
             if not first.startswith(b"{"):
                 await self._egress(first, reader, writer)
                 return
@@ -105,8 +111,6 @@ class MessageServer:
                 await self._agent_channel(hello, reader, writer)
             elif kind == "agent-data":
                 await self._agent_data(hello, reader, writer)
-            elif kind == "client":
-                await self._client(hello, reader, writer)
         except Exception:  # noqa: BLE001 - one bad connection must not take the server down
             log.exception("connection failed")
         finally:
@@ -156,51 +160,7 @@ class MessageServer:
         future.set_result((hello, reader, writer, done))
         await done  # the relay owns the connection until it ends
 
-    # --- clients -----------------------------------------------------------------------------------------
-    async def _client(self, hello: dict, reader, writer) -> None:
-        session = self.registry.sessions.get(hello.get("session", ""))
-        if session is None or hello.get("token") != session.token or not session.active():
-            writer.write(common.dump_line({"ok": False, "error": "InvalidToken: the session token is not valid"}))
-            return
-        node = self.registry.nodes.get(session.target)
-        stream = hello.get("stream", 0)
-        self._client_writers.setdefault(session.id, []).append(writer)
-        try:
-            if stream == "ctl":
-                # The port-forwarding plugin's own line to the service: the session lives as long as it.
-                session.status = "Connected"
-                writer.write(common.dump_line({"ok": True, "session_type": session.session_type,
-                                               "parameters": session.parameters}))
-                await reader.read()  # EOF when the plugin exits
-                return
-            problem = self._session_start_problem(session, node)
-            if problem:
-                writer.write(common.dump_line({"ok": False, "error": problem}))
-                session.details = problem
-                self._end_session(session, "Failed")
-                return
-            agent_side = await self._open_agent_stream(session, node, stream)
-            if isinstance(agent_side, str):
-                writer.write(common.dump_line({"ok": False, "error": agent_side}))
-                if session.session_type != "Port":
-                    session.details = agent_side
-                    self._end_session(session, "Failed")
-                return
-            a_hello, a_reader, a_writer, done = agent_side
-            session.status = "Connected"
-            writer.write(common.dump_line({"ok": True, "session_type": session.session_type,
-                                           "parameters": session.parameters}))
-            await self._relay(session, reader, writer, a_reader, a_writer)
-            done.set_result(True)
-            if session.session_type != "Port" and session.active():
-                self._end_session(session, "Terminated")
-        finally:
-            writers = self._client_writers.get(session.id, [])
-            if writer in writers:
-                writers.remove(writer)
-            if stream == "ctl" and session.active():
-                self._end_session(session, "Terminated")
-
+    # --- clients (Session Manager's data channel on the StreamUrl: wire.py) ----------------------------------
     def _session_start_problem(self, session: Session, node) -> str | None:
         """What the agent would refuse at session start (as the real agent validates the preferences)."""
         if node is None or node.agent is None:
@@ -211,6 +171,35 @@ class MessageServer:
         from . import prefs as _prefs  # local import: only the control plane process needs moto
 
         return _prefs.encryption_problem(self.registry, prefs)
+
+    async def attach_wire(self, session: Session, conn) -> None:
+        """A client's WebSocket for ``session``, its token checked: a new data channel, or a resumed one."""
+        channel = self.wire_sessions.get(session.id)
+        if channel is None:
+            node = self.registry.nodes.get(session.target)
+            problem = self._session_start_problem(session, node)
+            if problem:
+                conn.send(wire.dc.channel_closed(session.id, session.target, problem).encode())
+                conn.close()
+                session.details = problem
+                self._end_session(session, "Failed")
+                return
+            channel = self.wire_sessions[session.id] = wire.WireSession(self, session, node)
+        await channel.attach(conn)
+
+    def wire_session_ended(self, channel, status: str, details: str) -> None:
+        if self.wire_sessions.get(channel.session.id) is channel:
+            del self.wire_sessions[channel.session.id]
+        channel.cancel()
+        if details and not channel.session.details:
+            channel.session.details = details
+        self._end_session(channel.session, status)
+
+    async def open_agent_stream(self, session: Session, node, stream):
+        """The agent's end of one stream of ``session``: (hello, reader, writer, done) or why it did not open."""
+        if node is None or node.agent is None:
+            return f"TargetNotConnected: {session.target} is not connected."
+        return await self._open_agent_stream(session, node, stream)
 
     async def _open_agent_stream(self, session: Session, node, stream):
         loop = asyncio.get_running_loop()
@@ -236,43 +225,6 @@ class MessageServer:
             done.set_result(False)
             return a_hello.get("error") or "the agent refused the session"
         return a_hello, a_reader, a_writer, done
-
-    async def _relay(self, session: Session, c_reader, c_writer, a_reader, a_writer) -> None:
-        delay = self.registry.faults.stream_rtt / 2
-        node = self.registry.nodes.get(session.target)
-        record = session.session_type == "Standard_Stream"
-
-        def from_agent(data: bytes) -> None:
-            session.last_activity = time.time()
-            if record:
-                session.transcript.extend(data)
-
-        def from_client(data: bytes) -> None:
-            session.last_activity = time.time()
-
-        up = asyncio.ensure_future(common.pump(c_reader, a_writer, from_client, delay))
-        down = asyncio.ensure_future(self._pump_down(a_reader, c_writer, from_agent, delay, node))
-        await asyncio.wait({up, down}, return_when=asyncio.FIRST_COMPLETED)
-        if down.done():
-            # The agent closed the stream (the shell exited): let the client drain, then close.
-            up.cancel()
-        else:
-            await down
-        a_writer.close()
-
-    async def _pump_down(self, a_reader, c_writer, on_data, delay, node) -> None:
-        await common.pump(a_reader, _NoEofWriter(c_writer), on_data, delay)
-        if node is not None and (node.agent is None or node.agent.dropping):
-            # The agent went away: on AWS the plugin's websocket stays open and silent. So here.
-            while node.agent is None or node.agent.dropping:
-                await asyncio.sleep(0.5)
-                if c_writer.is_closing():
-                    return
-            return
-        try:
-            c_writer.write_eof()
-        except (OSError, RuntimeError):
-            pass
 
     # --- the nodes' own egress ----------------------------------------------------------------------------
     async def _egress(self, request_line: bytes, reader, writer) -> None:
@@ -343,14 +295,16 @@ class MessageServer:
     def _end_session(self, session: Session, status: str) -> None:
         if not session.active():
             return
+        channel = self.wire_sessions.get(session.id)
+        if channel is not None and not channel.ended:
+            # A data channel: channel_closed once the client has acknowledged its output, then this again.
+            asyncio.ensure_future(channel.end(status, session.details))
+            return
         session.status = status
         session.ended = time.time()
         node = self.registry.nodes.get(session.target)
         if node is not None and node.agent is not None:
             node.agent.send({"t": "close", "session": session.id})
-        for writer in list(self._client_writers.pop(session.id, [])):
-            if not writer.is_closing():
-                writer.close()
         threading.Thread(target=self.on_session_end, args=(session,), daemon=True).start()
 
     async def _housekeeping(self) -> None:
@@ -360,6 +314,11 @@ class MessageServer:
             stamp = time.time()
             for session in list(self.registry.sessions.values()):
                 if not session.active():
+                    continue
+                if session.status == "Connecting" and session.id not in self.wire_sessions \
+                        and stamp - session.started > NEVER_OPENED:
+                    session.details = f"the client did not open the data channel within {NEVER_OPENED:g} s"
+                    self._end_session(session, "Failed")
                     continue
                 idle = float(session.preferences.get("idleSessionTimeout") or 20) * 60
                 longest = session.preferences.get("maxSessionDuration")
@@ -383,19 +342,3 @@ class MessageServer:
         except asyncio.TimeoutError:
             self._command_waiters.pop((command_id, node_id), None)
             return None
-
-
-class _NoEofWriter:
-    """A writer whose EOF the relay decides, not the pump (see _pump_down)."""
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self._writer = writer
-
-    def write(self, data: bytes) -> None:
-        self._writer.write(data)
-
-    async def drain(self) -> None:
-        await self._writer.drain()
-
-    def can_write_eof(self) -> bool:
-        return False

@@ -1,31 +1,56 @@
-"""session-manager-plugin for the lab: the real plugin's command line, messages and behaviour.
+"""session-manager-plugin for the lab: AWS's plugin's command line, output lines and exit codes, over the data channel
+client of the collection (plugins/plugin_utils/_data_channel_client.py), so that it speaks Session Manager's real
+wire protocol to any service, the lab's or AWS's.
 
     session-manager-plugin '<StartSession response JSON>' <region> StartSession <profile> \
         '<{"Target": id, ...}>' <ssm endpoint url>
 
-It connects to the StreamUrl of the response and then, by the session type the service answers with:
-- Standard_Stream / InteractiveCommands: relays stdin to the node's shell and its output to stdout;
-- Port with a localPortNumber (or for port forwarding documents): listens on 127.0.0.1 and opens one stream
-  per accepted connection;
-- Port without a local port (AWS-StartSSHSession as an ssh ProxyCommand): relays stdin/stdout, silently.
+The first argument may also name an environment variable holding the response (AWS_SSM_START_SESSION_RESPONSE...),
+as the AWS CLI passes it. What runs depends on the handshake, as with AWS's plugin:
+- Standard_Stream, InteractiveCommands, NonInteractiveCommands: stdin to the session, its output to stdout; the
+  terminal size when stdout is a sized terminal; stdin's end ends the plugin ("Cannot perform start session: EOF");
+- Port with ``type: LocalPortForwarding``: listens on localhost:<localPortNumber> (0 or none: a free port); many
+  clients at once over smux for agents newer than 3.0.196.0, one at a time otherwise; Ctrl-C ends the session;
+- Port without a type (AWS-StartSSHSession as an ssh ProxyCommand): stdin and stdout relayed.
+It exits 0 whenever it ends by itself, and prints its errors on stdout, as AWS's plugin does.
 """
 
 from __future__ import annotations
 
-import asyncio
+import fcntl
+import importlib.util
 import json
 import os
 import signal
 import socket
+import struct
 import sys
+import termios
 import threading
-import urllib.parse
 
 from . import common
+from .wire import dc  # the codec, loaded from the repository first (the client imports it by that name)
 
 USAGE = (
     "\nThe Session Manager plugin was installed successfully. Use the AWS CLI to start a session.\n\n"
 )
+MUX_AFTER = "3.0.196.0"
+SIGNAL_BYTES = {signal.SIGINT: b"\x03", signal.SIGQUIT: b"\x1c", signal.SIGTSTP: b"\x1a"}
+
+
+def _load_client():
+    name = "bastionless_data_channel_client"
+    if name not in sys.modules:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "plugins", "plugin_utils",
+                            "_data_channel_client.py")
+        spec = importlib.util.spec_from_file_location(name, os.path.normpath(path))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+client_module = _load_client()
 
 
 def _out(text: str) -> None:
@@ -33,135 +58,302 @@ def _out(text: str) -> None:
     sys.stdout.flush()
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            import select
+            select.select([], [fd], [], 1.0)
+
+
+def _terminal_size(fd: int) -> tuple[int, int] | None:
+    """(cols, rows) of a terminal; None when ``fd`` is no terminal; (0, 0) for one never sized."""
+    if not os.isatty(fd):
+        return None
+    try:
+        rows, cols, _x, _y = struct.unpack("HHHH", fcntl.ioctl(fd, termios.TIOCGWINSZ, b"\0" * 8))
+    except OSError:
+        return None
+    return cols, rows
+
+
 class Plugin:
-    def __init__(self, response: dict, target: dict) -> None:
-        self.session_id = response["SessionId"]
-        self.token = response["TokenValue"]
-        url = urllib.parse.urlparse(response["StreamUrl"])
-        self.host, self.port = url.hostname, url.port
-        self.target = target
+    def __init__(self, response: dict, region: str, profile: str, endpoint: str) -> None:
+        fields = {key.lower(): value for key, value in response.items()}
+        self.session_id = str(fields.get("sessionid", ""))
+        self.region, self.profile, self.endpoint = region, profile, endpoint
+        self.done = threading.Event()
+        self.stdout = sys.stdout.fileno()
+        self.channel = client_module.DataChannelClient(
+            self.session_id, str(fields.get("tokenvalue", "")), str(fields.get("streamurl", "")),
+            on_data=self._on_data, on_flag=self._on_flag, resume=self._resume)
+        self._on_port_data = None
 
-    async def _connect(self, stream) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, dict]:
-        reader, writer = await asyncio.open_connection(self.host, self.port, limit=2**20)
-        writer.write(common.dump_line({"t": "client", "session": self.session_id, "token": self.token,
-                                       "stream": stream}))
-        answer = await common.read_line(reader, 30) or {"ok": False, "error": "the service closed the connection"}
-        return reader, writer, answer
+    # --- the service ----------------------------------------------------------------------------------------
+    def _resume(self) -> str | None:
+        """ResumeSession on the endpoint of the command line; the new token, or None when the session is over."""
+        import boto3  # the controller's SDK; only needed when a WebSocket breaks
 
-    def _fail(self, error: str) -> int:
-        _out(f"\n\nSessionId: {self.session_id} : {error}\n\n")
-        return 1
+        session = boto3.session.Session(profile_name=self.profile or None, region_name=self.region or None)
+        answer = session.client("ssm", endpoint_url=self.endpoint or None).resume_session(SessionId=self.session_id)
+        return answer.get("TokenValue")
 
-    async def run(self) -> int:
-        document = self.target.get("DocumentName", "")
-        parameters = self.target.get("Parameters") or {}
-        port_session = document.startswith("AWS-StartPortForwardingSession") or "localPortNumber" in parameters
-        if port_session:
-            return await self._port_forward(parameters)
-        reader, writer, answer = await self._connect(0)
-        if not answer.get("ok"):
-            return self._fail(answer.get("error", "failed"))
-        silent = answer.get("session_type") == "Port"
-        if not silent:
-            _out(f"\nStarting session with SessionId: {self.session_id}\n")
-        await self._stdio(reader, writer)
-        if not silent:
+    def _on_data(self, payload: bytes) -> None:
+        if self._on_port_data is not None:
+            self._on_port_data(payload)
+        else:
+            _write_all(self.stdout, payload)
+
+    def _on_flag(self, value: int) -> None:
+        if value == dc.CONNECT_TO_PORT_ERROR:
+            _out("\nConnection to destination port failed, check SSM Agent logs.\n")
+
+    def _ended(self) -> int:
+        if self.channel.close_output:
+            _out(f"\n\nSessionId: {self.session_id} : {self.channel.close_output}\n\n")
+        elif self.channel.lost and self.channel.lost.startswith("Session:"):
+            _out(f"{self.channel.lost}\n")
+        else:
             _out(f"\n\nExiting session with sessionId: {self.session_id}.\n\n")
         return 0
 
-    async def _stdio(self, reader, writer) -> None:
-        loop = asyncio.get_running_loop()
-        stdin = sys.stdin.buffer.raw if hasattr(sys.stdin.buffer, "raw") else sys.stdin.buffer
-        out_fd = sys.stdout.fileno()
-
-        # stdin is read by a daemon thread: a read blocked on a pipe that stays open (amazon.aws.aws_ssm keeps
-        # it open) must not keep the plugin from exiting when the session ends, as an executor thread would.
-        chunks: asyncio.Queue = asyncio.Queue()
-
-        def read_stdin() -> None:
-            while True:
-                try:
-                    data = os.read(stdin.fileno(), 65536)
-                except OSError:
-                    data = b""
-                try:
-                    loop.call_soon_threadsafe(chunks.put_nowait, data)
-                except RuntimeError:  # the loop is closed: the session is over
-                    return
-                if not data:
-                    return
-
-        threading.Thread(target=read_stdin, name="plugin-stdin", daemon=True).start()
-
-        async def up() -> None:
-            while True:
-                data = await chunks.get()
-                if not data:
-                    # stdin closed: the service keeps the session until the shell exits or it is terminated.
-                    return
-                writer.write(data)
-                await writer.drain()
-
-        upward = asyncio.ensure_future(up())
-        try:
-            while True:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                view = memoryview(data)
-                while view:
-                    try:
-                        view = view[os.write(out_fd, view):]
-                    except BlockingIOError:
-                        await common.writable(out_fd)  # the reader is behind: wait for it, as a blocking write would
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            upward.cancel()
-            writer.close()
-
-    async def _port_forward(self, parameters: dict) -> int:
-        control_reader, control_writer, answer = await self._connect("ctl")
-        if not answer.get("ok"):
-            return self._fail(answer.get("error", "failed"))
-        wanted = int((parameters.get("localPortNumber") or ["0"])[0] or 0)
-        counter = {"n": 0}
-
-        async def accepted(c_reader, c_writer) -> None:
-            counter["n"] += 1
-            _out(f"\nConnection accepted for session [{self.session_id}]\n")
-            try:
-                s_reader, s_writer, s_answer = await self._connect(counter["n"])
-            except OSError:
-                c_writer.close()
-                return
-            if not s_answer.get("ok"):
-                _out(f"\n{s_answer.get('error')}\n")
-                c_writer.close()
-                s_writer.close()
-                return
-            up = asyncio.ensure_future(common.pump(c_reader, s_writer))
-            await common.pump(s_reader, c_writer)
-            up.cancel()
-            c_writer.close()
-
-        try:
-            server = await asyncio.start_server(accepted, "127.0.0.1", wanted, family=socket.AF_INET)
-        except OSError as error:
-            return self._fail(f"Unable to start listener on port {wanted}: {error}")
-        port = server.sockets[0].getsockname()[1]
+    def run(self) -> int:
         _out(f"\nStarting session with SessionId: {self.session_id}\n")
-        _out(f"Port {port} opened for sessionId {self.session_id}.\n")
-        _out("Waiting for connections...\n")
-        stop = asyncio.get_running_loop().create_future()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            asyncio.get_running_loop().add_signal_handler(signum, lambda: stop.done() or stop.set_result(True))
-        closed = asyncio.ensure_future(control_reader.read())  # EOF: the session was terminated
-        await asyncio.wait({stop, closed}, return_when=asyncio.FIRST_COMPLETED)
-        server.close()
-        control_writer.close()
-        _out(f"\n\nExiting session with sessionId: {self.session_id}.\n\n")
+        try:
+            self.channel.open()
+        except client_module.DataChannelClosed as error:
+            if self.channel.close_output:
+                _out(f"\n\nSessionId: {self.session_id} : {self.channel.close_output}\n\n")
+            else:
+                _out(f"Cannot perform start session: {error}\n")
+            return 0
+        if self.channel.customer_message:
+            _out(self.channel.customer_message + "\n")
+        kind, properties = self.channel.session_type, self.channel.properties
+        if kind in ("Standard_Stream", "InteractiveCommands", "NonInteractiveCommands"):
+            return self._shell()
+        if kind != "Port":
+            _out(f"Cannot perform start session: Unknown session type {kind}\n")
+            return 0
+        if properties.get("type") != "LocalPortForwarding":
+            return self._stdio()
+        if dc.version_newer(self.channel.agent_version, MUX_AFTER):
+            return self._mux(properties)
+        return self._basic(properties)
+
+    # --- shell and stdio -------------------------------------------------------------------------------------
+    def _read_stdin(self, on_eof) -> None:
+        while True:
+            try:
+                data = os.read(0, dc.MAX_CHUNK)
+            except OSError:
+                data = b""
+            if not data:
+                on_eof()
+                return
+            try:
+                self.channel.send(b"\r" if data == b"\n" else data)
+            except client_module.DataChannelClosed:
+                return
+
+    def _shell(self) -> int:
+        eof = threading.Event()
+
+        def send_signal(signum, _frame) -> None:
+            try:
+                self.channel.send(SIGNAL_BYTES[signum])
+            except client_module.DataChannelClosed:
+                pass
+
+        for signum in SIGNAL_BYTES:
+            signal.signal(signum, send_signal)
+        size = _terminal_size(self.stdout)
+        try:
+            if size is None:
+                self.channel.send_size(300, 100)
+            elif all(size):
+                self.channel.send_size(*size)
+        except client_module.DataChannelClosed:
+            pass
+        threading.Thread(target=self._read_stdin, args=(eof.set,), daemon=True).start()
+        ticks = 0
+        while not (self.channel.closed.wait(0.05) or eof.is_set()):
+            ticks += 1
+            if ticks % 10:
+                continue
+            now = _terminal_size(self.stdout)
+            if now and all(now) and now != size:
+                size = now
+                self.channel.send_size(*size)
+        if eof.is_set() and not self.channel.closed.is_set():
+            _out("Cannot perform start session: EOF\n")
+            self.channel.close()
+            return 0
+        return self._ended()
+
+    def _stdio(self) -> int:
+        eof = threading.Event()
+        threading.Thread(target=self._read_stdin, args=(eof.set,), daemon=True).start()
+        while not (self.channel.closed.wait(0.05) or eof.is_set()):
+            pass
+        self.channel.close()
         return 0
+
+    # --- port forwarding ---------------------------------------------------------------------------------------
+    def _listen(self, properties: dict) -> socket.socket | None:
+        wanted = int(properties.get("localPortNumber") or 0)
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            listener.bind(("127.0.0.1", wanted))
+        except OSError as error:
+            _out(f"Cannot perform start session: Unable to start listener on port {wanted}: {error}\n")
+            listener.close()
+            return None
+        listener.listen(16)
+        return listener
+
+    def _until_terminated(self, listener: socket.socket) -> int:
+        stop = threading.Event()
+
+        def terminate(_signum, _frame) -> None:
+            stop.set()
+
+        for signum in (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP):
+            signal.signal(signum, terminate)
+        while not (stop.wait(0.2) or self.channel.closed.is_set()):
+            pass
+        if stop.is_set() and not self.channel.closed.is_set():
+            _out("Terminate signal received, exiting.\n")
+            try:
+                self.channel.send_flag(dc.TERMINATE_SESSION)
+                self.channel.wait_acknowledged(1.0)
+            except client_module.DataChannelClosed:
+                pass
+        listener.close()
+        self.channel.close()
+        return self._ended()
+
+    def _mux(self, properties: dict) -> int:
+        listener = self._listen(properties)
+        if listener is None:
+            return 0
+        port = listener.getsockname()[1]
+        _out(f"Port {port} opened for sessionId {self.session_id}.\nWaiting for connections...\n")
+        clients: dict[int, socket.socket] = {}
+        reader = dc.SmuxReader()
+        lock = threading.Lock()
+
+        finished: dict[int, threading.Event] = {}
+
+        def from_service(payload: bytes) -> None:
+            for command, stream_id, data in reader.feed(payload):
+                conn = clients.get(stream_id)
+                if conn is None:
+                    continue
+                try:
+                    if command == dc.PSH:
+                        conn.sendall(data)
+                    elif command == dc.FIN:
+                        conn.shutdown(socket.SHUT_WR)
+                except OSError:
+                    pass
+                if command == dc.FIN and stream_id in finished:
+                    finished[stream_id].set()
+
+        self._on_port_data = from_service
+
+        def serve(conn: socket.socket, stream_id: int) -> None:
+            try:
+                while True:
+                    data = conn.recv(32768)
+                    if not data:
+                        break
+                    self.channel.send(dc.smux_frame(dc.PSH, stream_id, data))
+                self.channel.send(dc.smux_frame(dc.FIN, stream_id))
+                # The local client only closed its sending side: what the destination still says reaches it
+                # until the service's FIN (or the end of the session).
+                while not (finished[stream_id].wait(0.5) or self.channel.closed.is_set()):
+                    pass
+            except (OSError, client_module.DataChannelClosed):
+                pass
+            finally:
+                with lock:
+                    clients.pop(stream_id, None)
+                    finished.pop(stream_id, None)
+                conn.close()
+
+        def accept() -> None:
+            stream_id, first = 3, True
+            while True:
+                try:
+                    conn, _peer = listener.accept()
+                except OSError:
+                    return
+                if first:
+                    _out(f"\nConnection accepted for session [{self.session_id}]\n")
+                    first = False
+                with lock:
+                    clients[stream_id] = conn
+                    finished[stream_id] = threading.Event()
+                try:
+                    self.channel.send(dc.smux_frame(dc.SYN, stream_id))
+                except client_module.DataChannelClosed:
+                    conn.close()
+                    return
+                threading.Thread(target=serve, args=(conn, stream_id), daemon=True).start()
+                stream_id += 2
+
+        threading.Thread(target=accept, daemon=True).start()
+        return self._until_terminated(listener)
+
+    def _basic(self, properties: dict) -> int:
+        listener = self._listen(properties)
+        if listener is None:
+            return 0
+        port = listener.getsockname()[1]
+        _out(f"Port {port} opened for sessionId {self.session_id}.\n")
+        current: dict[str, socket.socket | None] = {"conn": None}
+
+        def from_service(payload: bytes) -> None:
+            conn = current["conn"]
+            if conn is not None:
+                try:
+                    conn.sendall(payload)
+                except OSError:
+                    pass
+
+        self._on_port_data = from_service
+
+        def accept() -> None:
+            first = True
+            while True:
+                try:
+                    conn, _peer = listener.accept()
+                except OSError:
+                    return
+                if first:
+                    _out(f"\nConnection accepted for session {self.session_id}.\n")
+                    first = False
+                current["conn"] = conn
+                try:
+                    while True:
+                        data = conn.recv(dc.MAX_CHUNK)
+                        if not data:
+                            break
+                        self.channel.send(data)
+                    current["conn"] = None
+                    self.channel.send_flag(dc.DISCONNECT_TO_PORT)
+                except (OSError, client_module.DataChannelClosed):
+                    return
+                finally:
+                    current["conn"] = None
+                    conn.close()
+
+        threading.Thread(target=accept, daemon=True).start()
+        return self._until_terminated(listener)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,23 +364,31 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] in ("--version", "-version", "version"):
         _out(common.PLUGIN_VERSION + "\n")
         return 0
-    if len(args) < 3 or args[2] != "StartSession":
-        sys.stderr.write("Invalid arguments for session-manager-plugin: expected "
-                         "'<response>' <region> StartSession [<profile>] [<parameters>] [<endpoint>]\n")
-        return 1
+    if len(args) < 3:
+        _out("Unknown operation\n")
+        return 0
+    if args[2] != "StartSession":
+        _out("Invalid Operation\n")
+        return 0
+    first = args[0]
+    if first.startswith("AWS_SSM_START_SESSION_RESPONSE"):
+        first = os.environ.pop(first, "")
     try:
-        response = json.loads(args[0])
+        response = json.loads(first)
         target = json.loads(args[4]) if len(args) > 4 and args[4] else {}
     except ValueError as error:
-        sys.stderr.write(f"Cannot perform start session: {error}\n")
-        return 1
+        _out(f"Cannot perform start session: {error}\n")
+        return 0
+    if not isinstance(response, dict) or not isinstance(target, dict):
+        _out("Cannot perform start session: the response and the request must be JSON objects\n")
+        return 0
+    profile = args[3] if len(args) > 3 else ""
+    endpoint = args[5] if len(args) > 5 else ""
     try:
-        return asyncio.run(Plugin(response, target).run())
-    except KeyboardInterrupt:
-        return 130
-    except OSError as error:
-        sys.stderr.write(f"Cannot perform start session: {error}\n")
-        return 1
+        return Plugin(response, args[1], profile, endpoint).run()
+    except client_module.DataChannelClosed as error:
+        _out(f"Cannot perform start session: {error}\n")
+        return 0
 
 
 if __name__ == "__main__":

@@ -28,6 +28,12 @@ class FaultModel:
     stream_rtt: float = 0.0  # seconds of round trip on every session stream
     s3_delay: float = 0.0  # seconds added to every S3 request, presigned ones from nodes included
     throttle_rate: float = 0.0  # share of API calls that fail with ThrottlingException
+    # The data channel (wire.py): how long the service waits for a client's acknowledgements before it ends the
+    # session, how long a session whose WebSocket dropped waits for ResumeSession, and the agent version its
+    # handshake announces ("": the node agent's own; "3.0.161.0" selects the basic, unmultiplexed port mode).
+    ack_timeout: float = 30.0
+    resume_window: float = 10.0
+    handshake_agent_version: str = ""
     seed: int | None = None
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -52,6 +58,16 @@ class FaultModel:
                 if value < 0 or (name == "throttle_rate" and value > 1):
                     raise ValueError(f"{name} out of range: {value}")
                 setattr(self, name, value)
+            elif name in ("ack_timeout", "resume_window"):
+                value = float(value)
+                if value <= 0:
+                    raise ValueError(f"{name} must be positive, not {value}")
+                setattr(self, name, value)
+            elif name == "handshake_agent_version":
+                value = str(value or "")
+                if value and (len(value.split(".")) != 4 or not all(p.isdigit() for p in value.split("."))):
+                    raise ValueError(f"handshake_agent_version must be four numbers like 3.0.161.0, not {value!r}")
+                self.handshake_agent_version = value
             elif name == "seed":
                 self.seed = None if value is None else int(value)
                 self._rng.seed(self.seed)
@@ -68,6 +84,9 @@ class FaultModel:
             "stream_rtt": self.stream_rtt,
             "s3_delay": self.s3_delay,
             "throttle_rate": self.throttle_rate,
+            "ack_timeout": self.ack_timeout,
+            "resume_window": self.resume_window,
+            "handshake_agent_version": self.handshake_agent_version,
             "seed": self.seed,
         }
 

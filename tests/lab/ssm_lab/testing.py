@@ -34,6 +34,9 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.2, what: st
         time.sleep(interval)
 
 
+INTEROP_PLUGIN = "SESSION_MANAGER_PLUGIN"  # make interop: the path of AWS's session-manager-plugin
+
+
 def clean_environ() -> dict:
     """This process's environment without any AWS or lab settings (and without the in-process tests' strict
     switch, which would let a reachability surprise raise inside the control plane)."""
@@ -64,8 +67,10 @@ class Lab:
         self._clients: dict = {}
 
     def environ(self, **extra: str) -> dict:
-        """The process environment a client of this lab (ansible, the plugin) runs with."""
-        return {**clean_environ(), **self.env, **extra}
+        """The process environment a client of this lab (ansible, the plugin) runs with. With SESSION_MANAGER_PLUGIN
+        set (make interop), the clients run that session-manager-plugin (AWS's own) instead of the lab's."""
+        plugin = {"AWS_SESSION_MANAGER_PLUGIN": os.environ[INTEROP_PLUGIN]} if os.environ.get(INTEROP_PLUGIN) else {}
+        return {**clean_environ(), **self.env, **plugin, **extra}
 
     def client(self, service: str, access_key: str | None = None, secret_key: str | None = None, config=None,
                region: str | None = None):
@@ -142,6 +147,14 @@ class EchoServer(socketserver.ThreadingTCPServer):
         self.received: list = []
         self.port = self.server_address[1]
 
+    def saw(self, digest: str, timeout: float = 10.0) -> bool:
+        """Whether a connection that sent bytes with this SHA-256 has ended (waiting up to ``timeout``: a forward
+        closes the destination connection a moment after its client's)."""
+        deadline = time.monotonic() + timeout
+        while digest not in self.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return digest in self.received
+
     def __enter__(self) -> "EchoServer":
         threading.Thread(target=self.serve_forever, daemon=True).start()
         return self
@@ -152,23 +165,20 @@ class EchoServer(socketserver.ThreadingTCPServer):
 
 
 def echo_through(port: int, payload: bytes, timeout: float = 15) -> bytes:
-    """Send ``payload`` to 127.0.0.1:``port`` (from a thread, then end the sending side) and return all that comes
-    back until the other side closes."""
+    """Send ``payload`` to 127.0.0.1:``port`` (from a thread) and return as many bytes as come back before the
+    other side closes, then close. Not a half-close: a port forward's multiplexer (smux) has none, so a client that
+    stops sending ends its stream both ways, with AWS's plugin as with the lab's."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as connection:
-        def send() -> None:
-            connection.sendall(payload)
-            connection.shutdown(socket.SHUT_WR)
-
-        sender = threading.Thread(target=send, daemon=True)
+        sender = threading.Thread(target=connection.sendall, args=(payload,), daemon=True)
         sender.start()
         received = bytearray()
-        while True:
+        while len(received) < len(payload):
             chunk = connection.recv(65536)
             if not chunk:
                 break
             received.extend(chunk)
         sender.join(timeout)
-        return bytes(received)
+    return bytes(received)
 
 
 def accepts(port: int) -> bool:

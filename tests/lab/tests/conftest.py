@@ -24,7 +24,8 @@ import pytest
 from labhelpers import wait_until
 from ssm_lab import testing
 
-SSM_LAB_PLUGIN = os.path.join(testing.BIN, "ssm-lab-plugin")
+# make interop runs these tests with AWS's own plugin (SESSION_MANAGER_PLUGIN=path); otherwise the lab's stand-in.
+SSM_LAB_PLUGIN = os.environ.get(testing.INTEROP_PLUGIN) or os.path.join(testing.BIN, "ssm-lab-plugin")
 REGION = "us-east-1"
 DONE_STATES = ("Success", "Failed", "TimedOut", "Cancelled", "Cancelling")
 

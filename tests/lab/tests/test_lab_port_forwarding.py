@@ -38,7 +38,7 @@ def test_forward_to_remote_host_carries_bytes_both_ways(main_lab, plugin, echo_p
     assert echo_through(local_port, payload) == payload
     second = os.urandom(4096)
     assert echo_through(local_port, second) == second
-    assert process.output.count(f"Connection accepted for session [{session_id}]") == 2
+    assert process.output.count(f"Connection accepted for session [{session_id}]") == 1  # the first client only
 
     active = main_lab.ssm.describe_sessions(State="Active", Filters=[{"key": "SessionId", "value": session_id}])
     assert [s["DocumentName"] for s in active["Sessions"]] == [REMOTE_HOST_DOCUMENT]
@@ -63,7 +63,7 @@ def test_forward_to_a_closed_port_closes_the_connection(main_lab, plugin):
     with socket.create_connection(("127.0.0.1", local_port), timeout=15) as connection:
         with contextlib.suppress(ConnectionResetError):
             assert connection.recv(1024) == b""
-    process.wait_for(rf"Connection to destination port {closed_port} on \S+ failed")
+    process.wait_for(r"Connection to destination port failed, check SSM Agent logs\.")
 
     main_lab.ssm.terminate_session(SessionId=session_id)
     assert process.wait_exit() == 0
