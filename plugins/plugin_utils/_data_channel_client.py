@@ -30,7 +30,7 @@ import uuid
 try:
     from ansible_collections.bastionless.ssm.plugins.plugin_utils import _data_channel as dc
 except ImportError:  # loaded by path, beside the codec (the lab's session-manager-plugin stand-in)
-    import bastionless_data_channel as dc  # type: ignore[no-redef]
+    import bastionless_data_channel as dc  # pylint: disable=import-error
 
 try:
     from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI

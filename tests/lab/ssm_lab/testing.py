@@ -37,6 +37,11 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.2, what: st
 INTEROP_PLUGIN = "SESSION_MANAGER_PLUGIN"  # make interop: the path of AWS's session-manager-plugin
 
 
+def plugin_path() -> str:
+    """The session-manager-plugin tests run: AWS's under make interop (SESSION_MANAGER_PLUGIN), else the lab's."""
+    return os.environ.get(INTEROP_PLUGIN) or os.path.join(BIN, "ssm-lab-plugin")
+
+
 def clean_environ() -> dict:
     """This process's environment without any AWS or lab settings (and without the in-process tests' strict
     switch, which would let a reachability surprise raise inside the control plane)."""

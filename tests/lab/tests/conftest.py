@@ -24,8 +24,7 @@ import pytest
 from labhelpers import wait_until
 from ssm_lab import testing
 
-# make interop runs these tests with AWS's own plugin (SESSION_MANAGER_PLUGIN=path); otherwise the lab's stand-in.
-SSM_LAB_PLUGIN = os.environ.get(testing.INTEROP_PLUGIN) or os.path.join(testing.BIN, "ssm-lab-plugin")
+SSM_LAB_PLUGIN = testing.plugin_path()  # AWS's own plugin under make interop, else the lab's stand-in
 REGION = "us-east-1"
 DONE_STATES = ("Success", "Failed", "TimedOut", "Cancelled", "Cancelling")
 

@@ -17,7 +17,7 @@ import pytest
 from labhelpers import wait_until
 from ssm_lab import testing
 
-SSM_LAB_PLUGIN = os.environ.get(testing.INTEROP_PLUGIN) or os.path.join(testing.BIN, "ssm-lab-plugin")
+SSM_LAB_PLUGIN = testing.plugin_path()  # AWS's own plugin under make interop, else the lab's stand-in
 
 # A ProxyCommand made of boto3 and the plugin shim alone (the collection's own proxy is tested elsewhere).
 PROXY = r"""

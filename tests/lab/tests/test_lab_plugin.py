@@ -12,7 +12,6 @@ import socket
 import urllib.request
 
 import pytest
-from conftest import SSM_LAB_PLUGIN
 from labhelpers import wait_until
 from ssm_lab import testing
 
@@ -40,9 +39,9 @@ def history(lab, session_id: str) -> dict:
 
 def test_the_plugin_is_the_one_asked_for():
     if INTEROP:
-        assert SSM_LAB_PLUGIN == os.environ[testing.INTEROP_PLUGIN]
+        assert testing.plugin_path() == os.environ[testing.INTEROP_PLUGIN]
     else:
-        assert SSM_LAB_PLUGIN.endswith("ssm-lab-plugin")
+        assert testing.plugin_path().endswith("ssm-lab-plugin")
 
 
 def test_a_shell_command_its_output_and_the_end(lab, plugin):
