@@ -67,6 +67,21 @@ def _sessions(lab, node, state="Active"):
     return [s for s in lab.client("ssm").describe_sessions(State=state)["Sessions"] if s["Target"] == node]
 
 
+def _plugins_of(session_ids) -> list:
+    """The session-manager-plugin processes still running for any of ``session_ids`` (their argv holds the
+    StartSession response)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                argv = handle.read().split(b"\0")
+        except OSError:
+            continue
+        if argv and b"plugin" in os.path.basename(argv[0]) and any(i.encode() in b" ".join(argv) for i in session_ids):
+            found.append(int(pid))
+    return found
+
+
 def _decoded(transcript: str) -> str:
     """Every run of base64 lines in a transcript, decoded (how an auditor reads this connection's output)."""
     runs, current = [], []
@@ -168,6 +183,7 @@ def test_a_command_that_outlives_the_timeout_fails_unreachable_and_the_next_task
     # The session that ran it was ended (its shell state is unknown), not left running the sleep.
     wait_until(lambda: before["SessionId"] in [s["SessionId"] for s in _sessions(lab, node, "History")],
                what="the timed-out session in the history")
+    wait_until(lambda: not _plugins_of([before["SessionId"]]), timeout=15, what="no plugin left for that session")
     output, recap = play(lab, node, """
         - name: The next task opens a new session
           ansible.builtin.command: pgrep -c sleep

@@ -27,7 +27,6 @@ from .registry import Registry, Session
 log = logging.getLogger("ssm_lab.messages")
 
 OPEN_TIMEOUT = 15.0
-NEVER_OPENED = 60.0  # seconds a session may stay Connecting without its client opening the data channel
 
 
 class AgentChannel:
@@ -315,9 +314,10 @@ class MessageServer:
             for session in list(self.registry.sessions.values()):
                 if not session.active():
                     continue
+                window = self.registry.faults.open_window
                 if session.status == "Connecting" and session.id not in self.wire_sessions \
-                        and stamp - session.started > NEVER_OPENED:
-                    session.details = f"the client did not open the data channel within {NEVER_OPENED:g} s"
+                        and stamp - session.started > window:
+                    session.details = f"the client did not open the data channel within {window:g} s"
                     self._end_session(session, "Failed")
                     continue
                 idle = float(session.preferences.get("idleSessionTimeout") or 20) * 60

@@ -29,10 +29,12 @@ class FaultModel:
     s3_delay: float = 0.0  # seconds added to every S3 request, presigned ones from nodes included
     throttle_rate: float = 0.0  # share of API calls that fail with ThrottlingException
     # The data channel (wire.py): how long the service waits for a client's acknowledgements before it ends the
-    # session, how long a session whose WebSocket dropped waits for ResumeSession, and the agent version its
-    # handshake announces ("": the node agent's own; "3.0.161.0" selects the basic, unmultiplexed port mode).
+    # session, how long a session whose WebSocket dropped waits for ResumeSession, how long a started session waits
+    # for its client's first connection, and the agent version its handshake announces ("": the node agent's own;
+    # "3.0.161.0" selects the basic, unmultiplexed port mode).
     ack_timeout: float = 30.0
     resume_window: float = 10.0
+    open_window: float = 60.0
     handshake_agent_version: str = ""
     seed: int | None = None
     _rng: random.Random = field(default_factory=random.Random, repr=False)
@@ -58,7 +60,7 @@ class FaultModel:
                 if value < 0 or (name == "throttle_rate" and value > 1):
                     raise ValueError(f"{name} out of range: {value}")
                 setattr(self, name, value)
-            elif name in ("ack_timeout", "resume_window"):
+            elif name in ("ack_timeout", "resume_window", "open_window"):
                 value = float(value)
                 if value <= 0:
                     raise ValueError(f"{name} must be positive, not {value}")
@@ -86,6 +88,7 @@ class FaultModel:
             "throttle_rate": self.throttle_rate,
             "ack_timeout": self.ack_timeout,
             "resume_window": self.resume_window,
+            "open_window": self.open_window,
             "handshake_agent_version": self.handshake_agent_version,
             "seed": self.seed,
         }

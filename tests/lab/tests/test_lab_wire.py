@@ -12,7 +12,7 @@ from labhelpers import wait_until
 from ssm_lab.wire import dc
 from websockets.sync.client import connect
 
-WIRE_FAULTS = {"ack_timeout": 2, "resume_window": 2}
+WIRE_FAULTS = {"ack_timeout": 2, "resume_window": 2, "open_window": 3}
 
 
 @pytest.fixture(scope="module")
@@ -255,3 +255,10 @@ def test_a_client_that_disappears_ends_its_session_after_the_resume_window(lab):
     session = ended(lab, client.session_id, "Terminated", timeout=WIRE_FAULTS["resume_window"] + 10)
     assert "did not resume" in session["Details"], session
     _good_session_still_works(lab)
+
+
+def test_a_session_whose_client_never_connects_fails_in_bounded_time(lab):
+    response = lab.ssm.start_session(Target=lab.node_ids[0])
+    assert session_state(lab, response["SessionId"])["Status"] == "Connecting"
+    session = ended(lab, response["SessionId"], "Failed", timeout=WIRE_FAULTS["open_window"] + 10)
+    assert "did not open the data channel" in session["Details"], session
