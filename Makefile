@@ -64,7 +64,10 @@ CHECKS_LOG := build/checks.log
 # Apache-2.0, Python >= 3.12) in its own virtualenv; tests/lab/tests/test_lab_pyssm.py drives the lab with it.
 PYSSM_VENV ?= .venv-pyssm
 PYSSM_STAMP := $(PYSSM_VENV)/.installed
-PYTHON312 ?= $(shell command -v python3.12 2>/dev/null || ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -n 1)
+# The first Python >= 3.12 that runs (a pyenv shim for a version that is not active does not).
+PYTHON312 ?= $(shell for p in $$(ls -d $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3 2>/dev/null) \
+  $$(command -v python3.13 python3.12 2>/dev/null); do \
+  "$$p" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null && { echo "$$p"; break; }; done)
 export PYSSM_PYTHON := $(CURDIR)/$(PYSSM_VENV)/bin/python
 
 pyssm-venv: $(PYSSM_STAMP)
