@@ -203,7 +203,7 @@ class WireSession:
         self.ending = False
         self.acked = asyncio.Event()
         self.last_ack = time.monotonic()
-        self.streams: dict[int, dict] = {}  # stream id -> {"writer", "pending", "done", "task"}
+        self.streams: dict[int, dict] = {}  # stream id -> {"writer": the agent's end once open, "pending": data}
         self.smux = dc.SmuxReader()
         self.basic_stream = 0
         self.dropped_at: float | None = None
@@ -231,6 +231,9 @@ class WireSession:
         else:
             for frame in self.out.all_frames():  # a resumed session: what the client has not acknowledged
                 conn.send(frame)
+        loop = asyncio.get_running_loop()
+        delayed: asyncio.Queue | None = asyncio.Queue() if self.delay else None
+        later = self._spawn(self._receive_later(delayed)) if delayed is not None else None
         try:
             while not self.ended:
                 received = await conn.recv()
@@ -239,18 +242,35 @@ class WireSession:
                 kind, frame = received
                 if kind != "binary":
                     raise WireError("a text frame after the token message")
-                if self.delay:
-                    await asyncio.sleep(self.delay)
-                await self._receive(frame)
+                if delayed is not None:  # the one-way latency shifts each message, it does not throttle them
+                    delayed.put_nowait((loop.time() + self.delay, frame))
+                else:
+                    await self._receive(frame)
         except WireError as error:
             await self.end("Failed", f"the client broke the protocol: {error}", reason_to_client=str(error))
         finally:
+            if later is not None:
+                delayed.put_nowait((0.0, None))
             if self.conn is conn:
                 self.conn = None
                 if not self.ended:
                     self.dropped_at = time.monotonic()
                     self._spawn(self._await_resume())
             conn.close()
+
+    async def _receive_later(self, delayed: asyncio.Queue) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due, frame = await delayed.get()
+            if frame is None or self.ended:
+                return
+            if due > loop.time():
+                await asyncio.sleep(due - loop.time())
+            try:
+                await self._receive(frame)
+            except WireError as error:
+                await self.end("Failed", f"the client broke the protocol: {error}", reason_to_client=str(error))
+                return
 
     async def _await_resume(self) -> None:
         dropped = self.dropped_at
