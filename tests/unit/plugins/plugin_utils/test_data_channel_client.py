@@ -1,0 +1,143 @@
+"""The data channel client (plugins/plugin_utils/_data_channel_client.py) against a scripted service on a real local
+WebSocket: the handshake, acknowledgement of output, in-order delivery, resends of unacknowledged input, and resume
+with a new token after the connection breaks."""
+
+import threading
+
+import pytest
+from ansible_collections.bastionless.ssm.plugins.plugin_utils import _data_channel as dc
+from ansible_collections.bastionless.ssm.plugins.plugin_utils import _data_channel_client as client_module
+from websockets.sync.server import serve
+
+
+class Service:
+    """A WebSocket server whose connections run ``script(ws, number)`` in turn (number: 0 for the first)."""
+
+    def __init__(self, *scripts):
+        self.scripts = list(scripts)
+        self.tokens = []
+        self.errors = []
+        self.connections = 0
+        self.server = serve(self._handle, "127.0.0.1", 0)
+        self.url = f"ws://127.0.0.1:{self.server.socket.getsockname()[1]}/v1/data-channel/s-1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _handle(self, ws):
+        number, self.connections = self.connections, self.connections + 1
+        self.tokens.append(dc.read_token_message(ws.recv(5))["TokenValue"])
+        try:
+            self.scripts[number](ws)
+        except Exception as error:  # noqa: BLE001 - reported by the test
+            self.errors.append(error)
+
+    def close(self):
+        self.server.shutdown()
+
+
+def recv(ws, timeout=5):
+    return dc.decode(ws.recv(timeout))
+
+
+def handshake(ws, session_type="Standard_Stream"):
+    ws.send(dc.data(dc.OUTPUT, 0, dc.handshake_request(session_type), dc.HANDSHAKE_REQUEST).encode())
+    acked = set()
+    while True:
+        message = recv(ws)
+        if message.message_type == dc.ACK:
+            acked.add(dc.acknowledged_sequence(message))
+        elif message.payload_type == dc.HANDSHAKE_RESPONSE:
+            assert message.json()["ProcessedClientActions"][0]["ActionStatus"] == 1
+            ws.send(dc.acknowledge(message).encode())
+            break
+    assert acked == {0}
+    ws.send(dc.data(dc.OUTPUT, 1, dc.handshake_complete("hello"), dc.HANDSHAKE_COMPLETE).encode())
+
+
+@pytest.fixture
+def service():
+    made = []
+
+    def make(*scripts):
+        made.append(Service(*scripts))
+        return made[-1]
+
+    yield make
+    for each in made:
+        each.close()
+
+
+def test_output_is_acknowledged_and_delivered_once_in_order(service):
+    done = threading.Event()
+
+    def script(ws):
+        handshake(ws)
+        # Sequence 3 before 2, and 2 twice: delivered as 2, 3, each once; every copy acknowledged.
+        for number, payload in ((3, b"world"), (2, b"hello "), (2, b"hello ")):
+            ws.send(dc.data(dc.OUTPUT, number, payload).encode())
+        acked = [dc.acknowledged_sequence(recv(ws)) for _ in range(4)]  # + the HandshakeComplete's
+        assert sorted(acked) == [1, 2, 2, 3]
+        done.wait(5)
+        ws.send(dc.channel_closed("s-1", "i-1", "").encode())
+
+    server = service(script)
+    received = []
+    channel = client_module.DataChannelClient("s-1", "token-1", server.url, on_data=received.append)
+    channel.open()
+    assert (channel.session_type, channel.customer_message) == ("Standard_Stream", "hello")
+    done.set()
+    assert channel.closed.wait(5) and channel.close_output == ""
+    assert b"".join(received) == b"hello world"
+    assert server.errors == []
+
+
+def test_unacknowledged_input_is_resent_and_survives_a_resume(service):
+    first_copy = {}
+
+    def first(ws):
+        handshake(ws)
+        message = recv(ws)
+        while message.payload_type != dc.OUTPUT_DATA:
+            message = recv(ws)
+        first_copy["message"] = message
+        again = recv(ws, 2)  # not acknowledged: the client sends it again, unchanged
+        assert (again.sequence_number, again.message_id, again.payload) == (message.sequence_number,
+                                                                            message.message_id, message.payload)
+        ws.socket.close()  # the connection breaks
+
+    def second(ws):
+        message = recv(ws)  # after the resume, what was not acknowledged comes first
+        assert (message.sequence_number, message.message_id) == (first_copy["message"].sequence_number,
+                                                                  first_copy["message"].message_id)
+        ws.send(dc.acknowledge(message).encode())
+        ws.send(dc.data(dc.OUTPUT, 2, b"after the resume").encode())
+        recv(ws)  # its acknowledgement
+        ws.send(dc.channel_closed("s-1", "i-1", "done").encode())
+
+    server = service(first, second)
+    received, resumed = [], []
+
+    def resume():
+        resumed.append(True)
+        return "token-2"
+
+    channel = client_module.DataChannelClient("s-1", "token-1", server.url, on_data=received.append, resume=resume)
+    channel.open()
+    channel.send(b"echo hi\r")
+    assert channel.closed.wait(10), channel.lost
+    assert (resumed, server.tokens, channel.close_output) == ([True], ["token-1", "token-2"], "done")
+    assert b"".join(received) == b"after the resume"
+    assert server.errors == []
+
+
+def test_a_broken_connection_without_resume_ends_the_channel(service):
+    def script(ws):
+        handshake(ws)
+        ws.socket.close()
+
+    server = service(script)
+    channel = client_module.DataChannelClient("s-1", "token-1", server.url)
+    channel.open()
+    assert channel.closed.wait(5)
+    assert channel.lost == "Session: s-1 timed out."
+    with pytest.raises(client_module.DataChannelClosed):
+        channel.send(b"too late")
