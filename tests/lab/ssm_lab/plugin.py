@@ -18,7 +18,6 @@ It exits 0 whenever it ends by itself, and prints its errors on stdout, as AWS's
 from __future__ import annotations
 
 import fcntl
-import importlib.util
 import json
 import os
 import signal
@@ -29,7 +28,7 @@ import termios
 import threading
 
 from . import common
-from .wire import dc  # the codec, loaded from the repository first (the client imports it by that name)
+from .wire import dc, load_collection_module  # the codec first: the client imports it by its name
 
 USAGE = (
     "\nThe Session Manager plugin was installed successfully. Use the AWS CLI to start a session.\n\n"
@@ -38,19 +37,7 @@ MUX_AFTER = "3.0.196.0"
 SIGNAL_BYTES = {signal.SIGINT: b"\x03", signal.SIGQUIT: b"\x1c", signal.SIGTSTP: b"\x1a"}
 
 
-def _load_client():
-    name = "bastionless_data_channel_client"
-    if name not in sys.modules:
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "plugins", "plugin_utils",
-                            "_data_channel_client.py")
-        spec = importlib.util.spec_from_file_location(name, os.path.normpath(path))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-client_module = _load_client()
+client_module = load_collection_module("_data_channel_client.py", "bastionless_data_channel_client")
 
 
 def _out(text: str) -> None:
@@ -215,6 +202,20 @@ class Plugin:
         listener.listen(16)
         return listener
 
+    @staticmethod
+    def _connections(listener: socket.socket, first_line: str):
+        """The local clients as they come, until the listener closes; the first announced as AWS's plugin does."""
+        first = True
+        while True:
+            try:
+                conn, _peer = listener.accept()
+            except OSError:
+                return
+            if first:
+                _out(first_line)
+                first = False
+            yield conn
+
     def _until_terminated(self, listener: socket.socket) -> int:
         stop = threading.Event()
 
@@ -286,15 +287,8 @@ class Plugin:
                 conn.close()
 
         def accept() -> None:
-            stream_id, first = 3, True
-            while True:
-                try:
-                    conn, _peer = listener.accept()
-                except OSError:
-                    return
-                if first:
-                    _out(f"\nConnection accepted for session [{self.session_id}]\n")
-                    first = False
+            stream_id = 3
+            for conn in self._connections(listener, f"\nConnection accepted for session [{self.session_id}]\n"):
                 with lock:
                     clients[stream_id] = conn
                     finished[stream_id] = threading.Event()
@@ -328,15 +322,7 @@ class Plugin:
         self._on_port_data = from_service
 
         def accept() -> None:
-            first = True
-            while True:
-                try:
-                    conn, _peer = listener.accept()
-                except OSError:
-                    return
-                if first:
-                    _out(f"\nConnection accepted for session {self.session_id}.\n")
-                    first = False
+            for conn in self._connections(listener, f"\nConnection accepted for session {self.session_id}.\n"):
                 current["conn"] = conn
                 try:
                     while True:

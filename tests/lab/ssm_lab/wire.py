@@ -52,23 +52,20 @@ WINDOW = 512  # unacknowledged output messages before the relay stops reading fr
 MUX_AFTER = "3.0.196.0"  # agents newer than this multiplex port sessions (smux)
 
 
-def _load_codec():
-    """The collection's data channel codec (plugins/plugin_utils/_data_channel.py, standard library only), loaded
-    from the repository the lab is installed from: one implementation of the protocol for the lab and the
-    collection."""
-    name = "bastionless_data_channel"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "plugins", "plugin_utils",
-                        "_data_channel.py")
-    spec = importlib.util.spec_from_file_location(name, os.path.normpath(path))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
+def load_collection_module(filename: str, name: str):
+    """A module of the collection's plugins/plugin_utils, loaded as ``name`` from the repository the lab is installed
+    from (standard library and websockets only): the protocol is written once, for the collection and the lab."""
+    if name not in sys.modules:
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "plugins", "plugin_utils",
+                            filename)
+        spec = importlib.util.spec_from_file_location(name, os.path.normpath(path))
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
-dc = _load_codec()
+dc = load_collection_module("_data_channel.py", "bastionless_data_channel")
 
 SHELL_TYPES = {"SSM-SessionManagerRunShell": "Standard_Stream", "AWS-StartInteractiveCommand": "InteractiveCommands",
                "AWS-StartNonInteractiveCommand": "NonInteractiveCommands"}

@@ -4,6 +4,7 @@ client sees: the handshake, acknowledgements, retransmission, resume, the end, a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
@@ -95,6 +96,17 @@ class Client:
         self.ws.close()
 
 
+@contextlib.contextmanager
+def shell(lab):
+    """A shell session's client, its handshake done; closed at the end."""
+    client = Client(lab.ssm.start_session(Target=lab.node_ids[0]))
+    try:
+        client.handshake()
+        yield client
+    finally:
+        client.close()
+
+
 def session_state(lab, session_id: str) -> dict:
     for state in ("Active", "History"):
         for session in lab.ssm.describe_sessions(State=state)["Sessions"]:
@@ -139,9 +151,7 @@ def test_a_shell_session_on_the_wire(lab):
 
 
 def test_the_terminal_size_reaches_the_shell(lab):
-    client = Client(lab.ssm.start_session(Target=lab.node_ids[0]))
-    try:
-        client.handshake()
+    with shell(lab) as client:
         client.send_input(dc.size_payload(132, 40), dc.SIZE)
         # The size reaches the pty beside the stream, not in it: ask until the shell sees it (bounded).
         for _attempt in range(10):
@@ -152,21 +162,15 @@ def test_the_terminal_size_reaches_the_shell(lab):
             except (AssertionError, TimeoutError):
                 continue
         assert b"40 132" in client.output
-    finally:
-        client.close()
 
 
 def test_terminate_session_sends_channel_closed(lab):
-    client = Client(lab.ssm.start_session(Target=lab.node_ids[0]))
-    try:
-        client.handshake()
+    with shell(lab) as client:
         client.send_input(b"echo up\n")
         client.read_until(b"up")
         lab.ssm.terminate_session(SessionId=client.session_id)
         assert client.wait_closed() == ""
         ended(lab, client.session_id, "Terminated")
-    finally:
-        client.close()
 
 
 def test_a_dropped_websocket_resumes_where_it_was(lab):
@@ -187,13 +191,9 @@ def test_a_dropped_websocket_resumes_where_it_was(lab):
 
 
 def _good_session_still_works(lab) -> None:
-    client = Client(lab.ssm.start_session(Target=lab.node_ids[0]))
-    try:
-        client.handshake()
+    with shell(lab) as client:
         client.send_input(b"echo fine\n")
         client.read_until(b"fine")
-    finally:
-        client.close()
 
 
 def _bad_digest(message: dc.AgentMessage) -> bytes:
@@ -211,16 +211,12 @@ BAD_WIRE = {
 
 @pytest.mark.parametrize("bad", sorted(BAD_WIRE))
 def test_bad_input_on_the_wire_ends_the_session_with_its_reason(lab, bad):
-    client = Client(lab.ssm.start_session(Target=lab.node_ids[0]))
-    try:
-        client.handshake()
+    with shell(lab) as client:
         client.ws.send(BAD_WIRE[bad]())
         reason = client.wait_closed()
         assert reason, "channel_closed gives the reason"
         session = ended(lab, client.session_id, "Failed")
         assert "broke the protocol" in session["Details"], session
-    finally:
-        client.close()
     _good_session_still_works(lab)
 
 
@@ -235,14 +231,10 @@ def test_a_wrong_token_is_refused_with_the_reason(lab):
 
 
 def test_a_client_that_never_acknowledges_loses_its_session(lab):
-    client = Client(lab.ssm.start_session(Target=lab.node_ids[0]))
-    try:
-        client.handshake()
+    with shell(lab) as client:
         client.send_input(b"echo unheard\n")
         session = ended(lab, client.session_id, "Failed", timeout=WIRE_FAULTS["ack_timeout"] + 10)
         assert "acknowledged nothing" in session["Details"], session
-    finally:
-        client.close()
     _good_session_still_works(lab)
 
 
