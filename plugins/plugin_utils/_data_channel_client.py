@@ -254,4 +254,3 @@ class DataChannelClient:
             self.on_flag(message.flag())
         elif kind in (dc.OUTPUT_DATA, dc.STDERR, dc.EXIT_CODE):
             self.on_data(message.payload)
-

@@ -6,14 +6,13 @@ the role's tag names."""
 import json
 import os
 import re
-import subprocess
 import time
 
 import pytest
 from ansible_cli import run
 from iam_eval import ALLOW, EXPLICIT_DENY, IMPLICIT_DENY, evaluate
 from parliament import analyze_policy_string, enhance_finding
-from ssm_lab.testing import running_lab
+from ssm_lab.testing import run_plugin, running_lab
 
 PLAYBOOK = os.path.join(os.path.dirname(__file__), "playbooks", "operator_access.yml")
 PREFIX = "bastionless-ssm-"
@@ -330,13 +329,11 @@ def _whoami(lab, node: str, user: str) -> str:
     ssm = lab.client("ssm", access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"])
     response = ssm.start_session(Target=node, DocumentName="SSM-SessionManagerRunShell")
     assert response["SessionId"].startswith(f"{user}-")  # what ResumeAndEndOwnSessions relies on
-    plugin = [lab.env["AWS_SESSION_MANAGER_PLUGIN"],
+    plugin = [lab.environ()["AWS_SESSION_MANAGER_PLUGIN"],
               json.dumps({k: response[k] for k in ("SessionId", "TokenValue", "StreamUrl")}), lab.region,
               "StartSession", "", json.dumps({"Target": node}), lab.endpoint]
-    result = subprocess.run(plugin, input=b"echo user=$(whoami)=\nexit\n", capture_output=True, timeout=60,
-                            env=lab.environ(), check=False)
-    output = result.stdout.decode(errors="replace")
-    assert result.returncode == 0, output + result.stderr.decode(errors="replace")
+    code, output = run_plugin(plugin, "echo user=$(whoami)=\nexit\n", lab.environ())
+    assert code == 0, output
     users = re.findall(r"user=([a-z_][a-z0-9_-]*)=", output)
     assert len(users) == 1, output
     return users[0]

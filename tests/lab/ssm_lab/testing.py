@@ -169,6 +169,28 @@ class EchoServer(socketserver.ThreadingTCPServer):
         self.server_close()
 
 
+def run_plugin(argv: list, text: str, env: dict, timeout: float = 60) -> tuple:
+    """Run a session-manager-plugin, type ``text`` into it and keep its stdin open until it exits (AWS's plugin
+    ends at once when its stdin ends, before the session's output has come); return (exit code, output)."""
+    process = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env=env)
+    output = bytearray()
+    reader = threading.Thread(target=lambda: output.extend(process.stdout.read()), daemon=True)
+    reader.start()
+    try:
+        process.stdin.write(text.encode())
+        process.stdin.flush()
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    finally:
+        with contextlib.suppress(OSError):
+            process.stdin.close()
+        reader.join(5)
+    return process.returncode, output.decode(errors="replace")
+
+
 def echo_through(port: int, payload: bytes, timeout: float = 15) -> bytes:
     """Send ``payload`` to 127.0.0.1:``port`` (from a thread) and return as many bytes as come back before the
     other side closes, then close. Not a half-close: a port forward's multiplexer (smux) has none, so a client that
