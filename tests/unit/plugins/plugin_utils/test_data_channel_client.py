@@ -74,7 +74,7 @@ def test_output_is_acknowledged_and_delivered_once_in_order(service):
         # Sequence 3 before 2, and 2 twice: delivered as 2, 3, each once; every copy acknowledged.
         for number, payload in ((3, b"world"), (2, b"hello "), (2, b"hello ")):
             ws.send(dc.data(dc.OUTPUT, number, payload).encode())
-        acked = [dc.acknowledged_sequence(recv(ws)) for _ in range(4)]  # + the HandshakeComplete's
+        acked = [dc.acknowledged_sequence(recv(ws)) for _count in range(4)]  # + the HandshakeComplete's
         assert sorted(acked) == [1, 2, 2, 3]
         done.wait(5)
         ws.send(dc.channel_closed("s-1", "i-1", "").encode())
@@ -105,9 +105,8 @@ def test_unacknowledged_input_is_resent_and_survives_a_resume(service):
         ws.socket.close()  # the connection breaks
 
     def second(ws):
-        message = recv(ws)  # after the resume, what was not acknowledged comes first
-        assert (message.sequence_number, message.message_id) == (first_copy["message"].sequence_number,
-                                                                  first_copy["message"].message_id)
+        message, before = recv(ws), first_copy["message"]  # after the resume, the unacknowledged input first
+        assert (message.sequence_number, message.message_id) == (before.sequence_number, before.message_id)
         ws.send(dc.acknowledge(message).encode())
         ws.send(dc.data(dc.OUTPUT, 2, b"after the resume").encode())
         recv(ws)  # its acknowledgement
