@@ -111,13 +111,17 @@ class DataChannelClient:
         """Leave: close the WebSocket (the service sees the client go, as when the plugin exits)."""
         if not self.closed.is_set():
             self.lost = self.lost or "closed by the client"
-        self.closed.set()
+        self._set_closed()
         ws = self._ws
         if ws is not None:
             try:
                 ws.close()
             except Exception:  # noqa: BLE001 - closing a broken connection
                 pass
+
+    def _set_closed(self) -> None:
+        """The channel is over: wake whoever waits to send or for acknowledgements."""
+        self.closed.set()
         with self._acked:
             self._acked.notify_all()
 
@@ -194,16 +198,14 @@ class DataChannelClient:
                 self.lost = f"ResumeSession failed: {failure}"
         if not token:
             self.lost = self.lost or f"Session: {self.session_id} timed out."
-            self.closed.set()
-            with self._acked:
-                self._acked.notify_all()
+            self._set_closed()
             return False
         self.token = token
         try:
             self._connect()
         except DataChannelClosed as failure:
             self.lost = str(failure)
-            self.closed.set()
+            self._set_closed()
             return False
         with self._lock:
             for frame in self._out.all_frames():
@@ -218,14 +220,8 @@ class DataChannelClient:
                 if self._out.acknowledged(number):
                     self._acked.notify_all()
         elif kind == dc.CHANNEL_CLOSED:
-            try:
-                body = message.json()
-            except dc.DataChannelError:
-                body = {}
-            self.close_output = str(body.get("Output") or "") if isinstance(body, dict) else ""
-            self.closed.set()
-            with self._acked:
-                self._acked.notify_all()
+            self.close_output = _text_field(message, "Output")
+            self._set_closed()
         elif kind == dc.OUTPUT:
             acknowledge, ready = self._inbound.receive(message)
             if acknowledge:
@@ -244,13 +240,19 @@ class DataChannelClient:
             self.properties = dict(session.get("Properties") or {})
             self.send(payload, dc.HANDSHAKE_RESPONSE)
         elif kind == dc.HANDSHAKE_COMPLETE:
-            try:
-                body = message.json()
-            except dc.DataChannelError:
-                body = {}
-            self.customer_message = str(body.get("CustomerMessage") or "") if isinstance(body, dict) else ""
+            self.customer_message = _text_field(message, "CustomerMessage")
             self.handshake_done.set()
         elif kind == dc.FLAG:
             self.on_flag(message.flag())
         elif kind in (dc.OUTPUT_DATA, dc.STDERR, dc.EXIT_CODE):
             self.on_data(message.payload)
+
+
+def _text_field(message, name: str) -> str:
+    """A text field of a JSON payload (channel_closed's Output, HandshakeComplete's CustomerMessage); "" when the
+    payload is not a JSON object or has no such field."""
+    try:
+        body = message.json()
+    except dc.DataChannelError:
+        return ""
+    return str(body.get(name) or "") if isinstance(body, dict) else ""
