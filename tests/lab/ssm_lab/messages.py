@@ -198,9 +198,6 @@ class MessageServer:
         """The agent's end of one stream of ``session``: (hello, reader, writer, done) or why it did not open."""
         if node is None or node.agent is None:
             return f"TargetNotConnected: {session.target} is not connected."
-        return await self._open_agent_stream(session, node, stream)
-
-    async def _open_agent_stream(self, session: Session, node, stream):
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         key = (session.id, stream)
