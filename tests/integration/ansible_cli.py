@@ -28,11 +28,15 @@ compose:
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
-def run(lab, *argv, check=True):
-    """Run an ansible command from the repository root against the lab; return (output, recap by host)."""
+def run(lab, *argv, check=True, unset=()):
+    """Run an ansible command from the repository root against the lab; return (output, recap by host).
+
+    ``unset``: names of the lab's environment variables to leave out (``AWS_REGION``, to take it from inventory)."""
     argv, extra_env = with_test_connection(argv)
-    result = subprocess.run(argv, cwd=ROOT, env=lab.environ(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", **extra_env),
-                            capture_output=True, text=True, timeout=600, check=False)
+    env = lab.environ(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", **extra_env)
+    for name in unset:
+        env.pop(name, None)
+    result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
     if extra_env:
         shutil.rmtree(os.path.dirname(argv[-1]), ignore_errors=True)
     output = result.stdout + result.stderr
@@ -104,3 +108,18 @@ def call_module(lab, tmp_path, module: str, args: dict, *flags: str, fails: bool
     if fails is not None:
         assert result.get("failed", False) is fails, output
     return result, output, recap
+
+
+def call_module_cases(lab, tmp_path, module, cases: list, *flags: str) -> tuple:
+    """Run ``module`` once per args dict of ``cases``, all in one play on the controller (one ansible-playbook run
+    for many bad inputs); return (results in the order of ``cases``, output). No case stops the others.
+
+    ``module``: the module's name, or a list of names, one for each case."""
+    modules = [module] * len(cases) if isinstance(module, str) else list(module)
+    result_file = tmp_path / "results.json"
+    result_file.unlink(missing_ok=True)
+    tasks = [{"name": f"Case {index}", name: args, "register": f"__case_{index}", "ignore_errors": True}
+             for index, (name, args) in enumerate(zip(modules, cases))]
+    names = ", ".join(f"__case_{index}" for index in range(len(cases)))
+    output, _recap = controller_play(lab, tmp_path, [*tasks, save_task(f"[{names}]", result_file)], *flags)
+    return json.loads(result_file.read_text()), output

@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 import yaml
-from ansible_cli import ROOT, call_module, controller_play, run
+from ansible_cli import ROOT, call_module, call_module_cases, controller_play, run
 from ssm_lab.testing import running_lab, wait_until
 
 MODULE = "bastionless.ssm.ssm_command"
@@ -231,24 +231,34 @@ def test_a_tag_that_matches_nothing_warns(lab, tmp_path):
     assert "matched no managed node" in output
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        ({"commands": ["true"], "instance_ids": [f"i-{n:017x}" for n in range(51)]},
-         "instance_ids has 51 IDs; SendCommand takes at most 50"),
-        ({"commands": ["true"], "targets": FLEET, "max_errors": "lots"}, "max_errors must be a number from 0"),
-        ({"commands": ["true"], "targets": [{"key": "Name", "values": ["x"]}]}, "targets key 'Name' is not one"),
-        ({"commands": ["true"], "instance_ids": ["i-0123456789abcdef0"]}, "InvalidInstanceId"),
-        ({"commands": ["true"]}, "one of the following is required: instance_ids, targets"),
-        ({"commands": ["true"], "targets": FLEET, "output_s3_key_prefix": "x"},
-         "missing parameter(s) required by 'output_s3_key_prefix': output_s3_bucket"),
-    ],
-)
-def test_bad_input_fails_clearly_and_sends_nothing(lab, tmp_path, args, message):
+BAD_INPUT = [
+    ({"commands": ["true"], "instance_ids": [f"i-{n:017x}" for n in range(51)]},
+     "instance_ids has 51 IDs; SendCommand takes at most 50"),
+    ({"commands": ["true"], "targets": FLEET, "max_errors": "lots"}, "max_errors must be a number from 0"),
+    ({"commands": ["true"], "targets": [{"key": "Name", "values": ["x"]}]}, "targets key 'Name' is not one"),
+    ({"commands": ["true"], "instance_ids": ["i-0123456789abcdef0"]}, "InvalidInstanceId"),
+    ({"commands": ["true"]}, "one of the following is required: instance_ids, targets"),
+    ({"commands": ["true"], "targets": FLEET, "output_s3_key_prefix": "x"},
+     "missing parameter(s) required by 'output_s3_key_prefix': output_s3_bucket"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input(lab, tmp_path_factory):
+    """Every case of BAD_INPUT, run once in one play: (results, output, SendCommand calls before, after)."""
     before = commands_sent(lab)
-    result, output = play(lab, tmp_path, args, fails=True)
+    results, output = call_module_cases(lab, tmp_path_factory.mktemp("bad_input"), MODULE,
+                                        [args for args, _message in BAD_INPUT])
+    return results, output, before, commands_sent(lab)
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)))
+def test_bad_input_fails_clearly_and_sends_nothing(bad_input, case):
+    results, output, before, after = bad_input
+    result, message = results[case], BAD_INPUT[case][1]
+    assert result.get("failed") is True, output
     assert message in result["msg"], result["msg"]
-    assert commands_sent(lab) == before
+    assert after == before
 
 
 def test_check_mode_names_unregistered_ids(lab, nodes, tmp_path):

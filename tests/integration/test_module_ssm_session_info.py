@@ -9,7 +9,7 @@ import os
 
 import pytest
 import yaml
-from ansible_cli import ROOT, call_module, controller_play, run, save_task
+from ansible_cli import ROOT, call_module, call_module_cases, controller_play, run, save_task
 from ssm_lab.testing import EchoServer, accepts, running_lab, wait_until
 
 INFO = "bastionless.ssm.ssm_session_info"
@@ -114,26 +114,34 @@ def test_history_shows_the_sessions_the_tests_opened_with_their_owners(lab, node
     assert starts == sorted(starts, reverse=True)  # newest first
 
 
-@pytest.mark.parametrize(
-    "args, who",
-    [
-        ({"owner": "arn:aws:iam::123456789012:user/alice"}, {"alice"}),
-        ({"owner": "arn:aws:iam::123456789012:user/bob"}, {"bob"}),
-        ({"target": "NODE1"}, {"bob"}),
-        ({"document_name": TO_HOST}, {"alice"}),
-        ({"document_name": SHELL, "target": "NODE0"}, set()),
-        ({"status": "Terminated"}, {"alice", "bob"}),
-        ({"status": "Failed"}, set()),
-        ({"invoked_after": "2000-01-01"}, {"alice", "bob"}),
-        ({"invoked_after": "2999-01-01T00:00:00Z"}, set()),
-        ({"invoked_before": "2000-01-01T00:00:00+02:00"}, set()),
-        ({"state": "active"}, set()),
-    ],
-)
-def test_filters(lab, nodes, history, tmp_path, args, who):
-    args = {k: {"NODE0": nodes[0], "NODE1": nodes[1]}.get(v, v) for k, v in args.items()}
-    result, output = play(lab, tmp_path, INFO, {"state": "history", **args})
-    assert {s["owner"].rsplit("/", 1)[1] for s in result["sessions"]} == who
+FILTERS = [
+    ({"owner": "arn:aws:iam::123456789012:user/alice"}, {"alice"}),
+    ({"owner": "arn:aws:iam::123456789012:user/bob"}, {"bob"}),
+    ({"target": "NODE1"}, {"bob"}),
+    ({"document_name": TO_HOST}, {"alice"}),
+    ({"document_name": SHELL, "target": "NODE0"}, set()),
+    ({"status": "Terminated"}, {"alice", "bob"}),
+    ({"status": "Failed"}, set()),
+    ({"invoked_after": "2000-01-01"}, {"alice", "bob"}),
+    ({"invoked_after": "2999-01-01T00:00:00Z"}, set()),
+    ({"invoked_before": "2000-01-01T00:00:00+02:00"}, set()),
+    ({"state": "active"}, set()),
+]
+
+
+@pytest.fixture(scope="module")
+def filtered(lab, nodes, history, tmp_path_factory):  # pylint: disable=redefined-outer-name,unused-argument
+    """Every case of FILTERS, run once in one play after the history is made: (results, output)."""
+    cases = [{"state": "history", **{k: {"NODE0": nodes[0], "NODE1": nodes[1]}.get(v, v) for k, v in args.items()}}
+             for args, _who in FILTERS]
+    return call_module_cases(lab, tmp_path_factory.mktemp("filters"), INFO, cases)
+
+
+@pytest.mark.parametrize("case", range(len(FILTERS)))
+def test_filters(filtered, case):
+    results, output = filtered
+    assert not results[case].get("failed"), output
+    assert {s["owner"].rsplit("/", 1)[1] for s in results[case]["sessions"]} == FILTERS[case][1]
 
 
 def test_by_session_id_and_max_results(lab, history, tmp_path):
@@ -191,20 +199,29 @@ def test_ending_every_session_to_a_node(lab, nodes, echo_port, tmp_path):
         play(lab, tmp_path, TUNNEL, {"state": "absent", "target": nodes[0], "state_dir": str(tmp_path / "tunnels")})
 
 
-@pytest.mark.parametrize(
-    "module, args, message",
-    [
-        (INFO, {"invoked_after": "last tuesday"}, "invoked_after must be an ISO 8601 date or time"),
-        (INFO, {"status": "Open"}, "value of status must be one of: Connected, Connecting"),
-        (INFO, {"max_results": 0}, "max_results must be 1 or more"),
-        (END, {}, "one of the following is required: session_ids, target, owner"),
-        (END, {"session_ids": ["x"], "target": "i-0123456789abcdef0"},
-         "parameters are mutually exclusive: session_ids|target"),
-    ],
-)
-def test_bad_input(lab, tmp_path, module, args, message):
-    result, output = play(lab, tmp_path, module, args, fails=True)
-    assert message in result["msg"], result["msg"]
+BAD_INPUT = [
+    (INFO, {"invoked_after": "last tuesday"}, "invoked_after must be an ISO 8601 date or time"),
+    (INFO, {"status": "Open"}, "value of status must be one of: Connected, Connecting"),
+    (INFO, {"max_results": 0}, "max_results must be 1 or more"),
+    (END, {}, "one of the following is required: session_ids, target, owner"),
+    (END, {"session_ids": ["x"], "target": "i-0123456789abcdef0"},
+     "parameters are mutually exclusive: session_ids|target"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input(lab, tmp_path_factory):
+    """Every case of BAD_INPUT, run once in one play: (results, output)."""
+    return call_module_cases(lab, tmp_path_factory.mktemp("bad_input"), [module for module, _a, _m in BAD_INPUT],
+                             [args for _module, args, _message in BAD_INPUT])
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=[f"{m.rsplit('.', 1)[1]}-{i}" for i, (m, _a, _s) in
+                                                            enumerate(BAD_INPUT)])
+def test_bad_input(bad_input, case):
+    results, output = bad_input
+    assert results[case].get("failed") is True, output
+    assert BAD_INPUT[case][2] in results[case]["msg"], results[case]["msg"]
 
 
 def examples(module: str) -> list:

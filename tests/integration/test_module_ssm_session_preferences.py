@@ -11,7 +11,7 @@ import time
 
 import pytest
 import yaml
-from ansible_cli import call_module, controller_play, run
+from ansible_cli import call_module, call_module_cases, controller_play, run
 from ssm_lab.testing import running_lab
 
 MODULE = "bastionless.ssm.ssm_session_preferences"
@@ -172,29 +172,39 @@ def test_prune_versions_keeps_the_newest(prefs_lab, tmp_path):
 # --- validation -----------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        ({"idle_session_timeout": 0}, "idle_session_timeout must be from 1 to 60 minutes, the range AWS accepts, "
-                                      "not 0"),
-        ({"idle_session_timeout": 61}, "idle_session_timeout must be from 1 to 60 minutes, the range AWS accepts, "
-                                       "not 61"),
-        ({"max_session_duration": 1441}, "max_session_duration must be from 1 to 1440 minutes, the range AWS "
-                                         "accepts, or 0 for no maximum, not 1441"),
-        ({"kms_key_id": "alias/nope"}, "kms_key_id: alias/nope does not exist in us-east-1; create the key or fix "
-                                       "the alias"),
-        ({"kms_key_id": "my-key"}, "kms_key_id: 'my-key' is not a KMS key reference"),
-        ({"s3_bucket_name": "Session_Logs"}, "s3_bucket_name: 'Session_Logs' is not a bucket name AWS accepts"),
-        ({"s3_bucket_name": "logs..bucket"}, "s3_bucket_name: 'logs..bucket' is not a bucket name AWS accepts"),
-        ({"run_as_default_user": "Ops User"}, "run_as_default_user: 'Ops User' is not a user name Linux accepts"),
-    ],
-)
-def test_each_bad_value_is_one_clear_error_and_changes_nothing(prefs_lab, tmp_path, args, message):
+BAD_VALUES = [
+    ({"idle_session_timeout": 0}, "idle_session_timeout must be from 1 to 60 minutes, the range AWS accepts, "
+                                  "not 0"),
+    ({"idle_session_timeout": 61}, "idle_session_timeout must be from 1 to 60 minutes, the range AWS accepts, "
+                                   "not 61"),
+    ({"max_session_duration": 1441}, "max_session_duration must be from 1 to 1440 minutes, the range AWS "
+                                     "accepts, or 0 for no maximum, not 1441"),
+    ({"kms_key_id": "alias/nope"}, "kms_key_id: alias/nope does not exist in us-east-1; create the key or fix "
+                                   "the alias"),
+    ({"kms_key_id": "my-key"}, "kms_key_id: 'my-key' is not a KMS key reference"),
+    ({"s3_bucket_name": "Session_Logs"}, "s3_bucket_name: 'Session_Logs' is not a bucket name AWS accepts"),
+    ({"s3_bucket_name": "logs..bucket"}, "s3_bucket_name: 'logs..bucket' is not a bucket name AWS accepts"),
+    ({"run_as_default_user": "Ops User"}, "run_as_default_user: 'Ops User' is not a user name Linux accepts"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_values(prefs_lab, tmp_path_factory):
+    """Every case of BAD_VALUES, run once in one play: (results, output, the document before, after)."""
     before = document(prefs_lab)
-    result, output, _recap = play(prefs_lab, tmp_path, {"idle_session_timeout": 30, **args}, fails=True)
+    results, output = call_module_cases(prefs_lab, tmp_path_factory.mktemp("bad_values"), MODULE,
+                                        [{"idle_session_timeout": 30, **args} for args, _message in BAD_VALUES])
+    return results, output, before, document(prefs_lab)
+
+
+@pytest.mark.parametrize("case", range(len(BAD_VALUES)))
+def test_each_bad_value_is_one_clear_error_and_changes_nothing(bad_values, case):
+    results, output, before, after = bad_values
+    result, message = results[case], BAD_VALUES[case][1]
+    assert result.get("failed") is True, output
     assert result["msg"].startswith(message), output
     assert result.get("errors", [result["msg"]]) == [result["msg"]]  # one problem, one message
-    assert document(prefs_lab) == before
+    assert after == before
 
 
 # --- sessions honour the preferences --------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from ansible_cli import ROOT, run
+from ansible_cli import ROOT, call_module_cases, run
 from ssm_lab.testing import running_lab
 
 DEAD = ("deleted", "deleting", "failed", "rejected", "expired")
@@ -369,10 +369,18 @@ VALIDATION = [
 VALIDATION_IDS = [m.split(" ", maxsplit=1)[0] + ("-duplicate" if "once" in m else "") for _args, m in VALIDATION]
 
 
-@pytest.mark.parametrize("args, message", VALIDATION, ids=VALIDATION_IDS)
-def test_validation_errors(lab, work, net, args, message):
+@pytest.fixture(scope="module")
+def validation(lab, tmp_path_factory):
+    """Every case of VALIDATION, run once in one play: (results, output)."""
     # Made-up IDs in a VPC that does not exist: the module must fail before it calls AWS at all.
-    result, output = module(lab, work, {"vpc_id": "vpc-00000000", "service": "ssm", **args})
+    return call_module_cases(lab, tmp_path_factory.mktemp("validation"), "bastionless.ssm.vpc_endpoint",
+                             [{"vpc_id": "vpc-00000000", "service": "ssm", **args} for args, _message in VALIDATION])
+
+
+@pytest.mark.parametrize("case", range(len(VALIDATION)), ids=VALIDATION_IDS)
+def test_validation_errors(validation, case):
+    results, output = validation
+    result, message = results[case], VALIDATION[case][1]
     assert result["failed"] is True, output
     assert result["msg"] == message
     assert result["changed"] is False
