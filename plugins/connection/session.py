@@ -8,7 +8,7 @@ name: session
 author:
   - bastionless.ssm maintainers (@bastionless)
 short_description: Persistent, bucketless Session Manager connection to EC2 instances and managed nodes
-version_added: 0.2.0
+version_added: 0.1.0
 description:
   - Runs tasks over AWS Systems Manager Session Manager like P(amazon.aws.aws_ssm#connection), with the same
     options, the same session-manager-plugin and the same document selection, but without its two costs.
@@ -87,10 +87,9 @@ options:
     - name: ansible_aws_ssm_bucket_endpoint_url
   plugin:
     description:
-    - This defines the location of the session-manager-plugin binary.
-    - Support for environment variable was added in version 9.1.0.
-    - The plugin will first check the V('/usr/local/bin/session-manager-plugin') as the default path of the SSM plugin
-      if this does not exist, it will find the session-manager-plugin from the PATH environment variable. Added in version 9.1.0.
+    - The session-manager-plugin executable, taken as given when set.
+    - When not set, V(/usr/local/bin/session-manager-plugin), else the first C(session-manager-plugin) on E(PATH), as
+      P(amazon.aws.aws_ssm#connection) looks for it (ssm_tunnel and ssm_preflight look the same way).
     vars:
     - name: ansible_aws_ssm_plugin
     env:
@@ -272,6 +271,7 @@ from ansible.plugins.connection import ConnectionBase
 from ansible.plugins.loader import connection_loader
 from ansible.utils.display import Display
 
+from ansible_collections.bastionless.ssm.plugins.module_utils import _plugin_path
 from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_protocol as protocol
 
 display = Display()
@@ -452,7 +452,12 @@ class Connection(ConnectionBase):
                 return  # another task started it while this one waited for the lock
             except (_NotServed, AnsibleConnectionFailure, OSError):
                 pass
-            executable = self._aws_ssm().get_executable()
+            executable, looked = _plugin_path.find(self.get_option("plugin"))
+            if not executable:
+                raise AnsibleError(
+                    f"session-manager-plugin not found ({looked}): install it on the controller "
+                    f"({_plugin_path.INSTALL_URL}) or set ansible_aws_ssm_plugin (or AWS_SESSION_MANAGER_PLUGIN) "
+                    "to its path.")
             self.verbosity_display(3, f"ESTABLISH SSM SESSION TO: {self.instance_id} (persistent, {sock})")
             client = self.ssm_client
             start_args = {"Target": self.instance_id, "Parameters": {}}

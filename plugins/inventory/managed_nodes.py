@@ -6,7 +6,7 @@
 DOCUMENTATION = r"""
 ---
 name: managed_nodes
-version_added: 0.2.0
+version_added: 0.1.0
 short_description: Every node AWS Systems Manager can reach, EC2 and hybrid, ready to connect over Session Manager
 description:
   - Lists the managed nodes of AWS Systems Manager (SSM) in one or more regions, EC2 instances and hybrid

@@ -20,7 +20,6 @@ import fcntl
 import json
 import os
 import select
-import shutil
 import signal
 import socket
 import subprocess
@@ -31,10 +30,11 @@ from typing import Dict
 from typing import List
 from typing import Optional
 
+from ansible_collections.bastionless.ssm.plugins.module_utils import _plugin_path
+
 DOCUMENT_TO_NODE = "AWS-StartPortForwardingSession"
 DOCUMENT_TO_REMOTE_HOST = "AWS-StartPortForwardingSessionToRemoteHost"
 LOCAL_ADDRESS = "127.0.0.1"
-DEFAULT_PLUGIN = "/usr/local/bin/session-manager-plugin"
 RECORD_PREFIX = "tunnel-"
 POLL_SECONDS = 0.5
 PLUGIN_STOP_SECONDS = 5.0
@@ -177,24 +177,20 @@ def alive(pid: Optional[int], start: Optional[int]) -> bool:
 
 
 def find_plugin(configured: Optional[str]) -> str:
-    """The session-manager-plugin to run: the one configured, else /usr/local/bin's, else one on PATH."""
+    """The session-manager-plugin to run (_plugin_path.find: the one configured, else /usr/local/bin's, else one on
+    PATH); TunnelError naming the fix when there is none."""
+    found, _looked = _plugin_path.find(configured)
+    if found:
+        return found
     if configured:
-        if not os.access(configured, os.X_OK):
-            raise TunnelError(
-                f"plugin {configured!r} is not an executable file; install the session-manager-plugin or fix the "
-                "plugin option (or AWS_SESSION_MANAGER_PLUGIN)."
-            )
-        return configured
-    if os.access(DEFAULT_PLUGIN, os.X_OK):
-        return DEFAULT_PLUGIN
-    found = shutil.which("session-manager-plugin")
-    if not found:
         raise TunnelError(
-            "SessionManagerPlugin is not found: install the session-manager-plugin on the controller "
-            "(https://docs.aws.amazon.com/systems-manager/latest/userguide/session-manager-working-with-install-plugin.html) "
-            "or set the plugin option (or AWS_SESSION_MANAGER_PLUGIN) to its path."
+            f"plugin {configured!r} is not an executable file; install the session-manager-plugin or fix the "
+            "plugin option (or AWS_SESSION_MANAGER_PLUGIN)."
         )
-    return found
+    raise TunnelError(
+        f"SessionManagerPlugin is not found: install the session-manager-plugin on the controller "
+        f"({_plugin_path.INSTALL_URL}) or set the plugin option (or AWS_SESSION_MANAGER_PLUGIN) to its path."
+    )
 
 
 # --- records ---------------------------------------------------------------------------------------------

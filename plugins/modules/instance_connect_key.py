@@ -7,7 +7,7 @@
 DOCUMENTATION = r"""
 ---
 module: instance_connect_key
-version_added: 0.3.0
+version_added: 0.1.0
 short_description: A throw-away SSH key pair for this run, pushed with EC2 Instance Connect
 description:
   - Creates an SSH key pair on the controller for one Ansible run, for ssh over Session Manager with no

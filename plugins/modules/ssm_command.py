@@ -7,7 +7,7 @@
 DOCUMENTATION = r"""
 ---
 module: ssm_command
-version_added: 0.2.0
+version_added: 0.1.0
 short_description: Run a shell script on many managed nodes at once with Run Command
 description:
   - Sends a C(AWS-RunShellScript) (or C(AWS-RunPowerShellScript)) command to managed nodes with Run Command

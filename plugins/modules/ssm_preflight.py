@@ -7,7 +7,7 @@
 DOCUMENTATION = r"""
 ---
 module: ssm_preflight
-version_added: 0.2.0
+version_added: 0.1.0
 short_description: Say why Session Manager nodes are not Online, and how to fix each cause
 description:
   - For each node given by O(instance_ids) or O(filters), tells whether it is C(Online) in AWS Systems Manager and,
@@ -329,14 +329,13 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.module_utils.transformation import ansible_dict_to_boto3_filter_list
 
+from ansible_collections.bastionless.ssm.plugins.module_utils import _plugin_path
 from ansible_collections.bastionless.ssm.plugins.module_utils import _preflight as pf
 
 ID_CHUNK = 100  # instance ids per DescribeInstances filter
 INFO_CHUNK = 50  # ids per DescribeInstanceInformation filter
 VPC_CHUNK = 100  # VPC ids per Describe* filter
 SIM_CHUNK = 50  # resource ARNs per SimulatePrincipalPolicy call
-PLUGIN_NAME = "session-manager-plugin"
-PLUGIN_DEFAULT_PATH = "/usr/local/bin/session-manager-plugin"
 
 
 class PreflightError(AnsibleAWSError):
@@ -616,15 +615,8 @@ def read_dhmc(ssm, iam_reader: IamReader) -> Dict[str, Any]:
 
 
 def find_plugin(module, configured: Optional[str]) -> Dict[str, Any]:
-    """Where session-manager-plugin is, looked for as amazon.aws.aws_ssm does, and its version."""
-    env = os.environ.get("AWS_SESSION_MANAGER_PLUGIN")
-    if configured or env:
-        path = configured or env
-        looked = f"{'the plugin option' if configured else 'AWS_SESSION_MANAGER_PLUGIN'}: {path}"
-        found = path if os.path.isfile(path) and os.access(path, os.X_OK) else None
-    else:
-        looked = f"{PLUGIN_DEFAULT_PATH}, then {PLUGIN_NAME} on PATH ({os.environ.get('PATH', '')})"
-        found = PLUGIN_DEFAULT_PATH if os.access(PLUGIN_DEFAULT_PATH, os.X_OK) else module.get_bin_path(PLUGIN_NAME)
+    """Where session-manager-plugin is (_plugin_path.find, the collection's one lookup), and its version."""
+    found, looked = _plugin_path.find(configured)
     result = {"found": bool(found), "path": found, "looked": looked, "version": None}
     if found:
         rc, out, err = module.run_command([found, "--version"])

@@ -7,7 +7,7 @@
 DOCUMENTATION = r"""
 ---
 module: ssm_session
-version_added: 0.2.0
+version_added: 0.1.0
 short_description: End Session Manager sessions
 description:
   - Ends Session Manager sessions with C(TerminateSession), chosen by ID, or all the active sessions to a node

@@ -7,7 +7,7 @@
 DOCUMENTATION = r"""
 ---
 module: ssm_session_info
-version_added: 0.2.0
+version_added: 0.1.0
 short_description: List Session Manager sessions, active and past
 description:
   - Lists the Session Manager sessions of an account and region with C(DescribeSessions). For each one it

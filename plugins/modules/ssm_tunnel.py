@@ -7,7 +7,7 @@
 DOCUMENTATION = r"""
 ---
 module: ssm_tunnel
-version_added: 0.2.0
+version_added: 0.1.0
 short_description: Open and close Session Manager port forwarding tunnels from a playbook
 description:
   - Opens a port forwarding session from a local port on the controller to a port on a managed node

@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from ansible_collections.bastionless.ssm.plugins.module_utils import _plugin_path
 from ansible_collections.bastionless.ssm.plugins.module_utils import _ssm_tunnel as tunnels
 from ansible_collections.bastionless.ssm.plugins.modules import ssm_tunnel
 
@@ -234,7 +235,8 @@ def test_find_plugin(tmp_path, monkeypatch):
     assert tunnels.find_plugin(str(plugin)) == str(plugin)
     with pytest.raises(tunnels.TunnelError, match="is not an executable file"):
         tunnels.find_plugin(str(tmp_path / "missing"))
-    monkeypatch.setattr(tunnels, "DEFAULT_PLUGIN", str(tmp_path / "nowhere"))
+    monkeypatch.setattr(_plugin_path, "DEFAULT_PATH", str(tmp_path / "nowhere"))
+    monkeypatch.delenv("AWS_SESSION_MANAGER_PLUGIN", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     assert tunnels.find_plugin(None) == str(plugin)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
