@@ -9,11 +9,14 @@ from ansible_cli import run
 PLAYBOOK = os.path.join(os.path.dirname(__file__), "playbooks", "prerequisites.yml")
 
 
-def provision(lab, check=True, check_mode=False, **extra):
-    """Run the prerequisites playbook with ``extra`` as extra vars; return (output, localhost's recap, rc ok)."""
+def provision(lab, check=True, check_mode=False, tags=None, **extra):
+    """Run the prerequisites playbook with ``extra`` as extra vars (``tags``: only the roles' tasks so tagged, such
+    as "preflight"); return (output, localhost's recap)."""
     argv = ["ansible-playbook", "-i", "localhost,", PLAYBOOK, "-e", json.dumps(extra)]
     if check_mode:
         argv.append("--check")
+    if tags:
+        argv += ["--tags", tags]
     output, recap = run(lab, *argv, check=check)
     return output, recap.get("localhost", {})
 

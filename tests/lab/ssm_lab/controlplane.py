@@ -65,7 +65,7 @@ class LabApp:
         if delay:
             time.sleep(delay)
         action = target.split(".", 1)[1] if "." in target else self._query_action(body, environ)
-        self.registry.count_call(f"{service}:{action}")
+        self.registry.count_call(f"{service}:{action}", self._signed_region(environ))
         if service != "s3" and faults.throttled():
             return self._throttle(service, target, start_response)
         if target.startswith("AmazonSSM."):
@@ -275,12 +275,18 @@ class LabApp:
 
     def _region(self, environ) -> str:
         """The region the request is signed for (Credential=key/date/region/service/aws4_request)."""
+        return self._signed_region(environ) or self.registry.region
+
+    @staticmethod
+    def _signed_region(environ) -> str:
+        """The region in the request's signature (its Authorization header or, presigned, its query); "" if none."""
         auth = environ.get("HTTP_AUTHORIZATION", "")
         if "Credential=" in auth:
             parts = auth.split("Credential=", 1)[1].split("/")
-            if len(parts) > 2 and parts[2]:
-                return parts[2]
-        return self.registry.region
+        else:
+            query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
+            parts = (query.get("X-Amz-Credential") or [""])[0].split("/")
+        return parts[2] if len(parts) > 2 else ""
 
     @staticmethod
     def _json(start_response, status: int, payload: dict, headers: dict | None = None):
@@ -375,7 +381,9 @@ class LabApp:
             if method == "DELETE":
                 with registry.lock:
                     registry.api_calls.clear()
-            return {"calls": dict(registry.api_calls), "total": sum(registry.api_calls.values())}
+                    registry.api_regions.clear()
+            return {"calls": dict(registry.api_calls), "total": sum(registry.api_calls.values()),
+                    "regions": {region: dict(calls) for region, calls in registry.api_regions.items()}}
         return None
 
     def _node_status(self, node: Node) -> dict:

@@ -209,6 +209,7 @@ class Registry:
         self.settings: dict[str, dict] = {}
         self.faults = FaultModel()
         self.api_calls: dict[str, int] = {}
+        self.api_regions: dict[str, dict[str, int]] = {}  # the same calls by the region they were signed for
         # Listings that span several pages (DescribeInstanceInformation, GetInventory, GetResources) are taken
         # once, at their first page, and served from here by their NextToken, as a consistent snapshot.
         self.snapshots: dict[str, tuple[float, list]] = {}
@@ -267,6 +268,9 @@ class Registry:
             self.snapshots[key] = (now, rows)
         return key
 
-    def count_call(self, action: str) -> None:
+    def count_call(self, action: str, region: str = "") -> None:
         with self.lock:
             self.api_calls[action] = self.api_calls.get(action, 0) + 1
+            if region:
+                calls = self.api_regions.setdefault(region, {})
+                calls[action] = calls.get(action, 0) + 1
