@@ -55,11 +55,8 @@ class TestEndpointsMode:
         assert "Monthly cost estimate, us-east-1" in output
         assert "endpoints $   43.90" in output
 
-    # From here on the instance role is in place (its own suite covers its reruns): only the network role runs.
-    def test_a_second_run_changes_nothing(self, endpoints_lab):
-        output, recap = provision(endpoints_lab, with_instance_role=False, vpc_endpoints_mode="endpoints")
-        assert recap["failed"] == 0 and recap["changed"] == 0, output
-
+    # From here on the instance role is in place: only the network role runs. A second run of both roles in this
+    # mode is the molecule scenario's idempotence step (extensions/molecule/vpc_endpoints).
     def test_a_broken_path_takes_the_nodes_offline_and_a_rerun_repairs_each_break(self, endpoints_lab):
         """Three breaks at once (an endpoint deleted, private DNS off on another, the 443 rule revoked): the nodes
         go offline, and one rerun repairs all three."""
