@@ -311,7 +311,6 @@ summary:
 """
 
 import datetime
-import os
 from typing import Any
 from typing import Dict
 from typing import List

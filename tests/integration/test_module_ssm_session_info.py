@@ -216,8 +216,10 @@ def bad_input(lab, tmp_path_factory):
                              [args for _module, args, _message in BAD_INPUT])
 
 
-@pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=[f"{m.rsplit('.', 1)[1]}-{i}" for i, (m, _a, _s) in
-                                                            enumerate(BAD_INPUT)])
+BAD_INPUT_IDS = [f"{module.rsplit('.', 1)[1]}-{index}" for index, (module, _a, _m) in enumerate(BAD_INPUT)]
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=BAD_INPUT_IDS)
 def test_bad_input(bad_input, case):
     results, output = bad_input
     assert results[case].get("failed") is True, output
