@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from typing import NamedTuple
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # BASTIONLESS_TEST_CONNECTION=bastionless.ssm.session runs every node task of these tests over that connection;
@@ -110,16 +111,27 @@ def call_module(lab, tmp_path, module: str, args: dict, *flags: str, fails: bool
     return result, output, recap
 
 
-def call_module_cases(lab, tmp_path, module, cases: list, *flags: str) -> tuple:
-    """Run ``module`` once per args dict of ``cases``, all in one play on the controller (one ansible-playbook run
-    for many bad inputs); return (results in the order of ``cases``, output). No case stops the others.
+class Cases(NamedTuple):
+    """What call_module_cases ran: each case's result, the run's output, and what ``observe`` saw before and after."""
 
-    ``module``: the module's name, or a list of names, one for each case."""
+    results: list
+    output: str
+    before: object = None
+    after: object = None
+
+
+def call_module_cases(lab, tmp_path, module, cases: list, *flags: str, observe=None) -> Cases:
+    """Run ``module`` once per args dict of ``cases``, all in one play on the controller (one ansible-playbook run
+    for many bad inputs). No case stops the others.
+
+    ``module``: the module's name, or a list of names, one for each case. ``observe``: a function called before and
+    after the run (what the cases must leave unchanged)."""
     modules = [module] * len(cases) if isinstance(module, str) else list(module)
+    before = observe() if observe else None
     result_file = tmp_path / "results.json"
     result_file.unlink(missing_ok=True)
     tasks = [{"name": f"Case {index}", name: args, "register": f"__case_{index}", "ignore_errors": True}
              for index, (name, args) in enumerate(zip(modules, cases))]
     names = ", ".join(f"__case_{index}" for index in range(len(cases)))
     output, _recap = controller_play(lab, tmp_path, [*tasks, save_task(f"[{names}]", result_file)], *flags)
-    return json.loads(result_file.read_text()), output
+    return Cases(json.loads(result_file.read_text()), output, before, observe() if observe else None)

@@ -245,20 +245,17 @@ BAD_INPUT = [
 
 @pytest.fixture(scope="module")
 def bad_input(lab, tmp_path_factory):
-    """Every case of BAD_INPUT, run once in one play: (results, output, SendCommand calls before, after)."""
-    before = commands_sent(lab)
-    results, output = call_module_cases(lab, tmp_path_factory.mktemp("bad_input"), MODULE,
-                                        [args for args, _message in BAD_INPUT])
-    return results, output, before, commands_sent(lab)
+    """Every case of BAD_INPUT, run once in one play, with the SendCommand calls before and after."""
+    return call_module_cases(lab, tmp_path_factory.mktemp("bad_input"), MODULE, [args for args, _m in BAD_INPUT],
+                             observe=lambda: commands_sent(lab))
 
 
 @pytest.mark.parametrize("case", range(len(BAD_INPUT)))
 def test_bad_input_fails_clearly_and_sends_nothing(bad_input, case):
-    results, output, before, after = bad_input
-    result, message = results[case], BAD_INPUT[case][1]
-    assert result.get("failed") is True, output
+    result, message = bad_input.results[case], BAD_INPUT[case][1]
+    assert result.get("failed") is True, bad_input.output
     assert message in result["msg"], result["msg"]
-    assert after == before
+    assert bad_input.after == bad_input.before
 
 
 def test_check_mode_names_unregistered_ids(lab, nodes, tmp_path):

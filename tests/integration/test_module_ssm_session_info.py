@@ -131,7 +131,7 @@ FILTERS = [
 
 @pytest.fixture(scope="module")
 def filtered(lab, nodes, history, tmp_path_factory):  # pylint: disable=redefined-outer-name,unused-argument
-    """Every case of FILTERS, run once in one play after the history is made: (results, output)."""
+    """Every case of FILTERS, run once in one play after the history is made."""
     cases = [{"state": "history", **{k: {"NODE0": nodes[0], "NODE1": nodes[1]}.get(v, v) for k, v in args.items()}}
              for args, _who in FILTERS]
     return call_module_cases(lab, tmp_path_factory.mktemp("filters"), INFO, cases)
@@ -139,9 +139,9 @@ def filtered(lab, nodes, history, tmp_path_factory):  # pylint: disable=redefine
 
 @pytest.mark.parametrize("case", range(len(FILTERS)))
 def test_filters(filtered, case):
-    results, output = filtered
-    assert not results[case].get("failed"), output
-    assert {s["owner"].rsplit("/", 1)[1] for s in results[case]["sessions"]} == FILTERS[case][1]
+    result = filtered.results[case]
+    assert not result.get("failed"), filtered.output
+    assert {s["owner"].rsplit("/", 1)[1] for s in result["sessions"]} == FILTERS[case][1]
 
 
 def test_by_session_id_and_max_results(lab, history, tmp_path):
@@ -211,7 +211,7 @@ BAD_INPUT = [
 
 @pytest.fixture(scope="module")
 def bad_input(lab, tmp_path_factory):
-    """Every case of BAD_INPUT, run once in one play: (results, output)."""
+    """Every case of BAD_INPUT, run once in one play."""
     return call_module_cases(lab, tmp_path_factory.mktemp("bad_input"), [module for module, _a, _m in BAD_INPUT],
                              [args for _module, args, _message in BAD_INPUT])
 
@@ -221,9 +221,9 @@ BAD_INPUT_IDS = [f"{module.rsplit('.', 1)[1]}-{index}" for index, (module, _a, _
 
 @pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=BAD_INPUT_IDS)
 def test_bad_input(bad_input, case):
-    results, output = bad_input
-    assert results[case].get("failed") is True, output
-    assert BAD_INPUT[case][2] in results[case]["msg"], results[case]["msg"]
+    result = bad_input.results[case]
+    assert result.get("failed") is True, bad_input.output
+    assert BAD_INPUT[case][2] in result["msg"], result["msg"]
 
 
 def examples(module: str) -> list:

@@ -190,21 +190,19 @@ BAD_VALUES = [
 
 @pytest.fixture(scope="module")
 def bad_values(prefs_lab, tmp_path_factory):
-    """Every case of BAD_VALUES, run once in one play: (results, output, the document before, after)."""
-    before = document(prefs_lab)
-    results, output = call_module_cases(prefs_lab, tmp_path_factory.mktemp("bad_values"), MODULE,
-                                        [{"idle_session_timeout": 30, **args} for args, _message in BAD_VALUES])
-    return results, output, before, document(prefs_lab)
+    """Every case of BAD_VALUES, run once in one play, with the document before and after."""
+    return call_module_cases(prefs_lab, tmp_path_factory.mktemp("bad_values"), MODULE,
+                             [{"idle_session_timeout": 30, **args} for args, _m in BAD_VALUES],
+                             observe=lambda: document(prefs_lab))
 
 
 @pytest.mark.parametrize("case", range(len(BAD_VALUES)))
 def test_each_bad_value_is_one_clear_error_and_changes_nothing(bad_values, case):
-    results, output, before, after = bad_values
-    result, message = results[case], BAD_VALUES[case][1]
-    assert result.get("failed") is True, output
-    assert result["msg"].startswith(message), output
+    result, message = bad_values.results[case], BAD_VALUES[case][1]
+    assert result.get("failed") is True, bad_values.output
+    assert result["msg"].startswith(message), bad_values.output
     assert result.get("errors", [result["msg"]]) == [result["msg"]]  # one problem, one message
-    assert after == before
+    assert bad_values.after == bad_values.before
 
 
 # --- sessions honour the preferences --------------------------------------------------------------------------

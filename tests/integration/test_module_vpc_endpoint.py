@@ -371,7 +371,7 @@ VALIDATION_IDS = [m.split(" ", maxsplit=1)[0] + ("-duplicate" if "once" in m els
 
 @pytest.fixture(scope="module")
 def validation(lab, tmp_path_factory):
-    """Every case of VALIDATION, run once in one play: (results, output)."""
+    """Every case of VALIDATION, run once in one play."""
     # Made-up IDs in a VPC that does not exist: the module must fail before it calls AWS at all.
     return call_module_cases(lab, tmp_path_factory.mktemp("validation"), "bastionless.ssm.vpc_endpoint",
                              [{"vpc_id": "vpc-00000000", "service": "ssm", **args} for args, _message in VALIDATION])
@@ -379,9 +379,8 @@ def validation(lab, tmp_path_factory):
 
 @pytest.mark.parametrize("case", range(len(VALIDATION)), ids=VALIDATION_IDS)
 def test_validation_errors(validation, case):
-    results, output = validation
-    result, message = results[case], VALIDATION[case][1]
-    assert result["failed"] is True, output
+    result, message = validation.results[case], VALIDATION[case][1]
+    assert result["failed"] is True, validation.output
     assert result["msg"] == message
     assert result["changed"] is False
 
