@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import subprocess
-import urllib.request
 
 import pytest
 from ansible_cli import ROOT, run
@@ -50,24 +49,18 @@ def test_nodes_start_unreachable(lab):
     assert all({"NO_INSTANCE_PROFILE", "NO_ROUTE_TO_INTERNET"} <= {p["code"] for p in n["problems"]} for n in status)
 
 
-def _calls(lab, method="GET"):
-    request = urllib.request.Request(f"{lab.endpoint}/_lab/calls", method=method)
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.load(response)
-
-
 def test_check_mode_on_a_fresh_lab_predicts_and_changes_nothing(lab):
     # The region comes from the inventory alone (bastionless_region, the hosts' ansible_aws_ssm_region): with none in
     # the environment, every AWS call the run makes is signed for it. The lab inventory lists the fleet in two regions
     # (lab.managed_nodes.yml), so the other region sees exactly the calls of loading the inventory (twice: configure.yml
     # refreshes it once the nodes are up), and no more.
     no_region = ("AWS_REGION", "AWS_DEFAULT_REGION")
-    _calls(lab, "DELETE")
+    lab.api_calls(reset=True)
     run(lab, "ansible-inventory", "-i", INVENTORY, "--list", unset=no_region)
-    inventory = _calls(lab)["regions"]
-    _calls(lab, "DELETE")
+    inventory = lab.api_calls()["regions"]
+    lab.api_calls(reset=True)
     output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, SITE, "--check", unset=no_region)
-    regions = _calls(lab)["regions"]
+    regions = lab.api_calls()["regions"]
     assert sum(regions["us-east-1"].values()) >= 20, regions
     assert {r: c for r, c in regions.items() if r != "us-east-1"} == {
         r: {action: 2 * n for action, n in c.items()} for r, c in inventory.items() if r != "us-east-1"}, regions

@@ -77,6 +77,16 @@ class Lab:
         plugin = {"AWS_SESSION_MANAGER_PLUGIN": os.environ[INTEROP_PLUGIN]} if os.environ.get(INTEROP_PLUGIN) else {}
         return {**clean_environ(), **self.env, **plugin, **extra}
 
+    def api_calls(self, reset: bool = False) -> dict:
+        """The AWS API calls the lab has served (its admin API's /_lab/calls: ``calls`` by service:action, ``total``,
+        and ``regions``, the calls by the region they were signed for); ``reset`` clears them (and returns them
+        cleared)."""
+        import urllib.request
+
+        request = urllib.request.Request(f"{self.endpoint}/_lab/calls", method="DELETE" if reset else "GET")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
     def client(self, service: str, access_key: str | None = None, secret_key: str | None = None, config=None,
                region: str | None = None):
         import boto3
