@@ -95,13 +95,13 @@ class Agent:
     def _dispatch(self, message: dict) -> None:
         kind = message.get("t")
         if kind == "open":
-            asyncio.ensure_future(self._open(message))
+            common.spawn(self._open(message))
         elif kind == "close":
             self._close_session(message["session"])
         elif kind == "resize":
             self._resize(message)
         elif kind == "run":
-            asyncio.ensure_future(self._run_command(message))
+            common.spawn(self._run_command(message))
         elif kind == "drop":
             self.stop()
         elif kind == "restart" and self.writer is not None:
@@ -439,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
 
     loop.add_signal_handler(signal.SIGTERM, stop)
     loop.add_signal_handler(signal.SIGINT, stop)
-    loop.create_task(host.run())
+    _running = loop.create_task(host.run())  # held: the loop keeps only a weak reference
     try:
         loop.run_forever()
     finally:

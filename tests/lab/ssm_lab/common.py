@@ -90,6 +90,19 @@ def state_dir(path: str | None = None) -> str:
 # channel then carries JSON lines both ways, a data channel raw bytes.
 
 
+# The tasks started and not awaited by anyone: the event loop keeps only a weak reference to a task, so one that
+# nothing else holds can be collected half-way (an agent that never answers a session request, now and then).
+_RUNNING: set = set()
+
+
+def spawn(coro) -> asyncio.Task:
+    """Run ``coro`` as a task that nobody awaits, held until it is done."""
+    task = asyncio.ensure_future(coro)
+    _RUNNING.add(task)
+    task.add_done_callback(_RUNNING.discard)
+    return task
+
+
 def dump_line(message: dict) -> bytes:
     return json.dumps(message, separators=(",", ":"), default=str).encode() + b"\n"
 

@@ -58,6 +58,7 @@ class MessageServer:
         self.endpoint_address: tuple[str, int] = ("", 0)  # the lab's HTTP endpoint, gated by the S3 path rule
         self.loop = asyncio.new_event_loop()
         self._pending: dict[tuple[str, object], asyncio.Future] = {}
+        self._housekeeper: asyncio.Task | None = None
         self._command_waiters: dict[tuple[str, str], asyncio.Future] = {}
         self.wire_sessions: dict[str, wire.WireSession] = {}  # session id -> its data channel (WebSocket clients)
         self._ready = threading.Event()
@@ -72,7 +73,7 @@ class MessageServer:
         asyncio.set_event_loop(self.loop)
         self.loop._lab_thread = threading.current_thread()  # type: ignore[attr-defined]
         server = self.loop.run_until_complete(asyncio.start_server(self._handle, self.host, self.port, limit=2**20))
-        self.loop.create_task(self._housekeeping())
+        self._housekeeper = self.loop.create_task(self._housekeeping())
         self._ready.set()
         try:
             self.loop.run_forever()
@@ -294,7 +295,7 @@ class MessageServer:
         channel = self.wire_sessions.get(session.id)
         if channel is not None and not channel.ended:
             # A data channel: channel_closed once the client has acknowledged its output, then this again.
-            asyncio.ensure_future(channel.end(status, session.details))
+            common.spawn(channel.end(status, session.details))
             return
         session.status = status
         session.ended = time.time()

@@ -597,7 +597,7 @@ class SsmApi:
             command.invocations[node_id] = Invocation(command.id, node_id)
         with self.registry.lock:
             self.registry.commands[command.id] = command
-        self.messages.soon(lambda: self.messages.loop.create_task(self._dispatch(command)))
+        self.messages.soon(lambda: common.spawn(self._dispatch(command)))
         return {"Command": self._command_json(command)}
 
     def _resolve_targets(self, body: dict, authorization: str = "") -> list[str]:

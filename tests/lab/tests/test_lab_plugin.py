@@ -88,8 +88,8 @@ def _forward(lab, plugin, document: str, parameters: dict, connections: int) -> 
         payload = os.urandom(FORWARD_BYTES)
         for _round in range(connections):
             echoed = testing.echo_through(port, payload, timeout=120)
-            assert (len(echoed), hashlib.sha256(echoed).hexdigest()) == (len(payload),
-                                                                         hashlib.sha256(payload).hexdigest())
+            assert (len(echoed), hashlib.sha256(echoed).hexdigest()) == (
+                len(payload), hashlib.sha256(payload).hexdigest()), f"round {_round + 1}; the plugin said:\n{process.output}"
         os.killpg(process.process.pid, signal.SIGINT)
         assert process.wait_exit() == 0
         assert "Terminate signal received, exiting." in process.output
