@@ -1,0 +1,51 @@
+"""The filter plugins' EXAMPLES, run as written by ansible-playbook on the installed collection (no lab: the filters
+compute on the controller), and what each example prints. Their logic is unit-tested in tests/unit/plugins/filter."""
+
+import glob
+import json
+import os
+import subprocess
+
+import yaml
+from ansible_cli import ROOT
+
+FILTER_DOCS = sorted(glob.glob(os.path.join(ROOT, "plugins", "filter", "*.yml")))
+
+
+def test_every_filter_has_its_documentation_beside_it():
+    names = {os.path.basename(path)[:-4] for path in FILTER_DOCS}
+    assert names == {"operator_access_problems", "operator_access_plan", "operator_access_missing",
+                     "operator_access_principals"}
+    for path in FILTER_DOCS:
+        docs = yaml.safe_load(open(path, encoding="utf-8"))
+        assert docs["DOCUMENTATION"]["name"] == os.path.basename(path)[:-4]
+        assert docs["DOCUMENTATION"]["version_added"] == "0.1.0" and docs["RETURN"]["_value"]["description"]
+
+
+def test_the_examples_run_and_print_what_they_say(tmp_path):
+    tasks = []
+    for path in FILTER_DOCS:
+        tasks += yaml.safe_load(yaml.safe_load(open(path, encoding="utf-8"))["EXAMPLES"])
+    playbook = tmp_path / "examples.yml"
+    playbook.write_text(json.dumps([{"name": "Filter examples", "hosts": "localhost", "connection": "local",
+                                     "gather_facts": False, "tasks": tasks}]))
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", ANSIBLE_NOCOLOR="1")
+    done = subprocess.run(["ansible-playbook", "-i", "localhost,", str(playbook)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0 and not done.stderr.strip(), done.stdout[-4000:] + done.stderr
+    printed = {task["task"]["name"]: task["hosts"]["localhost"]["msg"]
+               for task in json.loads(done.stdout)["plays"][0]["tasks"]}
+
+    missing, problems = printed["Name what is missing"], printed["Every problem of the inputs, one sentence each"]
+    assert missing == ["IAM group web-ops", "IAM user or role carol"]
+    assert [p.split(";")[0] for p in problems] == [
+        "operator_access_groups: 'web' has resource_tags.Env = 1",
+        "operator_access_run_as: 'alice' maps to \"Alice\", which is not a Linux user name"]
+    assert problems[1].endswith("(for example 'alice').")
+    assert printed["What alice gets"] == {"roles": [], "users": [{
+        "name": "alice", "managed_policies": ["arn:aws:iam::123456789012:policy/bastionless-ssm-web"],
+        "tags": {"SSMSessionRunAs": "alice"}}]}
+    policy = printed["The policy of one group, as the role would create it"]
+    [on_nodes] = [s for s in policy["Statement"] if s["Sid"] == "StartSessionOnNodes"]
+    assert on_nodes["Condition"]["StringEquals"] == {"ssm:resourceTag/Team": ["web"]}
+    assert on_nodes["Condition"]["StringLike"] == {"ssm:resourceTag/Env": ["dev", "stag*"]}
