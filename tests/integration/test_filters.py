@@ -15,7 +15,8 @@ FILTER_DOCS = sorted(glob.glob(os.path.join(ROOT, "plugins", "filter", "*.yml"))
 def test_every_filter_has_its_documentation_beside_it():
     names = {os.path.basename(path)[:-4] for path in FILTER_DOCS}
     assert names == {"operator_access_problems", "operator_access_plan", "operator_access_missing",
-                     "operator_access_principals"}
+                     "operator_access_principals", "run_as_users_problems", "run_as_users_plan",
+                     "run_as_users_node_problems", "run_as_users_node_plan", "run_as_users_verify_problems"}
     for path in FILTER_DOCS:
         docs = yaml.safe_load(open(path, encoding="utf-8"))
         assert docs["DOCUMENTATION"]["name"] == os.path.basename(path)[:-4]
@@ -49,3 +50,16 @@ def test_the_examples_run_and_print_what_they_say(tmp_path):
     [on_nodes] = [s for s in policy["Statement"] if s["Sid"] == "StartSessionOnNodes"]
     assert on_nodes["Condition"]["StringEquals"] == {"ssm:resourceTag/Team": ["web"]}
     assert on_nodes["Condition"]["StringLike"] == {"ssm:resourceTag/Env": ["dev", "stag*"]}
+
+    run_as = printed["What is wrong with the Run As inputs"]
+    assert [p.split(";")[0] for p in run_as] == [
+        "run_as_users_map: 'alice' maps to \"Alice\", which is not a Linux user name",
+        "run_as_users_sudo: 'bob' is not one of the users (run_as_users_map's values and run_as_users_extra)"]
+    two = printed["The accounts for two operators, one of them with sudo"]
+    assert [(u["name"], u["iam"]) for u in two["users"]] == [("alice", ["alice", "alice-admin"]), ("bob", ["bob"])]
+    assert two["sudo"] == {"bob": ["bob ALL=(ALL) NOPASSWD: ALL"]}
+    assert printed["A group the node does not have"][0].startswith(
+        "run_as_users_groups / run_as_users_options: 'alice' should join ops, which does not exist on web-1;")
+    assert printed["Carol was made by the role and is no longer wanted"] == {
+        "previous": ["carol"], "removable": ["carol"], "state": []}
+    assert printed["A rule file for nobody the plan names"] == ["the role's sudo rule files are for bob, not for nobody;"]

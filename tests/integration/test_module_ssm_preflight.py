@@ -18,7 +18,7 @@ import subprocess
 import urllib.request
 
 import pytest
-from ansible_cli import ROOT, run
+from ansible_cli import ROOT, run, save_task, saving_environ
 from botocore.exceptions import ClientError
 from ssm_lab.testing import running_lab, wait_until
 
@@ -53,12 +53,10 @@ def preflight(lab, tmp_path, args: dict, *flags: str, fails: bool = False, drop_
         "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
         "tasks": [
             {"name": "Call the module", MODULE: args, "register": "__result", "ignore_errors": fails},
-            {"name": "Save the result",
-             "ansible.builtin.copy": {"content": "{{ __result | to_json }}", "dest": str(result_file)},
-             "check_mode": False, "changed_when": False},
+            save_task("__result", result_file),
         ],
     }]))
-    environ = lab.environ(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", **env)
+    environ = lab.environ(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", **saving_environ(), **env)
     for name in drop_env:
         environ.pop(name, None)
     done = subprocess.run(["ansible-playbook", "-i", "localhost,", str(path), *flags], cwd=ROOT, env=environ,

@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 import yaml
-from ansible_cli import run
+from ansible_cli import run, save_task
 from ssm_lab.testing import running_lab, wait_until
 
 ROLE = "bastionless.ssm.ssh_over_ssm"
@@ -54,9 +54,7 @@ def role_play(tmp_path, **role_vars) -> str:
         "name": "ssh over SSM", "hosts": "localhost", "connection": "local", "gather_facts": False,
         "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
         "roles": [{"role": ROLE, **role_vars}],
-        "post_tasks": [{"name": "Save the result", "ansible.builtin.copy": {
-            "content": "{{ ssh_over_ssm_result | to_json }}", "dest": str(tmp_path / "result.json")},
-            "check_mode": False}],
+        "post_tasks": [save_task("ssh_over_ssm_result", tmp_path / "result.json")],
     }]))
     return str(path)
 
@@ -354,10 +352,15 @@ def test_a_fresh_key_per_run_is_pushed_before_connecting_and_gone_after(lab, nod
                 "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
                 "tasks": [{"name": "Make it", "bastionless.ssm.instance_connect_key": {}, "register": "run_key"}]}
     tasks = [
+        {"name": "Connect: the ProxyCommand pushes the run's key", "ansible.builtin.command": "true",
+         "changed_when": False},
         {"name": "Wait past the key's validity: the master connection carries on",
          "ansible.builtin.pause": {"seconds": 6}, "run_once": True},
         {"name": "No authorized_keys on the node holds the run's key",
-         "ansible.builtin.shell": "grep -rl -- \"$KEY\" /home /root /etc/ssh 2>/dev/null | grep authorized_keys || true",
+         # Where sshd reads authorized keys (a node's /root and /home are the machine's, under its overlay: a
+         # recursive grep of them reads every virtualenv on the machine).
+         "ansible.builtin.shell": "find /home /root /etc/ssh -maxdepth 3 -path '*authorized_keys*' -type f 2>/dev/null"
+                                  " | xargs -r grep -l -- \"$KEY\" || true",
          "environment": {"KEY": "{{ hostvars.localhost.run_key.public_key.split()[1] }}"}, "become": True,
          "register": "__found", "changed_when": False, "failed_when": "__found.stdout != ''"},
         {"name": "Keep the key pair for the test (a test only)", "run_once": True, "delegate_to": "localhost",

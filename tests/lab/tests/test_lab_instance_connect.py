@@ -175,7 +175,7 @@ def test_sshd_accepts_a_pushed_key_only_for_that_user_and_only_while_valid(lab, 
 def test_no_key_is_written_on_the_node_and_nothing_listens(lab, eic, sshd_node, key):
     push(eic, sshd_node, "ec2-user", key["public"])
     body = key["public"].split()[1]
-    script = ("for f in $(find /home /root /etc/ssh -name 'authorized_keys*' 2>/dev/null); do "
+    script = ("for f in $(find /home /root /etc/ssh -maxdepth 3 -name 'authorized_keys*' 2>/dev/null); do "
               f"grep -q '{body}' \"$f\" && echo \"FOUND $f\"; done; "
               "awk 'NR > 1 && $4 == \"0A\" {split($2, a, \":\"); print a[2]}' /proc/net/tcp /proc/net/tcp6")
     done = ssh(lab, key, sshd_node, "ec2-user", f"sudo -n sh -c {shlex.quote(script)}")

@@ -38,10 +38,15 @@ def test_terminate_session_ends_the_plugin(main_lab, shell):
     node = main_lab.ec2_ids[1]
     response, process = shell(main_lab, node)
     session_id = response["SessionId"]
-    active = main_lab.ssm.describe_sessions(State="Active",
-                                            Filters=[{"key": "SessionId", "value": session_id}])["Sessions"]
-    assert [s["SessionId"] for s in active] == [session_id]
-    assert active[0]["Status"] == "Connected"
+
+    def active():
+        return main_lab.ssm.describe_sessions(State="Active",
+                                              Filters=[{"key": "SessionId", "value": session_id}])["Sessions"]
+
+    # Listed as soon as it starts ("Connecting"); "Connected" once the plugin's data channel is open, which may be a
+    # moment after the plugin prints its first line.
+    assert [s["SessionId"] for s in active()] == [session_id]
+    wait_until(lambda: active()[0]["Status"] == "Connected", what=f"{session_id} to be Connected")
 
     assert main_lab.ssm.terminate_session(SessionId=session_id)["SessionId"] == session_id
     assert process.wait_exit() == 0
