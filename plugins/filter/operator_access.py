@@ -75,8 +75,8 @@ def problems(operator_groups: list, prefix: str = "bastionless-ssm-", region: st
     there is none). Types and document kinds are checked before this by the role's meta/argument_specs.yml."""
     found = []
     if not region:
-        found.append("operator_access_region: no region given and none in AWS_REGION or AWS_DEFAULT_REGION; set "
-                     "operator_access_region (or bastionless_region in the inventory).")
+        found.append("operator_access_region: no region given and none in AWS_REGION, AWS_DEFAULT_REGION or the AWS "
+                     "profile configuration; set operator_access_region (or bastionless_region in the inventory).")
     if not POLICY_PREFIX.match(prefix):
         found.append(f"operator_access_policy_prefix: '{prefix}' has characters IAM does not allow in a policy name; "
                      "use letters, digits and +=,.@_- only.")

@@ -1,5 +1,5 @@
-"""The filter plugins' EXAMPLES, run as written by ansible-playbook on the installed collection (no lab: the filters
-compute on the controller), and what each example prints. Their logic is unit-tested in tests/unit/plugins/filter."""
+"""The filter and lookup plugins' EXAMPLES, run as written by ansible-playbook on the installed collection (no lab:
+they compute on the controller), and what each example prints. Their logic is unit-tested in tests/unit/plugins."""
 
 import glob
 import json
@@ -63,3 +63,24 @@ def test_the_examples_run_and_print_what_they_say(tmp_path):
     assert printed["Carol was made by the role and is no longer wanted"] == {
         "previous": ["carol"], "removable": ["carol"], "state": []}
     assert printed["A rule file for nobody the plan names"] == ["the role's sudo rule files are for bob, not for nobody;"]
+
+
+def test_the_region_lookup_examples(tmp_path):
+    """The examples of bastionless.ssm.aws_region: a role's region, and a profile's from the configuration file."""
+    with open(os.path.join(ROOT, "plugins", "lookup", "aws_region.py"), encoding="utf-8") as handle:
+        source = handle.read()
+    examples = source.split('EXAMPLES = r"""')[1].split('"""')[0]
+    playbook = tmp_path / "examples.yml"
+    playbook.write_text(json.dumps([{"name": "Lookup examples", "hosts": "localhost", "connection": "local",
+                                     "gather_facts": False, "vars": {"bastionless_region": "eu-west-3"},
+                                     "tasks": yaml.safe_load(examples)}]))
+    config = tmp_path / "config"
+    config.write_text("[default]\nregion = us-east-2\n\n[profile audit]\nregion = ap-southeast-2\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION", "EC2_REGION",
+                                                            "AWS_PROFILE", "AWS_DEFAULT_PROFILE")}
+    env.update(ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json", AWS_CONFIG_FILE=str(config))
+    done = subprocess.run(["ansible-playbook", "-i", "localhost,", str(playbook)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0 and not done.stderr.strip(), done.stdout[-4000:] + done.stderr
+    printed = [task["hosts"]["localhost"]["msg"] for task in json.loads(done.stdout)["plays"][0]["tasks"]]
+    assert printed == ["eu-west-3", "ap-southeast-2"]
