@@ -11,7 +11,9 @@ import time
 
 import pytest
 from ansible_cli import run
-from iam_eval import ALLOW, EXPLICIT_DENY, IMPLICIT_DENY, evaluate
+from ssm_lab.iamsim import ALLOWED as ALLOW
+from ssm_lab.iamsim import EXPLICIT_DENY, IMPLICIT_DENY
+from ssm_lab.iamsim import decide as evaluate
 from parliament import analyze_policy_string, enhance_finding
 from ssm_lab.testing import run_plugin, running_lab
 

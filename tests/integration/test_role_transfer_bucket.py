@@ -15,7 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from ansible_cli import run
-from iam_eval import ALLOW, IMPLICIT_DENY, evaluate
+from ssm_lab.iamsim import ALLOWED as ALLOW
+from ssm_lab.iamsim import IMPLICIT_DENY
+from ssm_lab.iamsim import decide as evaluate
 from ssm_lab.testing import running_lab
 
 PLAYBOOK = os.path.join(os.path.dirname(__file__), "playbooks", "transfer_bucket.yml")

@@ -30,7 +30,8 @@ from moto.backends import get_backend
 
 ALLOWED, EXPLICIT_DENY, IMPLICIT_DENY = "allowed", "explicitDeny", "implicitDeny"
 _NS = "https://iam.amazonaws.com/doc/2010-05-08/"
-_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+# A policy variable (${key}, ${*}, ...) or any one character.
+_TOKEN = re.compile(r"\$\{([^}]*)\}|.", re.DOTALL)
 
 
 class SimulationError(Exception):
@@ -154,38 +155,35 @@ def _statements(document: Any) -> list[dict]:
     return [s for s in _as_list(document.get("Statement")) if isinstance(s, dict)]
 
 
-def _substitute(value: str, context: dict) -> str | None:
-    """Policy variables replaced from the context; None when one has no value (the value then matches nothing)."""
-    missing = False
-
-    def replace(match: re.Match) -> str:
-        nonlocal missing
-        key = match.group(1)
+def _expand(value: str, context: dict, wildcards: bool) -> str | None:
+    """``value`` with its policy variables replaced from the context, as a regular expression when ``wildcards``
+    (``*`` and ``?`` of the policy are wildcards, a variable's value and the escapes ``${*}``, ``${?}``, ``${$}``
+    match literally), else as a plain string. None when a variable has no value (the value then matches nothing)."""
+    out = []
+    for match in _TOKEN.finditer(value):
+        key, char = match.group(1), match.group(0)
+        if key is None:
+            out.append((".*" if char == "*" else "." if char == "?" else re.escape(char)) if wildcards else char)
+            continue
         if key in ("*", "?", "$"):
-            return key
-        values = context.get(key.lower())
-        if not values:
-            missing = True
-            return ""
-        return values[0]
+            found = key
+        else:
+            values = context.get(key.lower())
+            if not values:
+                return None
+            found = str(values[0])
+        out.append(re.escape(found) if wildcards else found)
+    return "".join(out)
 
-    result = _VARIABLE.sub(replace, value)
-    return None if missing else result
 
-
-def _glob(pattern: str, value: str, ignore_case: bool) -> bool:
-    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.fullmatch(body, value, re.DOTALL | (re.IGNORECASE if ignore_case else 0)) is not None
+def _glob(pattern: str, value: str, ignore_case: bool, context: dict) -> bool:
+    regex = _expand(pattern, context, wildcards=True)
+    return regex is not None and re.fullmatch(regex, value, re.DOTALL | (re.IGNORECASE if ignore_case else 0)) is not None
 
 
 def _matches(patterns: Any, value: str, ignore_case: bool, context: dict) -> bool:
-    for pattern in _as_list(patterns):
-        if not isinstance(pattern, str):
-            continue
-        pattern = _substitute(pattern, context)
-        if pattern is not None and _glob(pattern, value, ignore_case):
-            return True
-    return False
+    return any(isinstance(pattern, str) and _glob(pattern, value, ignore_case, context)
+               for pattern in _as_list(patterns))
 
 
 def _covers(statement: dict, action: str, resource: str, context: dict) -> bool:
@@ -204,18 +202,19 @@ def _covers(statement: dict, action: str, resource: str, context: dict) -> bool:
     return False
 
 
-def _compare(base: str, expected: str, actual: str) -> bool:
-    if base in ("StringEquals", "ArnEquals"):
-        return expected == actual if base == "StringEquals" else _glob(expected, actual, False)
-    if base == "StringEqualsIgnoreCase":
-        return expected.lower() == actual.lower()
-    if base in ("StringLike", "ArnLike"):
-        return _glob(expected, actual, False)
-    if base == "Bool":
-        return expected.lower() == actual.lower()
+def _compare(base: str, expected: str, actual: str, context: dict) -> bool:
+    if base in ("StringLike", "ArnLike", "ArnEquals"):
+        return _glob(expected, actual, False, context)
+    literal = _expand(expected, context, wildcards=False)
+    if literal is None:
+        return False
+    if base == "StringEquals":
+        return literal == actual
+    if base in ("StringEqualsIgnoreCase", "Bool"):
+        return literal.lower() == actual.lower()
     if base.startswith("Numeric"):
         try:
-            left, right = float(actual), float(expected)
+            left, right = float(actual), float(literal)
         except ValueError:
             return False
         return {"NumericEquals": left == right, "NumericLessThan": left < right,
@@ -227,6 +226,9 @@ def _compare(base: str, expected: str, actual: str) -> bool:
 _NEGATED = {"StringNotEquals": "StringEquals", "StringNotEqualsIgnoreCase": "StringEqualsIgnoreCase",
             "StringNotLike": "StringLike", "ArnNotEquals": "ArnEquals", "ArnNotLike": "ArnLike",
             "NumericNotEquals": "NumericEquals"}
+_OPERATORS = {"StringEquals", "StringEqualsIgnoreCase", "StringLike", "ArnEquals", "ArnLike", "Bool", "Null",
+              "NumericEquals", "NumericLessThan", "NumericLessThanEquals", "NumericGreaterThan",
+              "NumericGreaterThanEquals", *_NEGATED}
 
 
 def _condition_holds(operator: str, key: str, expected: Any, context: dict, missing: set) -> bool:
@@ -242,14 +244,13 @@ def _condition_holds(operator: str, key: str, expected: Any, context: dict, miss
         want_absent = str(_as_list(expected)[0]).lower() == "true" if _as_list(expected) else True
         return (not actual) == want_absent
     expected_values = [str(v) for v in _as_list(expected)]
-    expected_values = [v for v in (_substitute(v, context) for v in expected_values) if v is not None]
     negated = operator in _NEGATED
     base = _NEGATED.get(operator, operator)
     if not actual:
         return if_exists or negated or qualifier == "ForAllValues"
 
     def one(value: str) -> bool:
-        return any(_compare(base, e, value) for e in expected_values)
+        return any(_compare(base, e, value, context) for e in expected_values)
 
     if qualifier == "ForAllValues":
         result = all(one(v) for v in actual)
@@ -291,6 +292,53 @@ def _decide(policies: list[tuple[str, str, Any]], action: str, resource: str, co
     if allows:
         return ALLOWED, allows
     return IMPLICIT_DENY, []
+
+
+class UnsupportedPolicy(ValueError):
+    """A policy uses what this evaluator does not implement (strict mode: raised rather than guessed)."""
+
+
+_STATEMENT_ELEMENTS = {"Sid", "Effect", "Action", "NotAction", "Resource", "NotResource", "Condition"}
+
+
+def _check_supported(document: dict) -> None:
+    if document.get("Version") != "2012-10-17":
+        raise UnsupportedPolicy("policy variables need Version 2012-10-17")
+    for statement in _as_list(document.get("Statement")):
+        extra = set(statement) - _STATEMENT_ELEMENTS
+        if extra:
+            raise UnsupportedPolicy(f"statement elements {sorted(extra)} (identity policies only)")
+        if str(statement.get("Effect")) not in ("Allow", "Deny"):
+            raise UnsupportedPolicy(f"Effect {statement.get('Effect')!r}")
+        if ("Action" in statement) == ("NotAction" in statement):
+            raise UnsupportedPolicy("a statement needs exactly one of Action and NotAction")
+        if ("Resource" in statement) == ("NotResource" in statement):
+            raise UnsupportedPolicy("a statement needs exactly one of Resource and NotResource")
+        for operator in statement.get("Condition") or {}:
+            base = operator.split(":", 1)[-1]
+            base = base[: -len("IfExists")] if base.endswith("IfExists") else base
+            if base not in _OPERATORS:
+                raise UnsupportedPolicy(f"condition operator {operator}")
+        for variable in _VARIABLE_NAMES.findall(json.dumps(statement)):
+            if "," in variable or "'" in variable:
+                raise UnsupportedPolicy(f"policy variable with a default value: ${{{variable}}}")
+
+
+_VARIABLE_NAMES = re.compile(r"\$\{([^}]*)\}")
+
+
+def decide(documents: list, action: str, resource: str, context: dict | None = None, strict: bool = True) -> str:
+    """ALLOWED, EXPLICIT_DENY or IMPLICIT_DENY for identity policies (documents as dicts or JSON strings) and one
+    request: its action, resource and context (condition key to a value or a list of values). The same evaluation
+    as SimulatePrincipalPolicy, without a principal; ``strict`` raises UnsupportedPolicy for what it does not
+    implement, for tests that must not be judged by a guess."""
+    parsed = [json.loads(d) if isinstance(d, str) else d for d in documents]
+    if strict:
+        for document in parsed:
+            _check_supported(document)
+    values = {str(key).lower(): [str(v) for v in (value if isinstance(value, list) else [value])]
+              for key, value in (context or {}).items()}
+    return _decide([(f"policy{n}", "IAM Policy", d) for n, d in enumerate(parsed)], action, resource, values, set())[0]
 
 
 def evaluate(account_id: str, request: dict) -> list[dict]:

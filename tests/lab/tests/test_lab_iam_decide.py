@@ -1,8 +1,11 @@
-"""Unit tests of iam_eval, the small IAM policy evaluator the operator_access tests rely on: a table of requests
-against policies, those that must be denied as much as those that must be allowed."""
+"""The lab's IAM policy evaluation (ssm_lab.iamsim.decide), which SimulatePrincipalPolicy and the role tests
+(operator_access, transfer_bucket) judge policies with: a table of requests against policies, those that must be
+denied as much as those that must be allowed; and, in strict mode, what it refuses to guess."""
 
 import pytest
-from iam_eval import ALLOW, EXPLICIT_DENY, IMPLICIT_DENY, UnsupportedPolicy, evaluate
+from ssm_lab.iamsim import ALLOWED as ALLOW
+from ssm_lab.iamsim import EXPLICIT_DENY, IMPLICIT_DENY, UnsupportedPolicy
+from ssm_lab.iamsim import decide as evaluate
 
 INSTANCE = "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0"
 
@@ -111,9 +114,32 @@ def test_decisions(policies, action, resource, context, expected):
     assert evaluate(policies, action, resource, context) == expected
 
 
+@pytest.mark.parametrize("condition, context, expected", [
+    ({"NumericLessThan": {"aws:MultiFactorAuthAge": "3600"}}, {"aws:MultiFactorAuthAge": "100"}, ALLOW),
+    ({"NumericLessThan": {"aws:MultiFactorAuthAge": "3600"}}, {"aws:MultiFactorAuthAge": "7200"}, IMPLICIT_DENY),
+    ({"ForAnyValue:StringEquals": {"aws:TagKeys": ["a"]}}, {"aws:TagKeys": ["b", "a"]}, ALLOW),
+    ({"ForAllValues:StringEquals": {"aws:TagKeys": ["a"]}}, {"aws:TagKeys": ["b", "a"]}, IMPLICIT_DENY),
+    ({"Null": {"aws:TokenIssueTime": "true"}}, {}, ALLOW),
+    ({"ArnLike": {"aws:SourceArn": "arn:aws:ec2:*:*:instance/*"}},
+     {"aws:SourceArn": "arn:aws:ec2:us-east-1:1:instance/i-1"}, ALLOW),
+])
+def test_numeric_set_null_and_arn_operators(condition, context, expected):
+    assert evaluate([policy(allow("ssm:StartSession", "*", condition))], "ssm:StartSession", INSTANCE,
+                    context) == expected
+
+
+def test_a_variable_value_is_matched_literally():
+    """A user named a*b does not get the sessions of every user whose name starts with a and ends with b."""
+    assert evaluate([OWN], "ssm:TerminateSession", "arn:aws:ssm:us-east-1:123456789012:session/axxb-0123",
+                    {"aws:username": "a*b"}) == IMPLICIT_DENY
+    assert evaluate([OWN], "ssm:TerminateSession", "arn:aws:ssm:us-east-1:123456789012:session/a*b-0123",
+                    {"aws:username": "a*b"}) == ALLOW
+
+
 @pytest.mark.parametrize("statement, message", [
-    (allow("ssm:StartSession", "*", {"NumericLessThan": {"aws:MultiFactorAuthAge": "3600"}}), "NumericLessThan"),
-    (allow("ssm:StartSession", "*", {"ForAnyValue:StringEquals": {"aws:TagKeys": ["a"]}}), "ForAnyValue"),
+    (allow("ssm:StartSession", "*", {"DateGreaterThan": {"aws:CurrentTime": "2026-01-01T00:00:00Z"}}),
+     "DateGreaterThan"),
+    (allow("ssm:StartSession", "*", {"IpAddress": {"aws:SourceIp": "10.0.0.0/8"}}), "IpAddress"),
     ({"Effect": "Allow", "Principal": "*", "Action": "s3:*", "Resource": "*"}, "Principal"),
     ({"Effect": "Allow", "Action": "s3:*"}, "Resource"),
     (allow("ssm:StartSession", "arn:aws:ec2:*:*:instance/${aws:username, 'x'}"), "default value"),
