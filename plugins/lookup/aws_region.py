@@ -7,7 +7,8 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 name: aws_region
-author: Contributors to the bastionless.ssm collection
+author:
+  - bastionless.ssm maintainers (@bastionless)
 version_added: 0.1.0
 short_description: The AWS region to work in, resolved the way the AWS modules resolve it
 description:

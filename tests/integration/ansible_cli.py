@@ -91,9 +91,14 @@ def controller_play(lab, tmp_path, tasks: list, *flags: str, inventory: str = "l
                check=check)
 
 
-def save_task(var: str, path) -> dict:
+def save_task(var: str, path, at_once: bool = False) -> dict:
     """A task that has the variable ``var`` written to ``path`` as JSON when the run ends, also in check mode,
-    reporting no change: a custom stat that the save_results callback of every ``run`` writes out (no module run)."""
+    reporting no change: a custom stat that the save_results callback of every ``run`` writes out (no module run).
+
+    ``at_once``: written by the task itself (a copy task: two module runs), for a test that reads it mid-play."""
+    if at_once:
+        copy = {"content": "{{ " + var + " | to_json }}", "dest": str(path)}
+        return {"name": f"Save {var}", "ansible.builtin.copy": copy, "check_mode": False, "changed_when": False}
     key = "bastionless_test_save_" + hashlib.sha1(str(path).encode()).hexdigest()[:16]
     return {"name": f"Save {var}", "ansible.builtin.set_stats": {
         "data": {key: {"path": str(path), "value": "{{ " + var + " }}"}}, "per_host": False, "aggregate": False},

@@ -16,7 +16,9 @@ def test_every_filter_has_its_documentation_beside_it():
     names = {os.path.basename(path)[:-4] for path in FILTER_DOCS}
     assert names == {"operator_access_problems", "operator_access_plan", "operator_access_missing",
                      "operator_access_principals", "run_as_users_problems", "run_as_users_plan",
-                     "run_as_users_node_problems", "run_as_users_node_plan", "run_as_users_verify_problems"}
+                     "run_as_users_node_problems", "run_as_users_node_plan", "run_as_users_verify_problems",
+                     "vpc_endpoints_cost_estimate", "vpc_endpoints_cost_lines", "preflight_offline_lines",
+                     "vpc_endpoints_nat_paths"}
     for path in FILTER_DOCS:
         docs = yaml.safe_load(open(path, encoding="utf-8"))
         assert docs["DOCUMENTATION"]["name"] == os.path.basename(path)[:-4]
@@ -63,6 +65,19 @@ def test_the_examples_run_and_print_what_they_say(tmp_path):
     assert printed["Carol was made by the role and is no longer wanted"] == {
         "previous": ["carol"], "removable": ["carol"], "state": []}
     assert printed["A rule file for nobody the plan names"] == ["the role's sudo rule files are for bob, not for nobody;"]
+
+    assert printed["Why the nodes are not Online"] == [
+        "i-0123456789abcdef0 (ConnectionLost): AGENT_CONNECTION_LOST - The agent last reported 2 h ago. Fix: Restart "
+        "the agent."]
+    paths = printed["One subnet routed to an available NAT gateway, one on the main table without a route out"]
+    assert {s: (p["route_table_id"], p["nat_gateway_id"], p["ok"]) for s, p in paths.items()} == {
+        "subnet-a": ("rtb-private", "nat-1", True), "subnet-b": ("rtb-main", "", False)}
+    estimate = printed["Two zones, no NAT gateway yet, 100 GB a month"]
+    assert (estimate["modes"]["nat"]["monthly"], estimate["modes"]["endpoints"]["monthly"]) == (70.2, 44.8)
+    assert printed["Print an estimate"][1:3] == [
+        "  nat       $   32.85  1 NAT gateway(s) x $0.045/h x 730 h + 0 GB x $0.045",
+        "  endpoints $   21.90  3 interface endpoints x 1 AZ(s) x $0.01/h x 730 h + 0 GB x $0.01; s3 gateway endpoint "
+        "free"]
 
 
 def test_the_region_lookup_examples(tmp_path):

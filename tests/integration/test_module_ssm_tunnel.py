@@ -245,7 +245,7 @@ def test_a_killed_ansible_playbook_takes_its_tunnel_with_it(lab, node, echo, sta
     path = write_controller_playbook(tmp_path, [
         {"name": "Open the tunnel", MODULE: {"target": node, "remote_port": echo.port, "state_dir": state_dir},
          "register": "__tunnel"},
-        save_task("__tunnel", result_file),
+        save_task("__tunnel", result_file, at_once=True),  # read while the play waits
         {"name": "Wait for the kill", "ansible.builtin.pause": {"seconds": 120}},
     ])
     process = subprocess.Popen(  # pylint: disable=consider-using-with
