@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import re
 
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._names import IAM_NAME, LINUX_NAME, LINUX_NAME_RULE
+
 # The session documents an operator group may be given, by kind. SSM-SessionManagerRunShell is the account's own
 # Session document (the preferences, one per region); the others are owned by AWS, whose documents have no
 # account in their ARN (arn:aws:ssm:REGION::document/AWS-...).
@@ -25,12 +27,9 @@ SESSION_DOCUMENTS = {
 # The tag Session Manager reads on the calling IAM user or role to choose the OS account of a shell session.
 RUN_AS_TAG = "SSMSessionRunAs"
 
-# IAM names: users, groups and roles (1-64 characters), managed policies (1-128); what Linux accepts as a user
-# name (useradd's default NAME_REGEX, without the trailing $ of machine accounts).
-IAM_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+# Managed policy names (1-128 characters), and what a prefix of one may hold.
 POLICY_NAME = re.compile(r"^[\w+=,.@-]{1,128}$")
 POLICY_PREFIX = re.compile(r"^[\w+=,.@-]*$")
-OS_USER = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 GROUP_DEFAULTS = {"state": "present", "documents": [], "resource_tags": {}, "iam_groups": [], "iam_users": [],
                   "iam_roles": []}
@@ -112,10 +111,9 @@ def problems(operator_groups: list, prefix: str = "bastionless-ssm-", region: st
         if not IAM_NAME.match(str(principal)):
             found.append(f"operator_access_run_as: '{principal}' is not a valid IAM user or role name (1-64 letters, "
                          "digits and +=,.@_-); give the name, not the ARN.")
-        if not isinstance(os_user, str) or not OS_USER.match(os_user):
+        if not isinstance(os_user, str) or not LINUX_NAME.match(os_user):
             found.append(f"operator_access_run_as: '{principal}' maps to {json.dumps(os_user)}, which is not a Linux "
-                         "user name; use lower-case letters, digits, _ and -, starting with a letter or _, at most 32 "
-                         f"characters (for example '{_os_user_example(os_user)}').")
+                         f"user name; use {LINUX_NAME_RULE} (for example '{_os_user_example(os_user)}').")
     return found
 
 

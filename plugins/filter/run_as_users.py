@@ -16,11 +16,8 @@ import json
 import os
 import re
 
-# What Linux accepts as a user or group name (useradd's default NAME_REGEX, without the trailing $ of machine
-# accounts): the rule operator_access checks its Run As mapping with.
-LINUX_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
-LINUX_NAME_RULE = "lower-case letters, digits, _ and -, starting with a letter or _, at most 32 characters"
-IAM_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._names import IAM_NAME, LINUX_NAME, LINUX_NAME_RULE
+
 ABSOLUTE_PATH = re.compile(r"^/[^:\s]*$")
 VISUDO_PATH = re.compile(r"^/[^\s]*$")
 OPTION_KEYS = ("shell", "groups", "comment", "home")

@@ -32,6 +32,7 @@ ALLOWED, EXPLICIT_DENY, IMPLICIT_DENY = "allowed", "explicitDeny", "implicitDeny
 _NS = "https://iam.amazonaws.com/doc/2010-05-08/"
 # A policy variable (${key}, ${*}, ...) or any one character.
 _TOKEN = re.compile(r"\$\{([^}]*)\}|.", re.DOTALL)
+_VARIABLE_NAMES = re.compile(r"\$\{([^}]*)\}")
 
 
 class SimulationError(Exception):
@@ -323,8 +324,6 @@ def _check_supported(document: dict) -> None:
             if "," in variable or "'" in variable:
                 raise UnsupportedPolicy(f"policy variable with a default value: ${{{variable}}}")
 
-
-_VARIABLE_NAMES = re.compile(r"\$\{([^}]*)\}")
 
 
 def decide(documents: list, action: str, resource: str, context: dict | None = None, strict: bool = True) -> str:
