@@ -8,7 +8,7 @@ import socket
 
 import pytest
 from labhelpers import wait_until
-from ssm_lab.testing import EchoServer, echo_through, free_port
+from ssm_lab.testing import EchoServer, echo_through
 
 REMOTE_HOST_DOCUMENT = "AWS-StartPortForwardingSessionToRemoteHost"
 LOCAL_DOCUMENT = "AWS-StartPortForwardingSession"
@@ -56,14 +56,18 @@ def test_forward_to_remote_host_carries_bytes_both_ways(main_lab, plugin, echo_p
 
 def test_forward_to_a_closed_port_closes_the_connection(main_lab, plugin):
     node = main_lab.ec2_ids[3]
-    closed_port = free_port()
-    parameters = {"portNumber": [str(closed_port)], "localPortNumber": ["0"]}
-    session_id, process, local_port = _start(main_lab, plugin, node, LOCAL_DOCUMENT, parameters)
+    # A port held bound and never listened on: connecting to it is refused, and nothing else (the plugin's own
+    # listener on port 0, another test) can take it meanwhile, as a port probed free and let go could be.
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        parameters = {"portNumber": [str(closed.getsockname()[1])], "localPortNumber": ["0"]}
+        session_id, process, local_port = _start(main_lab, plugin, node, LOCAL_DOCUMENT, parameters)
 
-    with socket.create_connection(("127.0.0.1", local_port), timeout=15) as connection:
-        with contextlib.suppress(ConnectionResetError):
-            assert connection.recv(1024) == b""
-    process.wait_for(r"Connection to destination port failed, check SSM Agent logs\.")
+        # Longer than the lab waits for an agent's answer (15 s), so that a slow agent shows as the failure it is.
+        with socket.create_connection(("127.0.0.1", local_port), timeout=30) as connection:
+            with contextlib.suppress(ConnectionResetError):
+                assert connection.recv(1024) == b""
+        process.wait_for(r"Connection to destination port failed, check SSM Agent logs\.")
 
     main_lab.ssm.terminate_session(SessionId=session_id)
     assert process.wait_exit() == 0
