@@ -28,15 +28,17 @@ compose:
   ansible_connection: "(ansible_aws_ssm_instance_id in {nodes}) | ternary('{connection}', ansible_connection)"
 """
 SAVE_CALLBACKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "callback_plugins")
+FAILURES_ENV = "BASTIONLESS_TEST_FAILURES"  # where the save_results callback writes the failed tasks, by host
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
-def run(lab, *argv, check=True, unset=()):
+def run(lab, *argv, check=True, unset=(), env=None):
     """Run an ansible command from the repository root against the lab; return (output, recap by host).
 
-    ``unset``: names of the lab's environment variables to leave out (``AWS_REGION``, to take it from inventory)."""
+    ``unset``: names of the lab's environment variables to leave out (``AWS_REGION``, to take it from inventory);
+    ``env``: more environment variables."""
     argv, extra_env = with_test_connection(argv)
-    env = lab.environ(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", **saving_environ(), **extra_env)
+    env = lab.environ(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", **saving_environ(), **extra_env, **(env or {}))
     for name in unset:
         env.pop(name, None)
     result = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
@@ -150,3 +152,46 @@ def call_module_cases(lab, tmp_path, module, cases: list, *flags: str, observe=N
     names = ", ".join(f"__case_{index}" for index in range(len(cases)))
     output, _recap = controller_play(lab, tmp_path, [*tasks, save_task(f"[{names}]", result_file)], *flags)
     return Cases(json.loads(result_file.read_text()), output, before, observe() if observe else None)
+
+
+class CaseRun(NamedTuple):
+    """What run_cases ran: the run's output, and by case its recap and its failures (each failed or unreachable task:
+    ``task``, ``outcome``, ``msg``, ``stderr``)."""
+
+    output: str
+    recap: dict
+    failures: dict
+
+    def only_failure(self, case: str) -> str:
+        """The message of the one task that failed for ``case`` (fails the test unless exactly one did)."""
+        failed = self.failures.get(case, [])
+        assert len(failed) == 1 and self.recap[case]["failed"] == 1, f"{case}: {failed}\n{self.output[-6000:]}"
+        return " ".join(f"{failed[0]['msg']} {failed[0]['stderr']}".split())
+
+
+def node_variables(lab, node: str, inventory: str = "inventories/lab") -> dict:
+    """The host variables ``inventory`` gives ``node`` (its connection settings among them)."""
+    output, _recap = run(lab, "ansible-inventory", "-i", inventory, "--host", node)
+    return json.loads(output[output.index("{"):output.rindex("}") + 1])
+
+
+def run_cases(lab, tmp_path, role: str, cases: dict, *flags: str, role_vars: dict | None = None,
+              node_vars: dict | None = None) -> CaseRun:
+    """One ansible-playbook run of ``role`` for many cases: each case is a host of its own, named by its key, with
+    the case's variables as host variables (``role_vars``, for every case, below them). The hosts are the controller
+    (connection local) or, with ``node_vars`` (node_variables of a lab node), that node under as many names.
+
+    For bad input: each case fails on its own host while the others go on, in one run instead of one each."""
+    base = node_vars if node_vars is not None else {
+        "ansible_connection": "local", "ansible_python_interpreter": "{{ ansible_playbook_python }}"}
+    inventory = tmp_path / "cases.json"
+    inventory.write_text(json.dumps({"all": {"vars": role_vars or {},
+                                             "hosts": {name: {**base, **case} for name, case in cases.items()}}}))
+    playbook = tmp_path / "cases.yml"
+    playbook.write_text(json.dumps([{"name": f"The cases of {role}", "hosts": "all", "gather_facts": False,
+                                     "roles": [{"role": role}]}]))
+    failures = tmp_path / "failures.json"
+    failures.unlink(missing_ok=True)
+    output, recap = run(lab, "ansible-playbook", "-i", str(inventory), str(playbook), *flags, check=False,
+                        env={FAILURES_ENV: str(failures)})
+    return CaseRun(output, recap, json.loads(failures.read_text()) if failures.exists() else {})

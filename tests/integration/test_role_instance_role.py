@@ -6,6 +6,7 @@ import json
 import re
 
 import pytest
+from ansible_cli import run_cases
 from roles_helpers import ping_status, provision, wait_for
 from ssm_lab.testing import running_lab
 
@@ -104,19 +105,25 @@ class TestInstanceProfile:
         assert iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"] == []
         wait_for(lab, "Online")
 
-    @pytest.mark.parametrize("extra, message", [
-        ({"instance_role_name": "no spaces allowed"}, "instance_role_name: no spaces allowed is not a valid IAM role name"),
-        ({"instance_role_kms_key_arn": "alias/ssm"}, "instance_role_kms_key_arn: alias/ssm is not a KMS key ARN"),
-        ({"instance_role_path": "ssm"}, "instance_role_path: ssm must start and end with /"),
-        ({"instance_role_instance_ids": ["i-0123456789abcdef0"], "instance_role_name": "never-made"},
-         "instance_role_instance_ids: i-0123456789abcdef0 is not a pending, running or stopped instance"),
-        ({"instance_role_mode": "keys", "instance_role_name": "never-made"}, "instance_role_mode"),
-    ])
-    def test_bad_input_one_clear_error_and_nothing_made(self, lab, extra, message):
+    # The bad inputs, all in one run (each case a host of its own).
+    BAD_INPUT = {
+        "role-name": ({"instance_role_name": "no spaces allowed"},
+                      "instance_role_name: no spaces allowed is not a valid IAM role name"),
+        "key-arn": ({"instance_role_kms_key_arn": "alias/ssm"}, "instance_role_kms_key_arn: alias/ssm is not a KMS key ARN"),
+        "path": ({"instance_role_path": "ssm"}, "instance_role_path: ssm must start and end with /"),
+        "unknown-instance": ({"instance_role_instance_ids": ["i-0123456789abcdef0"], "instance_role_name": "never-made"},
+                             "instance_role_instance_ids: i-0123456789abcdef0 is not a pending, running or stopped "
+                             "instance"),
+        "mode": ({"instance_role_mode": "keys", "instance_role_name": "never-made"}, "instance_role_mode"),
+    }
+
+    def test_bad_input_one_clear_error_and_nothing_made(self, lab, tmp_path):
         roles_before = {r["RoleName"] for r in lab.client("iam").list_roles()["Roles"]}
-        output, recap = _role_only(lab, check=False, **extra)
-        assert recap.get("failed") == 1, output
-        assert message in " ".join(output.split()), output
+        cases = run_cases(lab, tmp_path, "bastionless.ssm.instance_role",
+                          {name: extra for name, (extra, _message) in self.BAD_INPUT.items()},
+                          role_vars={"instance_role_instance_filters": {"tag:ssm-lab": "node"}})
+        for name, (_extra, message) in self.BAD_INPUT.items():
+            assert message in cases.only_failure(name), (name, cases.failures.get(name))
         assert {r["RoleName"] for r in lab.client("iam").list_roles()["Roles"]} == roles_before
 
 

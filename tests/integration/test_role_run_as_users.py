@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from ansible_cli import run
+from ansible_cli import node_variables, run, run_cases
 from session_connection import CONNECTION, session_connection  # noqa: F401 pylint: disable=unused-import
 from ssm_lab.testing import run_plugin, running_lab
 
@@ -228,42 +228,41 @@ class TestRemoval:
         assert whoami(lab, node, "alice") == "alice"
 
 
-@pytest.mark.parametrize("extra, message", [
-    ({"operator_access_run_as": {"alice": "Alice Smith"}},
-     "run_as_users_map: 'alice' maps to \"Alice Smith\", which is not a Linux user name"),
-    ({"run_as_users_map": {"arn:aws:iam::123456789012:user/alice": "alice"}},
-     "run_as_users_map: 'arn:aws:iam::123456789012:user/alice' is not an IAM user or role name"),
-    ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_sudo": {"mallory": True}},
-     "run_as_users_sudo: 'mallory' is not one of the users"),
-    ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_sudo": {"alice": "ALL"}},
-     "run_as_users_sudo: 'alice' has \"ALL\"; give true"),
-    ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_options": {"alice": {"shell": "bash"}}},
-     "run_as_users_options: 'alice' has shell \"bash\", which is not an absolute path"),
-    ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_options": {"alice": {"sudo": True}}},
-     "run_as_users_options: 'alice' has sudo, which the role does not know"),
-    ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_extra": ["9lives"]},
-     "run_as_users_extra: \"9lives\" is not a Linux user name"),
-    ({"operator_access_run_as": {"alice": "alice", "svc": "daemon"}},
-     "run_as_users_map: 'daemon' is a system account on"),
-    ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_options": {"alice": {"groups": ["no-such-group"]}}},
-     "'alice' should join no-such-group, which does not exist on"),
-    ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_sudo": {"alice": True},
-      "run_as_users_visudo": "/usr/local/sbin/visudo"},
-     "run_as_users_visudo: /usr/local/sbin/visudo is not on"),
-], ids=["os-user", "iam-arn", "sudo-unknown-user", "sudo-string", "shell-relative", "unknown-option", "extra-name",
-        "system-account", "missing-group", "no-visudo"])
-def test_bad_input_one_clear_error_and_nothing_changed(lab, run_as_on, seen, extra, message):
-    # The cases run one after the other and change nothing, so what the last one left is this one's "before".
-    before = seen.get("state") or node_state(lab)
-    output, recap = play(lab, check=False, **{"operator_access_run_as": {}, **extra})
-    assert recap.get("failed") == 1, output
-    assert message in output, output
-    assert output.count("fatal:") == 1 and "Nothing was changed." in output, output
-    seen["state"] = node_state(lab)
-    assert seen["state"] == before
+# Each bad input in a run of its own would be ten runs: all of them run at once, each case a host of its own (the
+# node under another name), with operator_access_run_as empty unless the case gives it.
+BAD_INPUT = {
+    "os-user": ({"operator_access_run_as": {"alice": "Alice Smith"}},
+                "run_as_users_map: 'alice' maps to \"Alice Smith\", which is not a Linux user name"),
+    "iam-arn": ({"run_as_users_map": {"arn:aws:iam::123456789012:user/alice": "alice"}},
+                "run_as_users_map: 'arn:aws:iam::123456789012:user/alice' is not an IAM user or role name"),
+    "sudo-unknown-user": ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_sudo": {"mallory": True}},
+                          "run_as_users_sudo: 'mallory' is not one of the users"),
+    "sudo-string": ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_sudo": {"alice": "ALL"}},
+                    "run_as_users_sudo: 'alice' has \"ALL\"; give true"),
+    "shell-relative": ({"operator_access_run_as": {"alice": "alice"},
+                        "run_as_users_options": {"alice": {"shell": "bash"}}},
+                       "run_as_users_options: 'alice' has shell \"bash\", which is not an absolute path"),
+    "unknown-option": ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_options": {"alice": {"sudo": True}}},
+                       "run_as_users_options: 'alice' has sudo, which the role does not know"),
+    "extra-name": ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_extra": ["9lives"]},
+                   "run_as_users_extra: \"9lives\" is not a Linux user name"),
+    "system-account": ({"operator_access_run_as": {"alice": "alice", "svc": "daemon"}},
+                       "run_as_users_map: 'daemon' is a system account on"),
+    "missing-group": ({"operator_access_run_as": {"alice": "alice"},
+                       "run_as_users_options": {"alice": {"groups": ["no-such-group"]}}},
+                      "'alice' should join no-such-group, which does not exist on"),
+    "no-visudo": ({"operator_access_run_as": {"alice": "alice"}, "run_as_users_sudo": {"alice": True},
+                   "run_as_users_visudo": "/usr/local/sbin/visudo"},
+                  "run_as_users_visudo: /usr/local/sbin/visudo is not on"),
+}
 
 
-@pytest.fixture(scope="module")
-def seen() -> dict:
-    """The node's accounts and sudo rule files as the last bad input case left them."""
-    return {}
+def test_bad_input_one_clear_error_and_nothing_changed(lab, node, run_as_on, tmp_path):
+    before = node_state(lab)
+    cases = run_cases(lab, tmp_path, "bastionless.ssm.run_as_users",
+                      {name: {"operator_access_run_as": {}, **extra} for name, (extra, _message) in BAD_INPUT.items()},
+                      node_vars=node_variables(lab, node))
+    for name, (_extra, message) in BAD_INPUT.items():
+        failure = cases.only_failure(name)
+        assert message in failure and "Nothing was changed." in failure, (name, failure)
+    assert node_state(lab) == before
