@@ -19,7 +19,7 @@ import urllib.request
 
 import pytest
 import yaml
-from ansible_cli import run, save_task
+from ansible_cli import run, run_cases, save_task
 from ssm_lab.testing import running_lab, wait_until
 
 ROLE = "bastionless.ssm.ssh_over_ssm"
@@ -208,27 +208,35 @@ def test_the_key_is_for_ec2_instances_only_and_the_rest_of_the_file_stays_global
     assert recap["changed"] == 0
 
 
-@pytest.mark.parametrize("override, message", [
-    ({"ssh_over_ssm_control_path": "/tmp/sockets"}, "must contain %C"),
-    ({"ssh_over_ssm_control_path": "/tmp/" + "x" * 80 + "/%C"}, "too long for a unix socket"),
+# The bad inputs, all in one run (each case a host of its own, with a home of its own).
+BAD_INPUT = {
+    "no-%C": ({"ssh_over_ssm_control_path": "/tmp/sockets"}, "must contain %C"),
+    "socket-too-long": ({"ssh_over_ssm_control_path": "/tmp/" + "x" * 80 + "/%C"}, "too long for a unix socket"),
     # 92 characters with %C expanded: ssh's temporary socket name would be 109 (the old check let it through)
-    ({"ssh_over_ssm_control_path": "/tmp/" + "x" * 46 + "/%C"}, "keep it at most 90 characters"),
-    ({"ssh_over_ssm_host_patterns": []}, "ssh_over_ssm_host_patterns must list"),
-    ({"ssh_over_ssm_host_patterns": ["i-*,mi-*"]}, "without spaces or commas"),
-    ({"ssh_over_ssm_proxy": "aws_cli", "ssh_over_ssm_instance_connect_key": "/tmp/k"}, "needs ssh_over_ssm_proxy=collection"),
-    ({"ssh_over_ssm_python": "/nonexistent/python"}, "cannot import boto3"),
-    ({"ssh_over_ssm_proxy": "scp"}, "ssh_over_ssm_proxy"),
-    ({"ssh_over_ssm_plugin": "/nonexistent/session-manager-plugin"}, "is not a file on this machine"),
-    ({"ssh_over_ssm_proxy": "aws_cli", "ssh_over_ssm_plugin": "/bin/true"},
-     "ssh_over_ssm_plugin needs ssh_over_ssm_proxy=collection"),
+    "socket-over-90": ({"ssh_over_ssm_control_path": "/tmp/" + "x" * 46 + "/%C"}, "keep it at most 90 characters"),
+    "no-patterns": ({"ssh_over_ssm_host_patterns": []}, "ssh_over_ssm_host_patterns must list"),
+    "pattern-list": ({"ssh_over_ssm_host_patterns": ["i-*,mi-*"]}, "without spaces or commas"),
+    "key-with-aws-cli": ({"ssh_over_ssm_proxy": "aws_cli", "ssh_over_ssm_instance_connect_key": "/tmp/k"},
+                         "needs ssh_over_ssm_proxy=collection"),
+    "python-without-boto3": ({"ssh_over_ssm_python": "/nonexistent/python"}, "cannot import boto3"),
+    "unknown-proxy": ({"ssh_over_ssm_proxy": "scp"}, "ssh_over_ssm_proxy"),
+    "missing-plugin": ({"ssh_over_ssm_plugin": "/nonexistent/session-manager-plugin"},
+                       "is not a file on this machine"),
+    "plugin-with-aws-cli": ({"ssh_over_ssm_proxy": "aws_cli", "ssh_over_ssm_plugin": "/bin/true"},
+                            "ssh_over_ssm_plugin needs ssh_over_ssm_proxy=collection"),
     # with a key set, the error still names what is wrong (it used to speak of the key)
-    ({"ssh_over_ssm_instance_connect_key": "/tmp/k", "ssh_over_ssm_control_path": "/tmp/sockets"}, "must contain %C"),
-])
-def test_bad_input_gets_one_clear_error(lab, tmp_path, sockets, override, message):
-    home = ssh_home(tmp_path / "home", sockets=sockets)
-    output, recap, _result = apply_role(lab, tmp_path, check=False, **{**home, **override})
-    assert recap["failed"] == 1 and message in output
-    assert not (tmp_path / "home" / "ssh" / "config").exists()
+    "key-and-no-%C": ({"ssh_over_ssm_instance_connect_key": "/tmp/k", "ssh_over_ssm_control_path": "/tmp/sockets"},
+                      "must contain %C"),
+}
+
+
+def test_bad_input_gets_one_clear_error(lab, tmp_path, sockets):
+    homes = {name: ssh_home(tmp_path / name / "home", sockets=sockets) for name in BAD_INPUT}
+    cases = run_cases(lab, tmp_path, ROLE, {name: {**homes[name], **override}
+                                            for name, (override, _message) in BAD_INPUT.items()})
+    for name, (_override, message) in BAD_INPUT.items():
+        assert message in cases.only_failure(name), (name, cases.failures.get(name))
+        assert not (tmp_path / name / "home" / "ssh" / "config").exists()
 
 
 def test_the_plugin_named_in_the_block_needs_nothing_in_the_environment(lab, nodes, tmp_path, sockets, operator_key):
