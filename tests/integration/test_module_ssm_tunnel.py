@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 import yaml
-from ansible_cli import ROOT, call_module, controller_play, run, save_task, write_controller_playbook
+from ansible_cli import ROOT, call_module, call_module_cases, controller_play, run, save_task, write_controller_playbook
 from ssm_lab.testing import EchoServer, accepts, echo_through, free_port, running_lab, wait_until
 
 MODULE = "bastionless.ssm.ssm_tunnel"
@@ -394,17 +394,17 @@ def test_it_refuses_to_run_on_a_node(lab, node, echo, state_dir, tmp_path):
     assert sessions(lab, "Active", Target=node) == []
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        ({"state": "absent"}, "state=absent needs at least one of name, local_port, session_id"),
-        ({"remote_port": 80}, "state=present needs target"),
-        ({"target": "i-0123456789abcdef0", "remote_port": 70000}, "remote_port must be a TCP port from 1 to 65535"),
-    ],
-)
-def test_bad_input(lab, tmp_path, state_dir, args, message):
-    result, output = play(lab, tmp_path, {**args, "state_dir": state_dir}, fails=True)
-    assert message in result["msg"]
+BAD_INPUT = [
+    ({"state": "absent"}, "state=absent needs at least one of name, local_port, session_id"),
+    ({"remote_port": 80}, "state=present needs target"),
+    ({"target": "i-0123456789abcdef0", "remote_port": 70000}, "remote_port must be a TCP port from 1 to 65535"),
+]
+
+
+def test_bad_input(lab, tmp_path, state_dir):
+    cases = call_module_cases(lab, tmp_path, MODULE, [{**args, "state_dir": state_dir} for args, _message in BAD_INPUT])
+    for result, (args, message) in zip(cases.results, BAD_INPUT):
+        assert result.get("failed") is True and message in result["msg"], (args, result)
 
 
 # --- documentation and playbook -----------------------------------------------------------------------------
