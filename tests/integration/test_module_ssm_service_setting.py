@@ -5,7 +5,7 @@ is account-wide)."""
 import json
 
 import pytest
-from ansible_cli import call_module, controller_play
+from ansible_cli import call_module, call_module_cases, controller_play
 from ssm_lab.testing import running_lab
 
 MODULE = "bastionless.ssm.ssm_service_setting"
@@ -98,16 +98,16 @@ def test_absent_resets_it_to_the_default(setting_lab, tmp_path):
     assert recap["localhost"]["changed"] == 0, output
 
 
-@pytest.mark.parametrize(
-    "args, message",
-    [
-        ({"setting_id": "managed-instance/default-ec2-instance-management-role", "value": ROLE},
-         "setting_id must be a short ID starting with /ssm/ or a full ARN"),
-        ({"setting_id": "/ssm/no/such/setting", "value": ROLE}, "Failed to get service setting"),
-        ({"setting_id": DHMC}, "state is present but all of the following are missing: value"),
-    ],
-)
-def test_errors_are_clear_and_change_nothing(setting_lab, tmp_path, args, message):
-    result, output, _recap = play(setting_lab, tmp_path, args, fails=True)
-    assert message in result["msg"], output
+BAD_INPUT = [
+    ({"setting_id": "managed-instance/default-ec2-instance-management-role", "value": ROLE},
+     "setting_id must be a short ID starting with /ssm/ or a full ARN"),
+    ({"setting_id": "/ssm/no/such/setting", "value": ROLE}, "Failed to get service setting"),
+    ({"setting_id": DHMC}, "state is present but all of the following are missing: value"),
+]
+
+
+def test_errors_are_clear_and_change_nothing(setting_lab, tmp_path):
+    cases = call_module_cases(setting_lab, tmp_path, MODULE, [args for args, _message in BAD_INPUT])
+    for result, (args, message) in zip(cases.results, BAD_INPUT):
+        assert result.get("failed") is True and message in result["msg"], (args, result)
     assert current(setting_lab)["Status"] == "Default"
