@@ -748,6 +748,7 @@ class Connection(ConnectionBase):
     def _put_through_bucket(self, b_in: bytes, out_path: str) -> None:
         bucket = self.get_option("bucket_name")
         key = f"{self.instance_id}/{uuid.uuid4().hex}"
+        self.verbosity_display(3, f"PUT {to_text(b_in)} THROUGH s3://{bucket}/{key}")
         digest = hashlib.sha256()
         with open(b_in, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
