@@ -160,7 +160,8 @@ options:
     - name: ansible_aws_ssm_bucket_sse_kms_key_id
   ssm_document:
     description:
-      - Session document StartSession uses instead of the account's default shell document (C(SSM-SessionManagerRunShell)).
+      - Session document StartSession uses instead of the account's default shell document
+        (C(SSM-SessionManagerRunShell)).
       - A document of type C(Standard_Stream) can set, for example, C(runAsEnabled) and C(runAsDefaultUser), so the
         session runs as that Linux user rather than C(ssm-user)
         (U(https://docs.aws.amazon.com/systems-manager/latest/userguide/session-manager-schema.html)).
@@ -430,8 +431,8 @@ class Connection(ConnectionBase):
         try:
             import boto3  # pylint: disable=import-outside-toplevel
         except ImportError as e:
-            raise AnsibleError("bastionless.ssm.session needs boto3 on the controller to start a session and for bucket "
-                               "transfers: pip install boto3 (see the collection's requirements.txt)") from e
+            raise AnsibleError("bastionless.ssm.session needs boto3 on the controller to start a session and for "
+                               "bucket transfers: pip install boto3 (see the collection's requirements.txt)") from e
         args = {"region_name": region}
         for arg, option in (("aws_access_key_id", "access_key_id"), ("aws_secret_access_key", "secret_access_key"),
                             ("aws_session_token", "session_token"), ("profile_name", "profile")):

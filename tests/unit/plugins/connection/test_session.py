@@ -302,7 +302,8 @@ def test_windows_nodes_need_an_amazon_aws_in_the_range_whose_aws_ssm_has_every_o
     if error is None:
         assert found is None
     else:
-        assert found.startswith("bastionless.ssm.session runs Windows nodes through amazon.aws.aws_ssm") and error in found
+        assert found.startswith("bastionless.ssm.session runs Windows nodes through amazon.aws.aws_ssm")
+        assert error in found
 
 
 def _frame(data: bytes) -> bytes:
