@@ -40,37 +40,54 @@ notes:
     are refused with an error.
   - See the collection's C(docs/session-connection.md) for when to pick this, P(amazon.aws.aws_ssm#connection) or
     ssh over Session Manager.
+  - Tested with ansible-core 2.19 and amazon.aws 10.x, the ranges C(meta/runtime.yml) and C(galaxy.yml) state. Modules
+    run in a fork of the node's resident Python only when the controller's ansible-core is 2.19 (the fork preloads
+    that release's AnsiballZ loader); with another release they run as plain commands, correct and slower.
+  - Windows nodes need amazon.aws 10.x; with another release, or none, their tasks fail with an error naming the range.
 requirements:
-  - boto3 and the AWS session-manager-plugin on the controller, as for P(amazon.aws.aws_ssm#connection).
+  - boto3 and the AWS session-manager-plugin on the controller.
+  - ansible-core 2.19; amazon.aws 10.x for Windows nodes (P(amazon.aws.aws_ssm#connection) runs them).
   - The SSM Agent on the node.
 seealso:
   - plugin: amazon.aws.aws_ssm
     plugin_type: connection
 options:
   access_key_id:
-    description: The STS access key to use when connecting via session-manager.
+    description:
+      - AWS access key ID for the SSM and S3 calls; unset, boto3 finds credentials as usual (profile, environment,
+        instance role).
+    type: str
     vars:
     - name: ansible_aws_ssm_access_key_id
     env:
     - name: AWS_ACCESS_KEY_ID
   secret_access_key:
-    description: The STS secret key to use when connecting via session-manager.
+    description:
+      - AWS secret access key that goes with O(access_key_id).
+    type: str
     vars:
     - name: ansible_aws_ssm_secret_access_key
     env:
     - name: AWS_SECRET_ACCESS_KEY
   session_token:
-    description: The STS session token to use when connecting via session-manager.
+    description:
+      - Session token of temporary credentials (STS), with O(access_key_id) and O(secret_access_key).
+    type: str
     vars:
     - name: ansible_aws_ssm_session_token
     env:
     - name: AWS_SESSION_TOKEN
   instance_id:
-    description: The EC2 instance ID.
+    description:
+      - The target of the session, an EC2 instance ID (V(i-...)) or a hybrid managed node ID (V(mi-...)).
+      - Unset, the host's address (C(ansible_host), else the inventory name) is used.
+    type: str
     vars:
     - name: ansible_aws_ssm_instance_id
   region:
-    description: The region the EC2 instance is located.
+    description:
+      - AWS region of the node, where the session is started.
+    type: str
     vars:
     - name: ansible_aws_ssm_region
     env:
@@ -78,65 +95,86 @@ options:
     - name: AWS_DEFAULT_REGION
     default: 'us-east-1'
   bucket_name:
-    description: The name of the S3 bucket used for file transfers.
+    description:
+      - S3 bucket for files larger than O(transfer_threshold) bytes. Optional; unset, every file travels through the
+        session itself.
+      - Windows nodes (handed to P(amazon.aws.aws_ssm#connection)) need it for every transfer.
+    type: str
     vars:
     - name: ansible_aws_ssm_bucket_name
   bucket_endpoint_url:
-    description: The S3 endpoint URL of the bucket used for file transfers.
+    description:
+      - S3 endpoint for the bucket's requests, for example an interface VPC endpoint for S3. Unset, the regional
+        endpoint of the bucket's own region.
+    type: str
     vars:
     - name: ansible_aws_ssm_bucket_endpoint_url
   plugin:
     description:
-    - The session-manager-plugin executable, taken as given when set.
-    - When not set, V(/usr/local/bin/session-manager-plugin), else the first C(session-manager-plugin) on E(PATH), as
-      P(amazon.aws.aws_ssm#connection) looks for it (ssm_tunnel and ssm_preflight look the same way).
+      - The session-manager-plugin executable, taken as given when set.
+      - When not set, V(/usr/local/bin/session-manager-plugin), else the first C(session-manager-plugin) on E(PATH), as
+        P(amazon.aws.aws_ssm#connection) looks for it (ssm_tunnel and ssm_preflight look the same way).
+    type: str
     vars:
     - name: ansible_aws_ssm_plugin
     env:
     - name: AWS_SESSION_MANAGER_PLUGIN
   profile:
-    description: Sets AWS profile to use.
+    description:
+      - Named profile of the AWS configuration files whose credentials the SSM and S3 calls use.
+    type: str
     vars:
     - name: ansible_aws_ssm_profile
     env:
     - name: AWS_PROFILE
   reconnection_retries:
-    description: Number of attempts to connect.
-    default: 3
+    description:
+      - How many times P(amazon.aws.aws_ssm#connection) tries to connect again, for Windows nodes. Linux nodes use
+        O(ssm_timeout) and O(command_timeout) instead; a session that fails is started again by the next task.
     type: integer
+    default: 3
     vars:
     - name: ansible_aws_ssm_retries
   ssm_timeout:
-    description: Connection timeout seconds.
-    default: 60
+    description:
+      - Seconds a new session may take to be ready (StartSession, the plugin's connection, the shell), and the default
+        of O(command_timeout).
     type: integer
+    default: 60
     vars:
     - name: ansible_aws_ssm_timeout
   bucket_sse_mode:
-    description: Server-side encryption mode to use for uploads on the S3 bucket used for file transfer.
+    description:
+      - Server-side encryption that uploads to O(bucket_name) ask for. Unset, uploads carry the headers of the
+        bucket's default encryption.
+    type: str
     choices: [ 'AES256', 'aws:kms' ]
     required: false
     vars:
     - name: ansible_aws_ssm_bucket_sse_mode
   bucket_sse_kms_key_id:
-    description: KMS key id to use when encrypting objects using C(bucket_sse_mode=aws:kms). Ignored otherwise.
+    description:
+      - KMS key (ID, ARN or alias) for uploads with O(bucket_sse_mode=aws:kms); ignored with any other mode.
+    type: str
     vars:
     - name: ansible_aws_ssm_bucket_sse_kms_key_id
   ssm_document:
     description:
-    - SSM Session document to use when connecting.
-    - To configure the remote_user (when C(become=False), it is possible to use an SSM Session
-      document and define the C(runAsEnabled) and C(runAsDefaultUser) parameters.  See also
-      U(https://docs.aws.amazon.com/systems-manager/latest/userguide/session-manager-schema.html)
+      - Session document StartSession uses instead of the account's default shell document
+        (C(SSM-SessionManagerRunShell)).
+      - A document of type C(Standard_Stream) can set, for example, C(runAsEnabled) and C(runAsDefaultUser), so the
+        session runs as that Linux user rather than C(ssm-user)
+        (U(https://docs.aws.amazon.com/systems-manager/latest/userguide/session-manager-schema.html)).
+    type: str
     vars:
     - name: ansible_aws_ssm_document
   s3_addressing_style:
     description:
-    - The addressing style to use when using S3 URLs.
-    - When the S3 bucket isn't in the same region as the Instance
-      explicitly setting the addressing style to 'virtual' may be necessary
-      U(https://repost.aws/knowledge-center/s3-http-307-response) as this forces
-      the use of a specific endpoint.
+      - How S3 URLs name the bucket (botocore's C(addressing_style)), for the controller's requests and the presigned
+        URLs the node downloads.
+      - V(virtual) (the bucket in the host name) helps when the bucket is in another region than the node, where the
+        path style is redirected (U(https://repost.aws/knowledge-center/s3-http-307-response)).
+    type: str
     choices: [ 'path', 'virtual', 'auto' ]
     default: 'auto'
     vars:
@@ -250,6 +288,8 @@ EXAMPLES = r"""
 
 import getpass
 import hashlib
+import importlib.util
+import inspect
 import json
 import os
 import select
@@ -269,10 +309,12 @@ from ansible.module_utils.common.text.converters import to_native
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.connection import ConnectionBase
 from ansible.plugins.loader import connection_loader
+from ansible.release import __version__ as ansible_core_version
 from ansible.utils.display import Display
 
 from ansible_collections.bastionless.ssm.plugins.module_utils import _plugin_path
 from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_protocol as protocol
+from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_support as support
 
 display = Display()
 
@@ -313,9 +355,10 @@ class _NotServed(Exception):
 class Connection(ConnectionBase):
     """Session Manager with a persistent per-host session, in-band transfers and pipelining.
 
-    It builds on amazon.aws.aws_ssm's connection: the same options, and that connection itself, made only when a task
-    needs AWS (StartSession, the bucket) or the node runs Windows. A task over a running session imports neither it
-    nor boto3: Ansible runs each task in a new worker process, where that import alone costs about 80 ms of CPU.
+    It takes amazon.aws.aws_ssm's options (same names, variables and defaults) and calls AWS with boto3 itself, only in
+    the tasks that need AWS (StartSession, TerminateSession, the bucket); Windows nodes are handed to aws_ssm. A task
+    over a running session imports neither boto3 nor aws_ssm: Ansible runs each task in a new worker process, where
+    that import alone costs about 80 ms of CPU.
     """
 
     transport = "bastionless.ssm.session"
@@ -329,6 +372,9 @@ class Connection(ConnectionBase):
         super().__init__(play_context, *args, **kwargs)
         self._base_args = (play_context, args, kwargs)
         self._base = None
+        self._base_version = None
+        self._ssm_client = None
+        self._s3_client = None
         self.host = self._play_context.remote_addr
         self._instance_id = None
         self._session_id = None
@@ -341,18 +387,27 @@ class Connection(ConnectionBase):
             self._shell_type = "powershell"
 
     def _aws_ssm(self):
-        """amazon.aws.aws_ssm's connection to the same host, with this connection's options, shell and become."""
+        """amazon.aws.aws_ssm's connection to the same host (Windows nodes), made and configured through the plugin API:
+        this connection's shell as a constructor argument, its options with set_options, its become plugin."""
         if self._base is None:
             play_context, args, kwargs = self._base_args
-            base = connection_loader.get("amazon.aws.aws_ssm", play_context, *args, **kwargs)
+            base = connection_loader.get("amazon.aws.aws_ssm", play_context, *args, **dict(kwargs, shell=self._shell))
             if base is None:
-                raise AnsibleError("bastionless.ssm.session needs the amazon.aws collection (amazon.aws.aws_ssm)")
-            base._shell = self._shell
+                raise AnsibleError(support.amazon_aws_problem(None, found=False))
+            self._base_version = support.collection_version(_collection_dir(type(base)))
+            problem = support.amazon_aws_problem(self._base_version)
+            if problem:
+                raise AnsibleError(problem)
             if self.become is not None:
                 base.set_become_plugin(self.become)
             self._base = base
-        self._base._options = self._options  # the task's options, whenever they were set
-        self._base.instance_id = self.instance_id
+        # the task's options, whenever they were set
+        direct = {name: self.get_option(name) for name in support.AWS_SSM_OPTIONS}
+        direct["instance_id"] = self.instance_id
+        self._base.set_options(direct={name: value for name, value in direct.items() if value is not None})
+        missing = [name for name in support.AWS_SSM_OPTIONS if not self._base.has_option(name)]
+        if missing:
+            raise AnsibleError(support.amazon_aws_problem(self._base_version, missing))
         return self._base
 
     def set_become_plugin(self, plugin) -> None:
@@ -370,17 +425,43 @@ class Connection(ConnectionBase):
     def instance_id(self, instance_id: str) -> None:
         self._instance_id = instance_id
 
+    # --- AWS clients (boto3, imported by the tasks that call AWS) ------------------------------------------
+    def _aws_session(self, region: str):
+        """A boto3 session with this connection's credentials (options, else boto3's own chain) in region."""
+        try:
+            import boto3  # pylint: disable=import-outside-toplevel
+        except ImportError as e:
+            raise AnsibleError("bastionless.ssm.session needs boto3 on the controller to start a session and for "
+                               "bucket transfers: pip install boto3 (see the collection's requirements.txt)") from e
+        args = {"region_name": region}
+        for arg, option in (("aws_access_key_id", "access_key_id"), ("aws_secret_access_key", "secret_access_key"),
+                            ("aws_session_token", "session_token"), ("profile_name", "profile")):
+            if self.get_option(option):
+                args[arg] = self.get_option(option)
+        return boto3.session.Session(**args)
+
     @property
     def ssm_client(self):
-        return self._aws_ssm().ssm_client
+        if self._ssm_client is None:
+            self._ssm_client = self._aws_session(self.get_option("region")).client("ssm")
+        return self._ssm_client
 
     @property
     def s3_client(self):
-        return self._aws_ssm().s3_manager.client
+        """A client for O(bucket_name): in the bucket's own region (HeadBucket names it), through
+        O(bucket_endpoint_url) when that is set, signed with SigV4 as presigned URLs need."""
+        if self._s3_client is None:
+            from botocore.config import Config  # pylint: disable=import-outside-toplevel
 
-    @property
-    def s3_manager(self):
-        return self._aws_ssm().s3_manager
+            config = Config(signature_version="s3v4", s3={"addressing_style": self.get_option("s3_addressing_style")})
+            endpoint = self.get_option("bucket_endpoint_url") or None
+            region = self.get_option("region") or "us-east-1"
+            client = self._aws_session(region).client("s3", endpoint_url=endpoint, config=config)
+            bucket_region = _bucket_region(client, self.get_option("bucket_name")) or region
+            if bucket_region != region:
+                client = self._aws_session(bucket_region).client("s3", endpoint_url=endpoint, config=config)
+            self._s3_client = client
+        return self._s3_client
 
     def verbosity_display(self, level: int, message: str) -> None:
         """As amazon.aws.aws_ssm's: message at verbosity level (1-4), with the host."""
@@ -419,8 +500,7 @@ class Connection(ConnectionBase):
 
     # --- connection ---------------------------------------------------------------------------------------
     def _connect(self):
-        if self.is_windows:
-            self._aws_ssm()._connect()
+        if self.is_windows:  # aws_ssm connects when its first call needs it
             self._connected = True
             return self
         self._play_context.remote_user = getpass.getuser()
@@ -459,6 +539,8 @@ class Connection(ConnectionBase):
                     f"({_plugin_path.INSTALL_URL}) or set ansible_aws_ssm_plugin (or AWS_SESSION_MANAGER_PLUGIN) "
                     "to its path.")
             self.verbosity_display(3, f"ESTABLISH SSM SESSION TO: {self.instance_id} (persistent, {sock})")
+            if self.get_option("resident_python") and not FORKS[0]:
+                self.verbosity_display(3, FORKS[1])
             client = self.ssm_client
             start_args = {"Target": self.instance_id, "Parameters": {}}
             if self.get_option("ssm_document") is not None:
@@ -608,7 +690,9 @@ class Connection(ConnectionBase):
         b_cmd = to_bytes(cmd, errors="surrogate_or_strict")
         if in_data is None:
             return self._execute(b_cmd)
-        interpreter = protocol.pipelined_interpreter(b_cmd) if self.get_option("resident_python") else None
+        interpreter = None
+        if self.get_option("resident_python") and FORKS[0]:
+            interpreter = protocol.pipelined_interpreter(b_cmd)
         return self._execute(b_cmd, [protocol.b64_lines(to_bytes(in_data))], interpreter)
 
     def put_file(self, in_path, out_path):
@@ -664,15 +748,16 @@ class Connection(ConnectionBase):
 
     def _put_through_bucket(self, b_in: bytes, out_path: str) -> None:
         bucket = self.get_option("bucket_name")
-        self.s3_manager  # pylint: disable=pointless-statement
         key = f"{self.instance_id}/{uuid.uuid4().hex}"
+        self.verbosity_display(3, f"PUT {to_text(b_in)} THROUGH s3://{bucket}/{key}")
         digest = hashlib.sha256()
         with open(b_in, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
         try:
             self.s3_client.upload_file(to_native(b_in), bucket, key, ExtraArgs=self._encryption())
-            url = self.s3_manager.get_url("get_object", bucket, key, "GET")
+            url = self.s3_client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
+                                                        ExpiresIn=self._command_timeout() + 60, HttpMethod="GET")
             q_out, q_url = protocol.shlex.quote(out_path), protocol.shlex.quote(url)
             rc, stdout, stderr = self._execute(f"curl -sSf -o {q_out} {q_url} && sha256sum < {q_out}".encode())
         finally:
@@ -688,10 +773,37 @@ class Connection(ConnectionBase):
 
 
 def _botocore_exceptions():
-    """botocore's exceptions, imported when a task calls AWS (the aws_ssm connection has checked boto3 by then)."""
+    """botocore's exceptions, imported when a task calls AWS (_aws_session has checked boto3 by then)."""
     import botocore.exceptions  # pylint: disable=import-outside-toplevel
 
     return botocore.exceptions
+
+
+def _bucket_region(client, bucket: str):
+    """The region S3 says bucket is in (the x-amz-bucket-region header of HeadBucket, also on a redirect or a
+    refusal); None when it does not say."""
+    try:
+        response = client.head_bucket(Bucket=bucket)
+    except _botocore_exceptions().ClientError as e:
+        response = e.response
+    return response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("x-amz-bucket-region")
+
+
+def _collection_dir(plugin_class) -> str:
+    """The collection a plugin class comes from: <collection>/plugins/<type>/<plugin>.py."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(inspect.getfile(plugin_class)))))
+
+
+def _has_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+# Checked once, when the plugin loads: whether the controller's ansible-core is one whose module payloads the resident
+# Python knows how to preload (_session_support.module_forks); otherwise modules run as plain commands.
+FORKS = support.module_forks(ansible_core_version, _has_module(support.CORE_LOADER))  # (on, why not)
 
 
 class _Timeout(Exception):

@@ -28,6 +28,10 @@ a module run then costs the node the module's own work, not a new interpreter im
 90 ms of CPU). The fork is used only when every preloaded file is byte for byte (CRC-32 and size) in this module's
 payload; the preloaded modules are then pointed at this payload, as if it had imported them. Anything else (another
 interpreter, another ansible-core, a wrapper this code does not know) runs as a plain command.
+
+The loader it preloads is a private module of ansible-core; the controller names an interpreter in a request (and so
+asks for a fork) only when its own ansible-core, which builds the payloads, is one _session_support.module_forks
+accepts.
 """
 
 import base64

@@ -141,6 +141,31 @@ def test_binary_and_large_files_and_raw_output_travel_through_the_session_withou
     assert len(_sessions(lab, node, "History")) == 0
 
 
+def test_a_file_above_the_threshold_goes_through_the_bucket_and_leaves_nothing_there(lab):
+    """The connection's own S3 client (the bucket's region from HeadBucket, a presigned GET for the node's curl,
+    the bucket's default encryption on the upload) carries a file larger than transfer_threshold."""
+    node, bucket = lab.nodes[1], "session-large-files"
+    s3 = lab.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+    (lab.work / "over.bin").write_bytes(os.urandom(64 * 1024 + 3))
+    output, recap = play(lab, node, """
+        - name: A file over the threshold
+          ansible.builtin.copy: {src: over.bin, dest: /tmp/over.bin, mode: "0600"}
+        - name: Its checksum on the node
+          ansible.builtin.command: sha256sum /tmp/over.bin
+          register: sums
+        - name: Show
+          ansible.builtin.debug: {msg: "SUM {{ sums.stdout.split() | first }}"}
+        """, "-e", f"ansible_aws_ssm_bucket_name={bucket}", "-e", "ansible_aws_ssm_transfer_threshold=65536", "-vvv")
+    assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, output
+    assert f"SUM {_sha(lab.work / 'over.bin')}" in output
+    assert re.search(rf"PUT \S+over\.bin THROUGH s3://{bucket}/{node}/[0-9a-f]{{32}}", output), output
+    assert "bin THROUGH s3://" not in output.split("Its checksum on the node")[1], "only the large file used S3"
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0, "the object is deleted after the transfer"
+
+
 def test_become_runs_as_root_with_and_without_pipelining(lab):
     node = lab.nodes[0]
     output, recap = play(lab, node, """

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_protocol as protocol
+from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_support as support
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
 BASE = os.path.join(os.path.dirname(yaml.__file__), "..", "ansible_collections", "amazon", "aws", "plugins",
@@ -170,6 +171,22 @@ def test_every_option_of_aws_ssm_is_an_option_of_session():
         assert ours[name].get("default") == spec.get("default"), name
     assert {"persist_idle_timeout", "control_path_dir", "command_timeout", "transfer_threshold", "pipelining"} <= set(ours)
     assert ours["pipelining"]["default"] is True
+    assert set(support.AWS_SSM_OPTIONS) == set(base), "the options handed to aws_ssm for Windows nodes"
+
+
+def test_the_options_are_documented_in_our_words_with_the_plugin_version_only():
+    doc = _doc(os.path.join(ROOT, "plugins", "connection", "session.py"))
+    assert doc["version_added"] == "0.1.0" and "version_added_collection" not in doc
+    base = _doc(BASE)["options"]
+    for name, spec in doc["options"].items():
+        assert "version_added" not in spec, name
+        assert spec.get("type"), name
+        text = " ".join(spec["description"] if isinstance(spec["description"], list) else [spec["description"]])
+        assert "Added in version" not in text and "9.1.0" not in text, name
+        if name in base:
+            theirs = base[name]["description"]
+            for sentence in theirs if isinstance(theirs, list) else [theirs]:
+                assert sentence not in text, (name, sentence)
 
 
 _LOADED = r"""
@@ -182,7 +199,7 @@ pc.remote_addr = "i-0123456789abcdef0"
 linux = connection_loader.get("bastionless.ssm.session", pc)
 linux.set_options(var_options={"ansible_aws_ssm_region": "eu-west-1"})
 out = {"linux_is_windows": linux.is_windows, "instance": linux.instance_id, "region": linux.get_option("region"),
-       "boto3_for_linux": "boto3" in sys.modules}
+       "boto3_for_linux": "boto3" in sys.modules, "forks": list(sys.modules[type(linux).__module__].FORKS)}
 win = connection_loader.get("bastionless.ssm.session", pc, shell=shell_loader.get("powershell"))
 win.set_options(var_options={"ansible_aws_ssm_region": "eu-west-1", "ansible_aws_ssm_instance_id": "mi-0123456789abcdef0"})
 base = win._aws_ssm()
@@ -202,9 +219,91 @@ def test_a_linux_task_loads_no_boto3_and_windows_gets_aws_ssm_with_the_same_opti
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out == {"linux_is_windows": False, "instance": "i-0123456789abcdef0", "region": "eu-west-1",
-                   "boto3_for_linux": False, "windows": True,
+                   "boto3_for_linux": False, "forks": [True, ""], "windows": True,
                    "base": "ansible_collections.amazon.aws.plugins.connection.aws_ssm", "base_is_windows": True,
                    "base_region": "eu-west-1", "base_instance": "mi-0123456789abcdef0", "same_shell": True}
+
+
+_FAKE_AWS_SSM = r'''
+DOCUMENTATION = """
+name: aws_ssm
+short_description: a stand-in for the guard test
+description: [Declares OPTIONS only.]
+author: [bastionless.ssm maintainers (@bastionless)]
+options:
+%s
+"""
+from ansible.plugins.connection import ConnectionBase
+
+
+class Connection(ConnectionBase):
+    transport = "amazon.aws.aws_ssm"
+
+    def _connect(self):
+        return self
+
+    def exec_command(self, cmd, in_data=None, sudoable=True):
+        return 0, b"", b""
+
+    def put_file(self, in_path, out_path):
+        pass
+
+    def fetch_file(self, in_path, out_path):
+        pass
+
+    def close(self):
+        pass
+'''
+
+_WINDOWS = r"""
+import json
+from ansible.errors import AnsibleError
+from ansible.plugins.loader import connection_loader, init_plugin_loader, shell_loader
+from ansible.playbook.play_context import PlayContext
+init_plugin_loader()
+pc = PlayContext()
+pc.remote_addr = "mi-0123456789abcdef0"
+win = connection_loader.get("bastionless.ssm.session", pc, shell=shell_loader.get("powershell"))
+win.set_options(var_options={"ansible_aws_ssm_region": "eu-west-1"})
+try:
+    win.exec_command("Get-Date")
+    print(json.dumps({"error": None}))
+except AnsibleError as e:
+    print(json.dumps({"error": e.message}))
+"""
+
+
+@pytest.mark.parametrize("version, options, error", [
+    ("9.5.0", support.AWS_SSM_OPTIONS, "needs ansible-core 2.19 and amazon.aws 10.x (amazon.aws >=10.0.0,<11.0.0); "
+     "found amazon.aws 9.5.0: install a release in that range"),
+    ("10.0.0", [o for o in support.AWS_SSM_OPTIONS if o not in ("bucket_endpoint_url", "plugin")],
+     "the aws_ssm of amazon.aws 10.0.0 has no option bucket_endpoint_url, plugin:"),
+    ("10.0.0", support.AWS_SSM_OPTIONS, None),
+], ids=["amazon.aws-9", "aws_ssm-without-options", "amazon.aws-10"])
+def test_windows_nodes_need_an_amazon_aws_in_the_range_whose_aws_ssm_has_every_option(tmp_path, version, options,
+                                                                                      error):
+    """A stand-in amazon.aws ahead of the real one on the collections path: its version and its aws_ssm's options
+    decide, through Ansible's real plugin loader and the plugin API, whether a Windows task may run."""
+    fake = tmp_path / "ansible_collections" / "amazon" / "aws"
+    (fake / "plugins" / "connection").mkdir(parents=True)
+    (fake / "MANIFEST.json").write_text(json.dumps({"collection_info": {"namespace": "amazon", "name": "aws",
+                                                                        "version": version}}))
+    (fake / "meta").mkdir()
+    (fake / "meta" / "runtime.yml").write_text('requires_ansible: ">=2.17.0"\n')
+    declared = "".join(f"  {name}:\n    description: [{name}]\n    vars: [{{name: ansible_aws_ssm_{name}}}]\n"
+                       for name in options)
+    (fake / "plugins" / "connection" / "aws_ssm.py").write_text(_FAKE_AWS_SSM % declared)
+    collections = os.path.abspath(os.path.join(protocol.__file__, *[".."] * 6))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=f"{tmp_path}:{collections}")
+    done = subprocess.run([sys.executable, "-c", _WINDOWS], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout.strip().splitlines()[-1])["error"]
+    if error is None:
+        assert found is None
+    else:
+        assert found.startswith("bastionless.ssm.session runs Windows nodes through amazon.aws.aws_ssm")
+        assert error in found
 
 
 def _frame(data: bytes) -> bytes:
