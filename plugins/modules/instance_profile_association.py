@@ -17,29 +17,13 @@ description:
     C(DisassociateIamInstanceProfile) APIs. M(amazon.aws.ec2_instance) changes the profile of the first
     matched instance only; this module handles any number of instances.
   - Instances that are C(terminated) or C(shutting-down) are ignored.
+  - An ID in O(instance_ids) that does not exist fails the module, naming every such ID, before any change is made.
   - The current profile of an instance is read from C(DescribeIamInstanceProfileAssociations)
     (associations that are C(associating) or C(associated)), falling back to the C(IamInstanceProfile)
     that C(DescribeInstances) reports. Profiles are compared by ARN.
 author:
-  - Bastionless SSM contributors (@bastionless)
+  - bastionless.ssm maintainers (@bastionless)
 options:
-  instance_ids:
-    description:
-      - IDs of the instances to manage.
-      - When O(filters) is also set, only the listed instances that also match O(filters) are managed.
-      - An ID that does not exist fails the module, naming every such ID, before any change is made.
-      - At least one of O(instance_ids) and O(filters) is required.
-    type: list
-    elements: str
-  filters:
-    description:
-      - >-
-        A dict of filters to select the instances, in the syntax of the EC2 C(DescribeInstances) API,
-        for example V({"tag:Role": "web"}) or V({"instance-state-name": "running"}).
-      - See U(https://docs.aws.amazon.com/AWSEC2/latest/APIReference/API_DescribeInstances.html) for the
-        possible filters. A filter value may be a string or a list of strings.
-      - At least one of O(instance_ids) and O(filters) is required.
-    type: dict
   instance_profile:
     description:
       - The name or the ARN of the IAM instance profile.
@@ -67,7 +51,7 @@ options:
     default: present
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
+    description: Reports which instances would be associated, replaced or left alone, and changes nothing.
     support: full
   diff_mode:
     description: >-
@@ -81,6 +65,7 @@ notes:
     C(ec2:AssociateIamInstanceProfile), C(ec2:ReplaceIamInstanceProfileAssociation),
     C(ec2:DisassociateIamInstanceProfile), C(iam:GetInstanceProfile) and C(iam:PassRole) on the profile's role.
 extends_documentation_fragment:
+  - bastionless.ssm.ec2_instances
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

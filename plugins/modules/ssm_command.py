@@ -19,6 +19,9 @@ description:
   - Results come from C(ListCommandInvocations) with details, 50 nodes a call; C(GetCommandInvocation) is called
     only for the nodes whose combined output is longer than the 2500 characters the list shows. So 1000 nodes
     with short output cost 20 calls, not 1000.
+  - O(wait) waits until the command has finished on every node and returns each node's result; with
+    O(wait=false) only the RV(command_id) is returned. When O(wait_timeout) passes, the task fails with the
+    results so far and RV(command_id); the command goes on running in Systems Manager.
   - Run Command is not idempotent; a command that is sent reports C(changed). Check mode sends nothing and
     lists the nodes the command would go to.
 author:
@@ -124,17 +127,7 @@ options:
       - The log group for O(cloudwatch_output). AWS's default is C(/aws/ssm/<document_name>).
       - Setting it turns O(cloudwatch_output) on.
     type: str
-  wait:
-    description:
-      - Wait until the command has finished on every node, then return each node's result.
-      - With V(false), return as soon as the command is sent, with its RV(command_id) only.
-    type: bool
-    default: true
   wait_timeout:
-    description:
-      - The most seconds to wait with O(wait). When they pass, the task fails with the results so far; the
-        command goes on running in Systems Manager (its RV(command_id) is returned).
-    type: int
     default: 600
   fail_on_error:
     description:
@@ -161,6 +154,7 @@ notes:
     is cut there (RV(invocations[].stdout_truncated)). Set O(output_s3_bucket) to keep all of it.
   - The commands are sent to AWS and kept in the command's history; put no secrets in them.
 extends_documentation_fragment:
+  - bastionless.ssm.wait
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

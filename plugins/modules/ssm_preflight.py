@@ -12,6 +12,8 @@ short_description: Say why Session Manager nodes are not Online, and how to fix 
 description:
   - For each node given by O(instance_ids) or O(filters), tells whether it is C(Online) in AWS Systems Manager and,
     if not, which prerequisite fails and how to fix it; also checks the controller's side of a session.
+  - Terminated and shutting-down instances are checked when O(instance_ids) lists them (finding
+    C(INSTANCE_NOT_RUNNING)) and left out when only O(filters) selected them.
   - B(Agent) - the node never registered, or its connection was lost since a time (C(DescribeInstanceInformation));
     the instance is not running or does not exist.
   - B(IAM) - no instance profile; a profile that is gone or has no role; a role without
@@ -59,13 +61,6 @@ options:
         O(filters) are checked, plus the listed C(mi-) nodes.
     type: list
     elements: str
-  filters:
-    description:
-      - >-
-        EC2 instances to check, as C(DescribeInstances) filters, for example V({"tag:Env": "dev"}) or
-        V({"instance-state-name": "running"}). A value may be a string or a list.
-      - Terminated and shutting-down instances that only a filter selected are left out.
-    type: dict
   transfer_bucket:
     description:
       - The S3 bucket that the M(amazon.aws.aws_ssm) connection moves module files through
@@ -73,13 +68,6 @@ options:
       - When set, the module checks that it exists (C(TRANSFER_BUCKET_NOT_FOUND)) and that every node has a network
         path to S3 in the bucket's region (C(NO_S3_PATH)).
     type: str
-  plugin:
-    description:
-      - Path of C(session-manager-plugin) on the machine the module runs on (the controller).
-      - When not set, looked up as M(amazon.aws.aws_ssm) does, in this order - the environment variable
-        C(AWS_SESSION_MANAGER_PLUGIN), C(/usr/local/bin/session-manager-plugin), then C(session-manager-plugin) on
-        C(PATH).
-    type: path
   check_caller:
     description:
       - Whether to simulate the caller's C(ssm:StartSession) on each node and on O(document) with
@@ -130,6 +118,8 @@ notes:
   - A node can stay C(Online) for a while after its role loses a permission (the agent keeps its credentials until
     they expire); the module reports the finding at once.
 extends_documentation_fragment:
+  - bastionless.ssm.ec2_instances
+  - bastionless.ssm.session_manager_plugin
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

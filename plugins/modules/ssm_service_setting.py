@@ -18,7 +18,7 @@ description:
     that trusts C(ssm.amazonaws.com) and has the C(AmazonSSMManagedEC2InstanceDefaultPolicy) policy.
   - Service settings are per account and region.
 author:
-  - Bastionless SSM contributors (@bastionless)
+  - bastionless.ssm maintainers (@bastionless)
 options:
   setting_id:
     description:
@@ -45,7 +45,7 @@ options:
 attributes:
   check_mode:
     description:
-      - Can run in check_mode and return changed status prediction without modifying target.
+      - Reports whether the setting would be changed or reset, and changes nothing.
       - With O(state=absent), the predicted RV(setting.setting_value) is null, because AWS's default value is
         known only once the setting is reset.
     support: full

@@ -14,6 +14,7 @@ description:
     or of an owner. The client side of each session (the C(session-manager-plugin), a shell, a tunnel, an
     C(amazon.aws.aws_ssm) connection) is disconnected, and the agent on the node stops what the session ran.
   - A session that has already ended is left alone, so the module is idempotent.
+  - O(wait) waits until the sessions have left the active list, and returns them as the history shows them.
   - To list sessions without changing anything, use M(bastionless.ssm.ssm_session_info).
 author:
   - bastionless.ssm maintainers (@bastionless)
@@ -40,15 +41,7 @@ options:
       - End every active session of this owner, the ARN that M(bastionless.ssm.ssm_session_info) shows in
         RV(bastionless.ssm.ssm_session_info#module:sessions[].owner) (with O(target), only those to that node).
     type: str
-  wait:
-    description:
-      - Wait until the sessions have left the active list, and return them as the history shows them.
-    type: bool
-    default: true
   wait_timeout:
-    description:
-      - The most seconds to wait with O(wait); the task fails when they pass.
-    type: int
     default: 60
 attributes:
   check_mode:
@@ -61,6 +54,7 @@ notes:
   - Needs C(ssm:DescribeSessions) and C(ssm:TerminateSession). IAM policies often let operators end only their
     own sessions (a C(ssm:resourceTag/aws:ssmmessages:session-id) condition on C(${aws:userid})).
 extends_documentation_fragment:
+  - bastionless.ssm.wait
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

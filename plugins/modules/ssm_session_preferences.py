@@ -23,7 +23,7 @@ description:
   - The document is never deleted, as AWS creates it again from the console's Session Manager preferences;
     O(state=absent) puts AWS's defaults back instead.
 author:
-  - Bastionless SSM contributors (@bastionless)
+  - bastionless.ssm maintainers (@bastionless)
 options:
   name:
     description:
@@ -135,7 +135,7 @@ options:
 attributes:
   check_mode:
     description:
-      - Can run in check_mode and return changed status prediction without modifying target.
+      - Reports whether the document would be created or updated, and changes nothing.
       - The returned RV(document) is then a prediction; its version numbers assume a new version is created.
     support: full
   diff_mode:

@@ -68,12 +68,6 @@ options:
       - The reason recorded with the session (C(StartSession Reason)); M(bastionless.ssm.ssm_session_info) shows
         it in the session history.
     type: str
-  plugin:
-    description:
-      - The C(session-manager-plugin) executable. By default C(/usr/local/bin/session-manager-plugin), else
-        the one on C(PATH), as M(amazon.aws.aws_ssm) looks for it.
-      - The lab sets E(AWS_SESSION_MANAGER_PLUGIN) to its stand-in.
-    type: path
   wait_timeout:
     description:
       - The most seconds to wait for the local port to accept connections. The tunnel is closed and the task
@@ -117,6 +111,7 @@ notes:
   - The plugin's output and the supervisor's events (why a tunnel closed) are in RV(tunnel.log).
   - On the controller, needs a POSIX system (Linux or macOS).
 extends_documentation_fragment:
+  - bastionless.ssm.session_manager_plugin
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3

@@ -15,8 +15,10 @@ description:
     C(deleted), C(deleting), C(failed), C(rejected) or C(expired) are ignored.
   - An existing endpoint is reconciled with a single C(ModifyVpcEndpoint) call that carries only what differs
     (subnets, security groups, route tables, private DNS, policy); tags are reconciled separately.
+  - O(wait) waits, with O(state=present), until the endpoint is C(available) (an endpoint that waits for the service
+    owner's acceptance, C(pendingAcceptance), is an error) and, with O(state=absent), until it is gone.
 author:
-  - Bastionless SSM contributors (@bastionless)
+  - bastionless.ssm maintainers (@bastionless)
 options:
   vpc_id:
     description:
@@ -95,24 +97,16 @@ options:
     type: str
     default: present
     choices: [present, absent]
-  wait:
-    description:
-      - With O(state=present), wait until the endpoint is C(available); an endpoint that waits for the service
-        owner's acceptance (C(pendingAcceptance)) is an error.
-      - With O(state=absent), wait until the endpoint is gone.
-    type: bool
-    default: true
   wait_timeout:
-    description:
-      - How many seconds O(wait) waits at most.
-    type: int
     default: 320
 attributes:
   check_mode:
-    description: Can run in check_mode and return changed status prediction without modifying target.
+    description: Reports whether the endpoint would be created, changed or deleted, and changes nothing.
     support: full
   diff_mode:
-    description: Will return details on what has changed (or possibly needs changing in check_mode), when in diff mode.
+    description:
+      - Returns the endpoint's service, type, subnets, security groups, route tables, private DNS and state before and
+        after (in check mode, the after is a prediction). Policy and tags are not in the diff.
     support: full
 notes:
   - This module exists because M(amazon.aws.ec2_vpc_endpoint) cannot set C(PrivateDnsEnabled), never reconciles
@@ -122,6 +116,7 @@ notes:
   - When more than one live endpoint matches, the oldest is managed and a warning names the others.
   - In check mode the returned RV(vpc_endpoint) is a prediction; a new endpoint has no C(vpc_endpoint_id) yet.
 extends_documentation_fragment:
+  - bastionless.ssm.wait
   - amazon.aws.common.modules
   - amazon.aws.region.modules
   - amazon.aws.boto3
