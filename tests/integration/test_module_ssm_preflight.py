@@ -18,7 +18,7 @@ import subprocess
 import urllib.request
 
 import pytest
-from ansible_cli import ROOT, run, save_task, saving_environ
+from ansible_cli import ROOT, call_module_cases, run, save_task, saving_environ
 from botocore.exceptions import ClientError
 from ssm_lab.testing import running_lab, wait_until
 
@@ -417,19 +417,21 @@ def test_a_nat_gateway_that_is_not_available(online_lab, tmp_path):
 def test_the_transfer_bucket_missing(online_lab, tmp_path):
     lab = online_lab
     node = ec2_ids(lab)[0]
-    result = preflight(lab, tmp_path, {"instance_ids": [node], "transfer_bucket": "no-such-transfer"})
+    # Four calls in one run: the finding; fail_on_findings fails on it; the simulation's warning alone fails only
+    # with fail_on_warnings.
+    missing = {"instance_ids": [node], "transfer_bucket": "no-such-transfer"}
+    result, failed, passed, warned = call_module_cases(lab, tmp_path, MODULE, [
+        missing, {**missing, "fail_on_findings": True}, {"instance_ids": [node], "fail_on_findings": True},
+        {"instance_ids": [node], "fail_on_findings": True, "fail_on_warnings": True}]).results
+    assert [r.get("failed", False) for r in (result, failed, passed, warned)] == [False, True, False, True]
+    assert not any(r.get("changed") for r in (result, failed, passed, warned))  # the module only reads
     [missing] = [f for f in result["controller"]["findings"] if f["code"] == "TRANSFER_BUCKET_NOT_FOUND"]
     assert "HeadBucket" in missing["message"] and "s3_bucket" in missing["fix"]
     assert result["controller"]["transfer_bucket"]["exists"] is False
     # fail_on_findings fails, with the findings still returned
-    failed = preflight(lab, tmp_path, {"instance_ids": [node], "transfer_bucket": "no-such-transfer",
-                                       "fail_on_findings": True}, fails=True)
     assert "Preflight found 1 finding(s) (errors)" in failed["msg"]
     assert failed["summary"]["errors"] == 1 and failed["controller"]["findings"]
     # warnings (the simulation) fail only with fail_on_warnings
-    preflight(lab, tmp_path, {"instance_ids": [node], "fail_on_findings": True})
-    warned = preflight(lab, tmp_path, {"instance_ids": [node], "fail_on_findings": True, "fail_on_warnings": True},
-                       fails=True)
     assert "(errors and warnings)" in warned["msg"]
 
 
@@ -484,14 +486,28 @@ def test_access_denied_for_the_caller_by_tag_and_document(online_lab, tmp_path):
         {"Effect": "Allow", "Action": "ssm:StartSession", "Resource": "arn:aws:ssm:*:*:document/SSM-SessionManagerRunShell"},
         {"Effect": "Allow", "Action": "iam:SimulatePrincipalPolicy", "Resource": "arn:aws:iam::*:user/${aws:username}"},
     ]
-    iam.create_user(UserName="dev-operator")
-    iam.put_user_policy(UserName="dev-operator", PolicyName="dev-sessions",
-                        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
-    key = iam.create_access_key(UserName="dev-operator")["AccessKey"]
-    operator = {"access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"],
-                "instance_ids": [dev, prod]}
 
-    result = preflight(lab, tmp_path, operator)
+    def operator(name: str, policies: dict) -> dict:
+        """An IAM user with ``policies`` (inline, by name) and the preflight arguments that run as that user."""
+        iam.create_user(UserName=name)
+        for policy, document in policies.items():
+            iam.put_user_policy(UserName=name, PolicyName=policy,
+                                PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": document}))
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        return {"access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"], "instance_ids": [dev, prod]}
+
+    never_prod = [{"Effect": "Deny", "Action": "ssm:StartSession", "Resource": "*",
+                   "Condition": {"StringEquals": {"aws:ResourceTag/Env": "prod"}}}]
+    # Four callers, one run: allowed on dev nodes only; the same with an explicit Deny of prod; without the
+    # document statement; and one that may not simulate at all.
+    dev_operator = operator("dev-operator", {"dev-sessions": statements})
+    result, explicit, no_document, no_simulation = call_module_cases(lab, tmp_path, MODULE, [
+        dev_operator,
+        operator("deny-operator", {"dev-sessions": statements, "never-prod": never_prod}),
+        operator("document-operator", {"dev-sessions": [statements[0], statements[2]]}),
+        operator("blind-operator", {})]).results
+    assert not any(r.get("failed") or r.get("changed") for r in (result, explicit, no_document, no_simulation))
+
     simulation = result["controller"]["simulation"]
     assert simulation["status"] == "simulated"
     assert simulation["principal_arn"] == "arn:aws:iam::123456789012:user/dev-operator"
@@ -506,48 +522,40 @@ def test_access_denied_for_the_caller_by_tag_and_document(online_lab, tmp_path):
     assert result["controller"]["findings"] == []
 
     # An explicit Deny is named.
-    iam.put_user_policy(UserName="dev-operator", PolicyName="never-prod", PolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "ssm:StartSession", "Resource": "*",
-                                                "Condition": {"StringEquals": {"aws:ResourceTag/Env": "prod"}}}]}))
-    denied = finding(node_of(preflight(lab, tmp_path, operator), prod), "CALLER_ACCESS_DENIED")
+    denied = finding(node_of(explicit, prod), "CALLER_ACCESS_DENIED")
     assert "explicitDeny by never-prod" in denied["message"] and "remove the Deny in never-prod" in denied["fix"]
 
-    # The fix for this node: it is a dev node after all.
-    ec2.create_tags(Resources=[prod], Tags=[{"Key": "Env", "Value": "dev"}])
-    result = preflight(lab, tmp_path, operator)
-    assert [n["start_session"] for n in result["nodes"]] == ["allowed", "allowed"]
-    assert [codes(n) for n in result["nodes"]] == [[], []]
-
     # Without the document statement, every session is refused: on the controller.
-    statements.pop(1)
-    iam.put_user_policy(UserName="dev-operator", PolicyName="dev-sessions",
-                        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": statements}))
-    result = preflight(lab, tmp_path, operator)
-    assert [f["code"] for f in result["controller"]["findings"]] == ["CALLER_DOCUMENT_DENIED"]
-    assert result["controller"]["simulation"]["document"]["decision"] == "implicitDeny"
+    assert [f["code"] for f in no_document["controller"]["findings"]] == ["CALLER_DOCUMENT_DENIED"]
+    assert no_document["controller"]["simulation"]["document"]["decision"] == "implicitDeny"
 
     # A caller that may not simulate: said plainly, and nothing else fails.
-    iam.delete_user_policy(UserName="dev-operator", PolicyName="dev-sessions")
-    result = preflight(lab, tmp_path, operator)
-    simulation = result["controller"]["simulation"]
+    simulation = no_simulation["controller"]["simulation"]
     assert simulation["status"] == "not_simulated"
     assert simulation["reason"].startswith("the caller may not iam:SimulatePrincipalPolicy")
-    [unavailable] = result["controller"]["findings"]
+    [unavailable] = no_simulation["controller"]["findings"]
     assert unavailable["code"] == "SIMULATION_UNAVAILABLE" and "Could not simulate" in unavailable["message"]
-    assert [n["start_session"] for n in result["nodes"]] == [None, None]
+    assert [n["start_session"] for n in no_simulation["nodes"]] == [None, None]
+
+    # The fix for the first caller's finding: the node is a dev node after all.
+    ec2.create_tags(Resources=[prod], Tags=[{"Key": "Env", "Value": "dev"}])
+    result = preflight(lab, tmp_path, dev_operator)
+    assert [n["start_session"] for n in result["nodes"]] == ["allowed", "allowed"]
+    assert [codes(n) for n in result["nodes"]] == [[], []]
     ec2.delete_tags(Resources=[dev, prod], Tags=[{"Key": "Env"}])
 
 
 def test_unknown_and_malformed_ids(online_lab, tmp_path):
     lab = online_lab
     unknown = "i-0123456789abcdef0"
-    result = preflight(lab, tmp_path, {"instance_ids": [unknown, "mi-0123456789abcdef0"], "check_caller": False})
+    result, bad, nothing = call_module_cases(lab, tmp_path, MODULE, [
+        {"instance_ids": [unknown, "mi-0123456789abcdef0"], "check_caller": False},
+        {"instance_ids": ["web-1", ec2_ids(lab)[0]]}, {"filters": {"tag:Env": "nowhere"}}]).results
+    assert [r.get("failed", False) for r in (result, bad, nothing)] == [False, True, False]
     assert codes(node_of(result, unknown)) == ["INSTANCE_NOT_FOUND"]
     assert node_of(result, unknown)["state"] == "not-found"
     assert codes(node_of(result, "mi-0123456789abcdef0")) == ["AGENT_NOT_REGISTERED"]
-    bad = preflight(lab, tmp_path, {"instance_ids": ["web-1", ec2_ids(lab)[0]]}, fails=True)
     assert bad["msg"].startswith("instance_ids: web-1 is not an EC2 instance id")
-    nothing = preflight(lab, tmp_path, {"filters": {"tag:Env": "nowhere"}})
     assert nothing["nodes"] == [] and any("No instance matched" in w for w in nothing["warnings"])
 
 
