@@ -2,6 +2,7 @@
 breaking the path takes them offline and a rerun brings them back, and bad input fails cleanly."""
 
 import pytest
+from ansible_cli import run_cases
 from roles_helpers import ping_status, provision, wait_for
 from ssm_lab.testing import running_lab
 
@@ -139,41 +140,34 @@ def lab(tmp_path_factory):
 class TestBadInput:
     """Each bad input: one clear error naming the input, and nothing made (no group, no endpoint, no role)."""
 
-    def _fails(self, lab, *expected, **extra):
-        output, recap = provision(lab, check=False, with_instance_role=False, **extra)
-        assert recap.get("failed") == 1, output
-        for text in expected:
-            assert text in " ".join(output.split()), output
-        assert _endpoint_group(lab) is None and not _endpoints(lab, live=False)
-        return output
-
-    def test_a_vpc_that_does_not_exist(self, lab):
-        self._fails(lab, "vpc_endpoints_vpc_id: there is no VPC vpc-0123456789abcdef0 in us-east-1",
-                    vpc_id="vpc-0123456789abcdef0")
-
-    def test_a_subnet_that_does_not_exist(self, lab):
-        subnet = lab.network["private"][0]["subnet"]
-        self._fails(lab, "vpc_endpoints_subnet_ids: subnet-0123456789abcdef0 does not exist in us-east-1",
-                    subnet_ids=[subnet, "subnet-0123456789abcdef0"])
-
-    def test_a_subnet_of_another_vpc(self, lab):
+    def test_each_bad_input_fails_alone_and_nothing_is_made(self, lab, tmp_path):
         ec2 = lab.client("ec2")
+        first = lab.network["private"][0]["subnet"]
         other = ec2.create_vpc(CidrBlock="10.99.0.0/16")["Vpc"]["VpcId"]
-        foreign = ec2.create_subnet(VpcId=other, CidrBlock="10.99.1.0/24", AvailabilityZone="us-east-1c")
-        foreign = foreign["Subnet"]["SubnetId"]
-        self._fails(lab, f"vpc_endpoints_subnet_ids: {foreign} belongs to another VPC than {lab.network['vpc']}",
-                    subnet_ids=[lab.network["private"][0]["subnet"], foreign])
-
-    def test_two_subnets_in_one_zone(self, lab):
-        ec2 = lab.client("ec2")
+        foreign = ec2.create_subnet(VpcId=other, CidrBlock="10.99.1.0/24",
+                                    AvailabilityZone="us-east-1c")["Subnet"]["SubnetId"]
         twin = ec2.create_subnet(VpcId=lab.network["vpc"], CidrBlock="10.42.9.0/24",
                                  AvailabilityZone="us-east-1a")["Subnet"]["SubnetId"]
-        first = lab.network["private"][0]["subnet"]
-        self._fails(lab, f"{first} and {twin} are all in us-east-1a",
-                    "at most one subnet per Availability Zone", subnet_ids=[first, twin])
-
-    def test_an_unknown_mode(self, lab):
-        self._fails(lab, "vpc_endpoints_mode", "nat, endpoints, both", vpc_endpoints_mode="transit")
+        # All the cases in one run, each a host of its own, with the lab's VPC and subnets unless it names others.
+        bad_input = {
+            "no-such-vpc": ({"vpc_endpoints_vpc_id": "vpc-0123456789abcdef0"},
+                            ["vpc_endpoints_vpc_id: there is no VPC vpc-0123456789abcdef0 in us-east-1"]),
+            "no-such-subnet": ({"vpc_endpoints_subnet_ids": [first, "subnet-0123456789abcdef0"]},
+                               ["vpc_endpoints_subnet_ids: subnet-0123456789abcdef0 does not exist in us-east-1"]),
+            "foreign-subnet": ({"vpc_endpoints_subnet_ids": [first, foreign]},
+                               [f"vpc_endpoints_subnet_ids: {foreign} belongs to another VPC than {lab.network['vpc']}"]),
+            "one-zone": ({"vpc_endpoints_subnet_ids": [first, twin]},
+                         [f"{first} and {twin} are all in us-east-1a", "at most one subnet per Availability Zone"]),
+            "unknown-mode": ({"vpc_endpoints_mode": "transit"}, ["vpc_endpoints_mode", "nat, endpoints, both"]),
+        }
+        cases = run_cases(lab, tmp_path, "bastionless.ssm.vpc_endpoints",
+                          {name: extra for name, (extra, _expected) in bad_input.items()},
+                          role_vars={"vpc_endpoints_vpc_id": lab.network["vpc"],
+                                     "vpc_endpoints_subnet_ids": [p["subnet"] for p in lab.network["private"]]})
+        for name, (_extra, expected) in bad_input.items():
+            failure = cases.only_failure(name)
+            assert all(text in failure for text in expected), (name, failure)
+        assert _endpoint_group(lab) is None and not _endpoints(lab, live=False)
 
     def test_a_region_with_no_price_is_a_warning(self, lab):
         region = "eu-south-2"
