@@ -1,7 +1,7 @@
-"""playbooks/site.yml against a lab of 3 offline nodes (no instance profile, no route out), with the collection as
+"""playbooks/site.yml against a lab of 2 offline nodes (no instance profile, no route out), with the collection as
 installed: check mode, the real run, idempotence, no SSH, transcripts, Run As, ad-hoc commands.
 
-Both connections run in every play: the first node keeps the lab inventory's amazon.aws.aws_ssm, the other two are
+Both connections run in every play: the first node keeps the lab inventory's amazon.aws.aws_ssm, the other is
 reached over bastionless.ssm.session (ansible_cli.run adds the connection, see CONNECTION_ENV)."""
 
 import json
@@ -20,7 +20,7 @@ SITE = "playbooks/site.yml"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    with running_lab(tmp_path_factory.mktemp("site"), "--nodes", "3") as lab:
+    with running_lab(tmp_path_factory.mktemp("site"), "--nodes", "2") as lab:
         iam = lab.client("iam")
         iam.create_user(UserName="alice")  # the operator the lab inventory maps to the OS user alice
         lab.alice = iam.create_access_key(UserName="alice")["AccessKey"]
@@ -45,7 +45,7 @@ def _buckets(lab):
 
 def test_nodes_start_unreachable(lab):
     status = json.loads(lab.cli("status", "--json").stdout)["nodes"]
-    assert len(status) == 3 and all(n["ping_status"] == "NotRegistered" for n in status)
+    assert len(status) == 2 and all(n["ping_status"] == "NotRegistered" for n in status)
     assert all({"NO_INSTANCE_PROFILE", "NO_ROUTE_TO_INTERNET"} <= {p["code"] for p in n["problems"]} for n in status)
 
 
@@ -65,7 +65,7 @@ def test_check_mode_on_a_fresh_lab_predicts_and_changes_nothing(lab):
     assert {r: c for r, c in regions.items() if r != "us-east-1"} == {
         r: {action: 2 * n for action, n in c.items()} for r, c in inventory.items() if r != "us-east-1"}, regions
     assert recap["localhost"]["changed"] >= 5 and recap["localhost"]["failed"] == 0, output
-    assert "check mode: 3 of 3 nodes are not Online yet" in output
+    assert "check mode: 2 of 2 nodes are not Online yet" in output
     assert _buckets(lab) == set()
     assert lab.client("iam").list_instance_profiles()["InstanceProfiles"] == []
     assert lab.client("ec2").describe_vpc_endpoints()["VpcEndpoints"] == []
@@ -81,21 +81,21 @@ def test_site_takes_offline_nodes_to_configured(lab):
     for node in nodes:
         assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, output
         assert recap[node]["changed"] >= 3, output
-    assert output.count("serves: Served over Session Manager from the lab") == 3
+    assert output.count("serves: Served over Session Manager from the lab") == 2
     assert {"bastionless-lab-transfer", "bastionless-lab-sessions"} <= _buckets(lab)
     assert all(n["ping_status"] == "Online" for n in json.loads(lab.cli("status", "--json").stdout)["nodes"])
 
 
 def test_second_run_changes_nothing_on_any_host(lab):
     output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, SITE)
-    assert len(recap) == 4 and all(r["changed"] == 0 and r["failed"] == 0 for r in recap.values()), output
+    assert len(recap) == 3 and all(r["changed"] == 0 and r["failed"] == 0 for r in recap.values()), output
 
 
 def test_no_ssh_anywhere(lab):
     # Each node has its own PID namespace: ps sees the node's processes only. Nothing listens on port 22.
     output, _recap = run(lab, "ansible", "-i", INVENTORY, "all", "-m", "ansible.builtin.shell",
                          "-a", "ps -eo comm | grep -c '^sshd' || true")
-    assert output.count("\n0") == 3, output
+    assert output.count("\n0") == 2, output
     with socket.socket() as probe:
         probe.settimeout(2)
         assert probe.connect_ex(("127.0.0.1", 22)) != 0

@@ -597,6 +597,22 @@ def _patch_bucket_policies() -> None:
     FakeBucket.get_permission = get_permission
 
 
+def _patch_account_lookup() -> None:
+    """moto finds the account of a request's access key in every partition's IAM backend, creating each one it has
+    not yet made, and each loads all ~1,500 AWS managed policies (about a CPU-second per lab). A key exists only in
+    a backend that was made: look in those alone. The answer is the same; the lab starts faster."""
+    import moto.iam.models as iam_models
+
+    def get_account_id_from(access_key: str) -> str:
+        for account_id, account in list(iam_models.iam_backends.items()):
+            for partition in list(dict.keys(account)):
+                if access_key in account[partition].access_keys:
+                    return account_id
+        return iam_models.DEFAULT_ACCOUNT_ID
+
+    iam_models.get_account_id_from = get_account_id_from
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ssm-lab-controlplane")
     parser.add_argument("--host", default="127.0.0.1")
@@ -607,6 +623,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
+    _patch_account_lookup()
     _patch_bucket_policies()
     _patch_describe_instances()
     registry = Registry()
