@@ -32,8 +32,8 @@ import sys
 
 DOCUMENT = "AWS-StartSSHSession"
 PLUGIN = "session-manager-plugin"
-PLUGIN_DEFAULT_PATHS = ("/usr/local/bin/session-manager-plugin",
-                        "/usr/local/sessionmanagerplugin/bin/session-manager-plugin")
+PLUGIN_DEFAULT_PATH = "/usr/local/bin/session-manager-plugin"
+PLUGIN_ENV = "AWS_SESSION_MANAGER_PLUGIN"
 
 
 def parse(argv):
@@ -55,12 +55,22 @@ def fail(message):
     return 255
 
 
-def find_plugin(explicit):
-    for candidate in (explicit, os.environ.get("AWS_SESSION_MANAGER_PLUGIN", ""), shutil.which(PLUGIN) or "",
-                      *PLUGIN_DEFAULT_PATHS):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
+def _executable(path):
+    return os.path.isfile(path) and os.access(path, os.X_OK)
+
+
+def find_plugin(explicit, environ=None):
+    """(the plugin's path or None, where it was looked for), in the collection's one order (the session
+    connection's, ssm_tunnel's and ssm_preflight's, module_utils/_plugin_path.py; this file runs alone under ssh, so
+    it cannot import it): --plugin, else AWS_SESSION_MANAGER_PLUGIN, either taken as given; else /usr/local/bin's,
+    else the first on PATH."""
+    environ = os.environ if environ is None else environ
+    given, source = (explicit, "--plugin") if explicit else (environ.get(PLUGIN_ENV), PLUGIN_ENV)
+    if given:
+        return (given if _executable(given) else None), "%s: %s" % (source, given)
+    search = environ.get("PATH", os.defpath)
+    found = PLUGIN_DEFAULT_PATH if _executable(PLUGIN_DEFAULT_PATH) else shutil.which(PLUGIN, path=search)
+    return found, "%s, then %s on PATH (%s)" % (PLUGIN_DEFAULT_PATH, PLUGIN, search)
 
 
 def read_public_key(path):
@@ -88,10 +98,11 @@ def main(argv=None):
         import botocore.exceptions
     except ImportError:
         return fail("boto3 is not installed for %s: run the proxy with the Python that has it" % sys.executable)
-    plugin = find_plugin(args.plugin)
+    plugin, looked = find_plugin(args.plugin)
     if plugin is None:
-        return fail("session-manager-plugin not found: install it (https://docs.aws.amazon.com/systems-manager/"
-                    "latest/userguide/session-manager-working-with-install-plugin.html), or give --plugin")
+        return fail("session-manager-plugin not found (looked at %s): install it (https://docs.aws.amazon.com/"
+                    "systems-manager/latest/userguide/session-manager-working-with-install-plugin.html), or give "
+                    "--plugin the path of an executable one" % looked)
     try:
         session = boto3.session.Session(profile_name=args.profile or None, region_name=args.region or None)
         region = session.region_name

@@ -50,3 +50,46 @@ def test_then_usr_local_bin_then_path(plugin, tmp_path, monkeypatch):
     monkeypatch.setattr(_plugin_path, "DEFAULT_PATH", str(tmp_path / "nowhere"))
     assert _plugin_path.find(None, {"PATH": str(elsewhere)})[0] == str(elsewhere / "session-manager-plugin")
     assert _plugin_path.find(None, {"PATH": str(tmp_path / "empty")})[0] is None
+
+
+# ssh_over_ssm's ProxyCommand script runs alone under ssh (it cannot import module_utils): its own lookup must find
+# the same plugin in every case above.
+def _proxy():
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "roles", "ssh_over_ssm", "files",
+                        "ssm_ssh_proxy.py")
+    spec = importlib.util.spec_from_file_location("ssm_ssh_proxy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("case", ["configured", "configured-not-executable", "environment",
+                                  "environment-not-executable", "default", "path", "nowhere"])
+def test_the_ssh_proxy_looks_in_the_same_order(plugin, tmp_path, monkeypatch, case):
+    proxy = _proxy()
+    default = tmp_path / "usr-local-bin" / "session-manager-plugin"
+    monkeypatch.setattr(_plugin_path, "DEFAULT_PATH", str(default))
+    monkeypatch.setattr(proxy, "PLUGIN_DEFAULT_PATH", str(default))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "session-manager-plugin").write_text("#!/bin/sh\n")
+    (elsewhere / "session-manager-plugin").chmod(0o755)
+    configured, environ = None, {"PATH": str(elsewhere)}
+    if case.startswith("configured"):
+        configured = str(plugin if case == "configured" else tmp_path / "missing")
+        environ["AWS_SESSION_MANAGER_PLUGIN"] = str(elsewhere / "session-manager-plugin")
+    elif case.startswith("environment"):
+        environ["AWS_SESSION_MANAGER_PLUGIN"] = str(plugin if case == "environment" else tmp_path / "missing")
+    elif case == "default":
+        default.parent.mkdir()
+        default.write_text("#!/bin/sh\n")
+        default.chmod(0o755)
+    elif case == "nowhere":
+        environ["PATH"] = str(tmp_path / "empty")
+    expected = {"configured": str(plugin), "environment": str(plugin), "default": str(default),
+                "path": str(elsewhere / "session-manager-plugin")}.get(case)
+    assert _plugin_path.find(configured, environ)[0] == expected
+    assert proxy.find_plugin(configured, environ)[0] == expected
