@@ -18,7 +18,9 @@ def test_every_filter_has_its_documentation_beside_it():
                      "operator_access_principals", "run_as_users_problems", "run_as_users_plan",
                      "run_as_users_node_problems", "run_as_users_node_plan", "run_as_users_verify_problems",
                      "vpc_endpoints_cost_estimate", "vpc_endpoints_cost_lines", "preflight_offline_lines",
-                     "vpc_endpoints_nat_paths"}
+                     "vpc_endpoints_nat_paths", "kms_key_form", "transfer_bucket_problems",
+                     "transfer_bucket_controller_policy", "transfer_bucket_changes", "transfer_bucket_verify_problems",
+                     "session_logging_problems", "session_logging_key_policy"}
     for path in FILTER_DOCS:
         docs = yaml.safe_load(open(path, encoding="utf-8"))
         assert docs["DOCUMENTATION"]["name"] == os.path.basename(path)[:-4]
@@ -78,6 +80,29 @@ def test_the_examples_run_and_print_what_they_say(tmp_path):
         "  nat       $   32.85  1 NAT gateway(s) x $0.045/h x 730 h + 0 GB x $0.045",
         "  endpoints $   21.90  3 interface endpoints x 1 AZ(s) x $0.01/h x 730 h + 0 GB x $0.01; s3 gateway endpoint "
         "free"]
+
+    assert printed["The form of each way to name a key"] == ["key_arn", "alias_arn", "key_id", "alias", ""]
+    transfer = printed["What is wrong with the transfer bucket's inputs"]
+    assert [p.split(";")[0] for p in transfer] == [
+        "transfer_bucket_name: Team_Transfer is not a bucket name S3 accepts",
+        "transfer_bucket_expiration_days: 0 is not a whole number of days of at least 1"]
+    assert transfer[0].endswith("(for example team-transfer).")
+    controller = printed["The controller's policy for a bucket encrypted with a KMS key"]["Statement"]
+    assert [s["Sid"] for s in controller] == ["FindTheTransferBucket", "MoveModuleFilesThroughTheBucket",
+                                              "EncryptAndDecryptThroughS3"]
+    assert controller[2]["Condition"] == {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}
+    assert printed["A bucket with public access open and no policy"] == ["block public access",
+                                                                         "the TLS-only bucket policy"]
+    assert printed["A bucket that is gone"] == ["it does not exist"]
+
+    assert [p.split(" (")[0].split(";")[0] for p in printed["What is wrong with the session logging inputs"]] == [
+        "session_logging_bucket: Audit_Logs is not a bucket name AWS accepts",
+        "session_logging_idle_timeout: 90 is out of range"]
+    key_policy = printed["The session key's policy for one instance role"]["Statement"]
+    assert [s["Sid"] for s in key_policy] == ["AccountAdministers", "CloudWatchLogsEncryptsTheSessionLogGroup",
+                                              "InstancesEncryptWhatTheyUpload"]
+    assert key_policy[1]["Condition"]["ArnEquals"] == {
+        "kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:us-east-1:123456789012:log-group:/bastionless/ssm/sessions"}
 
 
 def test_the_region_lookup_examples(tmp_path):
