@@ -109,7 +109,8 @@ def nat_paths(subnets: dict, route_tables: list, nat_gateways: list, order=None)
 
 
 DEFAULTS = {"region": "", "vpc_id": "", "subnet_ids": []}
-DNS_SUPPORT, DNS_HOSTNAMES = "enableDnsSupport", "enableDnsHostnames"
+DNS_SUPPORT = "enableDnsSupport"
+DNS_HOSTNAMES = "enableDnsHostnames"
 
 
 def _one(items, single: str, plural: str) -> str:

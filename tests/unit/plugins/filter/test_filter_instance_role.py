@@ -25,9 +25,9 @@ def instance(instance_id, tokens="required", profile=None):
 
 
 def role(service="ec2.amazonaws.com", policies=(CORE,), profiles=("bastionless-ssm-instance",)):
-    return {"assume_role_policy_document": {"Statement": [
-                {"Effect": "Deny", "Principal": {"Service": "ec2.amazonaws.com"}},
-                {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]},
+    trust = {"Statement": [{"Effect": "Deny", "Principal": {"Service": "ec2.amazonaws.com"}},
+                           {"Effect": "Allow", "Principal": {"Service": service}, "Action": "sts:AssumeRole"}]}
+    return {"assume_role_policy_document": trust,
             "managed_policies": [{"policy_arn": arn} for arn in policies],
             "instance_profiles": [{"instance_profile_name": name} for name in profiles]}
 

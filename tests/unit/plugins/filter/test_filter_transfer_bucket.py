@@ -24,14 +24,16 @@ SSE_KMS = {"arn": ARN, "encryption": "aws:kms", "kms_key_arn": KEY, "expiration_
 
 
 def bucket(algorithm="AES256", key=None, bucket_key=None, block=True, ownership="BucketOwnerEnforced",
-           versioning=None, policy=TLS, tags=None, days=1, rule="bastionless-ssm-transfer-expiry") -> dict:
-    """A bucket as amazon.aws.s3_bucket_info returns it."""
+           versioning=None, policy="tls", tags=None, days=1, rule="bastionless-ssm-transfer-expiry") -> dict:
+    """A bucket as amazon.aws.s3_bucket_info returns it (policy "tls": the role's own)."""
+    policy = TLS if policy == "tls" else policy
     default = {"SSEAlgorithm": algorithm, **({"KMSMasterKeyID": key} if key else {})}
+    encryption = {"ApplyServerSideEncryptionByDefault": default}
+    if bucket_key is not None:
+        encryption["BucketKeyEnabled"] = bucket_key
     return {
         "name": "team-transfer",
-        "bucket_encryption": {"ServerSideEncryptionConfiguration": {"Rules": [
-            {"ApplyServerSideEncryptionByDefault": default, **({"BucketKeyEnabled": bucket_key}
-                                                                if bucket_key is not None else {})}]}},
+        "bucket_encryption": {"ServerSideEncryptionConfiguration": {"Rules": [encryption]}},
         "public_access_block": {"PublicAccessBlockConfiguration": {
             "BlockPublicAcls": block, "IgnorePublicAcls": True, "BlockPublicPolicy": True,
             "RestrictPublicBuckets": True}},
@@ -138,7 +140,7 @@ def test_the_tls_policy_is_recognised_by_meaning(policy, ours):
 def test_a_bucket_as_wanted_needs_no_change():
     assert tb.changes(bucket(), SSE_S3) == []
     assert tb.changes(bucket(tags={"team": "ops", "other": "kept"}), SSE_S3, tags={"team": "ops"}) == []
-    assert tb.changes(bucket("aws:kms", key=KEY.split("/")[-1], bucket_key=True), SSE_KMS) == []
+    assert tb.changes(bucket("aws:kms", key=KEY.rsplit("/", maxsplit=1)[-1], bucket_key=True), SSE_KMS) == []
 
 
 def test_every_change_named():

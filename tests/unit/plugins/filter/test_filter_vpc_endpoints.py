@@ -226,8 +226,8 @@ def test_security_group_rules():
 
 # --- after apply ----------------------------------------------------------------------------------------------------
 
-GROUP = {"group_id": "sg-1", "ip_permissions": [{"ip_protocol": "udp", "from_port": 53, "to_port": 53},
-                                                 {"ip_protocol": "tcp", "from_port": 0, "to_port": 65535}]}
+GROUP = {"group_id": "sg-1", "ip_permissions": [
+    {"ip_protocol": "udp", "from_port": 53, "to_port": 53}, {"ip_protocol": "tcp", "from_port": 0, "to_port": 65535}]}
 VPC = {"enable_dns_support": True, "enable_dns_hostnames": True}
 
 
@@ -236,7 +236,9 @@ def endpoint(service, dns=True, subnets=("subnet-a", "subnet-b"), groups=("sg-1"
             "subnet_ids": list(subnets), "groups": [{"group_id": g} for g in groups]}
 
 
-def verify(endpoints, group=GROUP, vpc=VPC, services=("ssm", "ssmmessages", "ssm")):
+def verify(endpoints, group=None, vpc=None, services=("ssm", "ssmmessages", "ssm")):
+    """The checks of the endpoints given, with GROUP and VPC unless told otherwise."""
+    group, vpc = GROUP if group is None else group, VPC if vpc is None else vpc
     return ve.verify_problems(endpoints, list(services), ["subnet-b", "subnet-a"], security_group=group, vpc=vpc,
                               region="us-east-1", vpc_id="vpc-1", security_group_name="bastionless-ssm-endpoints")
 
