@@ -125,6 +125,15 @@ def target_problems(instances, ids=(), filters=None, region: str = "", mode: str
     return found
 
 
+def would_attach(instances, replace: bool = False) -> list:
+    """The target instances the profile would be attached to: those without a profile, then with ``replace``, those
+    with another one (``instances`` as amazon.aws.ec2_instance_info returns them)."""
+    bare = [instance["instance_id"] for instance in instances or ()
+            if not (instance.get("iam_instance_profile") or {}).get("arn")]
+    others = [instance["instance_id"] for instance in instances or () if instance["instance_id"] not in bare]
+    return bare + (others if replace else [])
+
+
 def _trusted(role: dict) -> list:
     services = []
     for statement in (role.get("assume_role_policy_document") or {}).get("Statement") or ():
@@ -174,5 +183,6 @@ class FilterModule:
             "instance_role_problems": problems,
             "instance_role_logging_statements": logging_statements,
             "instance_role_target_problems": target_problems,
+            "instance_role_would_attach": would_attach,
             "instance_role_verify_problems": verify_problems,
         }

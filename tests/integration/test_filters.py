@@ -22,7 +22,7 @@ def test_every_filter_has_its_documentation_beside_it():
                      "transfer_bucket_controller_policy", "transfer_bucket_changes", "transfer_bucket_verify_problems",
                      "session_logging_problems", "session_logging_key_policy",
                      "instance_role_problems", "instance_role_logging_statements", "instance_role_target_problems",
-                     "instance_role_verify_problems", "vpc_endpoints_problems", "vpc_endpoints_subnet_problems",
+                     "instance_role_verify_problems", "instance_role_would_attach", "vpc_endpoints_problems", "vpc_endpoints_subnet_problems",
                      "vpc_endpoints_nat_lines", "vpc_endpoints_nat_message", "vpc_endpoints_dns_off",
                      "vpc_endpoints_dns_message", "vpc_endpoints_security_group_rules", "vpc_endpoints_verify_problems"}
     for path in FILTER_DOCS:
@@ -117,6 +117,7 @@ def test_the_examples_run_and_print_what_they_say(tmp_path):
     [imdsv1] = printed["Default Host Management and an instance with IMDSv1 still allowed"]
     assert imdsv1.startswith("Default Host Management only manages instances that require IMDSv2, and "
                              "i-0123456789abcdef0 does not (HttpTokens is optional).")
+    assert printed["One instance without a profile, one with someone else's"] == ["i-0123456789abcdef0"]
     assert printed["A role that lost its policy"] == [
         "The role ssm-instance is not as it should be: it lacks arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore."]
 

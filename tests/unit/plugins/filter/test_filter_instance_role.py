@@ -134,6 +134,13 @@ def test_dhmc_needs_imdsv2():
                         "enabled.")
 
 
+def test_would_attach():
+    instances = [instance(B, profile="/other"), instance(A), instance("i-00000000", profile="/x")]
+    assert ir.would_attach(instances) == [A]
+    assert ir.would_attach(instances, replace=True) == [A, B, "i-00000000"]
+    assert ir.would_attach([]) == []
+
+
 # --- after apply --------------------------------------------------------------------------------------------------
 
 ASKED = {"role_name": "bastionless-ssm-instance", "policies": [CORE], "profile": "bastionless-ssm-instance"}
