@@ -3,11 +3,16 @@
 # Copyright: Contributors to the bastionless.ssm collection
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""The vpc_endpoints role's computations: each subnet's path to a NAT gateway, and what each way to Session Manager
-(a NAT gateway, interface endpoints, both) costs a month in a region, with the lines the role prints. Each filter's documentation is in the .yml file of
-its name beside this one."""
+"""The vpc_endpoints role's computations: its inputs and subnets checked, each subnet's path to a NAT gateway and
+what the role says of it, the VPC's DNS attributes, the endpoints' security group rules, what each way to Session
+Manager (a NAT gateway, interface endpoints, both) costs a month in a region with the lines the role prints, and
+what is still not as asked after the apply phase. The role's tasks only render what these return. Each filter's
+documentation is in the .yml file of its name beside this one."""
 
 from __future__ import annotations
+
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._names import VPC_ID
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._role_inputs import role_inputs
 
 HOURS_PER_MONTH = 730
 
@@ -103,9 +108,162 @@ def nat_paths(subnets: dict, route_tables: list, nat_gateways: list, order=None)
     return paths
 
 
+DEFAULTS = {"region": "", "vpc_id": "", "subnet_ids": []}
+DNS_SUPPORT = "enableDnsSupport"
+DNS_HOSTNAMES = "enableDnsHostnames"
+
+
+def _one(items, single: str, plural: str) -> str:
+    return single if len(items) == 1 else plural
+
+
+def problems(inputs: dict) -> list:
+    """Every problem of the role's inputs that needs no AWS call, one sentence each naming the variable and the fix.
+    ``inputs``: the role's ``region`` (already resolved), ``vpc_id`` and ``subnet_ids``."""
+    given = role_inputs(inputs, DEFAULTS, "vpc_endpoints_problems")
+    vpc_id, subnets = given["vpc_id"], list(given["subnet_ids"] or ())
+    found = []
+    if not given["region"]:
+        found.append("vpc_endpoints_region: no region given and none in AWS_REGION, AWS_DEFAULT_REGION or the AWS "
+                     "profile configuration; set vpc_endpoints_region (or bastionless_region in the inventory).")
+    if not (isinstance(vpc_id, str) and VPC_ID.match(vpc_id)):
+        found.append(f"vpc_endpoints_vpc_id: '{vpc_id}' is not a VPC id; set it to the id of the instances' VPC "
+                     "(vpc-...).")
+    if not subnets:
+        found.append("vpc_endpoints_subnet_ids: empty; list the private subnets of the instances, one per "
+                     "Availability Zone.")
+    elif len(set(subnets)) != len(subnets):
+        found.append("vpc_endpoints_subnet_ids: lists a subnet twice; list each subnet once.")
+    return found
+
+
+def subnet_problems(found_subnets: list, subnet_ids=(), vpc_id: str = "", region: str = "") -> list:
+    """What is wrong with the subnets given, as read: those that do not exist, those of another VPC, and zones
+    with more than one of them (an interface endpoint takes one subnet per Availability Zone). ``found_subnets``: as
+    amazon.aws.ec2_vpc_subnet_info returns them."""
+    found = {subnet["subnet_id"]: subnet for subnet in found_subnets or ()}
+    problems_found = []
+    missing = [subnet for subnet in subnet_ids or () if subnet not in found]
+    if missing:
+        problems_found.append(
+            f"vpc_endpoints_subnet_ids: {', '.join(missing)} {_one(missing, 'does', 'do')} not exist in {region}; list "
+            f"subnets of {vpc_id} (aws ec2 describe-subnets --filters Name=vpc-id,Values={vpc_id}).")
+    foreign = [subnet for subnet in subnet_ids or () if subnet in found and found[subnet].get("vpc_id") != vpc_id]
+    if foreign:
+        problems_found.append(f"vpc_endpoints_subnet_ids: {', '.join(foreign)} {_one(foreign, 'belongs', 'belong')} "
+                              f"to another VPC than {vpc_id}; list only subnets of that VPC.")
+    zones = {}
+    for subnet in subnet_ids or ():
+        if subnet in found:
+            zones.setdefault(found[subnet].get("availability_zone"), []).append(subnet)
+    for zone, subnets in sorted(zones.items()):
+        if len(subnets) > 1:
+            problems_found.append(f"vpc_endpoints_subnet_ids: {' and '.join(subnets)} are all in {zone}; an interface "
+                                  "endpoint takes at most one subnet per Availability Zone. Keep one subnet of each "
+                                  "zone.")
+    return problems_found
+
+
+def nat_lines(paths: dict) -> list:
+    """One line per subnet saying where its 0.0.0.0/0 route goes (``paths``: what vpc_endpoints_nat_paths returns)."""
+    lines = []
+    for subnet, path in paths.items():
+        if path["nat_gateway_id"]:
+            state = " (available)" if path["ok"] else f", which is {path['nat_gateway_state']}"
+            said = f"routes 0.0.0.0/0 to {path['nat_gateway_id']}{state}"
+        else:
+            said = f"no 0.0.0.0/0 route to a NAT gateway in {path['route_table_id']}"
+        lines.append(f"{subnet} ({path['availability_zone']}): {said}.")
+    return lines
+
+
+def nat_message(paths: dict, mode: str = "endpoints") -> str:
+    """What the role says when a subnet has no route to an available NAT gateway: in nat mode why it fails, in both
+    mode what still works; empty in endpoints mode or when every subnet has its path."""
+    broken = {subnet: path for subnet, path in paths.items() if not path["ok"]}
+    if not broken or mode not in ("nat", "both"):
+        return ""
+    if mode == "both":
+        return (f"vpc_endpoints_mode is both, but {', '.join(broken)} {_one(broken, 'has', 'have')} no route to an "
+                "available NAT gateway: Session Manager will work through the endpoints, but package installs and "
+                "other internet traffic will not.")
+    clauses = [f"{subnet} routes 0.0.0.0/0 to {path['nat_gateway_id']}, which is {path['nat_gateway_state']}"
+               if path["nat_gateway_id"] else
+               f"{subnet} has no 0.0.0.0/0 route to a NAT gateway in {path['route_table_id']}"
+               for subnet, path in broken.items()]
+    return (f"vpc_endpoints_mode is nat, but {'; '.join(clauses)}. Add the route (aws ec2 create-route "
+            "--destination-cidr-block 0.0.0.0/0 --nat-gateway-id ...) or set vpc_endpoints_mode to endpoints.")
+
+
+def dns_off(vpc: dict, mode: str = "endpoints") -> list:
+    """The VPC's DNS attributes that are off and that the mode needs: DNS support always, DNS hostnames for the
+    interface endpoints' private DNS (not in nat mode). ``vpc``: as amazon.aws.ec2_vpc_net_info returns it."""
+    off = [] if vpc.get("enable_dns_support") else [DNS_SUPPORT]
+    if not vpc.get("enable_dns_hostnames") and mode != "nat":
+        off.append(DNS_HOSTNAMES)
+    return off
+
+
+def dns_message(off: list, vpc_id: str = "", mode: str = "endpoints") -> str:
+    """Why the role stops when the VPC's DNS attributes ``off`` (what vpc_endpoints_dns_off returns) are off and it may
+    not turn them on, and how to turn them on; empty when none is off."""
+    if not off:
+        return ""
+    why = ("the private DNS of interface endpoints needs enableDnsSupport and enableDnsHostnames" if mode != "nat"
+           else "instances need enableDnsSupport to resolve the SSM endpoints")
+    it = _one(off, "it", "them")
+    flag = "support" if DNS_SUPPORT in off else "hostnames"
+    return (f"{vpc_id} has {' and '.join(off)} off; {why}. Set vpc_endpoints_fix_vpc_dns to true to let the role turn "
+            f"{it} on, or turn {it} on yourself (aws ec2 modify-vpc-attribute --vpc-id {vpc_id} --enable-dns-{flag}).")
+
+
+def security_group_rules(group_ids, cidrs=()) -> list:
+    """The endpoints' security group rules: HTTPS from each of ``group_ids`` when given, else from ``cidrs`` (the
+    VPC's, by default)."""
+    if group_ids:
+        return [{"proto": "tcp", "ports": [443], "group_id": group,
+                 "rule_desc": f"HTTPS from {group} to the Session Manager endpoints"} for group in group_ids]
+    return [{"proto": "tcp", "ports": [443], "cidr_ip": list(cidrs or ()),
+             "rule_desc": "HTTPS from the VPC to the Session Manager endpoints"}]
+
+
+def verify_problems(endpoints: list, services=(), subnet_ids=(), security_group=None, vpc=None, region: str = "",
+                    vpc_id: str = "", security_group_name: str = "") -> list:
+    """What is still not as asked after the apply phase, one sentence each: the security group (missing, or not
+    admitting TCP 443), each interface endpoint of ``services`` (missing or not available, private DNS off, other
+    subnets than ``subnet_ids``, without the group), and the VPC's DNS attributes. ``endpoints``: the VPC's available
+    endpoints, ``security_group`` and ``vpc`` as the amazon.aws info modules return them."""
+    group = security_group or {}
+    found = []
+    https = [rule for rule in group.get("ip_permissions") or () if rule.get("ip_protocol") == "tcp"
+             and rule.get("from_port", 65536) <= 443 <= rule.get("to_port", -1)]
+    if not https:
+        found.append(f"The security group {security_group_name} of {vpc_id} "
+                     f"{'does not admit TCP 443' if group else 'does not exist'}.")
+    group_id = group.get("group_id", "")
+    by_service = {endpoint.get("service_name"): endpoint for endpoint in endpoints or ()}
+    for service in dict.fromkeys(services or ()):
+        endpoint = by_service.get(f"com.amazonaws.{region}.{service}") or {}
+        subnets = endpoint.get("subnet_ids") or []
+        clause = ("missing or not available" if not endpoint
+                  else "private DNS is off" if not endpoint.get("private_dns_enabled")
+                  else f"its subnets are {', '.join(subnets)}" if sorted(subnets) != sorted(subnet_ids or ())
+                  else f"its security groups lack {group_id}"  # a missing group is said above
+                  if group_id and group_id not in [g.get("group_id") for g in endpoint.get("groups") or ()] else "")
+        if clause:
+            found.append(f"The {service} endpoint of {vpc_id} is not as it should be: {clause}.")
+    if not ((vpc or {}).get("enable_dns_support") and (vpc or {}).get("enable_dns_hostnames")):
+        found.append(f"{vpc_id} still has DNS support or DNS hostnames off.")
+    return found
+
+
 class FilterModule:
     """The vpc_endpoints filters."""
 
     def filters(self):
         return {"vpc_endpoints_cost_estimate": cost_estimate, "vpc_endpoints_cost_lines": cost_lines,
-                "vpc_endpoints_nat_paths": nat_paths}
+                "vpc_endpoints_nat_paths": nat_paths, "vpc_endpoints_problems": problems,
+                "vpc_endpoints_subnet_problems": subnet_problems, "vpc_endpoints_nat_lines": nat_lines,
+                "vpc_endpoints_nat_message": nat_message, "vpc_endpoints_dns_off": dns_off,
+                "vpc_endpoints_dns_message": dns_message, "vpc_endpoints_security_group_rules": security_group_rules,
+                "vpc_endpoints_verify_problems": verify_problems}

@@ -18,7 +18,13 @@ def test_every_filter_has_its_documentation_beside_it():
                      "operator_access_principals", "run_as_users_problems", "run_as_users_plan",
                      "run_as_users_node_problems", "run_as_users_node_plan", "run_as_users_verify_problems",
                      "vpc_endpoints_cost_estimate", "vpc_endpoints_cost_lines", "preflight_offline_lines",
-                     "vpc_endpoints_nat_paths"}
+                     "vpc_endpoints_nat_paths", "kms_key_form", "transfer_bucket_problems",
+                     "transfer_bucket_controller_policy", "transfer_bucket_changes", "transfer_bucket_verify_problems",
+                     "session_logging_problems", "session_logging_key_policy",
+                     "instance_role_problems", "instance_role_logging_statements", "instance_role_target_problems",
+                     "instance_role_verify_problems", "instance_role_would_attach", "vpc_endpoints_problems", "vpc_endpoints_subnet_problems",
+                     "vpc_endpoints_nat_lines", "vpc_endpoints_nat_message", "vpc_endpoints_dns_off",
+                     "vpc_endpoints_dns_message", "vpc_endpoints_security_group_rules", "vpc_endpoints_verify_problems"}
     for path in FILTER_DOCS:
         docs = yaml.safe_load(open(path, encoding="utf-8"))
         assert docs["DOCUMENTATION"]["name"] == os.path.basename(path)[:-4]
@@ -78,6 +84,62 @@ def test_the_examples_run_and_print_what_they_say(tmp_path):
         "  nat       $   32.85  1 NAT gateway(s) x $0.045/h x 730 h + 0 GB x $0.045",
         "  endpoints $   21.90  3 interface endpoints x 1 AZ(s) x $0.01/h x 730 h + 0 GB x $0.01; s3 gateway endpoint "
         "free"]
+
+    assert printed["The form of each way to name a key"] == ["key_arn", "alias_arn", "key_id", "alias", ""]
+    transfer = printed["What is wrong with the transfer bucket's inputs"]
+    assert [p.split(";")[0] for p in transfer] == [
+        "transfer_bucket_name: Team_Transfer is not a bucket name S3 accepts",
+        "transfer_bucket_expiration_days: 0 is not a whole number of days of at least 1"]
+    assert transfer[0].endswith("(for example team-transfer).")
+    controller = printed["The controller's policy for a bucket encrypted with a KMS key"]["Statement"]
+    assert [s["Sid"] for s in controller] == ["FindTheTransferBucket", "MoveModuleFilesThroughTheBucket",
+                                              "EncryptAndDecryptThroughS3"]
+    assert controller[2]["Condition"] == {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}
+    assert printed["A bucket with public access open and no policy"] == ["block public access",
+                                                                         "the TLS-only bucket policy"]
+    assert printed["A bucket that is gone"] == ["it does not exist"]
+
+    assert [p.split(" (")[0].split(";")[0] for p in printed["What is wrong with the session logging inputs"]] == [
+        "session_logging_bucket: Audit_Logs is not a bucket name AWS accepts",
+        "session_logging_idle_timeout: 90 is out of range"]
+    key_policy = printed["The session key's policy for one instance role"]["Statement"]
+    assert [s["Sid"] for s in key_policy] == ["AccountAdministers", "CloudWatchLogsEncryptsTheSessionLogGroup",
+                                              "InstancesEncryptWhatTheyUpload"]
+    assert key_policy[1]["Condition"]["ArnEquals"] == {
+        "kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:us-east-1:123456789012:log-group:/bastionless/ssm/sessions"}
+
+    assert printed["What is wrong with the instance role's inputs"] == [
+        "instance_role_path: ssm must start and end with / (for example /ssm/).",
+        "instance_role_instance_ids: web-1 are not EC2 instance ids (i-...)."]
+    assert [(s["Sid"], s["Resource"]) for s in printed["Transcripts to a bucket prefix, nothing else"]] == [
+        ("SessionTranscriptsToS3", ["arn:aws:s3:::audit-logs/sessions/*"]),
+        ("SessionBucketEncryption", ["arn:aws:s3:::audit-logs"])]
+    [imdsv1] = printed["Default Host Management and an instance with IMDSv1 still allowed"]
+    assert imdsv1.startswith("Default Host Management only manages instances that require IMDSv2, and "
+                             "i-0123456789abcdef0 does not (HttpTokens is optional).")
+    assert printed["One instance without a profile, one with someone else's"] == ["i-0123456789abcdef0"]
+    assert printed["A role that lost its policy"] == [
+        "The role ssm-instance is not as it should be: it lacks arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore."]
+
+    assert printed["What is wrong with the VPC endpoints' inputs"] == [
+        "vpc_endpoints_vpc_id: 'my-vpc' is not a VPC id; set it to the id of the instances' VPC (vpc-...).",
+        "vpc_endpoints_subnet_ids: lists a subnet twice; list each subnet once."]
+    [zone] = printed["Two subnets in one zone"]
+    assert zone.startswith("vpc_endpoints_subnet_ids: subnet-a and subnet-b are all in us-east-1a;")
+    assert printed["Print the NAT paths"] == ["subnet-a (us-east-1a): routes 0.0.0.0/0 to nat-1 (available).",
+                                              "subnet-b (us-east-1b): no 0.0.0.0/0 route to a NAT gateway in rtb-main."]
+    assert printed["nat mode and a NAT gateway that is not available yet"].startswith(
+        "vpc_endpoints_mode is nat, but subnet-a routes 0.0.0.0/0 to nat-1, which is pending. Add the route")
+    assert printed["A VPC without DNS hostnames"] == ["enableDnsHostnames"]
+    assert printed["Why DNS hostnames must be on"].startswith("vpc-1 has enableDnsHostnames off; the private DNS")
+    assert printed["Why DNS hostnames must be on"].endswith("(aws ec2 modify-vpc-attribute --vpc-id vpc-1 "
+                                                            "--enable-dns-hostnames).")
+    assert printed["HTTPS from the VPC's CIDR block"] == [{
+        "proto": "tcp", "ports": [443], "cidr_ip": ["10.0.0.0/16"],
+        "rule_desc": "HTTPS from the VPC to the Session Manager endpoints"}]
+    assert printed["An ssm endpoint with private DNS off and no ssmmessages endpoint"] == [
+        "The ssm endpoint of vpc-1 is not as it should be: private DNS is off.",
+        "The ssmmessages endpoint of vpc-1 is not as it should be: missing or not available."]
 
 
 def test_the_region_lookup_examples(tmp_path):

@@ -3,9 +3,12 @@
 # Copyright: Contributors to the bastionless.ssm collection
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""The vpc_endpoints cost filters: how many NAT gateways and endpoints are counted, the arithmetic, the lines."""
+"""The vpc_endpoints filters: the cost (how many NAT gateways and endpoints are counted, the arithmetic, the lines),
+the NAT paths and what the role says of them, the input and subnet checks, the DNS attributes, the security group's
+rules and the check after apply. The role runs them against the lab in tests/integration/test_role_vpc_endpoints.py."""
 
 import pytest
+from ansible.errors import AnsibleFilterError
 
 from ansible_collections.bastionless.ssm.plugins.filter import vpc_endpoints as ve
 
@@ -99,3 +102,163 @@ def test_each_subnet_by_its_own_table_else_the_main_one():
 def test_no_table_at_all():
     assert ve.nat_paths({"subnet-x": "z"}, [], []) == {"subnet-x": {
         "availability_zone": "z", "route_table_id": "", "nat_gateway_id": "", "nat_gateway_state": "", "ok": False}}
+
+
+# --- inputs and subnets ---------------------------------------------------------------------------------------------
+
+GOOD = {"region": "us-east-1", "vpc_id": "vpc-0123456789abcdef0", "subnet_ids": ["subnet-a", "subnet-b"]}
+
+
+def test_good_inputs_have_no_problem():
+    assert ve.problems(GOOD) == []
+
+
+def test_every_input_problem():
+    assert ve.problems({"region": "", "vpc_id": "", "subnet_ids": []}) == [
+        "vpc_endpoints_region: no region given and none in AWS_REGION, AWS_DEFAULT_REGION or the AWS profile "
+        "configuration; set vpc_endpoints_region (or bastionless_region in the inventory).",
+        "vpc_endpoints_vpc_id: '' is not a VPC id; set it to the id of the instances' VPC (vpc-...).",
+        "vpc_endpoints_subnet_ids: empty; list the private subnets of the instances, one per Availability Zone.",
+    ]
+    assert ve.problems({**GOOD, "vpc_id": "VPC-1", "subnet_ids": ["subnet-a", "subnet-a"]}) == [
+        "vpc_endpoints_vpc_id: 'VPC-1' is not a VPC id; set it to the id of the instances' VPC (vpc-...).",
+        "vpc_endpoints_subnet_ids: lists a subnet twice; list each subnet once.",
+    ]
+    with pytest.raises(AnsibleFilterError, match="vpc_endpoints_problems: subnets is not an input it knows"):
+        ve.problems({**GOOD, "subnets": []})
+
+
+def subnet(subnet_id, zone, vpc="vpc-1"):
+    return {"subnet_id": subnet_id, "availability_zone": zone, "vpc_id": vpc}
+
+
+def test_subnets_that_are_fine():
+    assert ve.subnet_problems([subnet("subnet-a", "z1"), subnet("subnet-b", "z2")], ["subnet-a", "subnet-b"],
+                              vpc_id="vpc-1", region="us-east-1") == []
+
+
+def test_every_subnet_problem():
+    found = [subnet("subnet-b", "z1"), subnet("subnet-a", "z1"), subnet("subnet-c", "z2", "vpc-2"),
+             subnet("subnet-d", "z2", "vpc-2"), subnet("subnet-e", "z3"), subnet("subnet-f", "z3")]
+    assert ve.subnet_problems(found, ["subnet-x", "subnet-a", "subnet-b", "subnet-c", "subnet-f", "subnet-e"],
+                              vpc_id="vpc-1", region="us-east-1") == [
+        "vpc_endpoints_subnet_ids: subnet-x does not exist in us-east-1; list subnets of vpc-1 (aws ec2 describe-subnets "
+        "--filters Name=vpc-id,Values=vpc-1).",
+        "vpc_endpoints_subnet_ids: subnet-c belongs to another VPC than vpc-1; list only subnets of that VPC.",
+        "vpc_endpoints_subnet_ids: subnet-a and subnet-b are all in z1; an interface endpoint takes at most one subnet "
+        "per Availability Zone. Keep one subnet of each zone.",
+        "vpc_endpoints_subnet_ids: subnet-f and subnet-e are all in z3; an interface endpoint takes at most one subnet "
+        "per Availability Zone. Keep one subnet of each zone.",
+    ]
+    [two] = ve.subnet_problems([subnet("subnet-c", "z1", "vpc-2"), subnet("subnet-d", "z2", "vpc-2")],
+                               ["subnet-c", "subnet-d", "subnet-x", "subnet-y"], vpc_id="vpc-1", region="r")[1:]
+    assert two.startswith("vpc_endpoints_subnet_ids: subnet-c, subnet-d belong to another VPC than vpc-1")
+    assert ve.subnet_problems([], ["subnet-x", "subnet-y"], vpc_id="vpc-1", region="r")[0].startswith(
+        "vpc_endpoints_subnet_ids: subnet-x, subnet-y do not exist in r;")
+
+
+# --- what the role says of the NAT paths ----------------------------------------------------------------------------
+
+PATHS = ve.nat_paths({"subnet-a": "us-east-1a", "subnet-b": "us-east-1b", "subnet-c": "us-east-1c"}, TABLES, NATS)
+
+
+def test_the_nat_lines():
+    assert ve.nat_lines(PATHS) == [
+        "subnet-a (us-east-1a): routes 0.0.0.0/0 to nat-1 (available).",
+        "subnet-b (us-east-1b): routes 0.0.0.0/0 to nat-2, which is pending.",
+        "subnet-c (us-east-1c): no 0.0.0.0/0 route to a NAT gateway in rtb-main.",
+    ]
+
+
+def test_the_nat_message_of_each_mode():
+    assert ve.nat_message(PATHS, "nat") == (
+        "vpc_endpoints_mode is nat, but subnet-b routes 0.0.0.0/0 to nat-2, which is pending; subnet-c has no "
+        "0.0.0.0/0 route to a NAT gateway in rtb-main. Add the route (aws ec2 create-route --destination-cidr-block "
+        "0.0.0.0/0 --nat-gateway-id ...) or set vpc_endpoints_mode to endpoints.")
+    assert ve.nat_message(PATHS, "both") == (
+        "vpc_endpoints_mode is both, but subnet-b, subnet-c have no route to an available NAT gateway: Session Manager "
+        "will work through the endpoints, but package installs and other internet traffic will not.")
+    assert "but subnet-c has no route" in ve.nat_message({"subnet-c": PATHS["subnet-c"]}, "both")
+    assert ve.nat_message(PATHS, "endpoints") == ""
+    assert ve.nat_message({"subnet-a": PATHS["subnet-a"]}, "nat") == ""
+
+
+# --- DNS ------------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("support, hostnames, mode, off", [
+    (True, True, "endpoints", []),
+    (True, False, "nat", []),
+    (True, False, "both", ["enableDnsHostnames"]),
+    (False, True, "nat", ["enableDnsSupport"]),
+    (False, False, "endpoints", ["enableDnsSupport", "enableDnsHostnames"]),
+])
+def test_dns_attributes_off(support, hostnames, mode, off):
+    assert ve.dns_off({"enable_dns_support": support, "enable_dns_hostnames": hostnames}, mode) == off
+
+
+def test_the_dns_message():
+    assert ve.dns_message([], "vpc-1") == ""
+    assert ve.dns_message(["enableDnsSupport", "enableDnsHostnames"], "vpc-1") == (
+        "vpc-1 has enableDnsSupport and enableDnsHostnames off; the private DNS of interface endpoints needs "
+        "enableDnsSupport and enableDnsHostnames. Set vpc_endpoints_fix_vpc_dns to true to let the role turn them on, "
+        "or turn them on yourself (aws ec2 modify-vpc-attribute --vpc-id vpc-1 --enable-dns-support).")
+    assert ve.dns_message(["enableDnsSupport"], "vpc-1", "nat") == (
+        "vpc-1 has enableDnsSupport off; instances need enableDnsSupport to resolve the SSM endpoints. Set "
+        "vpc_endpoints_fix_vpc_dns to true to let the role turn it on, or turn it on yourself (aws ec2 "
+        "modify-vpc-attribute --vpc-id vpc-1 --enable-dns-support).")
+    assert ve.dns_message(["enableDnsHostnames"], "vpc-1").endswith("--enable-dns-hostnames).")
+
+
+# --- the security group's rules -------------------------------------------------------------------------------------
+
+
+def test_security_group_rules():
+    assert ve.security_group_rules([], ["10.0.0.0/16", "10.1.0.0/16"]) == [
+        {"proto": "tcp", "ports": [443], "cidr_ip": ["10.0.0.0/16", "10.1.0.0/16"],
+         "rule_desc": "HTTPS from the VPC to the Session Manager endpoints"}]
+    assert ve.security_group_rules(["sg-1", "sg-2"], ["10.0.0.0/16"]) == [
+        {"proto": "tcp", "ports": [443], "group_id": "sg-1", "rule_desc": "HTTPS from sg-1 to the Session Manager "
+                                                                          "endpoints"},
+        {"proto": "tcp", "ports": [443], "group_id": "sg-2", "rule_desc": "HTTPS from sg-2 to the Session Manager "
+                                                                          "endpoints"}]
+
+
+# --- after apply ----------------------------------------------------------------------------------------------------
+
+GROUP = {"group_id": "sg-1", "ip_permissions": [
+    {"ip_protocol": "udp", "from_port": 53, "to_port": 53}, {"ip_protocol": "tcp", "from_port": 0, "to_port": 65535}]}
+VPC = {"enable_dns_support": True, "enable_dns_hostnames": True}
+
+
+def endpoint(service, dns=True, subnets=("subnet-a", "subnet-b"), groups=("sg-1",)):
+    return {"service_name": f"com.amazonaws.us-east-1.{service}", "private_dns_enabled": dns,
+            "subnet_ids": list(subnets), "groups": [{"group_id": g} for g in groups]}
+
+
+def verify(endpoints, group=None, vpc=None, services=("ssm", "ssmmessages", "ssm")):
+    """The checks of the endpoints given, with GROUP and VPC unless told otherwise."""
+    group, vpc = GROUP if group is None else group, VPC if vpc is None else vpc
+    return ve.verify_problems(endpoints, list(services), ["subnet-b", "subnet-a"], security_group=group, vpc=vpc,
+                              region="us-east-1", vpc_id="vpc-1", security_group_name="bastionless-ssm-endpoints")
+
+
+def test_verify_as_asked():
+    assert verify([endpoint("ssm"), endpoint("ssmmessages", subnets=("subnet-b", "subnet-a")), endpoint("s3")]) == []
+
+
+def test_verify_names_every_problem():
+    assert verify([endpoint("ssm", dns=False), endpoint("ec2messages"), endpoint("ssmmessages", groups=("sg-9",))],
+                  services=("ssm", "ssmmessages", "ec2messages", "kms"), group={}, vpc={"enable_dns_support": True}) == [
+        "The security group bastionless-ssm-endpoints of vpc-1 does not exist.",
+        "The ssm endpoint of vpc-1 is not as it should be: private DNS is off.",
+        "The kms endpoint of vpc-1 is not as it should be: missing or not available.",
+        "vpc-1 still has DNS support or DNS hostnames off.",
+    ]
+    assert verify([endpoint("ssm", subnets=("subnet-a",)), endpoint("ssmmessages", groups=())],
+                  group={"group_id": "sg-1", "ip_permissions": [{"ip_protocol": "tcp", "from_port": 22,
+                                                                 "to_port": 22}]}) == [
+        "The security group bastionless-ssm-endpoints of vpc-1 does not admit TCP 443.",
+        "The ssm endpoint of vpc-1 is not as it should be: its subnets are subnet-a.",
+        "The ssmmessages endpoint of vpc-1 is not as it should be: its security groups lack sg-1.",
+    ]
