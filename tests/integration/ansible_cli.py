@@ -87,10 +87,12 @@ def write_controller_playbook(tmp_path, tasks: list, filename: str = "playbook.y
     return str(path)
 
 
-def controller_play(lab, tmp_path, tasks: list, *flags: str, inventory: str = "localhost,", check: bool = True):
-    """Run ``tasks`` on localhost against the lab (``flags``: more ansible-playbook options); return (output, recap)."""
+def controller_play(lab, tmp_path, tasks: list, *flags: str, inventory: str = "localhost,", check: bool = True,
+                    env=None, unset=()):
+    """Run ``tasks`` on localhost against the lab (``flags``: more ansible-playbook options; ``env``, ``unset``: as
+    for ``run``); return (output, recap)."""
     return run(lab, "ansible-playbook", "-i", inventory, write_controller_playbook(tmp_path, tasks), *flags,
-               check=check)
+               check=check, env=env, unset=unset)
 
 
 def save_task(var: str, path, at_once: bool = False) -> dict:
@@ -112,16 +114,18 @@ def saving_environ() -> dict:
     return {"ANSIBLE_CALLBACK_PLUGINS": SAVE_CALLBACKS, "ANSIBLE_CALLBACKS_ENABLED": "save_results"}
 
 
-def call_module(lab, tmp_path, module: str, args: dict, *flags: str, fails: bool | None = False):
+def call_module(lab, tmp_path, module: str, args: dict, *flags: str, fails: bool | None = False, env=None,
+                unset=()):
     """Run ``module`` once with ``args`` in a play on the controller; return (result, output, recap).
 
-    ``fails``: whether the call must fail (the run goes on either way, and the result says why); None: either way."""
+    ``fails``: whether the call must fail (the run goes on either way, and the result says why); None: either way.
+    ``env``, ``unset``: as for ``run``."""
     result_file = tmp_path / "result.json"
     result_file.unlink(missing_ok=True)
     output, recap = controller_play(lab, tmp_path, [
         {"name": "Call the module", module: args, "register": "__result", "ignore_errors": fails is not False},
         save_task("__result", result_file),
-    ], *flags)
+    ], *flags, env=env, unset=unset)
     result = json.loads(result_file.read_text())
     if fails is not None:
         assert result.get("failed", False) is fails, output

@@ -14,11 +14,10 @@ import ast
 import json
 import os
 import re
-import subprocess
 import urllib.request
 
 import pytest
-from ansible_cli import ROOT, call_module_cases, run, save_task, saving_environ
+from ansible_cli import ROOT, call_module, call_module_cases, run
 from botocore.exceptions import ClientError
 from ssm_lab.testing import running_lab, wait_until
 
@@ -41,31 +40,10 @@ def trust(service: str) -> str:
 
 
 def preflight(lab, tmp_path, args: dict, *flags: str, fails: bool = False, drop_env=(), **env):
-    """Run the module once in a playbook on localhost; return its registered result."""
-    result_file = tmp_path / "preflight.json"
-    result_file.unlink(missing_ok=True)
-    path = tmp_path / "preflight.yml"
-    path.write_text(json.dumps([{
-        "name": "Preflight",
-        "hosts": "localhost",
-        "connection": "local",
-        "gather_facts": False,
-        "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"},
-        "tasks": [
-            {"name": "Call the module", MODULE: args, "register": "__result", "ignore_errors": fails},
-            save_task("__result", result_file),
-        ],
-    }]))
-    environ = lab.environ(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", **saving_environ(), **env)
-    for name in drop_env:
-        environ.pop(name, None)
-    done = subprocess.run(["ansible-playbook", "-i", "localhost,", str(path), *flags], cwd=ROOT, env=environ,
-                          capture_output=True, text=True, timeout=600, check=False)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output[-6000:]
-    result = json.loads(result_file.read_text())
-    assert result.get("failed", False) is fails, output[-6000:]
-    assert result.get("changed", False) is False  # the module only reads
+    """Run the module once in a playbook on localhost (``drop_env``: lab variables to leave out of its environment,
+    ``env``: more); return its registered result."""
+    result, output, _recap = call_module(lab, tmp_path, MODULE, args, *flags, fails=fails, env=env, unset=drop_env)
+    assert result.get("changed", False) is False, output[-6000:]  # the module only reads
     return result
 
 
