@@ -1,4 +1,4 @@
-"""The lab's IAM policy evaluation (ssm_lab.iamsim.decide), which SimulatePrincipalPolicy and the role tests
+"""The lab's IAM policy evaluation (ssm_lab.aws.iamsim.decide), which SimulatePrincipalPolicy and the role tests
 (operator_access, transfer_bucket) judge policies with: a table of requests against policies, those that must be
 denied as much as those that must be allowed; and, in strict mode, what it refuses to guess."""
 
@@ -6,9 +6,9 @@ import json
 from urllib.parse import quote
 
 import pytest
-from ssm_lab.iamsim import ALLOWED as ALLOW
-from ssm_lab.iamsim import EXPLICIT_DENY, IMPLICIT_DENY, UnsupportedPolicy
-from ssm_lab.iamsim import decide as evaluate
+from ssm_lab.aws.iamsim import ALLOWED as ALLOW
+from ssm_lab.aws.iamsim import EXPLICIT_DENY, IMPLICIT_DENY, UnsupportedPolicy
+from ssm_lab.aws.iamsim import decide as evaluate
 
 INSTANCE = "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0"
 

@@ -1,4 +1,4 @@
-"""ssm_lab.reachability against state built through boto3 on an in-process moto."""
+"""ssm_lab.aws.reachability against state built through boto3 on an in-process moto."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pytest  # noqa: E402
 from moto import mock_aws  # noqa: E402
 from moto.backends import get_backend  # noqa: E402
 
-from ssm_lab import reachability  # noqa: E402
-from ssm_lab.reachability import Problem, node_problems, s3_path_problems  # noqa: E402
+from ssm_lab.aws import reachability  # noqa: E402
+from ssm_lab.aws.reachability import Problem, node_problems, s3_path_problems  # noqa: E402
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
