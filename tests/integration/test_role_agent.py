@@ -63,7 +63,8 @@ def test_debian_node_is_upgraded_with_apt_to_the_minimum_version(lab):
     assert "Install or upgrade the agent from AWS's Debian package (apt)" in output
     assert f"amazon-ssm-agent {agent_package.AGENT_LATEST} (deb, upgraded from 3.3.1142.0)" in _facts(output, debian)
     assert f"amazon-ssm-agent\t{agent_package.AGENT_LATEST}-1" in _shell(lab, debian, "dpkg-query -W amazon-ssm-agent")
-    wait_until(lambda: _info(lab, debian)["AgentVersion"] == agent_package.AGENT_LATEST, what="the new agent version in SSM")
+    wait_until(lambda: _info(lab, debian)["AgentVersion"] == agent_package.AGENT_LATEST,
+               what="the new agent version in SSM")
     output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, PLAYBOOK, "--limit", debian,
                         "-e", f"agent_minimum_version={agent_package.AGENT_LATEST}")
     assert recap[debian]["changed"] == 0, output

@@ -90,7 +90,8 @@ def test_distribution_bucket_serves_the_latest_package(lab):
     url = f"{lab.endpoint}/amazon-ssm-{lab.region}/{agent_package.DEB_PATH}"
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.read(8) == b"!<arch>\n"
-    with urllib.request.urlopen(f"{lab.endpoint}/amazon-ssm-{lab.region}/{agent_package.VERSION_PATH}", timeout=10) as r:
+    version_url = f"{lab.endpoint}/amazon-ssm-{lab.region}/{agent_package.VERSION_PATH}"
+    with urllib.request.urlopen(version_url, timeout=10) as r:
         assert r.read().decode() == agent_package.AGENT_LATEST
 
 

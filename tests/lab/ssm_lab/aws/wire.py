@@ -3,8 +3,8 @@
 A client (AWS's session-manager-plugin, the lab's stand-in, any other implementation) opens a WebSocket to
 ``ws://HOST:PORT/v1/data-channel/<session-id>?...`` on the lab's message port, sends the token message and then
 exchanges AgentMessages (see ../shared/SESSION-PROTOCOL.md and plugins/plugin_utils/_data_channel.py, whose codec
-this uses through ``ssm_lab.codec``: the protocol is written once in the collection). This module plays the service and, through the node's
-agent stream, the agent's end of the channel:
+this uses through ``ssm_lab.codec``: the protocol is written once in the collection). This module plays the service
+and, through the node's agent stream, the agent's end of the channel:
 
 - the handshake: HandshakeRequest with the node agent's version and the session type and properties, the client's
   HandshakeResponse, HandshakeComplete;
