@@ -35,7 +35,7 @@ def _component(pid: str) -> str | None:
         return None
     rules = ((b"_session_master", "session master"), (b"ssm-lab-plugin", "session-manager-plugin"),
              (b"session-manager-plugin", "session-manager-plugin"), (b"proxy.py", "ssh client and proxy"),
-             (b"ssm_lab.controlplane", "lab control plane"), (b"ssm_lab.agents", "lab agents"),
+             (b"ssm_lab.aws.controlplane", "lab control plane"), (b"ssm_lab.nodes.agents", "lab agents"),
              (b"ansible", "controller"))
     if cmd.startswith(b"ssh "):
         return "ssh client and proxy"

@@ -40,7 +40,7 @@ import yaml
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 
-from ssm_lab.testing import running_lab  # noqa: E402
+from ssm_lab.harness.testing import running_lab  # noqa: E402
 
 LAB_AWS_EC2 = os.path.join(ROOT, "docs", "examples", "lab.aws_ec2.yml")
 UP_TIMEOUT = 1800  # registering 10,000 records takes about a minute on a laptop

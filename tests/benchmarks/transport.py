@@ -45,8 +45,8 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 
 from cpu_account import CpuAccount  # noqa: E402
-from ssm_lab.registry import FaultModel  # noqa: E402
-from ssm_lab.testing import running_lab  # noqa: E402
+from ssm_lab.aws.registry import FaultModel  # noqa: E402
+from ssm_lab.harness.testing import running_lab  # noqa: E402
 
 BUCKET = "bench-transfer"
 TRANSPORTS = ("aws_ssm", "ssh_over_ssm", "session")

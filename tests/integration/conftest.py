@@ -1,5 +1,5 @@
 import pytest
-from ssm_lab.testing import running_lab
+from ssm_lab.harness.testing import running_lab
 
 # The longest test modules are collected first (in any run that collects this directory, its hook sorts the whole
 # collection). ``make test`` spreads whole test modules over several processes (pytest-xdist, ``--dist loadfile``), handing out

@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 from ansible_cli import RECAP
-from ssm_lab.testing import running_lab, wait_until
+from ssm_lab.harness.testing import running_lab, wait_until
 
 CONNECTION = "bastionless.ssm.session"
 SESSIONS_BUCKET = "session-transcripts"

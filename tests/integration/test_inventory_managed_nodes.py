@@ -16,7 +16,7 @@ import urllib.request
 
 import pytest
 from ansible_cli import ROOT, run
-from ssm_lab.testing import running_lab, wait_until
+from ssm_lab.harness.testing import running_lab, wait_until
 
 LAB_INVENTORY = "inventories/lab/lab.managed_nodes.yml"
 BUCKET = "bastionless-lab-transfer"  # inventories/lab/group_vars/all.yml

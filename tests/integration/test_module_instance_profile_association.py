@@ -10,7 +10,7 @@ import time
 
 import pytest
 from ansible_cli import call_module
-from ssm_lab.testing import running_lab, wait_until
+from ssm_lab.harness.testing import running_lab, wait_until
 
 MODULE = "bastionless.ssm.instance_profile_association"
 CORE_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"

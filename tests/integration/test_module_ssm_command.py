@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 import yaml
 from ansible_cli import ROOT, call_module, call_module_cases, controller_play, run
-from ssm_lab.testing import running_lab, wait_until
+from ssm_lab.harness.testing import running_lab, wait_until
 
 MODULE = "bastionless.ssm.ssm_command"
 NODES = 200

@@ -19,7 +19,7 @@ import urllib.request
 import pytest
 from ansible_cli import ROOT, call_module, call_module_cases, run
 from botocore.exceptions import ClientError
-from ssm_lab.testing import running_lab, wait_until
+from ssm_lab.harness.testing import running_lab, wait_until
 
 MODULE = "bastionless.ssm.ssm_preflight"
 CORE_POLICY = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"

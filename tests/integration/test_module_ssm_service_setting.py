@@ -6,7 +6,7 @@ import json
 
 import pytest
 from ansible_cli import call_module, call_module_cases, controller_play
-from ssm_lab.testing import running_lab
+from ssm_lab.harness.testing import running_lab
 
 MODULE = "bastionless.ssm.ssm_service_setting"
 DHMC = "/ssm/managed-instance/default-ec2-instance-management-role"

@@ -10,7 +10,7 @@ import os
 import pytest
 import yaml
 from ansible_cli import ROOT, call_module, call_module_cases, controller_play, run, save_task
-from ssm_lab.testing import EchoServer, accepts, running_lab, wait_until
+from ssm_lab.harness.testing import EchoServer, accepts, running_lab, wait_until
 
 INFO = "bastionless.ssm.ssm_session_info"
 END = "bastionless.ssm.ssm_session"

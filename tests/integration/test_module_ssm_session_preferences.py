@@ -12,7 +12,7 @@ import time
 import pytest
 import yaml
 from ansible_cli import call_module, call_module_cases, controller_play, run
-from ssm_lab.testing import running_lab
+from ssm_lab.harness.testing import running_lab
 
 MODULE = "bastionless.ssm.ssm_session_preferences"
 MODULE_SOURCE = pathlib.Path(__file__).parents[2] / "plugins" / "modules" / "ssm_session_preferences.py"

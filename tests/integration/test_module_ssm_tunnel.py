@@ -14,7 +14,7 @@ import subprocess
 import pytest
 import yaml
 from ansible_cli import ROOT, call_module, call_module_cases, controller_play, run, save_task, write_controller_playbook
-from ssm_lab.testing import EchoServer, accepts, echo_through, free_port, running_lab, wait_until
+from ssm_lab.harness.testing import EchoServer, accepts, echo_through, free_port, running_lab, wait_until
 
 MODULE = "bastionless.ssm.ssm_tunnel"
 TO_HOST = "AWS-StartPortForwardingSessionToRemoteHost"

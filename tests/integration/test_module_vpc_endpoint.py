@@ -8,7 +8,7 @@ import os
 
 import pytest
 from ansible_cli import ROOT, call_module_cases, run
-from ssm_lab.testing import running_lab
+from ssm_lab.harness.testing import running_lab
 
 DEAD = ("deleted", "deleting", "failed", "rejected", "expired")
 

@@ -10,8 +10,8 @@ import shutil
 import pytest
 from ansible_cli import ROOT, run
 from session_connection import session_connection  # noqa: F401 pylint: disable=unused-import
-from ssm_lab import nodepkg
-from ssm_lab.testing import running_lab, wait_until
+from ssm_lab.harness.testing import running_lab, wait_until
+from ssm_lab.nodes import agent_package
 
 INVENTORY = "inventories/lab"
 # The recovery test needs the node whose agent stopped in the inventory: managed_nodes with ping_status: all.
@@ -58,14 +58,15 @@ def test_debian_node_is_upgraded_with_apt_to_the_minimum_version(lab):
     nodes = _nodes(lab)
     debian = nodes["debian12"]
     output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, PLAYBOOK, "--limit", debian,
-                        "-e", f"agent_minimum_version={nodepkg.AGENT_LATEST}")
+                        "-e", f"agent_minimum_version={agent_package.AGENT_LATEST}")
     assert recap[debian]["failed"] == 0 and recap[debian]["changed"] >= 1, output
     assert "Install or upgrade the agent from AWS's Debian package (apt)" in output
-    assert f"amazon-ssm-agent {nodepkg.AGENT_LATEST} (deb, upgraded from 3.3.1142.0)" in _facts(output, debian)
-    assert f"amazon-ssm-agent\t{nodepkg.AGENT_LATEST}-1" in _shell(lab, debian, "dpkg-query -W amazon-ssm-agent")
-    wait_until(lambda: _info(lab, debian)["AgentVersion"] == nodepkg.AGENT_LATEST, what="the new agent version in SSM")
+    assert f"amazon-ssm-agent {agent_package.AGENT_LATEST} (deb, upgraded from 3.3.1142.0)" in _facts(output, debian)
+    assert f"amazon-ssm-agent\t{agent_package.AGENT_LATEST}-1" in _shell(lab, debian, "dpkg-query -W amazon-ssm-agent")
+    wait_until(lambda: _info(lab, debian)["AgentVersion"] == agent_package.AGENT_LATEST,
+               what="the new agent version in SSM")
     output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, PLAYBOOK, "--limit", debian,
-                        "-e", f"agent_minimum_version={nodepkg.AGENT_LATEST}")
+                        "-e", f"agent_minimum_version={agent_package.AGENT_LATEST}")
     assert recap[debian]["changed"] == 0, output
 
 

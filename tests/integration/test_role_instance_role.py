@@ -8,7 +8,7 @@ import re
 import pytest
 from ansible_cli import run_cases
 from roles_helpers import ping_status, provision, wait_for
-from ssm_lab.testing import running_lab
+from ssm_lab.harness.testing import running_lab
 
 CORE = "arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore"
 TRUST_EC2 = json.dumps({"Version": "2012-10-17", "Statement": [

@@ -11,11 +11,11 @@ import time
 
 import pytest
 from ansible_cli import run, run_cases
-from ssm_lab.iamsim import ALLOWED as ALLOW
-from ssm_lab.iamsim import EXPLICIT_DENY, IMPLICIT_DENY
-from ssm_lab.iamsim import decide as evaluate
+from ssm_lab.aws.iamsim import ALLOWED as ALLOW
+from ssm_lab.aws.iamsim import EXPLICIT_DENY, IMPLICIT_DENY
+from ssm_lab.aws.iamsim import decide as evaluate
 from parliament import analyze_policy_string, enhance_finding
-from ssm_lab.testing import run_plugin, running_lab
+from ssm_lab.harness.testing import run_plugin, running_lab
 
 PLAYBOOK = os.path.join(os.path.dirname(__file__), "playbooks", "operator_access.yml")
 PREFIX = "bastionless-ssm-"

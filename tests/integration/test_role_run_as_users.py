@@ -15,7 +15,7 @@ import sys
 import pytest
 from ansible_cli import node_variables, run, run_cases
 from session_connection import CONNECTION, session_connection  # noqa: F401 pylint: disable=unused-import
-from ssm_lab.testing import run_plugin, running_lab
+from ssm_lab.harness.testing import run_plugin, running_lab
 
 PLAYBOOK = os.path.join(os.path.dirname(__file__), "playbooks", "run_as_users.yml")
 OPERATOR_ACCESS = os.path.join(os.path.dirname(__file__), "playbooks", "operator_access.yml")

@@ -7,7 +7,7 @@ import os
 
 import pytest
 from ansible_cli import run, run_cases
-from ssm_lab.testing import running_lab, wait_until
+from ssm_lab.harness.testing import running_lab, wait_until
 
 PLAYBOOK = os.path.join(os.path.dirname(__file__), "playbooks", "session_logging.yml")
 BUCKET = "bastionless-lab-audit"

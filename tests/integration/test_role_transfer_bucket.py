@@ -15,10 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from ansible_cli import run, run_cases
-from ssm_lab.iamsim import ALLOWED as ALLOW
-from ssm_lab.iamsim import IMPLICIT_DENY
-from ssm_lab.iamsim import decide as evaluate
-from ssm_lab.testing import running_lab
+from ssm_lab.aws.iamsim import ALLOWED as ALLOW
+from ssm_lab.aws.iamsim import IMPLICIT_DENY
+from ssm_lab.aws.iamsim import decide as evaluate
+from ssm_lab.harness.testing import running_lab
 
 PLAYBOOK = os.path.join(os.path.dirname(__file__), "playbooks", "transfer_bucket.yml")
 BUCKET = "bastionless-lab-transfer"  # inventories/lab/group_vars/all.yml: bastionless_transfer_bucket

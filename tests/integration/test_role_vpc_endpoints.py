@@ -4,7 +4,7 @@ breaking the path takes them offline and a rerun brings them back, and bad input
 import pytest
 from ansible_cli import run_cases
 from roles_helpers import ping_status, provision, wait_for
-from ssm_lab.testing import running_lab
+from ssm_lab.harness.testing import running_lab
 
 
 def _endpoints(lab, live=True):

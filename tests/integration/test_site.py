@@ -12,7 +12,7 @@ import subprocess
 import pytest
 from ansible_cli import ROOT, run
 from session_connection import CONNECTION, connection_env
-from ssm_lab.testing import running_lab, wait_until
+from ssm_lab.harness.testing import running_lab, wait_until
 
 INVENTORY = "inventories/lab"
 SITE = "playbooks/site.yml"

@@ -20,7 +20,7 @@ import urllib.request
 import pytest
 import yaml
 from ansible_cli import run, run_cases, save_task
-from ssm_lab.testing import running_lab, wait_until
+from ssm_lab.harness.testing import running_lab, wait_until
 
 ROLE = "bastionless.ssm.ssh_over_ssm"
 DOCUMENT = "AWS-StartSSHSession"

@@ -22,7 +22,7 @@ import urllib.request
 
 import pytest
 from labhelpers import wait_until
-from ssm_lab import testing
+from ssm_lab.harness import testing
 
 SSM_LAB_PLUGIN = testing.plugin_path()  # AWS's own plugin under make interop, else the lab's stand-in
 REGION = "us-east-1"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from ssm_lab.testing import wait_until
+from ssm_lab.harness.testing import wait_until
 
 __all__ = ["build_nat_path", "trust_policy", "wait_until"]
 

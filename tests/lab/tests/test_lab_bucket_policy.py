@@ -2,7 +2,7 @@
 ``aws:SecureTransport`` itself (every AWS SDK call is over TLS; the lab's are HTTP only because it is local)."""
 
 import pytest
-from ssm_lab.controlplane import _as_over_tls
+from ssm_lab.aws.controlplane import _as_over_tls
 
 DENY = {"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": "*"}
 

@@ -1,11 +1,14 @@
-"""The lab's IAM policy evaluation (ssm_lab.iamsim.decide), which SimulatePrincipalPolicy and the role tests
+"""The lab's IAM policy evaluation (ssm_lab.aws.iamsim.decide), which SimulatePrincipalPolicy and the role tests
 (operator_access, transfer_bucket) judge policies with: a table of requests against policies, those that must be
 denied as much as those that must be allowed; and, in strict mode, what it refuses to guess."""
 
+import json
+from urllib.parse import quote
+
 import pytest
-from ssm_lab.iamsim import ALLOWED as ALLOW
-from ssm_lab.iamsim import EXPLICIT_DENY, IMPLICIT_DENY, UnsupportedPolicy
-from ssm_lab.iamsim import decide as evaluate
+from ssm_lab.aws.iamsim import ALLOWED as ALLOW
+from ssm_lab.aws.iamsim import EXPLICIT_DENY, IMPLICIT_DENY, UnsupportedPolicy
+from ssm_lab.aws.iamsim import decide as evaluate
 
 INSTANCE = "arn:aws:ec2:us-east-1:123456789012:instance/i-0123456789abcdef0"
 
@@ -157,3 +160,52 @@ def test_policy_variables_need_the_2012_version():
 def test_json_strings_are_read():
     assert evaluate(['{"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "*", "Resource": "*"}}'],
                     "s3:GetObject", "arn:aws:s3:::b") == ALLOW
+
+
+@pytest.mark.parametrize("patterns, action, expected", [
+    ("ssm:*", "ssm:UpdateInstanceInformation", ALLOW),
+    ("SSM:updateinstanceinformation", "ssm:UpdateInstanceInformation", ALLOW),
+    ("ssm:Update*Information", "ssm:UpdateInstanceInformation", ALLOW),
+    ("ssm:UpdateInstanceInformatio?", "ssm:UpdateInstanceInformation", ALLOW),
+    ("ssm:UpdateInstance?", "ssm:UpdateInstanceInformation", IMPLICIT_DENY),
+    (["s3:*", "ssmmessages:Open*"], "ssmmessages:OpenDataChannel", ALLOW),
+    ("ssm*", "ssmmessages:OpenDataChannel", ALLOW),
+    ("ssm:*", "ssmmessages:OpenDataChannel", IMPLICIT_DENY),
+    ("ssm.:*", "ssm:GetDocument", IMPLICIT_DENY),
+])
+def test_action_wildcards(patterns, action, expected):
+    assert evaluate([policy(allow(patterns, "*"))], action, "*") == expected
+
+
+def test_documents_in_any_encoding():
+    """Dicts, JSON text and URL-encoded JSON text (as moto keeps some documents): the lab's reachability passes
+    the documents of a node's role as moto stores them."""
+    document = {"Version": "2012-10-17", "Statement": {"Effect": "Allow", "Action": "ssm:*", "Resource": "*"}}
+    text = json.dumps(document)
+    for form in (document, text, quote(text), text.encode()):
+        assert evaluate([form], "ssm:GetDocument", "*") == ALLOW
+        assert evaluate([form], "s3:GetObject", "*") == IMPLICIT_DENY
+
+
+TRUST = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+
+
+def test_a_request_without_resource_matches_on_its_action():
+    """A trust policy has no Resource element: sts:AssumeRole is judged on its action alone (not strict: Principal
+    is the caller's to match), while a request naming a resource finds no statement covering it."""
+    assert evaluate([TRUST], "sts:AssumeRole", None, strict=False) == ALLOW
+    assert evaluate([TRUST], "sts:TagSession", None, strict=False) == IMPLICIT_DENY
+    assert evaluate([TRUST], "sts:AssumeRole", "*", strict=False) == IMPLICIT_DENY
+
+
+def test_assumed_conditions_count_as_satisfied():
+    """For a caller that knows no request context (the lab's reachability), a conditional Deny denies and a
+    conditional Allow allows; evaluated, the same conditions fail for want of their keys."""
+    conditional = policy(allow("ssm:*", "*"),
+                         {"Effect": "Deny", "Action": "*", "Resource": "*",
+                          "Condition": {"Bool": {"aws:SecureTransport": "false"}}})
+    assert evaluate([conditional], "ssm:UpdateInstanceInformation", "*") == ALLOW
+    assert evaluate([conditional], "ssm:UpdateInstanceInformation", "*", assume_conditions=True) == EXPLICIT_DENY
+    assert evaluate([TAGGED], "ssm:StartSession", INSTANCE, assume_conditions=True) == ALLOW
+    assert evaluate([TAGGED], "ssm:StartSession", INSTANCE) == IMPLICIT_DENY

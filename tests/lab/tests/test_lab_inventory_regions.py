@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 from botocore.exceptions import ClientError
-from ssm_lab import testing
+from ssm_lab.harness import testing
 
 WEST = "us-west-2"
 

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 from labhelpers import wait_until
-from ssm_lab import nodepkg
+from ssm_lab.nodes import agent_package
 
 
 @pytest.fixture(scope="module")
@@ -87,19 +87,20 @@ def test_a_disabled_agent_stays_down_after_a_reboot(lab):
 
 
 def test_distribution_bucket_serves_the_latest_package(lab):
-    url = f"{lab.endpoint}/amazon-ssm-{lab.region}/{nodepkg.DEB_PATH}"
+    url = f"{lab.endpoint}/amazon-ssm-{lab.region}/{agent_package.DEB_PATH}"
     with urllib.request.urlopen(url, timeout=10) as response:
         assert response.read(8) == b"!<arch>\n"
-    with urllib.request.urlopen(f"{lab.endpoint}/amazon-ssm-{lab.region}/{nodepkg.VERSION_PATH}", timeout=10) as r:
-        assert r.read().decode() == nodepkg.AGENT_LATEST
+    version_url = f"{lab.endpoint}/amazon-ssm-{lab.region}/{agent_package.VERSION_PATH}"
+    with urllib.request.urlopen(version_url, timeout=10) as r:
+        assert r.read().decode() == agent_package.AGENT_LATEST
 
 
 def test_upgrading_the_package_restarts_the_agent_without_ending_sessions_and_reports_the_new_version(lab):
     node = _by_platform(lab, "debian12")
-    url = f"{lab.endpoint}/amazon-ssm-{lab.region}/{nodepkg.DEB_PATH}"
+    url = f"{lab.endpoint}/amazon-ssm-{lab.region}/{agent_package.DEB_PATH}"
     out = lab.run_ok(node, f"curl -sSf -o /tmp/agent.deb {url}", "dpkg -i /tmp/agent.deb >/dev/null",
                      "echo still-here")
     assert out.strip().endswith("still-here")  # the command outlived the agent's restart
-    wait_until(lambda: _info(lab, node)["AgentVersion"] == nodepkg.AGENT_LATEST, timeout=15,
+    wait_until(lambda: _info(lab, node)["AgentVersion"] == agent_package.AGENT_LATEST, timeout=15,
                what="the restarted agent to report the new version")
     assert _info(lab, node)["IsLatestVersion"] is True

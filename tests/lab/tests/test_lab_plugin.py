@@ -13,7 +13,7 @@ import urllib.request
 
 import pytest
 from labhelpers import wait_until
-from ssm_lab import testing
+from ssm_lab.harness import testing
 
 # AWS's plugin moves 10 MiB through each forward in make interop; the stand-in, run on every make test, 1 MiB.
 INTEROP = bool(os.environ.get(testing.INTEROP_PLUGIN))

@@ -8,7 +8,7 @@ import socket
 
 import pytest
 from labhelpers import wait_until
-from ssm_lab.testing import EchoServer, echo_through
+from ssm_lab.harness.testing import EchoServer, echo_through
 
 REMOTE_HOST_DOCUMENT = "AWS-StartPortForwardingSessionToRemoteHost"
 LOCAL_DOCUMENT = "AWS-StartPortForwardingSession"

@@ -10,7 +10,7 @@ import time
 
 import pytest
 from labhelpers import wait_until
-from ssm_lab.wire import dc
+from ssm_lab.codec import dc
 from websockets.sync.client import connect
 
 WIRE_FAULTS = {"ack_timeout": 2, "resume_window": 2, "open_window": 3}

@@ -1,4 +1,4 @@
-"""ssm_lab.reachability against state built through boto3 on an in-process moto."""
+"""ssm_lab.aws.reachability against state built through boto3 on an in-process moto."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import pytest  # noqa: E402
 from moto import mock_aws  # noqa: E402
 from moto.backends import get_backend  # noqa: E402
 
-from ssm_lab import reachability  # noqa: E402
-from ssm_lab.reachability import Problem, node_problems, s3_path_problems  # noqa: E402
+from ssm_lab.aws import reachability  # noqa: E402
+from ssm_lab.aws.reachability import Problem, node_problems, s3_path_problems  # noqa: E402
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -713,30 +713,3 @@ def test_unexpected_shape_becomes_lab_internal(lab, monkeypatch):
     monkeypatch.setattr(reachability, "_network_problems", broken)
     problems = node_problems(ACCOUNT, REGION, lab.node_a)
     assert [(p.prerequisite, p.code) for p in problems] == [("network", "LAB_INTERNAL")]
-
-
-@pytest.mark.parametrize(
-    "patterns, action, expected",
-    [
-        ("ssm:*", "ssm:UpdateInstanceInformation", True),
-        ("SSM:updateinstanceinformation", "ssm:UpdateInstanceInformation", True),
-        ("ssm:Update*Information", "ssm:UpdateInstanceInformation", True),
-        ("ssm:UpdateInstanceInformatio?", "ssm:UpdateInstanceInformation", True),
-        ("ssm:UpdateInstance?", "ssm:UpdateInstanceInformation", False),
-        (["s3:*", "ssmmessages:Open*"], "ssmmessages:OpenDataChannel", True),
-        ("ssm*", "ssmmessages:OpenDataChannel", True),
-        ("ssm:*", "ssmmessages:OpenDataChannel", False),
-        ("ssm.:*", "ssm:GetDocument", False),
-    ],
-)
-def test_action_matcher(patterns, action, expected):
-    assert reachability._matches_any(patterns, action, ignore_case=True) is expected
-
-
-def test_policy_documents_in_any_encoding():
-    document = {"Statement": {"Effect": "Allow", "Action": "ssm:*", "Resource": "*"}}
-    text = json.dumps(document)
-    from urllib.parse import quote
-
-    for form in (document, text, quote(text)):
-        assert reachability._allowed(reachability._statements(form), "ssm:GetDocument", "*")

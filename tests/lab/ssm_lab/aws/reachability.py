@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import json
 import logging
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
-from urllib.parse import unquote
 
 from moto.backends import get_backend
+
+from . import iamsim
 
 log = logging.getLogger(__name__)
 
@@ -231,59 +230,11 @@ def _load_node(account_id: str, region: str, instance_id: str) -> tuple[_Node | 
 # --- IAM policy evaluation ------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=1024)
-def _glob(pattern: str, ignore_case: bool) -> re.Pattern[str]:
-    """IAM wildcard pattern: ``*`` any run of characters, ``?`` exactly one."""
-    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
-    return re.compile(body, re.IGNORECASE | re.DOTALL if ignore_case else re.DOTALL)
-
-
-def _matches_any(patterns: Any, value: str, ignore_case: bool) -> bool:
-    return any(isinstance(p, str) and _glob(p, ignore_case).fullmatch(value) for p in _as_list(patterns))
-
-
-def _statements(document: Any) -> list[dict[str, Any]]:
-    """The statements of a policy document given as dict, JSON text or URL-encoded JSON text."""
-    if isinstance(document, (bytes, bytearray)):
-        document = document.decode()
-    if isinstance(document, str):
-        try:
-            document = json.loads(document)
-        except ValueError:
-            document = json.loads(unquote(document))
-    if not isinstance(document, dict):
-        return []
-    return [s for s in _as_list(document.get("Statement")) if isinstance(s, dict)]
-
-
-def _statement_covers(statement: dict[str, Any], action: str, resource: str | None) -> bool:
-    """Action/NotAction (case-insensitive) and Resource/NotResource (case-sensitive) match; Conditions are
-    taken as satisfied. ``resource`` None means the document has no Resource element (a trust policy)."""
-    if "Action" in statement:
-        action_ok = _matches_any(statement["Action"], action, ignore_case=True)
-    elif "NotAction" in statement:
-        action_ok = not _matches_any(statement["NotAction"], action, ignore_case=True)
-    else:
-        return False
-    if not action_ok or resource is None:
-        return action_ok
-    if "Resource" in statement:
-        return _matches_any(statement["Resource"], resource, ignore_case=False)
-    if "NotResource" in statement:
-        return not _matches_any(statement["NotResource"], resource, ignore_case=False)
-    return False
-
-
-def _effect(statement: dict[str, Any]) -> str:
-    return str(statement.get("Effect", "")).strip().lower()
-
-
-def _allowed(statements: list[dict[str, Any]], action: str, resource: str | None) -> bool:
-    """An explicit Deny wins; otherwise some Allow must cover the request."""
-    covering = [s for s in statements if _statement_covers(s, action, resource)]
-    if any(_effect(s) == "deny" for s in covering):
-        return False
-    return any(_effect(s) == "allow" for s in covering)
+def _policies_allow(documents: list[Any], action: str, resource: str | None) -> bool:
+    """The lab's one IAM evaluator (``iamsim.decide``) on the node's own policies: an explicit Deny wins, else an
+    Allow must cover the request. Not strict (whatever a user stored is judged), and IAM conditions count as
+    satisfied: the agent's request context is not modelled."""
+    return iamsim.decide(documents, action, resource, strict=False, assume_conditions=True) == iamsim.ALLOWED
 
 
 def _principal_covers(statement: dict[str, Any], services: frozenset[str]) -> bool:
@@ -308,8 +259,8 @@ def _principal_covers(statement: dict[str, Any], services: frozenset[str]) -> bo
 
 def _trusts(role: Any, services: frozenset[str]) -> bool:
     """The role's trust policy lets one of ``services`` call sts:AssumeRole (Deny wins)."""
-    statements = [s for s in _statements(role.assume_role_policy_document) if _principal_covers(s, services)]
-    return _allowed(statements, "sts:AssumeRole", None)
+    statements = [s for s in iamsim.statements(role.assume_role_policy_document) if _principal_covers(s, services)]
+    return _policies_allow([{"Statement": statements}], "sts:AssumeRole", None)
 
 
 def _default_version_document(policy: Any) -> Any:
@@ -323,24 +274,23 @@ def _default_version_document(policy: Any) -> Any:
     return getattr(policy, "document", None)
 
 
-def _identity_statements(role: Any) -> list[dict[str, Any]]:
-    """Inline policies plus the default version of every attached managed policy (AWS or customer)."""
-    statements: list[dict[str, Any]] = []
-    for document in (getattr(role, "policies", None) or {}).values():
-        statements += _statements(document)
+def _identity_documents(role: Any) -> list[Any]:
+    """Inline policies plus the default version of every attached managed policy (AWS or customer), parsed once
+    for the six core actions."""
+    documents = list((getattr(role, "policies", None) or {}).values())
     for policy in (getattr(role, "managed_policies", None) or {}).values():
-        statements += _statements(_default_version_document(policy))
-    return statements
+        documents.append(_default_version_document(policy))
+    return [iamsim.parse_policy(document) for document in documents]
 
 
-def _boundary_statements(node: _Node, role: Any) -> list[dict[str, Any]] | None:
-    """The permissions boundary's statements; None when the role has no boundary. A boundary naming a
+def _boundary_documents(node: _Node, role: Any) -> list[Any] | None:
+    """The permissions boundary's document; None when the role has no boundary. A boundary naming a
     policy that no longer exists allows nothing."""
     arn = getattr(role, "permissions_boundary_arn", None)
     if not arn:
         return None
     policy = (getattr(node.iam, "managed_policies", None) or {}).get(arn)
-    return [] if policy is None else _statements(_default_version_document(policy))
+    return [] if policy is None else [iamsim.parse_policy(_default_version_document(policy))]
 
 
 def _action_resource(node: _Node, action: str) -> str:
@@ -350,13 +300,13 @@ def _action_resource(node: _Node, action: str) -> str:
 
 
 def _missing_actions(node: _Node, role: Any) -> list[str]:
-    identity = _identity_statements(role)
-    boundary = _boundary_statements(node, role)
+    identity = _identity_documents(role)
+    boundary = _boundary_documents(node, role)
     missing = []
     for action in CORE_ACTIONS:
         resource = _action_resource(node, action)
-        if not _allowed(identity, action, resource) or (
-            boundary is not None and not _allowed(boundary, action, resource)
+        if not _policies_allow(identity, action, resource) or (
+            boundary is not None and not _policies_allow(boundary, action, resource)
         ):
             missing.append(action)
     return missing

@@ -3,7 +3,7 @@
 AWS keeps a pushed public key for 60 seconds, for one OS user of one instance, and the instance's sshd asks
 for it through an ``AuthorizedKeysCommand`` (``eic_run_authorized_keys``, which reads the instance metadata).
 Here the control plane keeps the keys, and the lab node's sshd asks for them at
-``/_lab/nodes/<id>/instance-connect-keys/<user>`` (see ``node_sshd``). The validity is a lab setting
+``/_lab/nodes/<id>/instance-connect-keys/<user>`` (see ``nodes/sshd.py``). The validity is a lab setting
 (``/_lab/instance-connect``, ``key_seconds``) so that tests need not wait a minute.
 """
 

@@ -29,7 +29,8 @@ from moto.moto_server.werkzeug_app import (  # noqa: E402
 )
 from werkzeug.serving import make_server  # noqa: E402
 
-from . import iamsim, nodepkg, prefs  # noqa: E402
+from ..nodes import agent_package as nodepkg  # noqa: E402
+from . import iamsim, prefs  # noqa: E402
 from .instance_connect import InstanceConnect  # noqa: E402
 from .messages import MessageServer  # noqa: E402
 from .registry import Node, Registry  # noqa: E402

@@ -25,7 +25,8 @@ import termios
 import time
 import urllib.request
 
-from . import common, node_sshd
+from .. import common
+from . import sshd
 from .sandbox import SSM_USER, Sandbox, SandboxError
 
 log = logging.getLogger("ssm_lab.agents")
@@ -53,7 +54,7 @@ class Agent:
         try:
             await loop.run_in_executor(None, self.sandbox.ensure)  # the node's disk, before the agent starts
             if self.spec.get("sshd"):
-                await loop.run_in_executor(None, node_sshd.prepare, self.sandbox)
+                await loop.run_in_executor(None, sshd.prepare, self.sandbox)
         except SandboxError as error:
             log.error("node %s: %s", self.id, error)
         while not self.stopping:
@@ -202,7 +203,7 @@ class Agent:
 
     async def _sshd(self, message, hello, reader, writer) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(None, node_sshd.prepare, self.sandbox)
+        await loop.run_in_executor(None, sshd.prepare, self.sandbox)
         argv = self.sandbox.argv(["/usr/sbin/sshd", "-i", "-e"], user="root")
         process = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True

@@ -13,7 +13,8 @@ import os
 import shlex
 import subprocess
 
-from . import common, nodepkg
+from .. import common
+from . import agent_package
 
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SSM_USER = "ssm-user"
@@ -72,12 +73,12 @@ class Sandbox:
             "etc/ssm-lab/node.json": json.dumps({"id": self.node_id, "endpoint": self.endpoint}) + "\n",
         }
         modes = {"usr/bin/systemctl": 0o755}
-        with open(os.path.join(os.path.dirname(__file__), "node_systemctl.py"), encoding="utf-8") as handle:
+        with open(os.path.join(os.path.dirname(__file__), "systemctl.py"), encoding="utf-8") as handle:
             files["usr/bin/systemctl"] = handle.read()
         if self.platform in common.DEB_AGENT_PLATFORMS:
-            files["var/cache/ssm-lab/amazon-ssm-agent.deb"] = nodepkg.deb(common.AGENT_VERSION)
+            files["var/cache/ssm-lab/amazon-ssm-agent.deb"] = agent_package.deb(common.AGENT_VERSION)
         else:
-            for inside, (content, mode) in nodepkg.preinstalled_files().items():
+            for inside, (content, mode) in agent_package.preinstalled_files().items():
                 files[inside.lstrip("/")] = content
                 modes[inside.lstrip("/")] = mode
         for rel, content in files.items():
@@ -115,14 +116,14 @@ class Sandbox:
     def agent_version(self) -> str:
         """The version of the agent program installed on the node (what the real agent would report)."""
         try:
-            with open(self.path(nodepkg.AGENT_BINARY), encoding="utf-8") as handle:
-                return nodepkg.installed_version(handle.read()) or common.AGENT_VERSION
+            with open(self.path(agent_package.AGENT_BINARY), encoding="utf-8") as handle:
+                return agent_package.installed_version(handle.read()) or common.AGENT_VERSION
         except OSError:
             return common.AGENT_VERSION
 
     def agent_enabled(self) -> bool:
         """Would the node's init start the agent at boot (a multi-user.target.wants link)?"""
-        return os.path.lexists(self.path(f"/etc/systemd/system/multi-user.target.wants/{nodepkg.AGENT_UNIT}"))
+        return os.path.lexists(self.path(f"/etc/systemd/system/multi-user.target.wants/{agent_package.AGENT_UNIT}"))
 
     @staticmethod
     def _run(argv: list[str]) -> None:

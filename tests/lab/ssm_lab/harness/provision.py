@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from . import common
+from .. import common
 
 VPC_CIDR = "10.42.0.0/16"
 PRIVATE_SUBNETS = (("a", "10.42.1.0/24"), ("b", "10.42.2.0/24"))

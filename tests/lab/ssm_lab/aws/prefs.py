@@ -15,7 +15,7 @@ import time
 import yaml
 from moto.backends import get_backend
 
-from . import common
+from .. import common
 from .registry import Registry, Session
 
 log = logging.getLogger("ssm_lab.prefs")

@@ -21,7 +21,8 @@ import urllib.parse
 import threading
 import time
 
-from . import common, wire
+from .. import common
+from . import wire
 from .registry import Registry, Session
 
 log = logging.getLogger("ssm_lab.messages")

@@ -11,7 +11,9 @@ import time
 
 from moto.backends import get_backend
 
-from . import common, nodepkg, prefs
+from .. import common
+from ..nodes import agent_package
+from . import prefs
 from .registry import SERVICE_SETTING_DEFAULTS, Command, Invocation, Registry, Session
 
 STDOUT_LIMIT = 24000
@@ -373,7 +375,7 @@ class SsmApi:
             "PingStatus": status,
             "LastPingDateTime": node.last_ping or node.registered_at,
             "AgentVersion": node.agent_version,
-            "IsLatestVersion": node.agent_version == nodepkg.AGENT_LATEST,
+            "IsLatestVersion": node.agent_version == agent_package.AGENT_LATEST,
             "PlatformType": platform["PlatformType"],
             "PlatformName": platform["PlatformName"],
             "PlatformVersion": platform["PlatformVersion"],

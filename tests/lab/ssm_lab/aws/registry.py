@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import common, reachability
+from .. import common
+from . import reachability
 
 DHMC_SETTING = "/ssm/managed-instance/default-ec2-instance-management-role"
 SERVICE_SETTING_DEFAULTS = {DHMC_SETTING: "$None"}

@@ -18,7 +18,8 @@ import time
 import urllib.error
 import urllib.request
 
-from . import common, provision
+from .. import common
+from . import provision
 
 ENV_FILE = "env.json"
 
@@ -122,7 +123,7 @@ def cmd_up(args) -> int:
     child_env = {**os.environ, "MOTO_IAM_LOAD_MANAGED_POLICIES": "true", "PYTHONUNBUFFERED": "1"}
     with open(os.path.join(state, "controlplane.log"), "ab") as log:
         control = subprocess.Popen(
-            [sys.executable, "-m", "ssm_lab.controlplane", "--port", str(port), "--message-port", str(message_port),
+            [sys.executable, "-m", "ssm_lab.aws.controlplane", "--port", str(port), "--message-port", str(message_port),
              "--faults", json.dumps(faults)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=child_env,
         )
@@ -151,7 +152,7 @@ def cmd_up(args) -> int:
     _request(endpoint, "nodes", "POST", {"nodes": nodes})
     with open(os.path.join(state, "agents.log"), "ab") as log:
         agents = subprocess.Popen(
-            ["unshare", "--mount", "--propagation", "private", sys.executable, "-m", "ssm_lab.agents",
+            ["unshare", "--mount", "--propagation", "private", sys.executable, "-m", "ssm_lab.nodes.agents",
              "--state-dir", state, "--endpoint", endpoint, "--message-port", str(message_port)],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=child_env,
         )

@@ -20,6 +20,7 @@ default credentials (a caller IAM does not know) act as the account's administra
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import urllib.parse
@@ -143,7 +144,8 @@ def _as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _statements(document: Any) -> list[dict]:
+def parse_policy(document: Any) -> Any:
+    """A policy document given as a dict, JSON text or URL-encoded JSON text (as moto keeps some), as a dict."""
     if isinstance(document, (bytes, bytearray)):
         document = document.decode()
     if isinstance(document, str):
@@ -151,6 +153,12 @@ def _statements(document: Any) -> list[dict]:
             document = json.loads(document)
         except ValueError:
             document = json.loads(urllib.parse.unquote(document))
+    return document
+
+
+def statements(document: Any) -> list[dict]:
+    """The statements of a policy document (a dict, JSON text or URL-encoded JSON text)."""
+    document = parse_policy(document)
     if not isinstance(document, dict):
         return []
     return [s for s in _as_list(document.get("Statement")) if isinstance(s, dict)]
@@ -177,7 +185,15 @@ def _expand(value: str, context: dict, wildcards: bool) -> str | None:
     return "".join(out)
 
 
+@functools.lru_cache(maxsize=4096)
+def _compiled(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+    """A pattern without policy variables, compiled once: the lab's reachability judges every node's role often."""
+    return re.compile(_expand(pattern, {}, wildcards=True), re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+
+
 def _glob(pattern: str, value: str, ignore_case: bool, context: dict) -> bool:
+    if "${" not in pattern:
+        return _compiled(pattern, ignore_case).fullmatch(value) is not None
     regex = _expand(pattern, context, wildcards=True)
     return regex is not None and re.fullmatch(regex, value, re.DOTALL | (re.IGNORECASE if ignore_case else 0)) is not None
 
@@ -187,15 +203,18 @@ def _matches(patterns: Any, value: str, ignore_case: bool, context: dict) -> boo
                for pattern in _as_list(patterns))
 
 
-def _covers(statement: dict, action: str, resource: str, context: dict) -> bool:
+def _covers(statement: dict, action: str, resource: str | None, context: dict) -> bool:
+    """Action/NotAction (case-insensitive) and Resource/NotResource (case-sensitive) match the request; a request
+    without a resource (None: sts:AssumeRole against a trust policy, which has no Resource element) matches on its
+    action alone."""
     if "Action" in statement:
         ok = _matches(statement["Action"], action, True, context)
     elif "NotAction" in statement:
         ok = not _matches(statement["NotAction"], action, True, context)
     else:
         return False
-    if not ok:
-        return False
+    if not ok or resource is None:
+        return ok
     if "Resource" in statement:
         return _matches(statement["Resource"], resource, False, context)
     if "NotResource" in statement:
@@ -274,14 +293,16 @@ def _conditions_hold(statement: dict, context: dict, missing: set) -> bool:
     return holds
 
 
-def _decide(policies: list[tuple[str, str, Any]], action: str, resource: str, context: dict, missing: set):
-    """(decision, [(policy id, type)] of the statements that decided it)."""
+def _decide(policies: list[tuple[str, str, Any]], action: str, resource: str | None, context: dict, missing: set,
+            assume_conditions: bool = False):
+    """(decision, [(policy id, type)] of the statements that decided it). ``assume_conditions``: every Condition
+    counts as satisfied."""
     allows, denies = [], []
     for policy_id, policy_type, document in policies:
-        for statement in _statements(document):
+        for statement in statements(document):
             if not _covers(statement, action, resource, context):
                 continue
-            if not _conditions_hold(statement, context, missing):
+            if not assume_conditions and not _conditions_hold(statement, context, missing):
                 continue
             effect = str(statement.get("Effect", "")).lower()
             if effect == "deny":
@@ -326,18 +347,23 @@ def _check_supported(document: dict) -> None:
 
 
 
-def decide(documents: list, action: str, resource: str, context: dict | None = None, strict: bool = True) -> str:
-    """ALLOWED, EXPLICIT_DENY or IMPLICIT_DENY for identity policies (documents as dicts or JSON strings) and one
-    request: its action, resource and context (condition key to a value or a list of values). The same evaluation
-    as SimulatePrincipalPolicy, without a principal; ``strict`` raises UnsupportedPolicy for what it does not
-    implement, for tests that must not be judged by a guess."""
-    parsed = [json.loads(d) if isinstance(d, str) else d for d in documents]
+def decide(documents: list, action: str, resource: str | None, context: dict | None = None, strict: bool = True,
+           assume_conditions: bool = False) -> str:
+    """ALLOWED, EXPLICIT_DENY or IMPLICIT_DENY for identity policies (documents as dicts, JSON text or URL-encoded
+    JSON text) and one request: its action, resource and context (condition key to a value or a list of values).
+    The same evaluation as SimulatePrincipalPolicy, without a principal, and the lab's only one: the role tests
+    judge policies with it (``strict`` raises UnsupportedPolicy for what it does not implement, for tests that must
+    not be judged by a guess), and the lab's reachability judges a node's role with it (not strict, since it reads
+    whatever policies a user stored; ``resource`` None for a trust policy's sts:AssumeRole; ``assume_conditions``
+    because it knows no request context, so every Condition counts as satisfied)."""
+    parsed = [parse_policy(d) for d in documents]
     if strict:
         for document in parsed:
             _check_supported(document)
     values = {str(key).lower(): [str(v) for v in (value if isinstance(value, list) else [value])]
               for key, value in (context or {}).items()}
-    return _decide([(f"policy{n}", "IAM Policy", d) for n, d in enumerate(parsed)], action, resource, values, set())[0]
+    return _decide([(f"policy{n}", "IAM Policy", d) for n, d in enumerate(parsed)], action, resource, values, set(),
+                   assume_conditions)[0]
 
 
 def evaluate(account_id: str, request: dict) -> list[dict]:

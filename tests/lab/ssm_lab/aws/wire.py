@@ -3,8 +3,8 @@
 A client (AWS's session-manager-plugin, the lab's stand-in, any other implementation) opens a WebSocket to
 ``ws://HOST:PORT/v1/data-channel/<session-id>?...`` on the lab's message port, sends the token message and then
 exchanges AgentMessages (see ../shared/SESSION-PROTOCOL.md and plugins/plugin_utils/_data_channel.py, whose codec
-this uses: the protocol is written once in the collection). This module plays the service and, through the node's
-agent stream, the agent's end of the channel:
+this uses through ``ssm_lab.codec``: the protocol is written once in the collection). This module plays the service
+and, through the node's agent stream, the agent's end of the channel:
 
 - the handshake: HandshakeRequest with the node agent's version and the session type and properties, the client's
   HandshakeResponse, HandshakeComplete;
@@ -28,11 +28,8 @@ port serves agents, the nodes' egress and the data channel.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
-import os
 import struct
-import sys
 import time
 import urllib.parse
 
@@ -40,6 +37,8 @@ from websockets.frames import Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+
+from ..codec import dc
 
 log = logging.getLogger("ssm_lab.wire")
 
@@ -50,22 +49,6 @@ CLOSE_WAIT = 5.0  # seconds the end of a session waits for the acknowledgement o
 CHUNK = 32768  # the largest Output payload the lab sends (the plugin has no read limit)
 WINDOW = 512  # unacknowledged output messages before the relay stops reading from the agent
 MUX_AFTER = "3.0.196.0"  # agents newer than this multiplex port sessions (smux)
-
-
-def load_collection_module(filename: str, name: str):
-    """A module of the collection's plugins/plugin_utils, loaded as ``name`` from the repository the lab is installed
-    from (standard library and websockets only): the protocol is written once, for the collection and the lab."""
-    if name not in sys.modules:
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "plugins", "plugin_utils",
-                            filename)
-        spec = importlib.util.spec_from_file_location(name, os.path.normpath(path))
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-dc = load_collection_module("_data_channel.py", "bastionless_data_channel")
 
 SHELL_TYPES = {"SSM-SessionManagerRunShell": "Standard_Stream", "AWS-StartInteractiveCommand": "InteractiveCommands",
                "AWS-StartNonInteractiveCommand": "NonInteractiveCommands"}

@@ -27,8 +27,8 @@ import sys
 import termios
 import threading
 
-from . import common
-from .wire import dc, load_collection_module  # the codec first: the client imports it by its name
+from .. import common
+from ..codec import dc, load_collection_module  # the codec first: the client imports it by its name
 
 USAGE = (
     "\nThe Session Manager plugin was installed successfully. Use the AWS CLI to start a session.\n\n"

@@ -16,7 +16,7 @@ import re
 import tarfile
 import time
 
-from . import common
+from .. import common
 
 AGENT_LATEST = "3.3.1957.0"  # what the lab's distribution bucket serves as latest
 AGENT_BINARY = "/usr/bin/amazon-ssm-agent"
