@@ -103,6 +103,7 @@ integration: collection
 
 # The roles' molecule scenarios (extensions/molecule): each starts its own lab, then converge, idempotence, verify
 # (check mode is asserted, with what each role predicts, in its pytest suite: tests/integration/test_role_*.py).
+# The default scenario, which molecule reads before any run, starts no lab: it checks that every role has its scenario.
 molecule: collection
 	@$(MAKE) --no-print-directory molecule-scenarios
 
