@@ -142,8 +142,6 @@ from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
 from ansible_collections.bastionless.ssm.plugins.module_utils import _instance_connect as eic
 
-# Set by the action plugin: the run's own temporary directory, which ansible-playbook deletes when it exits.
-KEY_PARENT = "BASTIONLESS_SSM_KEY_PARENT"
 KEY_DIR_PREFIX = "bastionless-ssm-key-"
 
 
@@ -164,7 +162,7 @@ def present(module: AnsibleAWSModule, params: Dict[str, Any]) -> Dict[str, Any]:
     key_dir = params["key_dir"]
     changed = False
     if not key_dir:
-        parent = os.environ.get(KEY_PARENT, "")
+        parent = params.get("_key_parent") or ""
         if not parent:
             module.fail_json(msg="Without key_dir this module needs its action plugin, which runs it on the controller: "
                                  "call it as bastionless.ssm.instance_connect_key, or give key_dir.")
@@ -221,6 +219,9 @@ def main() -> None:
         key_type=dict(type="str", choices=list(eic.KEY_TYPES), default="ed25519"),
         instance_ids=dict(type="list", elements="str", default=[]),
         os_user=dict(type="str"),
+        # Hidden (the leading underscore keeps it out of the documentation, as async_status's _async_dir): set by
+        # the action plugin to the run's own temporary directory, which ansible-playbook deletes when it exits.
+        _key_parent=dict(type="path"),
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
     problem = eic.validate(module.params)
