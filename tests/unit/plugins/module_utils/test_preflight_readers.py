@@ -1,30 +1,11 @@
-"""Helpers of the bastionless.ssm.ssm_preflight module: the facts it hands to the reasoning, error texts, batching."""
+"""The readers of bastionless.ssm.ssm_preflight (module_utils/_preflight_readers.py): error texts, batching, and
+what each reader makes of the AWS answers, with botocore's Stubber or small fake clients standing in for AWS."""
 
 import pytest
 from botocore.exceptions import ClientError
 
-from ansible_collections.bastionless.ssm.plugins.modules import ssm_preflight as sp
-
-INSTANCE = {
-    "InstanceId": "i-0123456789abcdef0",
-    "SubnetId": "subnet-1",
-    "VpcId": "vpc-1",
-    "Placement": {"AvailabilityZone": "us-east-1a"},
-    "PrivateIpAddress": "10.0.1.10",
-    "SecurityGroups": [{"GroupId": "sg-a", "GroupName": "a"}],
-    "NetworkInterfaces": [
-        {"Attachment": {"DeviceIndex": 0}, "Groups": [{"GroupId": "sg-a"}, {"GroupId": "sg-b"}]},
-        {"Attachment": {"DeviceIndex": 1}, "Groups": [{"GroupId": "sg-other-nic"}]},
-    ],
-}
-
-
-def test_network_facts_take_the_primary_interface_groups():
-    assert sp.network_facts(INSTANCE) == {
-        "id": "i-0123456789abcdef0", "subnet_id": "subnet-1", "vpc_id": "vpc-1", "az": "us-east-1a",
-        "private_ip": "10.0.1.10", "public_ip": None, "group_ids": ["sg-a", "sg-b"],
-    }
-
+from ansible_collections.bastionless.ssm.plugins.module_utils import _preflight as pf
+from ansible_collections.bastionless.ssm.plugins.module_utils import _preflight_readers as readers
 
 @pytest.mark.parametrize("items, size, expected", [
     ([], 2, []),
@@ -32,16 +13,16 @@ def test_network_facts_take_the_primary_interface_groups():
     (["a"] * 101, 100, [["a"] * 100, ["a"]]),
 ])
 def test_chunks(items, size, expected):
-    assert list(sp.chunks(items, size)) == expected
+    assert list(readers.chunks(items, size)) == expected
 
 
 def test_error_text_and_code_of_aws_errors():
     error = ClientError({"Error": {"Code": "AccessDenied", "Message": "not you"}}, "SimulatePrincipalPolicy")
-    wrapped = sp.PreflightError(message="Failed to simulate", exception=error)
-    assert sp.error_text(error) == sp.error_text(wrapped) == "AccessDenied: not you"
-    assert sp.error_code(wrapped) == "AccessDenied"
-    assert sp.error_code(ValueError("x")) is None
-    assert sp.error_text(ValueError("bad")) == "ValueError: bad"
+    wrapped = readers.PreflightError(message="Failed to simulate", exception=error)
+    assert readers.error_text(error) == readers.error_text(wrapped) == "AccessDenied: not you"
+    assert readers.error_code(wrapped) == "AccessDenied"
+    assert readers.error_code(ValueError("x")) is None
+    assert readers.error_text(ValueError("bad")) == "ValueError: bad"
 
 
 class FakeIam:
@@ -111,7 +92,7 @@ def reader():
         attached={"node": ["arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore", CUSTOM]},
         policies={CUSTOM: {"Statement": [{"Effect": "Deny", "Action": "*", "Resource": "*"}]}},
     )
-    return iam, sp.IamReader(iam)
+    return iam, readers.IamReader(iam)
 
 
 def test_each_profile_role_and_policy_is_read_once_for_any_number_of_nodes():
