@@ -8,9 +8,8 @@ where the run's temporary directory is, so that a key pair made without key_dir 
 
 ansible-playbook creates its local temporary directory (C.DEFAULT_LOCAL_TMP, mode 0700) when it starts and deletes
 it when it exits, also after a failure. The module runs a few processes further down and cannot know that path,
-so the action tells it, as the module's hidden option _key_parent added to the task's arguments (as async_status
-gets _async_dir from its action): it reaches only this module run, and nothing is left in the controller's
-environment.
+so the action tells it, as the module's internal option _key_parent added to the task's arguments (as async_status
+gets _async_dir from its action): it reaches only this module run, and the worker's environment is left alone.
 """
 
 from ansible import constants as C

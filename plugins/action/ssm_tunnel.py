@@ -9,8 +9,8 @@ Ansible process to watch, so that the tunnel closes when that process exits.
 The action runs in a worker process that ansible-playbook (or ansible) forks for the task; the worker's parent
 is that main process, which lives for the whole run. The module runs a few processes further down (the local
 connection's shell, AnsiballZ) and cannot tell which of its ancestors that is, so the action tells it, as the
-module's hidden options _controller_pid and _controller_start added to the task's arguments (as async_status gets
-_async_dir from its action): they reach only this module run, and nothing is left in the controller's environment.
+module's internal options _controller_pid and _controller_start added to the task's arguments (as async_status gets
+_async_dir from its action): they reach only this module run, and the worker's environment is left alone.
 """
 
 import os

@@ -54,6 +54,11 @@ options:
       - The OS user on the instances the pushed key is valid for (V(ec2-user) on Amazon Linux, V(ubuntu) on
         Ubuntu). Required with O(instance_ids).
     type: str
+  _key_parent:
+    description:
+      - Internal, set by the module's action plugin; do not set it. The run's own temporary directory, in which a
+        key pair made without O(key_dir) is put.
+    type: path
 attributes:
   check_mode:
     description: Reports whether a key pair would be made or deleted; makes, pushes and deletes nothing.
@@ -219,8 +224,8 @@ def main() -> None:
         key_type=dict(type="str", choices=list(eic.KEY_TYPES), default="ed25519"),
         instance_ids=dict(type="list", elements="str", default=[]),
         os_user=dict(type="str"),
-        # Hidden (the leading underscore keeps it out of the documentation, as async_status's _async_dir): set by
-        # the action plugin to the run's own temporary directory, which ansible-playbook deletes when it exits.
+        # Internal (as async_status's _async_dir): the action plugin sets it to the run's own temporary directory,
+        # which ansible-playbook deletes when it exits.
         _key_parent=dict(type="path"),
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)

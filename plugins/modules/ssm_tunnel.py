@@ -91,6 +91,16 @@ options:
         private to the user. The log of a closed tunnel stays until the port is used again, or for 7 days.
     type: path
     default: ~/.ansible/bastionless_ssm/tunnels
+  _controller_pid:
+    description:
+      - Internal, set by the module's action plugin; do not set it. The process id of the Ansible process whose
+        exit closes the tunnel (see O(keep_after_play)).
+    type: int
+  _controller_start:
+    description:
+      - Internal, set by the module's action plugin; do not set it. The start time of O(_controller_pid), so that
+        another process that gets the same id later is not taken for it.
+    type: int
 attributes:
   check_mode:
     description:
@@ -234,7 +244,6 @@ stopped:
   sample: [{"local_port": 41231, "target": "i-0123456789abcdef0", "session_id": "alice-0a1b2c3d4e5f67890"}]
 """
 
-import os
 from typing import Any
 from typing import Dict
 from typing import Optional
@@ -287,7 +296,7 @@ def validate(params: Dict[str, Any]) -> Optional[str]:
 
 
 def controller_process(params: Dict[str, Any]) -> Tuple[Optional[int], Optional[int]]:
-    """The Ansible process to watch and its start time, as the action plugin passes them (hidden options
+    """The Ansible process to watch and its start time, as the action plugin passes them (internal options
     _controller_pid and _controller_start); None for what is missing or not a positive number."""
     def number(name: str) -> Optional[int]:
         value = params.get(name)
@@ -443,9 +452,8 @@ def main() -> None:
         max_lifetime=dict(type="int"),
         keep_after_play=dict(type="bool", default=False),
         state_dir=dict(type="path", default="~/.ansible/bastionless_ssm/tunnels"),
-        # Hidden (the leading underscore keeps them out of the documentation, as async_status's _async_dir): set by
-        # the action plugin to the Ansible process whose exit closes the tunnel, and its start time (against PID
-        # reuse).
+        # Internal (as async_status's _async_dir): the action plugin sets them to the Ansible process whose exit
+        # closes the tunnel, and its start time (against PID reuse).
         _controller_pid=dict(type="int"),
         _controller_start=dict(type="int"),
     )

@@ -9,6 +9,7 @@ from botocore.stub import Stubber
 from ansible_collections.bastionless.ssm.plugins.module_utils import _preflight as pf
 from ansible_collections.bastionless.ssm.plugins.module_utils import _preflight_readers as readers
 
+
 @pytest.mark.parametrize("items, size, expected", [
     ([], 2, []),
     (["a", "b", "c"], 2, [["a", "b"], ["c"]]),

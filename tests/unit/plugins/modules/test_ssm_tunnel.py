@@ -66,7 +66,7 @@ def test_bad_input_is_named(overrides, message):
 
 
 @pytest.mark.parametrize(
-    "hidden, expected",
+    "internal, expected",
     [
         ({"_controller_pid": 4242, "_controller_start": 987654}, (4242, 987654)),
         ({"_controller_pid": 4242, "_controller_start": None}, (4242, None)),
@@ -75,8 +75,8 @@ def test_bad_input_is_named(overrides, message):
         ({}, (None, None)),
     ],
 )
-def test_controller_process_from_the_action_plugin(hidden, expected):
-    assert ssm_tunnel.controller_process(params(**hidden)) == expected
+def test_controller_process_from_the_action_plugin(internal, expected):
+    assert ssm_tunnel.controller_process(params(**internal)) == expected
 
 
 def test_a_new_record_watches_the_controller_unless_kept():

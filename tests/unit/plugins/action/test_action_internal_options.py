@@ -3,7 +3,7 @@
 # Copyright: Contributors to the bastionless.ssm collection
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""The action plugins of the controller-only modules hand their data to the module as hidden options of that one
+"""The action plugins of the controller-only modules hand their data to the module as internal options of that one
 module run, and leave the controller's environment as it was (a later task must not see it)."""
 
 import os
@@ -40,7 +40,7 @@ def run(module):
     return result
 
 
-def test_instance_connect_key_gets_the_run_temporary_directory_as_a_hidden_option():
+def test_instance_connect_key_gets_the_run_temporary_directory_as_an_internal_option():
     module = action(instance_connect_key, {"key_type": "ed25519"})
     assert run(module) == {"changed": False}
     kwargs = module._execute_module.call_args.kwargs
@@ -48,14 +48,14 @@ def test_instance_connect_key_gets_the_run_temporary_directory_as_a_hidden_optio
     assert module._task.args == {"key_type": "ed25519"}
 
 
-def test_ssm_tunnel_gets_the_controller_process_as_hidden_options():
+def test_ssm_tunnel_gets_the_controller_process_as_internal_options():
     module = action(ssm_tunnel, {"target": "i-0123456789abcdef0", "remote_port": 22})
     run(module)
     args = module._execute_module.call_args.kwargs["module_args"]
     assert args["_controller_pid"] == os.getppid()
     assert args["_controller_start"] == ssm_tunnel.process_start(os.getppid())
-    assert {k: v for k, v in args.items() if not k.startswith("_")} == {"target": "i-0123456789abcdef0",
-                                                                         "remote_port": 22}
+    given = {k: v for k, v in args.items() if not k.startswith("_")}
+    assert given == {"target": "i-0123456789abcdef0", "remote_port": 22}
 
 
 @pytest.mark.parametrize("plugin", [instance_connect_key, ssm_tunnel])
