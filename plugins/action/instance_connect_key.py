@@ -8,18 +8,14 @@ where the run's temporary directory is, so that a key pair made without key_dir 
 
 ansible-playbook creates its local temporary directory (C.DEFAULT_LOCAL_TMP, mode 0700) when it starts and deletes
 it when it exits, also after a failure. The module runs a few processes further down and cannot know that path,
-so the action tells it, in the environment the local connection hands down (the action runs in the task's own
-worker process, so nothing else sees it).
+so the action tells it, as the module's internal option _key_parent added to the task's arguments (as async_status
+gets _async_dir from its action): it reaches only this module run, and the worker's environment is left alone.
 """
-
-import os
 
 from ansible import constants as C
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.bastionless.ssm.plugins.plugin_utils._controller_action import not_on_controller
-
-KEY_PARENT = "BASTIONLESS_SSM_KEY_PARENT"
 
 
 class ActionModule(ActionBase):
@@ -34,6 +30,7 @@ class ActionModule(ActionBase):
             result.update(failed=True, msg=error)
             return result
 
-        os.environ[KEY_PARENT] = str(C.DEFAULT_LOCAL_TMP)
-        result.update(self._execute_module(module_name="bastionless.ssm.instance_connect_key", task_vars=task_vars))
+        module_args = dict(self._task.args, _key_parent=str(C.DEFAULT_LOCAL_TMP))
+        result.update(self._execute_module(module_name="bastionless.ssm.instance_connect_key", module_args=module_args,
+                                           task_vars=task_vars))
         return result

@@ -8,8 +8,9 @@ Ansible process to watch, so that the tunnel closes when that process exits.
 
 The action runs in a worker process that ansible-playbook (or ansible) forks for the task; the worker's parent
 is that main process, which lives for the whole run. The module runs a few processes further down (the local
-connection's shell, AnsiballZ) and cannot tell which of its ancestors that is, so the action tells it, in the
-environment the local connection hands down (the worker is the task's own process, so nothing else sees it).
+connection's shell, AnsiballZ) and cannot tell which of its ancestors that is, so the action tells it, as the
+module's internal options _controller_pid and _controller_start added to the task's arguments (as async_status gets
+_async_dir from its action): they reach only this module run, and the worker's environment is left alone.
 """
 
 import os
@@ -17,9 +18,6 @@ import os
 from ansible.plugins.action import ActionBase
 
 from ansible_collections.bastionless.ssm.plugins.plugin_utils._controller_action import not_on_controller
-
-CONTROLLER_PID = "BASTIONLESS_SSM_CONTROLLER_PID"
-CONTROLLER_START = "BASTIONLESS_SSM_CONTROLLER_START"
 
 
 def process_start(pid):
@@ -44,7 +42,7 @@ class ActionModule(ActionBase):
             return result
 
         controller = os.getppid()
-        os.environ[CONTROLLER_PID] = str(controller)
-        os.environ[CONTROLLER_START] = str(process_start(controller) or "")
-        result.update(self._execute_module(module_name="bastionless.ssm.ssm_tunnel", task_vars=task_vars))
+        module_args = dict(self._task.args, _controller_pid=controller, _controller_start=process_start(controller))
+        result.update(self._execute_module(module_name="bastionless.ssm.ssm_tunnel", module_args=module_args,
+                                           task_vars=task_vars))
         return result

@@ -802,6 +802,35 @@ def _endpoint_use_findings(node, vpc, region, service, endpoint):
     return errors, warnings
 
 
+def network_facts(instance):
+    """What the network checks need of a DescribeInstances instance: its placement, addresses and the security
+    groups of its primary interface."""
+    groups = [g["GroupId"] for g in instance.get("SecurityGroups") or [] if g.get("GroupId")]
+    for nic in instance.get("NetworkInterfaces") or []:
+        if (nic.get("Attachment") or {}).get("DeviceIndex", 0) == 0:
+            groups += [g["GroupId"] for g in nic.get("Groups") or [] if g.get("GroupId")]
+    return {
+        "id": instance["InstanceId"],
+        "subnet_id": instance.get("SubnetId"),
+        "vpc_id": instance.get("VpcId"),
+        "az": (instance.get("Placement") or {}).get("AvailabilityZone"),
+        "private_ip": instance.get("PrivateIpAddress"),
+        "public_ip": instance.get("PublicIpAddress"),
+        "group_ids": sorted(set(groups)),
+    }
+
+
+def not_checked_network(node_id, vpc):
+    """The finding for a node whose VPC could not be read (vpc is {"id", "error"})."""
+    return finding(
+        "NETWORK_NOT_CHECKED",
+        f"The network path of instance {node_id} could not be read ({vpc['id']}): {vpc['error']}.",
+        "Allow ec2:DescribeRouteTables, ec2:DescribeNatGateways, ec2:DescribeInternetGateways, "
+        "ec2:DescribeVpcEndpoints, ec2:DescribeSubnets, ec2:DescribeSecurityGroups and ec2:DescribeVpcAttribute "
+        "to the caller.",
+        instance_id=node_id, vpc_id=vpc["id"])
+
+
 def network_findings(node, vpc, region, online):
     """Prerequisite 3 for one running EC2 instance: can the agent reach ssm, ssmmessages and ec2messages?
 

@@ -54,6 +54,11 @@ options:
       - The OS user on the instances the pushed key is valid for (V(ec2-user) on Amazon Linux, V(ubuntu) on
         Ubuntu). Required with O(instance_ids).
     type: str
+  _key_parent:
+    description:
+      - Internal, set by the module's action plugin; do not set it. The run's own temporary directory, in which a
+        key pair made without O(key_dir) is put.
+    type: path
 attributes:
   check_mode:
     description: Reports whether a key pair would be made or deleted; makes, pushes and deletes nothing.
@@ -142,8 +147,6 @@ from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
 from ansible_collections.bastionless.ssm.plugins.module_utils import _instance_connect as eic
 
-# Set by the action plugin: the run's own temporary directory, which ansible-playbook deletes when it exits.
-KEY_PARENT = "BASTIONLESS_SSM_KEY_PARENT"
 KEY_DIR_PREFIX = "bastionless-ssm-key-"
 
 
@@ -164,7 +167,7 @@ def present(module: AnsibleAWSModule, params: Dict[str, Any]) -> Dict[str, Any]:
     key_dir = params["key_dir"]
     changed = False
     if not key_dir:
-        parent = os.environ.get(KEY_PARENT, "")
+        parent = params.get("_key_parent") or ""
         if not parent:
             module.fail_json(msg="Without key_dir this module needs its action plugin, which runs it on the controller: "
                                  "call it as bastionless.ssm.instance_connect_key, or give key_dir.")
@@ -221,6 +224,9 @@ def main() -> None:
         key_type=dict(type="str", choices=list(eic.KEY_TYPES), default="ed25519"),
         instance_ids=dict(type="list", elements="str", default=[]),
         os_user=dict(type="str"),
+        # Internal (as async_status's _async_dir): the action plugin sets it to the run's own temporary directory,
+        # which ansible-playbook deletes when it exits.
+        _key_parent=dict(type="path"),
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
     problem = eic.validate(module.params)

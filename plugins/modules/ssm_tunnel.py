@@ -91,6 +91,16 @@ options:
         private to the user. The log of a closed tunnel stays until the port is used again, or for 7 days.
     type: path
     default: ~/.ansible/bastionless_ssm/tunnels
+  _controller_pid:
+    description:
+      - Internal, set by the module's action plugin; do not set it. The process id of the Ansible process whose
+        exit closes the tunnel (see O(keep_after_play)).
+    type: int
+  _controller_start:
+    description:
+      - Internal, set by the module's action plugin; do not set it. The start time of O(_controller_pid), so that
+        another process that gets the same id later is not taken for it.
+    type: int
 attributes:
   check_mode:
     description:
@@ -234,7 +244,6 @@ stopped:
   sample: [{"local_port": 41231, "target": "i-0123456789abcdef0", "session_id": "alice-0a1b2c3d4e5f67890"}]
 """
 
-import os
 from typing import Any
 from typing import Dict
 from typing import Optional
@@ -250,9 +259,6 @@ from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.bastionless.ssm.plugins.module_utils import _ssm_tunnel as tunnels
 
 PORT_RANGE = (1, 65535)
-# Set by the action plugin: the Ansible process whose exit closes the tunnel, and its start time (against PID reuse).
-CONTROLLER_PID = "BASTIONLESS_SSM_CONTROLLER_PID"
-CONTROLLER_START = "BASTIONLESS_SSM_CONTROLLER_START"
 
 
 class AnsibleSSMTunnelError(AnsibleAWSError):
@@ -289,13 +295,14 @@ def validate(params: Dict[str, Any]) -> Optional[str]:
     return None
 
 
-def controller_process(environ: Dict[str, str]) -> Tuple[Optional[int], Optional[int]]:
-    """The Ansible process to watch and its start time, as the action plugin passes them."""
+def controller_process(params: Dict[str, Any]) -> Tuple[Optional[int], Optional[int]]:
+    """The Ansible process to watch and its start time, as the action plugin passes them (internal options
+    _controller_pid and _controller_start); None for what is missing or not a positive number."""
     def number(name: str) -> Optional[int]:
-        value = environ.get(name, "")
-        return int(value) if value.isdigit() else None
+        value = params.get(name)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
-    return number(CONTROLLER_PID), number(CONTROLLER_START)
+    return number("_controller_pid"), number("_controller_start")
 
 
 def new_record(params: Dict[str, Any], local_port: Optional[int], records: tunnels.Records,
@@ -348,7 +355,7 @@ def terminate_quietly(client, session_id: Optional[str]) -> None:
 def ensure_present(module: AnsibleAWSModule, records: tunnels.Records) -> None:
     params = module.params
     wanted = tunnels.wanted_tunnel(params)
-    controller = controller_process(os.environ)
+    controller = controller_process(params)
     with records.lock():
         existing = records.all()
         for record in existing:
@@ -445,6 +452,10 @@ def main() -> None:
         max_lifetime=dict(type="int"),
         keep_after_play=dict(type="bool", default=False),
         state_dir=dict(type="path", default="~/.ansible/bastionless_ssm/tunnels"),
+        # Internal (as async_status's _async_dir): the action plugin sets them to the Ansible process whose exit
+        # closes the tunnel, and its start time (against PID reuse).
+        _controller_pid=dict(type="int"),
+        _controller_start=dict(type="int"),
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
     problem = validate(module.params)

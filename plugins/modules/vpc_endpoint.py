@@ -606,6 +606,16 @@ def delete_endpoint(client, endpoint_id):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Waiting.
+#
+# No waiter fits, so these two poll by hand. botocore's EC2 waiters have none for VPC endpoints, and amazon.aws's
+# module_utils.waiters has only vpc_endpoint_exists, which succeeds once DescribeVpcEndpoints lists the endpoint,
+# whatever its State: it neither waits for "available" nor for the endpoint to go. A model of our own on
+# amazon.aws's module_utils.waiter.BaseWaiterFactory does not fit either: its acceptors compare State exactly,
+# while the API's enum says "Available"/"PendingAcceptance" and the service answers "available"/"pendingAcceptance"
+# (hence the .lower() below), and its WaiterError would have to be taken apart again to keep the messages that say
+# which of pendingAcceptance, a dead state, a missing endpoint or the timeout stopped the wait. The loops keep
+# wait_timeout's meaning: the state is read at once and every POLL_DELAY seconds, and the wait gives up
+# after the first read at or after the deadline.
 # ---------------------------------------------------------------------------------------------------------------
 
 

@@ -589,3 +589,27 @@ def test_summary_and_failure():
     assert pf.should_fail([nodes[0], nodes[2]], [], True)
     assert "3 finding(s) (errors and warnings)" in pf.failure_message(summary, True) or \
         "finding(s) (errors and warnings)" in pf.failure_message(summary, True)
+
+
+# --- the facts the module hands to the network checks ---------------------------------------------------
+
+
+PRIMARY_NIC_INSTANCE = {
+    "InstanceId": "i-0123456789abcdef0",
+    "SubnetId": "subnet-1",
+    "VpcId": "vpc-1",
+    "Placement": {"AvailabilityZone": "us-east-1a"},
+    "PrivateIpAddress": "10.0.1.10",
+    "SecurityGroups": [{"GroupId": "sg-a", "GroupName": "a"}],
+    "NetworkInterfaces": [
+        {"Attachment": {"DeviceIndex": 0}, "Groups": [{"GroupId": "sg-a"}, {"GroupId": "sg-b"}]},
+        {"Attachment": {"DeviceIndex": 1}, "Groups": [{"GroupId": "sg-other-nic"}]},
+    ],
+}
+
+
+def test_network_facts_take_the_primary_interface_groups():
+    assert pf.network_facts(PRIMARY_NIC_INSTANCE) == {
+        "id": "i-0123456789abcdef0", "subnet_id": "subnet-1", "vpc_id": "vpc-1", "az": "us-east-1a",
+        "private_ip": "10.0.1.10", "public_ip": None, "group_ids": ["sg-a", "sg-b"],
+    }

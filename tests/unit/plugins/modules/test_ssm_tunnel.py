@@ -66,16 +66,17 @@ def test_bad_input_is_named(overrides, message):
 
 
 @pytest.mark.parametrize(
-    "environ, expected",
+    "internal, expected",
     [
-        ({"BASTIONLESS_SSM_CONTROLLER_PID": "4242", "BASTIONLESS_SSM_CONTROLLER_START": "987654"}, (4242, 987654)),
-        ({"BASTIONLESS_SSM_CONTROLLER_PID": "4242", "BASTIONLESS_SSM_CONTROLLER_START": ""}, (4242, None)),
-        ({"BASTIONLESS_SSM_CONTROLLER_PID": "not a pid"}, (None, None)),
+        ({"_controller_pid": 4242, "_controller_start": 987654}, (4242, 987654)),
+        ({"_controller_pid": 4242, "_controller_start": None}, (4242, None)),
+        ({"_controller_pid": 0, "_controller_start": -1}, (None, None)),
+        ({"_controller_pid": True}, (None, None)),
         ({}, (None, None)),
     ],
 )
-def test_controller_process_from_the_action_plugin(environ, expected):
-    assert ssm_tunnel.controller_process(environ) == expected
+def test_controller_process_from_the_action_plugin(internal, expected):
+    assert ssm_tunnel.controller_process(params(**internal)) == expected
 
 
 def test_a_new_record_watches_the_controller_unless_kept():
