@@ -321,14 +321,15 @@ def _principal_names(principal):
 
 
 def principal_covers(statement, services):
-    """The statement's Principal is "*", {"AWS": "*"} or names one of ``services`` (lower case); NotPrincipal the
-    other way round."""
+    """The statement's Principal is "*", {"AWS": "*"} or names one of ``services`` (service principals compare
+    case-insensitively); NotPrincipal the other way round."""
+    services = {str(s).lower() for s in services}
     if "Principal" in statement:
         wildcard, listed = _principal_names(statement["Principal"])
-        return wildcard or bool(listed & set(services))
+        return wildcard or bool(listed & services)
     if "NotPrincipal" in statement:
         wildcard, listed = _principal_names(statement["NotPrincipal"])
-        return not wildcard and not listed & set(services)
+        return not wildcard and not listed & services
     return False
 
 
