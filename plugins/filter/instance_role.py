@@ -9,6 +9,7 @@ these return. Each filter's documentation is in the .yml file of its name beside
 
 from __future__ import annotations
 
+from ansible_collections.bastionless.ssm.plugins.module_utils._iam_policy import trusts
 from ansible_collections.bastionless.ssm.plugins.plugin_utils._names import (
     IAM_NAME,
     IAM_PATH,
@@ -134,15 +135,6 @@ def would_attach(instances, replace: bool = False) -> list:
     return bare + (others if replace else [])
 
 
-def _trusted(role: dict) -> list:
-    services = []
-    for statement in (role.get("assume_role_policy_document") or {}).get("Statement") or ():
-        if statement.get("Effect") == "Allow":
-            service = (statement.get("Principal") or {}).get("Service") or []
-            services += service if isinstance(service, list) else [service]
-    return services
-
-
 def verify_problems(role: dict, instances=None, role_name: str = "", service: str = "ec2.amazonaws.com",
                     policies=(), mode: str = "instance_profile", profile: str = "", profile_path: str = "/",
                     skipped=()) -> list:
@@ -156,7 +148,7 @@ def verify_problems(role: dict, instances=None, role_name: str = "", service: st
                [attached.get("policy_arn") for attached in role.get("managed_policies") or ()]]
     profiles = [entry.get("instance_profile_name") for entry in role.get("instance_profiles") or ()]
     clause = ("it does not exist" if not role
-              else f"it does not trust {service}" if service not in _trusted(role)
+              else f"it does not trust {service}" if not trusts(role.get("assume_role_policy_document"), {service})
               else f"it lacks {', '.join(lacking)}" if lacking
               else f"it is not in the instance profile {profile}" if mode != DHMC and profile not in profiles
               else "")

@@ -18,9 +18,9 @@ documentation and docs/troubleshooting.md list the same codes.
 
 import datetime
 import ipaddress
-import json
 import re
-from urllib.parse import unquote
+
+from ansible_collections.bastionless.ssm.plugins.module_utils import _iam_policy
 
 # --- the catalog of findings -----------------------------------------------------------------------------
 
@@ -212,92 +212,10 @@ def document_arn(document, partition, region, account):
 
 
 # --- IAM policy reading --------------------------------------------------------------------------------
+# The evaluation itself is the collection's one IAM evaluator (_iam_policy.py); here conditions count as satisfied,
+# since the module knows no request context of the agent.
 
-
-def _as_list(value):
-    if value is None:
-        return []
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return list(value)
-    return [value]
-
-
-def policy_document(document):
-    """A policy document as a dict, from a dict, JSON text or URL-encoded JSON text ({} when unreadable)."""
-    if isinstance(document, (bytes, bytearray)):
-        document = document.decode()
-    if isinstance(document, str):
-        try:
-            document = json.loads(document)
-        except ValueError:
-            try:
-                document = json.loads(unquote(document))
-            except ValueError:
-                return {}
-    return document if isinstance(document, dict) else {}
-
-
-def statements(document):
-    return [s for s in _as_list(policy_document(document).get("Statement")) if isinstance(s, dict)]
-
-
-def _glob_match(pattern, value, ignore_case):
-    body = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in str(pattern))
-    flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
-    return re.fullmatch(body, value, flags) is not None
-
-
-def _matches_any(patterns, value, ignore_case):
-    return any(isinstance(p, str) and _glob_match(p, value, ignore_case) for p in _as_list(patterns))
-
-
-def statement_covers(statement, action, resource):
-    """Action/NotAction and Resource/NotResource match; Conditions count as satisfied. ``resource`` None is a
-    document without Resource elements (a trust policy)."""
-    if "Action" in statement:
-        action_ok = _matches_any(statement["Action"], action, True)
-    elif "NotAction" in statement:
-        action_ok = not _matches_any(statement["NotAction"], action, True)
-    else:
-        return False
-    if not action_ok or resource is None:
-        return action_ok
-    if "Resource" in statement:
-        return _matches_any(statement["Resource"], resource, False)
-    if "NotResource" in statement:
-        return not _matches_any(statement["NotResource"], resource, False)
-    return False
-
-
-def allowed(all_statements, action, resource):
-    """An explicit Deny wins; otherwise some Allow must cover the request."""
-    covering = [s for s in all_statements if statement_covers(s, action, resource)]
-    if any(str(s.get("Effect", "")).lower() == "deny" for s in covering):
-        return False
-    return any(str(s.get("Effect", "")).lower() == "allow" for s in covering)
-
-
-def _principal_covers(statement, services):
-    def names(principal):
-        if principal == "*":
-            return True, set()
-        if not isinstance(principal, dict):
-            return False, set()
-        return "*" in _as_list(principal.get("AWS")), {str(s).lower() for s in _as_list(principal.get("Service"))}
-
-    if "Principal" in statement:
-        wildcard, listed = names(statement["Principal"])
-        return wildcard or bool(listed & services)
-    if "NotPrincipal" in statement:
-        wildcard, listed = names(statement["NotPrincipal"])
-        return not wildcard and not listed & services
-    return False
-
-
-def trusts(trust_document, services):
-    """The trust policy lets one of ``services`` sts:AssumeRole (an explicit Deny wins)."""
-    covering = [s for s in statements(trust_document) if _principal_covers(s, services)]
-    return allowed(covering, "sts:AssumeRole", None)
+trusts = _iam_policy.trusts
 
 
 def known_core_policy(policy_arn):
@@ -309,14 +227,14 @@ def known_core_policy(policy_arn):
 def missing_core_actions(documents, boundary, instance_arn):
     """The core actions the role's policies (inline and managed documents) do not allow, after the
     permissions boundary (None: no boundary). ssm:UpdateInstanceInformation is checked on the instance ARN."""
-    identity = [s for d in documents for s in statements(d)]
-    bounded = None if boundary is None else statements(boundary)
+    identity = [_iam_policy.policy_document(d) for d in documents]
+    bounded = None if boundary is None else [_iam_policy.policy_document(boundary)]
     missing = []
     for action in CORE_ACTIONS:
         resource = instance_arn if action == "ssm:UpdateInstanceInformation" and instance_arn else "*"
-        ok = allowed(identity, action, resource) or allowed(identity, action, "*")
+        ok = _iam_policy.allowed(identity, action, resource) or _iam_policy.allowed(identity, action, "*")
         if ok and bounded is not None:
-            ok = allowed(bounded, action, resource) or allowed(bounded, action, "*")
+            ok = _iam_policy.allowed(bounded, action, resource) or _iam_policy.allowed(bounded, action, "*")
         if not ok:
             missing.append(action)
     return missing

@@ -231,36 +231,16 @@ def _load_node(account_id: str, region: str, instance_id: str) -> tuple[_Node | 
 
 
 def _policies_allow(documents: list[Any], action: str, resource: str | None) -> bool:
-    """The lab's one IAM evaluator (``iamsim.decide``) on the node's own policies: an explicit Deny wins, else an
-    Allow must cover the request. Not strict (whatever a user stored is judged), and IAM conditions count as
+    """The collection's one IAM evaluator (``iamsim.decide``) on the node's own policies: an explicit Deny wins, else
+    an Allow must cover the request. Not strict (whatever a user stored is judged), and IAM conditions count as
     satisfied: the agent's request context is not modelled."""
     return iamsim.decide(documents, action, resource, strict=False, assume_conditions=True) == iamsim.ALLOWED
 
 
-def _principal_covers(statement: dict[str, Any], services: frozenset[str]) -> bool:
-    """Principal "*", {"AWS": "*"} or {"Service": one of services}; NotPrincipal the other way round."""
-
-    def names(principal: Any) -> tuple[bool, set[str]]:
-        if principal == "*":
-            return True, set()
-        if not isinstance(principal, dict):
-            return False, set()
-        wildcard = "*" in _as_list(principal.get("AWS"))
-        return wildcard, {str(s).lower() for s in _as_list(principal.get("Service"))}
-
-    if "Principal" in statement:
-        wildcard, listed = names(statement["Principal"])
-        return wildcard or bool(listed & services)
-    if "NotPrincipal" in statement:
-        wildcard, listed = names(statement["NotPrincipal"])
-        return not wildcard and not (listed & services)
-    return False
-
-
 def _trusts(role: Any, services: frozenset[str]) -> bool:
-    """The role's trust policy lets one of ``services`` call sts:AssumeRole (Deny wins)."""
-    statements = [s for s in iamsim.statements(role.assume_role_policy_document) if _principal_covers(s, services)]
-    return _policies_allow([{"Statement": statements}], "sts:AssumeRole", None)
+    """The role's trust policy lets one of ``services`` call sts:AssumeRole (Deny wins; the collection's
+    evaluator, conditions counted as satisfied)."""
+    return iamsim.engine.trusts(role.assume_role_policy_document, services)
 
 
 def _default_version_document(policy: Any) -> Any:

@@ -155,6 +155,10 @@ def test_verify_as_asked():
 @pytest.mark.parametrize("found, clause", [
     ({}, "it does not exist"),
     (role(service="ssm.amazonaws.com"), "it does not trust ec2.amazonaws.com"),
+    # judged as IAM would: a Deny of sts:AssumeRole wins over the Allow naming the service
+    (dict(role(), assume_role_policy_document={"Statement": [
+        {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"},
+        {"Effect": "Deny", "Principal": "*", "Action": "sts:*"}]}), "it does not trust ec2.amazonaws.com"),
     (role(policies=()), f"it lacks {CORE}"),
     (role(profiles=("other",)), "it is not in the instance profile bastionless-ssm-instance"),
 ])
