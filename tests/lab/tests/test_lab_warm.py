@@ -1,0 +1,71 @@
+"""The test suite's warm interpreter (ssm_lab/harness/warm): a module file handed to the zygote sees what it would see
+in an interpreter of its own (argv, working directory, environment, umask, standard streams) and exits with its own
+status; without a zygote, or for any other script, Python starts as usual."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from ssm_lab.harness import testing
+
+SCRIPT = """
+import json, os, sys
+data = sys.stdin.read()
+print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "env": os.environ.get("PROBE"), "umask": os.umask(0),
+                  "stdin": data, "main": __name__, "path0": sys.path[0], "pid": os.getpid()}))
+print("to stderr", file=sys.stderr)
+sys.exit(int(os.environ.get("PROBE_EXIT", "0")))
+"""
+
+
+@pytest.fixture(scope="module")
+def warm():
+    env = testing.warm_environ()
+    if not env:
+        pytest.skip("BASTIONLESS_WARM=0")
+    return env
+
+
+def run(script, warm_env, *args, exit_code=0, umask=0o027):
+    env = {**os.environ, **warm_env, "PROBE": "probe value", "PROBE_EXIT": str(exit_code)}
+    return subprocess.run([sys.executable, str(script), *args], input="the input", capture_output=True, text=True,
+                          env=env, cwd=os.path.dirname(script), preexec_fn=lambda: os.umask(umask), timeout=60,
+                          check=False)
+
+
+@pytest.mark.parametrize("exit_code", [0, 1, 3])
+def test_a_module_file_runs_in_the_zygote_as_it_would_alone(tmp_path, warm, exit_code):
+    script = tmp_path / "AnsiballZ_probe.py"
+    script.write_text(SCRIPT)
+    alone, handed = run(script, {}, "x", exit_code=exit_code), run(script, warm, "x", exit_code=exit_code)
+    assert (handed.returncode, handed.stderr) == (alone.returncode, alone.stderr) == (exit_code, "to stderr\n")
+    seen_alone, seen_handed = json.loads(alone.stdout), json.loads(handed.stdout)
+    assert seen_handed.pop("pid") != os.getpid()
+    seen_alone.pop("pid")
+    assert seen_handed == seen_alone == {"argv": [str(script), "x"], "cwd": str(tmp_path), "env": "probe value",
+                                         "umask": 0o027, "stdin": "the input", "main": "__main__",
+                                         "path0": str(tmp_path)}
+
+
+def test_the_zygote_answers_the_module_not_the_client(tmp_path, warm):
+    """The hand-off happened: the module ran in a process whose parent is the zygote, not the client."""
+    script = tmp_path / "AnsiballZ_parent.py"
+    script.write_text("import os; print(os.getppid())")
+    client = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, **warm})
+    out, _ = client.communicate(timeout=60)
+    assert int(out) != client.pid
+
+
+def test_other_scripts_and_a_missing_zygote_start_as_usual(tmp_path, warm):
+    other = tmp_path / "probe.py"
+    other.write_text("import os; print(os.getppid())")
+    client = subprocess.Popen([sys.executable, str(other)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, **warm})
+    assert int(client.communicate(timeout=60)[0]) == os.getpid()
+    script = tmp_path / "AnsiballZ_probe.py"
+    script.write_text(SCRIPT)
+    gone = run(script, {**warm, "BASTIONLESS_WARM_SOCKET": str(tmp_path / "no.sock")}, exit_code=2)
+    assert gone.returncode == 2 and json.loads(gone.stdout)["stdin"] == "the input"
