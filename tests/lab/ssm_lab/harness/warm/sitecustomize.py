@@ -28,14 +28,20 @@ def _hand_off():
     os.umask(umask)
     payload = json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "env": dict(os.environ), "umask": umask}).encode()
     message = len(payload).to_bytes(4, "big") + payload
-    sent = sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])
-    sock.sendall(message[sent:])
+    # From here on the zygote may run the module: whatever happens, this process must not run it a second time.
     status = b""
-    while True:
-        chunk = sock.recv(64)
-        if not chunk:
-            break
-        status += chunk
+    try:
+        sent = sock.sendmsg([message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [0, 1, 2]))])
+        if sent < len(message):
+            sock.sendall(message[sent:])
+        while True:
+            chunk = sock.recv(64)
+            if not chunk:
+                break
+            status += chunk
+    except OSError as error:
+        os.write(2, f"warm interpreter: the hand-off to {path} failed: {error}\n".encode())
+        os._exit(1)
     if not status:
         os.write(2, b"warm interpreter: the module's process ended without an exit status\n")
         os._exit(1)
