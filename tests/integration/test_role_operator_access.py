@@ -250,13 +250,19 @@ class TestPolicies:
         assert start_session(policy, INSTANCE, {"Team": "api-2", "Env": "staging"}, REMOTE) == IMPLICIT_DENY
 
     def test_own_sessions_only_to_end_or_resume(self, rendered):
+        """By the session-id tag Session Manager sets (the starter's aws:userid), not by the session id's name
+        prefix: alice-admin's sessions (alice-admin-...) are not alice's."""
+        alice, alice_admin = {"aws:username": "alice", "aws:userid": "AIDAALICE"}, \
+            {"aws:username": "alice-admin", "aws:userid": "AIDAALICEADMIN"}
         for policy in rendered.values():
             for action in ("ssm:TerminateSession", "ssm:ResumeSession"):
-                mine = f"arn:aws:ssm:{REGION}:{ACCOUNT}:session/alice-0123"
-                theirs = f"arn:aws:ssm:{REGION}:{ACCOUNT}:session/bob-0123"
-                assert evaluate([policy], action, mine, {"aws:username": "alice"}) == ALLOW
-                assert evaluate([policy], action, theirs, {"aws:username": "alice"}) == IMPLICIT_DENY
-                assert evaluate([policy], action, theirs, {"aws:username": "bob"}) == ALLOW
+                mine = (f"arn:aws:ssm:{REGION}:{ACCOUNT}:session/alice-0123",
+                        {"ssm:resourceTag/aws:ssmmessages:session-id": "AIDAALICE"})
+                theirs = (f"arn:aws:ssm:{REGION}:{ACCOUNT}:session/alice-admin-0123",
+                          {"ssm:resourceTag/aws:ssmmessages:session-id": "AIDAALICEADMIN"})
+                assert evaluate([policy], action, mine[0], {**alice, **mine[1]}) == ALLOW
+                assert evaluate([policy], action, theirs[0], {**alice, **theirs[1]}) == IMPLICIT_DENY
+                assert evaluate([policy], action, theirs[0], {**alice_admin, **theirs[1]}) == ALLOW
 
     def test_nothing_else_is_allowed(self, rendered):
         dev = rendered["dev"]
