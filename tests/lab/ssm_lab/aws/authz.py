@@ -81,12 +81,16 @@ class Denied(Exception):
 
 
 def access_key(authorization: str, query_string: str = "") -> str:
-    """The access key a request is signed with (its Authorization header, or a presigned URL's query)."""
+    """The access key a request is signed with: its Authorization header (SigV4, or S3's older ``AWS KEY:SIG``),
+    or a presigned URL's query (``X-Amz-Credential``, or ``AWSAccessKeyId``)."""
     match = _CREDENTIAL.search(authorization or "")
     if match:
         return match.group(1)
-    if query_string and "X-Amz-Credential" in query_string:
-        credential = (urllib.parse.parse_qs(query_string).get("X-Amz-Credential") or [""])[0]
+    if authorization and authorization.startswith("AWS "):
+        return authorization[4:].split(":", 1)[0]
+    if query_string and ("X-Amz-Credential" in query_string or "AWSAccessKeyId" in query_string):
+        query = urllib.parse.parse_qs(query_string)
+        credential = (query.get("X-Amz-Credential") or query.get("AWSAccessKeyId") or [""])[0]
         return credential.split("/", 1)[0]
     return ""
 
