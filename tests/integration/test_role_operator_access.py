@@ -336,7 +336,7 @@ def _whoami(lab, node: str, user: str) -> str:
     key = lab.client("iam").create_access_key(UserName=user)["AccessKey"]
     ssm = lab.client("ssm", access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"])
     response = ssm.start_session(Target=node, DocumentName="SSM-SessionManagerRunShell")
-    assert response["SessionId"].startswith(f"{user}-")  # what ResumeAndEndOwnSessions relies on
+    assert response["SessionId"].startswith(f"{user}-")  # an IAM user's session ids start with their name
     plugin = [lab.environ()["AWS_SESSION_MANAGER_PLUGIN"],
               json.dumps({k: response[k] for k in ("SessionId", "TokenValue", "StreamUrl")}), lab.region,
               "StartSession", "", json.dumps({"Target": node}), lab.endpoint]
@@ -356,6 +356,8 @@ def test_a_session_runs_as_the_os_user_the_tag_names(lab):
     # /etc/passwd in its overlay).
     made = _run_command(lab, node, "id -u alice >/dev/null 2>&1 || useradd -m alice")
     assert made["Status"] == "Success", made
+    # The lab enforces their policies: dev-operators (alice through developers, bob directly) reach Env=dev nodes.
+    lab.client("ec2").create_tags(Resources=[node], Tags=[{"Key": "Env", "Value": "dev"}])
     preferences = json.dumps({"schemaVersion": "1.0", "description": "Run As for the operator_access test",
                               "sessionType": "Standard_Stream",
                               "inputs": {"runAsEnabled": True, "runAsDefaultUser": "ssm-user"}})
