@@ -36,7 +36,7 @@ node = sorted(n["InstanceId"] for n in boto3.client("ssm").describe_instance_inf
 session = alice.start_session(Target=node, DocumentName="SSM-SessionManagerRunShell")["SessionId"]
 print(f"StartSession on {node} (tagged ssm-lab=node): allowed, session {session}")
 alice.terminate_session(SessionId=session)
-print(f"TerminateSession of her own session: allowed")
+print("TerminateSession of her own session: allowed")
 try:
     alice.send_command(InstanceIds=[node], DocumentName="AWS-RunShellScript", Parameters={"commands": ["id"]})
     raise SystemExit("SendCommand was allowed to alice: the lab did not enforce her policy")
