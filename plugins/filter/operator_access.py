@@ -35,6 +35,14 @@ GROUP_DEFAULTS = {"state": "present", "documents": [], "resource_tags": {}, "iam
                   "iam_roles": []}
 PRINCIPAL_KINDS = ("iam_groups", "iam_users", "iam_roles")
 
+# Own sessions, exactly: Session Manager tags every session it starts with aws:ssmmessages:session-id, the
+# aws:userid of the principal that started it (an IAM user's unique id, AIDA...; a role session's
+# AROA...:SESSION-NAME), and AWS's sample policies for users and federated users alike match it against the
+# caller's ${aws:userid}. The session id itself only starts with a name (an IAM user's name, a role session's
+# name), so session/${aws:username}-* would also match the sessions of alice-admin for alice, and matches nothing
+# for a role.
+_OWN_SESSION = {"StringEquals": {"ssm:resourceTag/aws:ssmmessages:session-id": "${aws:userid}"}}
+
 # On every statement that allows ssm:StartSession, as AWS asks: a session that names no document would otherwise
 # get the default shell document on any node the first statement allows.
 _DOCUMENT_CHECK = {"BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}}
@@ -154,7 +162,8 @@ def policy_document(group: dict, partition: str, account: str, region: str) -> d
              "Resource": ["*"]},
             {"Sid": "ResumeAndEndOwnSessions", "Effect": "Allow",
              "Action": ["ssm:ResumeSession", "ssm:TerminateSession"],
-             "Resource": [f"arn:{partition}:ssm:*:{account}:session/${{aws:username}}-*"]},
+             "Resource": [f"arn:{partition}:ssm:*:{account}:session/*"],
+             "Condition": dict(_OWN_SESSION)},
             {"Sid": "OpenOwnDataChannels", "Effect": "Allow", "Action": ["ssmmessages:OpenDataChannel"],
              "Resource": [f"arn:{partition}:ssm:*:{account}:session/${{aws:userid}}-*"]},
         ],

@@ -25,6 +25,9 @@ class Caller:
     def __init__(self, lab, name: str) -> None:
         iam = lab.client("iam")
         self.arn = iam.create_user(UserName=name)["User"]["Arn"]
+        # The lab judges an IAM user's own policies; what ssm_session_info lists is the test, so both may do anything.
+        iam.put_user_policy(UserName=name, PolicyName="everything", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))
         key = iam.create_access_key(UserName=name)["AccessKey"]
         self.lab = lab
         self.keys = {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}

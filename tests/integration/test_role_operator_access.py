@@ -250,13 +250,19 @@ class TestPolicies:
         assert start_session(policy, INSTANCE, {"Team": "api-2", "Env": "staging"}, REMOTE) == IMPLICIT_DENY
 
     def test_own_sessions_only_to_end_or_resume(self, rendered):
+        """By the session-id tag Session Manager sets (the starter's aws:userid), not by the session id's name
+        prefix: alice-admin's sessions (alice-admin-...) are not alice's."""
+        alice, alice_admin = {"aws:username": "alice", "aws:userid": "AIDAALICE"}, \
+            {"aws:username": "alice-admin", "aws:userid": "AIDAALICEADMIN"}
         for policy in rendered.values():
             for action in ("ssm:TerminateSession", "ssm:ResumeSession"):
-                mine = f"arn:aws:ssm:{REGION}:{ACCOUNT}:session/alice-0123"
-                theirs = f"arn:aws:ssm:{REGION}:{ACCOUNT}:session/bob-0123"
-                assert evaluate([policy], action, mine, {"aws:username": "alice"}) == ALLOW
-                assert evaluate([policy], action, theirs, {"aws:username": "alice"}) == IMPLICIT_DENY
-                assert evaluate([policy], action, theirs, {"aws:username": "bob"}) == ALLOW
+                mine = (f"arn:aws:ssm:{REGION}:{ACCOUNT}:session/alice-0123",
+                        {"ssm:resourceTag/aws:ssmmessages:session-id": "AIDAALICE"})
+                theirs = (f"arn:aws:ssm:{REGION}:{ACCOUNT}:session/alice-admin-0123",
+                          {"ssm:resourceTag/aws:ssmmessages:session-id": "AIDAALICEADMIN"})
+                assert evaluate([policy], action, mine[0], {**alice, **mine[1]}) == ALLOW
+                assert evaluate([policy], action, theirs[0], {**alice, **theirs[1]}) == IMPLICIT_DENY
+                assert evaluate([policy], action, theirs[0], {**alice_admin, **theirs[1]}) == ALLOW
 
     def test_nothing_else_is_allowed(self, rendered):
         dev = rendered["dev"]
@@ -330,7 +336,7 @@ def _whoami(lab, node: str, user: str) -> str:
     key = lab.client("iam").create_access_key(UserName=user)["AccessKey"]
     ssm = lab.client("ssm", access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"])
     response = ssm.start_session(Target=node, DocumentName="SSM-SessionManagerRunShell")
-    assert response["SessionId"].startswith(f"{user}-")  # what ResumeAndEndOwnSessions relies on
+    assert response["SessionId"].startswith(f"{user}-")  # an IAM user's session ids start with their name
     plugin = [lab.environ()["AWS_SESSION_MANAGER_PLUGIN"],
               json.dumps({k: response[k] for k in ("SessionId", "TokenValue", "StreamUrl")}), lab.region,
               "StartSession", "", json.dumps({"Target": node}), lab.endpoint]
@@ -350,6 +356,8 @@ def test_a_session_runs_as_the_os_user_the_tag_names(lab):
     # /etc/passwd in its overlay).
     made = _run_command(lab, node, "id -u alice >/dev/null 2>&1 || useradd -m alice")
     assert made["Status"] == "Success", made
+    # The lab enforces their policies: dev-operators (alice through developers, bob directly) reach Env=dev nodes.
+    lab.client("ec2").create_tags(Resources=[node], Tags=[{"Key": "Env", "Value": "dev"}])
     preferences = json.dumps({"schemaVersion": "1.0", "description": "Run As for the operator_access test",
                               "sessionType": "Standard_Stream",
                               "inputs": {"runAsEnabled": True, "runAsDefaultUser": "ssm-user"}})

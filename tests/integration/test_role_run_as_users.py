@@ -33,6 +33,9 @@ def lab(tmp_path_factory):
         lab.client("s3").create_bucket(Bucket="bastionless-lab-transfer")
         iam = lab.client("iam")
         iam.create_user(UserName="alice")
+        # The lab judges an IAM user's own policies: alice may start sessions (which account they run as is the test).
+        iam.put_user_policy(UserName="alice", PolicyName="start-sessions", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ssm:StartSession", "Resource": "*"}]}))
         trust = {"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
         iam.create_role(RoleName="ci-deployer", AssumeRolePolicyDocument=json.dumps(trust))

@@ -26,6 +26,24 @@ ssm-lab status
 say "ansible -i $inventory all -m ansible.builtin.command -a 'uptime' (ad-hoc, over Session Manager)"
 ansible -i "$inventory" all -m ansible.builtin.command -a 'uptime'
 
+say "alice, with the operator policy site.yml attached to her (the lab enforces IAM for her keys)"
+python3 - <<'PY'
+import boto3
+from botocore.exceptions import ClientError
+key = boto3.client("iam").create_access_key(UserName="alice")["AccessKey"]
+alice = boto3.client("ssm", aws_access_key_id=key["AccessKeyId"], aws_secret_access_key=key["SecretAccessKey"])
+node = sorted(n["InstanceId"] for n in boto3.client("ssm").describe_instance_information()["InstanceInformationList"])[0]
+session = alice.start_session(Target=node, DocumentName="SSM-SessionManagerRunShell")["SessionId"]
+print(f"StartSession on {node} (tagged ssm-lab=node): allowed, session {session}")
+alice.terminate_session(SessionId=session)
+print("TerminateSession of her own session: allowed")
+try:
+    alice.send_command(InstanceIds=[node], DocumentName="AWS-RunShellScript", Parameters={"commands": ["id"]})
+    raise SystemExit("SendCommand was allowed to alice: the lab did not enforce her policy")
+except ClientError as error:
+    print(f"SendCommand: {error.response['Error']['Code']}: {error.response['Error']['Message']}")
+PY
+
 say "Summary"
 python3 - "$started" "$SSM_LAB_STATE_DIR/site.log" <<'PY'
 import re, sys, time

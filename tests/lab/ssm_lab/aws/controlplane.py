@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.parse
 from xml.etree import ElementTree
+from xml.sax.saxutils import escape
 
 os.environ.setdefault("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
 
@@ -29,8 +30,9 @@ from moto.moto_server.werkzeug_app import (  # noqa: E402
 )
 from werkzeug.serving import make_server  # noqa: E402
 
+from .. import common  # noqa: E402
 from ..nodes import agent_package as nodepkg  # noqa: E402
-from . import iamsim, prefs  # noqa: E402
+from . import authz, iamsim, prefs  # noqa: E402
 from .instance_connect import InstanceConnect  # noqa: E402
 from .messages import MessageServer  # noqa: E402
 from .registry import Node, Registry  # noqa: E402
@@ -69,6 +71,10 @@ class LabApp:
         self.registry.count_call(f"{service}:{action}", self._signed_region(environ))
         if service != "s3" and faults.throttled():
             return self._throttle(service, target, start_response)
+        if service == "s3" or target.startswith("Logs_"):
+            refused = self._authorize_read(service, target, body, environ, start_response)
+            if refused is not None:
+                return refused
         if target.startswith("AmazonSSM."):
             try:
                 request = json.loads(body or b"{}")
@@ -168,6 +174,39 @@ class LabApp:
             return self._json(start_response, error.status, {"__type": error.code, "message": error.message},
                               {"x-amzn-ErrorType": error.code})
         return self._json(start_response, 200, result)
+
+    def _authorize_read(self, service: str, target: str, body: bytes, environ, start_response):
+        """Reads of objects (S3) and of log events (CloudWatch Logs) by an IAM user or assumed role, judged by
+        ``authz``: AWS's denial when the caller's policies do not allow it, else None (moto serves the call).
+        moto's own enforcement (INITIAL_NO_AUTH_ACTION_COUNT) is all or nothing: it would refuse the lab's
+        default credentials, which IAM does not know, so the lab judges these reads itself."""
+        key = authz.access_key(environ.get("HTTP_AUTHORIZATION", ""), environ.get("QUERY_STRING", ""))
+        if not key or key == common.ACCESS_KEY:
+            return None
+        region = self._region(environ)
+        account, partition = self.registry.account_id, authz.partition_of(region)
+        if service == "s3":
+            read = authz.s3_object_read(environ)
+            if read is None:
+                return None
+            action, resource = "s3:GetObject", f"arn:{partition}:s3:::{read[0]}/{read[1]}"
+        else:
+            read = authz.logs_read(target, body, partition, region, account)
+            if read is None:
+                return None
+            action, resource = read
+        try:
+            authz.require(authz.caller(account, region, key), action, [(resource, {})])
+        except authz.Denied as denied:
+            if service == "s3":
+                xml = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+                       f"<Message>{escape(denied.message(quoted=True))}</Message><RequestId>lab-authz</RequestId>"
+                       "<HostId>lab</HostId></Error>").encode()
+                start_response("403 Forbidden", [("Content-Type", "application/xml")])
+                return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else xml]
+            return self._json(start_response, 400, {"__type": "AccessDeniedException", "message": denied.message()},
+                              {"x-amzn-ErrorType": "AccessDeniedException"})
+        return None
 
     def _modify_vpc_endpoint(self, body: bytes, environ, start_response):
         """moto accepts PrivateDnsEnabled on ModifyVpcEndpoint and ignores it; AWS applies it."""

@@ -144,6 +144,7 @@ class Session:
     token: str
     run_as: str
     preferences: dict
+    owner_id: str = ""  # the starter's aws:userid: the session's aws:ssmmessages:session-id tag
     started: float = field(default_factory=time.time)
     ended: float | None = None
     status: str = "Connecting"  # Connecting | Connected | Disconnected | Terminating | Terminated | Failed

@@ -13,7 +13,7 @@ from moto.backends import get_backend
 
 from .. import common
 from ..nodes import agent_package
-from . import prefs
+from . import authz, prefs
 from .registry import SERVICE_SETTING_DEFAULTS, Command, Invocation, Registry, Session
 
 STDOUT_LIMIT = 24000
@@ -139,9 +139,51 @@ class SsmApi:
         return hasattr(self, "action_" + action)
 
     def call(self, action: str, body: dict, authorization: str) -> dict:
+        self.authorize(action, body, authorization)
         if action in ("AddTagsToResource", "RemoveTagsFromResource", "ListTagsForResource"):
             return self.managed_instance_tags(action, body, authorization)
         return getattr(self, "action_" + action)(body, authorization)
+
+    # --- IAM -----------------------------------------------------------------------------------------------
+    def authorize(self, action: str, body: dict, authorization: str) -> None:
+        """AccessDeniedException unless the caller's identity-based policies allow the call (``authz``): only
+        for callers that are IAM users or assumed roles; the lab's default credentials may do anything."""
+        if action not in ("StartSession", "ResumeSession", "TerminateSession", "SendCommand") + authz.COMMAND_READS:
+            return
+        region = self._region(authorization)
+        who = authz.caller(self.registry.account_id, region, authz.access_key(authorization))
+        if who is None:
+            return
+        account, partition = self.registry.account_id, authz.partition_of(region)
+
+        def node_resource(node_id: str) -> tuple[str, dict]:
+            node = self.registry.nodes.get(node_id)
+            where = self.registry.node_region(node) if node is not None else region
+            return (authz.node_arn(partition, where, account, node_id),
+                    authz.tag_context(self._tags(node)) if node is not None else {})
+
+        if action == "StartSession":
+            document = body.get("DocumentName") or prefs.PREFERENCES_DOCUMENT
+            resources = [node_resource(str(body.get("Target", ""))),
+                         (authz.document_arn(partition, region, account, document), {})]
+        elif action in ("ResumeSession", "TerminateSession"):
+            session_id = str(body.get("SessionId", ""))
+            session = self.registry.sessions.get(session_id)
+            context = authz.session_context(session.owner_id, session.target) if session is not None else {}
+            resources = [(authz.session_arn(partition, region, account, session_id), context)]
+        elif action == "SendCommand":
+            try:
+                targets = self._resolve_targets(body, authorization)
+            except ApiError:
+                targets = []  # the call itself fails with the error
+            resources = [node_resource(node_id) for node_id in targets]
+            resources.append((authz.document_arn(partition, region, account, str(body.get("DocumentName", ""))), {}))
+        else:
+            resources = [("*", {})]
+        try:
+            authz.require(who, f"ssm:{action}", resources)
+        except authz.Denied as denied:
+            raise ApiError("AccessDeniedException", denied.message()) from None
 
     # --- helpers -------------------------------------------------------------------------------------------
     def _ec2(self, region: str | None = None):
@@ -216,6 +258,8 @@ class SsmApi:
             token=common.random_hex(64),
             run_as=run_as or "ssm-user",
             preferences=preferences,
+            owner_id=authz.identity(self.registry.account_id, self._region(authorization),
+                                    authz.access_key(authorization))[0],
         )
         session.output_url = prefs.output_urls(self.registry, session) if session_type == "Standard_Stream" else {}
         with self.registry.lock:

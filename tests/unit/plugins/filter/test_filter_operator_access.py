@@ -9,6 +9,7 @@ The role runs them against the lab in tests/integration/test_role_operator_acces
 import pytest
 
 from ansible_collections.bastionless.ssm.plugins.filter import operator_access as oa
+from ansible_collections.bastionless.ssm.plugins.module_utils._iam_policy import ALLOWED, IMPLICIT_DENY, decide
 
 ACCOUNT = "123456789012"
 
@@ -74,13 +75,52 @@ def test_documents_once_each_with_the_account_only_on_the_accounts_own():
     assert started["Condition"] == {"BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}}
 
 
-def test_own_sessions_only_by_policy_variable():
+def test_own_sessions_by_the_session_id_tag_session_manager_sets():
     _plan, document = compile_one()
-    assert statement(document, "ResumeAndEndOwnSessions")["Resource"] == [
-        f"arn:aws:ssm:*:{ACCOUNT}:session/${{aws:username}}-*"]
+    own = statement(document, "ResumeAndEndOwnSessions")
+    assert own["Action"] == ["ssm:ResumeSession", "ssm:TerminateSession"]
+    assert own["Resource"] == [f"arn:aws:ssm:*:{ACCOUNT}:session/*"]
+    assert own["Condition"] == {"StringEquals": {"ssm:resourceTag/aws:ssmmessages:session-id": "${aws:userid}"}}
     assert statement(document, "OpenOwnDataChannels")["Action"] == ["ssmmessages:OpenDataChannel"]
     assert statement(document, "OpenOwnDataChannels")["Resource"] == [
         f"arn:aws:ssm:*:{ACCOUNT}:session/${{aws:userid}}-*"]
+
+
+ALICE = {"aws:username": "alice", "aws:userid": "AIDAALICEEXAMPLE0001"}
+ALICE_ADMIN = {"aws:username": "alice-admin", "aws:userid": "AIDAALICEADMINEX0002"}
+ROLE_SESSION = {"aws:userid": "AROAONCALLEXAMPLE003:alice"}  # a role assumed with the session name alice
+FEDERATED = {"aws:userid": f"{ACCOUNT}:alice"}  # sts:GetFederationToken with the name alice
+
+
+def _owned_by(starter: dict) -> dict:
+    return {"ssm:resourceTag/aws:ssmmessages:session-id": starter["aws:userid"]}
+
+
+@pytest.mark.parametrize("action", ["ssm:ResumeSession", "ssm:TerminateSession"])
+@pytest.mark.parametrize("caller, session_id, starter, allowed", [
+    (ALICE, "alice-0123456789abcdef0", ALICE, True),
+    # alice-admin's session ids start with "alice-" too: session/${aws:username}-* allowed alice to end them.
+    (ALICE, "alice-admin-0123456789abcdef0", ALICE_ADMIN, False),
+    (ALICE_ADMIN, "alice-0123456789abcdef0", ALICE, False),
+    # A role session's and a federated user's sessions are named by their session or user name, which any other
+    # principal may share: only the unique id tells them apart.
+    (ROLE_SESSION, "alice-0123456789abcdef0", ROLE_SESSION, True),
+    (ALICE, "alice-0123456789abcdef0", ROLE_SESSION, False),
+    (ROLE_SESSION, "alice-0123456789abcdef0", ALICE, False),
+    (FEDERATED, "alice-0123456789abcdef0", FEDERATED, True),
+    (FEDERATED, "alice-0123456789abcdef0", ALICE, False),
+])
+def test_own_sessions_only_exactly(action, caller, session_id, starter, allowed):
+    _plan, document = compile_one()
+    resource = f"arn:aws:ssm:eu-west-1:{ACCOUNT}:session/{session_id}"
+    decision = decide([document], action, resource, {**caller, **_owned_by(starter)})
+    assert decision == (ALLOWED if allowed else IMPLICIT_DENY)
+
+
+def test_a_session_without_the_tag_is_nobodys():
+    _plan, document = compile_one()
+    resource = f"arn:aws:ssm:eu-west-1:{ACCOUNT}:session/alice-0123456789abcdef0"
+    assert decide([document], "ssm:TerminateSession", resource, ALICE) == IMPLICIT_DENY
 
 
 def test_null_options_count_as_unset():

@@ -1,0 +1,229 @@
+"""IAM on the calls the lab serves (``ssm_lab.aws.authz``): an operator with the policy the operator_access role
+compiles (its filter, called here without a play) opens a shell on a node tagged for her and is refused, with
+AWS's error codes and messages, everywhere else: untagged nodes, documents she was not given, other principals'
+sessions (also one whose name starts with hers, and a role session that bears her name), the transcripts in S3 and
+CloudWatch Logs, and Run Command. The lab's default credentials stay all-powerful.
+
+Over real HTTP with boto3 against the shared lab; each principal, tag and document is this module's own."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+import urllib.error
+import urllib.request
+
+import pytest
+from botocore.exceptions import ClientError
+from ssm_lab.collection import REPOSITORY
+
+ACCOUNT = "123456789012"
+REGION = "us-east-1"
+
+
+def _operator_access_filter(base):
+    """plugins/filter/operator_access.py of this working tree, imported by its collection name."""
+    link = base / "ansible_collections" / "bastionless" / "ssm"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(REPOSITORY)
+    sys.path.insert(0, str(base))
+    try:
+        from ansible_collections.bastionless.ssm.plugins.filter import operator_access  # pylint: disable=import-outside-toplevel
+    finally:
+        sys.path.remove(str(base))
+    return operator_access
+
+
+class Principal:
+    """An IAM user or role session of the lab: its ARN as AWS names a caller, and clients with its credentials."""
+
+    def __init__(self, lab, arn: str, key_id: str, secret: str, token: str | None = None) -> None:
+        self.arn = arn
+        self._lab, self._key = lab, {"aws_access_key_id": key_id, "aws_secret_access_key": secret,
+                                     "aws_session_token": token}
+
+    def client(self, service: str):
+        import boto3  # pylint: disable=import-outside-toplevel
+
+        return boto3.client(service, endpoint_url=self._lab.endpoint, region_name=REGION, **self._key)
+
+
+@pytest.fixture(scope="module")
+def world(main_lab, tmp_path_factory):
+    lab = main_lab
+    token = secrets.token_hex(3)
+    tag_key = f"operator-{token}"
+    mine, untagged = lab.ec2_ids[3], lab.ec2_ids[2]
+    lab.ec2.create_tags(Resources=[mine], Tags=[{"Key": tag_key, "Value": "alice"}])
+    operator_access = _operator_access_filter(tmp_path_factory.mktemp("collection"))
+    alice, admin, role = f"alice{token}", f"alice{token}-admin", f"oncall-{token}"
+    plan = operator_access.plan([{"name": f"lab-{token}", "documents": ["shell"], "resource_tags": {tag_key: "alice"},
+                                  "iam_users": [alice, admin], "iam_roles": [role]}], "aws", ACCOUNT, REGION)
+    [policy] = plan["policies"]
+    iam = lab.client("iam")
+    arn = iam.create_policy(PolicyName=policy["name"], PolicyDocument=json.dumps(policy["document"]))["Policy"]["Arn"]
+    assert arn == policy["arn"]
+    principals = {}
+    for user in (alice, admin):
+        created = iam.create_user(UserName=user)["User"]
+        iam.attach_user_policy(UserName=user, PolicyArn=arn)
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+        principals[user] = Principal(lab, created["Arn"], key["AccessKeyId"], key["SecretAccessKey"])
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                     "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}}]}
+    role_arn = iam.create_role(RoleName=role, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+    iam.attach_role_policy(RoleName=role, PolicyArn=arn)
+    # The role session is named like the IAM user alice: its session ids start with the same name.
+    assumed = lab.client("sts").assume_role(RoleArn=role_arn, RoleSessionName=alice)
+    credentials = assumed["Credentials"]
+    principals["role"] = Principal(lab, assumed["AssumedRoleUser"]["Arn"], credentials["AccessKeyId"],
+                                   credentials["SecretAccessKey"], credentials["SessionToken"])
+    return {"lab": lab, "mine": mine, "untagged": untagged, "alice": principals[alice],
+            "admin": principals[admin], "role": principals["role"], "alice_name": alice, "token": token}
+
+
+def _denied(call, code: str = "AccessDeniedException") -> str:
+    with pytest.raises(ClientError) as caught:
+        call()
+    assert caught.value.response["Error"]["Code"] == code, caught.value.response
+    return caught.value.response["Error"]["Message"]
+
+
+def _message(who, action: str, resource: str) -> str:
+    return (f"User: {who.arn} is not authorized to perform: {action} on resource: {resource} because no "
+            f"identity-based policy allows the {action} action")
+
+
+def _instance(node: str) -> str:
+    return f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{node}"
+
+
+def _session(session_id: str) -> str:
+    return f"arn:aws:ssm:{REGION}:{ACCOUNT}:session/{session_id}"
+
+
+def test_alice_opens_a_shell_on_a_node_tagged_for_her(world, shell):
+    lab, alice = world["lab"], world["alice"]
+    response, process = shell(lab, world["mine"], alice.client("ssm"))
+    assert response["SessionId"].startswith(world["alice_name"] + "-")
+    process.write("echo iam=$((6 * 7))=\nexit\n")
+    process.wait_for(r"iam=42=")
+    assert process.wait_exit() == 0
+    [session] = lab.ssm.describe_sessions(State="History", Filters=[
+        {"key": "SessionId", "value": response["SessionId"]}])["Sessions"]
+    assert session["Owner"] == alice.arn
+
+
+def test_alice_is_denied_an_untagged_node(world):
+    alice, untagged = world["alice"], world["untagged"]
+    message = _denied(lambda: alice.client("ssm").start_session(Target=untagged))
+    assert message == _message(alice, "ssm:StartSession", _instance(untagged))
+
+
+def test_alice_is_denied_a_document_she_was_not_given(world):
+    alice = world["alice"]
+    message = _denied(lambda: alice.client("ssm").start_session(
+        Target=world["mine"], DocumentName="AWS-StartPortForwardingSession", Parameters={"portNumber": ["80"]}))
+    assert message == _message(alice, "ssm:StartSession",
+                               f"arn:aws:ssm:{REGION}::document/AWS-StartPortForwardingSession")
+
+
+def test_own_sessions_only_for_users_and_role_sessions(world):
+    """alice, alice-admin (whose session ids start with alice's name) and a role session named alice each start a
+    session on the same node; each may resume and end their own and none of the others'."""
+    lab = world["lab"]
+    who = {name: world[name] for name in ("alice", "admin", "role")}
+    sessions = {name: principal.client("ssm").start_session(Target=world["mine"])["SessionId"]
+                for name, principal in who.items()}
+    try:
+        assert sessions["admin"].startswith(world["alice_name"] + "-")
+        assert sessions["role"].startswith(world["alice_name"] + "-")  # a role session's id: its session name
+        for name, principal in who.items():
+            ssm = principal.client("ssm")
+            for other, session_id in sessions.items():
+                if other == name:
+                    continue
+                for action, call in (("ssm:ResumeSession", ssm.resume_session),
+                                     ("ssm:TerminateSession", ssm.terminate_session)):
+                    message = _denied(lambda call=call, session_id=session_id: call(SessionId=session_id))
+                    assert message == _message(principal, action, _session(session_id)), (name, other)
+        for name, principal in who.items():
+            ssm = principal.client("ssm")
+            assert ssm.resume_session(SessionId=sessions[name])["SessionId"] == sessions[name]
+            assert ssm.terminate_session(SessionId=sessions[name])["SessionId"] == sessions[name]
+    finally:
+        for session_id in sessions.values():
+            lab.ssm.terminate_session(SessionId=session_id)  # the lab's default credentials may end any
+
+
+def test_the_default_credentials_may_end_anyones_session(world):
+    lab = world["lab"]
+    session_id = world["alice"].client("ssm").start_session(Target=world["mine"])["SessionId"]
+    assert lab.ssm.terminate_session(SessionId=session_id)["SessionId"] == session_id
+
+
+def test_alice_may_not_read_the_transcripts(world):
+    lab, alice, token = world["lab"], world["alice"], world["token"]
+    bucket, key, group = f"transcripts-{token}", "sessions/someone-0123456789abcdef0.log", f"/transcripts/{token}"
+    s3, logs = lab.client("s3"), lab.client("logs")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key=key, Body=b"secret transcript")
+    logs.create_log_group(logGroupName=group)
+    logs.create_log_stream(logGroupName=group, logStreamName="someone-0123456789abcdef0")
+    logs.put_log_events(logGroupName=group, logStreamName="someone-0123456789abcdef0",
+                        logEvents=[{"timestamp": 1_700_000_000_000, "message": "secret transcript"}])
+    assert s3.get_object(Bucket=bucket, Key=key)["Body"].read() == b"secret transcript"  # the lab's own keys
+
+    theirs = alice.client("s3")
+    message = _denied(lambda: theirs.get_object(Bucket=bucket, Key=key), "AccessDenied")
+    assert message == _message(alice, "s3:GetObject", f'"arn:aws:s3:::{bucket}/{key}"')
+    assert _denied(lambda: theirs.head_object(Bucket=bucket, Key=key), "403")
+    url = theirs.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key})
+    with pytest.raises(urllib.error.HTTPError) as caught:
+        urllib.request.urlopen(url, timeout=10)  # noqa: S310 - the lab's own endpoint
+    assert caught.value.code == 403 and b"<Code>AccessDenied</Code>" in caught.value.read()
+
+    stream_arn = f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}:log-stream:someone-0123456789abcdef0"
+    message = _denied(lambda: alice.client("logs").get_log_events(logGroupName=group,
+                                                                   logStreamName="someone-0123456789abcdef0"))
+    assert message == _message(alice, "logs:GetLogEvents", stream_arn)
+    message = _denied(lambda: alice.client("logs").filter_log_events(logGroupName=group))
+    assert message == _message(alice, "logs:FilterLogEvents", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}:*")
+
+
+def test_alice_may_not_use_run_command(world):
+    lab, alice, mine = world["lab"], world["alice"], world["mine"]
+    ssm = alice.client("ssm")
+    message = _denied(lambda: ssm.send_command(InstanceIds=[mine], DocumentName="AWS-RunShellScript",
+                                               Parameters={"commands": ["id"]}))
+    assert message == _message(alice, "ssm:SendCommand", _instance(mine))
+    command_id = lab.send([mine], ["true"])  # the lab's own keys may
+    message = _denied(lambda: ssm.get_command_invocation(CommandId=command_id, InstanceId=mine))
+    assert message == _message(alice, "ssm:GetCommandInvocation", "*")
+    message = _denied(lambda: ssm.list_command_invocations(CommandId=command_id))
+    assert message == _message(alice, "ssm:ListCommandInvocations", "*")
+
+
+def test_policies_outside_the_operators_are_judged_too(world):
+    """A Deny wins over the operator policy, and a grant of Run Command on the tagged node only is honoured."""
+    lab, alice = world["lab"], world["alice"]
+    iam, name = lab.client("iam"), world["alice_name"]
+    extra = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ssm:SendCommand", "Resource": [
+            f"arn:aws:ec2:*:*:instance/{world['mine']}", "arn:aws:ssm:*::document/AWS-RunShellScript"]},
+        {"Effect": "Deny", "Action": "ssm:StartSession", "Resource": "*"}]}
+    iam.put_user_policy(UserName=name, PolicyName="extra", PolicyDocument=json.dumps(extra))
+    try:
+        ssm = alice.client("ssm")
+        assert ssm.send_command(InstanceIds=[world["mine"]], DocumentName="AWS-RunShellScript",
+                                Parameters={"commands": ["true"]})["Command"]["CommandId"]
+        message = _denied(lambda: ssm.send_command(InstanceIds=[world["untagged"]], DocumentName="AWS-RunShellScript",
+                                                   Parameters={"commands": ["true"]}))
+        assert message == _message(alice, "ssm:SendCommand", _instance(world["untagged"]))
+        message = _denied(lambda: ssm.start_session(Target=world["mine"]))
+        assert message == (f"User: {alice.arn} is not authorized to perform: ssm:StartSession on resource: "
+                           f"{_instance(world['mine'])} with an explicit deny in an identity-based policy")
+    finally:
+        iam.delete_user_policy(UserName=name, PolicyName="extra")
+
