@@ -1,7 +1,8 @@
 """bastionless.ssm.session's pure logic: the framed command script (run by a real local sh, as the node's shell
 would run it), base64 chunking, checksums, control paths, the options it shares with amazon.aws.aws_ssm, and what
-loading the plugin imports (by Ansible's real plugin loader, in a new interpreter), and the session master's
-handling of a slow client (the real master script, with sh for the plugin)."""
+loading the plugin imports (by Ansible's real plugin loader, in a new interpreter), the choice of transport, and the
+session master's handling of a slow client (the real master script on both transports: with sh for the plugin, and
+with a real local WebSocket data channel whose shell is sh for the native transport)."""
 
 import ast
 import base64
@@ -14,11 +15,15 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
 import yaml
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import serve
 
+from ansible_collections.bastionless.ssm.plugins.plugin_utils import _data_channel as dc
 from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_protocol as protocol
 from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_support as support
 
@@ -125,7 +130,7 @@ IDENTITY = {"endpoint": "", "region": "us-east-1", "profile": "", "key": "AKIA1"
 
 @pytest.mark.parametrize("change", [{"key": "AKIA2"}, {"instance": "i-0abd"}, {"region": "eu-west-1"},
                                     {"document": "Custom"}, {"uid": 1000}, {"profile": "other"},
-                                    {"endpoint": "http://127.0.0.1:1"}])
+                                    {"endpoint": "http://127.0.0.1:1"}, {"transport": "plugin"}])
 def test_each_part_of_the_identity_names_another_socket(change):
     assert protocol.control_name(IDENTITY) != protocol.control_name({**IDENTITY, **change})
     assert protocol.control_name(IDENTITY) == protocol.control_name(dict(IDENTITY))
@@ -320,16 +325,94 @@ def _recv_until(client, needle: bytes) -> bytes:
     return data
 
 
-@pytest.mark.parametrize("resident_python", [True, False])
-def test_the_master_waits_for_the_end_of_input_of_a_client_that_was_slow_to_send_it(tmp_path, resident_python):
+class ShellService:
+    """A Session Manager data channel on a real local WebSocket (websockets' server) whose shell is a local /bin/sh on
+    pipes: the service's side of the protocol as _data_channel writes it (handshake, acknowledgements, input in
+    order, channel_closed when the shell exits), so the native master runs against real frames."""
+
+    def __init__(self, session_type: str = "Standard_Stream") -> None:
+        self.session_type = session_type
+        self.tokens = []
+        self.server = serve(self._handle, "127.0.0.1", 0)
+        self.url = f"ws://127.0.0.1:{self.server.socket.getsockname()[1]}/v1/data-channel/test-1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _handle(self, ws) -> None:
+        self.tokens.append(dc.read_token_message(ws.recv(5))["TokenValue"])
+        shell = subprocess.Popen(["/bin/sh"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        lock, sequence, inbound = threading.Lock(), [0], dc.InOrder()
+
+        def output(payload: bytes, payload_type: int = dc.OUTPUT_DATA) -> None:
+            with lock:
+                ws.send(dc.data(dc.OUTPUT, sequence[0], payload, payload_type).encode())
+                sequence[0] += 1
+
+        def pump() -> None:
+            try:
+                for chunk in iter(lambda: os.read(shell.stdout.fileno(), 65536), b""):
+                    output(chunk)
+                with lock:
+                    ws.send(dc.channel_closed("test-1", "i-test").encode())
+            except ConnectionClosed:  # the master left first (it refused the session)
+                pass
+
+        output(dc.handshake_request(self.session_type), dc.HANDSHAKE_REQUEST)
+        try:
+            for frame in ws:
+                message = dc.decode(frame)
+                if message.message_type != dc.INPUT:
+                    continue
+                with lock:
+                    ws.send(dc.acknowledge(message).encode())
+                for each in inbound.receive(message)[1]:
+                    if each.payload_type == dc.HANDSHAKE_RESPONSE:
+                        output(dc.handshake_complete(), dc.HANDSHAKE_COMPLETE)
+                        threading.Thread(target=pump, daemon=True).start()
+                    elif each.payload_type == dc.OUTPUT_DATA:
+                        shell.stdin.write(each.payload)
+                        shell.stdin.flush()
+        except Exception:  # noqa: BLE001 - the client left (the master closes its WebSocket when it ends)
+            pass
+        finally:
+            if shell.poll() is None:
+                shell.kill()
+            shell.wait()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _master_config(transport: str, sock: str, resident_python: bool, service=None) -> dict:
+    config = {"transport": transport, "socket": sock, "idle": 30, "start_timeout": 20,
+              "steps": protocol.setup_steps(resident_python), "session_id": "test-1"}
+    if transport == "native":
+        config["response"] = {"SessionId": "test-1", "TokenValue": "token-1", "StreamUrl": service.url}
+    else:
+        config["argv"] = ["/bin/sh", "-c", "echo 'Starting session with SessionId: test-1'; exec /bin/sh"]
+    return config
+
+
+@pytest.fixture
+def shell_service():
+    made = []
+    yield lambda *args: made.append(ShellService(*args)) or made[-1]
+    for service in made:
+        service.close()
+
+
+@pytest.mark.parametrize("transport, resident_python", [("plugin", True), ("plugin", False), ("native", True),
+                                                         ("native", False)])
+def test_the_master_waits_for_the_end_of_input_of_a_client_that_was_slow_to_send_it(tmp_path, shell_service,
+                                                                                     transport, resident_python):
     """A client preempted between its command's last frame and its end-of-input frame must still get its reply: the
     master keeps the connection until that frame (it used to close it, and the late frame broke the pipe: the
     command's task went UNREACHABLE although the command had run). Then it serves the next client. With
-    resident_python, the real set-up starts the helper (this machine has python3) and the master says so."""
+    resident_python, the real set-up starts the helper (this machine has python3) and the master says so. On the
+    native transport, the master speaks the data channel itself (the service sees the token once), and a client's
+    exit ends the session with the shell (the service's channel_closed)."""
     sock = str(tmp_path / "master.sock")
-    config = {"argv": ["/bin/sh", "-c", "echo 'Starting session with SessionId: test-1'; exec /bin/sh"],
-              "socket": sock, "idle": 30, "start_timeout": 20, "steps": protocol.setup_steps(resident_python),
-              "session_id": "test-1"}
+    service = shell_service() if transport == "native" else None
+    config = _master_config(transport, sock, resident_python, service)
     master = subprocess.Popen([sys.executable, os.path.join(ROOT, "plugins", "plugin_utils", "_session_master.py")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
@@ -359,6 +442,69 @@ def test_the_master_waits_for_the_end_of_input_of_a_client_that_was_slow_to_send
             client.sendall(b'{"op": "exit"}\n')
             assert json.loads(_recv_until(client, b"\n"))["ok"]
         assert master.wait(20) == 0
+        if service is not None:
+            assert service.tokens == ["token-1"]
     finally:
         if master.poll() is None:
             master.kill()
+
+
+def test_the_native_master_refuses_a_session_that_is_not_a_shell(tmp_path, shell_service):
+    """A document whose session is not a shell (a port forwarding document as ssm_document) fails the start with
+    the session type named, instead of waiting for ready lines that never come."""
+    config = _master_config("native", str(tmp_path / "master.sock"), False, shell_service("Port"))
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "plugins", "plugin_utils", "_session_master.py")],
+                          input=json.dumps(config).encode(), capture_output=True, timeout=30, check=False)
+    report = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert done.returncode == 1 and not report["ok"]
+    assert "starts a Port session, not a shell" in report["error"]
+
+
+def test_the_native_master_names_a_stream_url_it_cannot_open(tmp_path):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    config = _master_config("plugin", str(tmp_path / "master.sock"), False)
+    config.update(transport="native", response={"SessionId": "test-1", "TokenValue": "t",
+                                                 "StreamUrl": f"ws://127.0.0.1:{port}/x"})
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "plugins", "plugin_utils", "_session_master.py")],
+                          input=json.dumps(config).encode(), capture_output=True, timeout=30, check=False)
+    report = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert done.returncode == 1
+    assert report["error"].startswith(f"the data channel did not open: cannot open the data channel ws://127.0.0.1:{port}/x")
+
+
+_NO_PLUGIN = (None, "/usr/local/bin/session-manager-plugin, then session-manager-plugin on PATH (/usr/bin)")
+
+
+@pytest.mark.parametrize("option, websockets, plugin, expected", [
+    (None, True, _NO_PLUGIN, "native"),
+    (None, True, ("/usr/local/bin/session-manager-plugin", ""), "native"),
+    (None, False, ("/usr/local/bin/session-manager-plugin", ""), "plugin"),
+    ("", False, ("/usr/local/bin/session-manager-plugin", ""), "plugin"),
+    ("native", True, _NO_PLUGIN, "native"),
+    ("plugin", True, ("/opt/smp", ""), "plugin"),
+])
+def test_the_transport_is_the_option_else_native_where_websockets_imports(option, websockets, plugin, expected):
+    assert support.choose_transport(option, websockets, *plugin, "https://install") == expected
+
+
+@pytest.mark.parametrize("option, websockets, plugin, message", [
+    (None, False, _NO_PLUGIN, "bastionless.ssm.session cannot reach Session Manager: the Python package websockets "
+     "is not installed for the controller's Python (pip install websockets, as the collection's requirements.txt "
+     "lists it), and session-manager-plugin was not found (/usr/local/bin/session-manager-plugin, then "
+     "session-manager-plugin on PATH (/usr/bin)). Install websockets (transport native, no binary needed), or install "
+     "it on the controller (https://install) or set ansible_aws_ssm_plugin to its path (transport plugin)"),
+    ("native", False, ("/usr/local/bin/session-manager-plugin", ""), "transport native needs the Python package "
+     "websockets, which is not installed for the controller's Python: pip install websockets"),
+    ("plugin", True, _NO_PLUGIN, "transport plugin needs session-manager-plugin, which was not found "
+     "(/usr/local/bin/session-manager-plugin, then session-manager-plugin on PATH (/usr/bin)): install it on the "
+     "controller (https://install) or set ansible_aws_ssm_plugin to its path, or set ansible_aws_ssm_transport to "
+     "native"),
+    ("websocket", True, _NO_PLUGIN, "transport (ansible_aws_ssm_transport) must be one of native, plugin, not "
+     "'websocket'"),
+])
+def test_a_transport_that_cannot_run_is_one_error_naming_the_fix(option, websockets, plugin, message):
+    with pytest.raises(ValueError) as failure:
+        support.choose_transport(option, websockets, *plugin, "https://install")
+    assert str(failure.value).startswith(message)
