@@ -118,6 +118,7 @@ def test_binary_and_large_files_and_raw_output_travel_through_the_session_withou
     active, ended = _ids(lab, node), _ids(lab, node, "History")
     (lab.work / "big.bin").write_bytes(os.urandom(5 * 1024 * 1024 + 17))
     (lab.work / "bytes.bin").write_bytes(bytes(range(256)) * 4 + b"\r\n\x04\x03\x1a\x00")
+    choice = ["-e", f"ansible_aws_ssm_transport={transport}"] if transport == "plugin" else []
     output, recap = play(lab, node, """
         - name: A file of several MiB
           ansible.builtin.copy: {src: big.bin, dest: /tmp/big.bin, mode: "0600"}
@@ -136,8 +137,7 @@ def test_binary_and_large_files_and_raw_output_travel_through_the_session_withou
           ansible.builtin.debug:
             msg: "SUMS {{ sums.stdout_lines | map('split') | map('first') | join(' ') }} RAW {{ latin.stdout_lines | length }}
               {{ latin.stdout_lines[0] | length }} {{ latin.stdout_lines[0][-4:] }} {{ latin.stdout_lines[1] }}"
-        """, "-e", "ansible_aws_ssm_bucket_name=no-such-bucket", "-vvv",
-        *(["-e", f"ansible_aws_ssm_transport={transport}"] if transport == "plugin" else []))
+        """, "-e", "ansible_aws_ssm_bucket_name=no-such-bucket", "-vvv", *choice)
     assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, output
     assert f"ESTABLISH SSM SESSION TO: {node} (persistent, {transport}, " in output  # native: the default
     assert f"SUMS {_sha(lab.work / 'big.bin')} {_sha(lab.work / 'bytes.bin')}" in output

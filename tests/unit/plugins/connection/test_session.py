@@ -400,10 +400,10 @@ def shell_service():
         service.close()
 
 
-@pytest.mark.parametrize("transport, resident_python", [("plugin", True), ("plugin", False), ("native", True),
-                                                         ("native", False)])
-def test_the_master_waits_for_the_end_of_input_of_a_client_that_was_slow_to_send_it(tmp_path, shell_service,
-                                                                                     transport, resident_python):
+@pytest.mark.parametrize("transport, resident_python",
+                         [("plugin", True), ("plugin", False), ("native", True), ("native", False)])
+def test_the_master_waits_for_the_end_of_input_of_a_client_that_was_slow_to_send_it(
+        tmp_path, shell_service, transport, resident_python):
     """A client preempted between its command's last frame and its end-of-input frame must still get its reply: the
     master keeps the connection until that frame (it used to close it, and the late frame broke the pipe: the
     command's task went UNREACHABLE although the command had run). Then it serves the next client. With
@@ -465,8 +465,8 @@ def test_the_native_master_names_a_stream_url_it_cannot_open(tmp_path):
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
     config = _master_config("plugin", str(tmp_path / "master.sock"), False)
-    config.update(transport="native", response={"SessionId": "test-1", "TokenValue": "t",
-                                                 "StreamUrl": f"ws://127.0.0.1:{port}/x"})
+    url = f"ws://127.0.0.1:{port}/x"
+    config.update(transport="native", response={"SessionId": "test-1", "TokenValue": "t", "StreamUrl": url})
     done = subprocess.run([sys.executable, os.path.join(ROOT, "plugins", "plugin_utils", "_session_master.py")],
                           input=json.dumps(config).encode(), capture_output=True, timeout=30, check=False)
     report = json.loads(done.stdout.decode().strip().splitlines()[-1])
