@@ -229,6 +229,47 @@ def test_a_linux_task_loads_no_boto3_and_windows_gets_aws_ssm_with_the_same_opti
                    "base_region": "eu-west-1", "base_instance": "mi-0123456789abcdef0", "same_shell": True}
 
 
+_NO_TRANSPORT = r"""
+import json, sys
+sys.modules["websockets"] = None  # as on a controller without the package: find_spec refuses it
+from ansible.errors import AnsibleError
+from ansible.plugins.loader import connection_loader, init_plugin_loader
+from ansible.playbook.play_context import PlayContext
+init_plugin_loader()
+pc = PlayContext()
+pc.remote_addr = "i-0123456789abcdef0"
+errors = {}
+for transport in ("native", None):
+    conn = connection_loader.get("bastionless.ssm.session", pc)
+    conn.set_options(var_options={"ansible_aws_ssm_transport": transport, "ansible_aws_ssm_plugin": "/nonexistent/smp",
+                                  "ansible_aws_ssm_control_path_dir": sys.argv[1]})
+    try:
+        conn.exec_command("true")
+    except AnsibleError as error:
+        errors[str(transport)] = str(error.message)
+print(json.dumps({"errors": errors, "boto3": "boto3" in sys.modules}))
+"""
+
+
+def test_a_task_without_websockets_or_the_plugin_fails_before_any_aws_call_naming_both():
+    """The transport is chosen when a session starts, by the real plugin in a new interpreter whose websockets cannot
+    be imported: transport native names the package; unset, the error names the package and the plugin. Neither
+    called AWS (boto3 is not even imported)."""
+    collections = os.path.abspath(os.path.join(protocol.__file__, *[".."] * 6))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections)
+    with tempfile.TemporaryDirectory(prefix="cp", dir="/tmp") as control:  # short: socket paths stay under 100
+        done = subprocess.run([sys.executable, "-c", _NO_TRANSPORT, control], env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["errors"]["native"].startswith("bastionless.ssm.session: transport native needs the Python package "
+                                              "websockets, which is not installed")
+    assert out["errors"]["None"].startswith("bastionless.ssm.session: bastionless.ssm.session cannot reach Session "
+                                            "Manager: the Python package websockets is not installed")
+    assert "session-manager-plugin was not found (the plugin option: /nonexistent/smp)" in out["errors"]["None"]
+    assert out["boto3"] is False
+
+
 _FAKE_AWS_SSM = r'''
 DOCUMENTATION = """
 name: aws_ssm
