@@ -2,11 +2,13 @@
 would run it), base64 chunking, checksums, control paths, the options it shares with amazon.aws.aws_ssm, and what
 loading the plugin imports (by Ansible's real plugin loader, in a new interpreter), the choice of transport, and the
 session master's handling of a slow client (the real master script on both transports: with sh for the plugin, and
-with a real local WebSocket data channel whose shell is sh for the native transport)."""
+with a real local WebSocket data channel whose shell is sh for the native transport, which also resumes after the
+WebSocket breaks)."""
 
 import ast
 import base64
 import hashlib
+import http.server
 import io
 import json
 import os
@@ -369,55 +371,107 @@ def _recv_until(client, needle: bytes) -> bytes:
 class ShellService:
     """A Session Manager data channel on a real local WebSocket (websockets' server) whose shell is a local /bin/sh on
     pipes: the service's side of the protocol as _data_channel writes it (handshake, acknowledgements, input in
-    order, channel_closed when the shell exits), so the native master runs against real frames."""
+    order, output kept until acknowledged, channel_closed when the shell exits), so the native master runs against
+    real frames. The session outlives its WebSocket: drop() closes it, and a client that resumes with a new token
+    goes on with the same shell and sequence numbers (its unacknowledged output resent)."""
 
     def __init__(self, session_type: str = "Standard_Stream") -> None:
         self.session_type = session_type
         self.tokens = []
+        self.ws = None
+        self.shell = None
+        self.lock = threading.Lock()
+        self.sequence = 0
+        self.unacked = {}  # output sequence number -> frame
+        self.inbound = dc.InOrder()
         self.server = serve(self._handle, "127.0.0.1", 0)
         self.url = f"ws://127.0.0.1:{self.server.socket.getsockname()[1]}/v1/data-channel/test-1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
+    def _send(self, frame: bytes) -> None:
+        try:
+            self.ws.send(frame)
+        except ConnectionClosed:  # resent on the next WebSocket, if the client resumes
+            pass
+
+    def _output(self, payload: bytes, payload_type: int = dc.OUTPUT_DATA) -> None:
+        with self.lock:
+            frame = dc.data(dc.OUTPUT, self.sequence, payload, payload_type).encode()
+            self.unacked[self.sequence] = frame
+            self.sequence += 1
+            self._send(frame)
+
+    def _pump(self) -> None:
+        for chunk in iter(lambda: os.read(self.shell.stdout.fileno(), 65536), b""):
+            self._output(chunk)
+        with self.lock:
+            self._send(dc.channel_closed("test-1", "i-test").encode())
+
     def _handle(self, ws) -> None:
         self.tokens.append(dc.read_token_message(ws.recv(5))["TokenValue"])
-        shell = subprocess.Popen(["/bin/sh"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        lock, sequence, inbound = threading.Lock(), [0], dc.InOrder()
-
-        def output(payload: bytes, payload_type: int = dc.OUTPUT_DATA) -> None:
-            with lock:
-                ws.send(dc.data(dc.OUTPUT, sequence[0], payload, payload_type).encode())
-                sequence[0] += 1
-
-        def pump() -> None:
-            try:
-                for chunk in iter(lambda: os.read(shell.stdout.fileno(), 65536), b""):
-                    output(chunk)
-                with lock:
-                    ws.send(dc.channel_closed("test-1", "i-test").encode())
-            except ConnectionClosed:  # the master left first (it refused the session)
-                pass
-
-        output(dc.handshake_request(self.session_type), dc.HANDSHAKE_REQUEST)
+        with self.lock:
+            self.ws = ws
+            for number in sorted(self.unacked):
+                self._send(self.unacked[number])
+        if self.sequence == 0:
+            self._output(dc.handshake_request(self.session_type), dc.HANDSHAKE_REQUEST)
         try:
             for frame in ws:
                 message = dc.decode(frame)
+                if message.message_type == dc.ACK:
+                    with self.lock:
+                        self.unacked.pop(dc.acknowledged_sequence(message), None)
                 if message.message_type != dc.INPUT:
                     continue
-                with lock:
-                    ws.send(dc.acknowledge(message).encode())
-                for each in inbound.receive(message)[1]:
+                with self.lock:
+                    self._send(dc.acknowledge(message).encode())
+                for each in self.inbound.receive(message)[1]:
                     if each.payload_type == dc.HANDSHAKE_RESPONSE:
-                        output(dc.handshake_complete(), dc.HANDSHAKE_COMPLETE)
-                        threading.Thread(target=pump, daemon=True).start()
+                        self.shell = subprocess.Popen(["/bin/sh"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                      stderr=subprocess.STDOUT)
+                        self._output(dc.handshake_complete(), dc.HANDSHAKE_COMPLETE)
+                        threading.Thread(target=self._pump, daemon=True).start()
                     elif each.payload_type == dc.OUTPUT_DATA:
-                        shell.stdin.write(each.payload)
-                        shell.stdin.flush()
-        except Exception:  # noqa: BLE001 - the client left (the master closes its WebSocket when it ends)
+                        self.shell.stdin.write(each.payload)
+                        self.shell.stdin.flush()
+        except (ConnectionClosed, OSError):  # the client left or the shell ended
             pass
-        finally:
-            if shell.poll() is None:
-                shell.kill()
-            shell.wait()
+
+    def drop(self) -> None:
+        """The WebSocket breaks under the session (as the service's do about hourly)."""
+        self.ws.close()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        if self.shell is not None and self.shell.poll() is None:
+            self.shell.kill()
+            self.shell.wait()
+
+
+class ResumeEndpoint:
+    """An SSM API endpoint that answers ResumeSession with a new token (and records the requests)."""
+
+    def __init__(self, service: ShellService) -> None:
+        requests = self.requests = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                requests.append((self.headers["X-Amz-Target"], json.loads(body)))
+                answer = json.dumps({"SessionId": "test-1", "TokenValue": f"token-{len(requests) + 1}",
+                                     "StreamUrl": service.url}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-amz-json-1.1")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
         self.server.shutdown()
@@ -488,6 +542,55 @@ def test_the_master_waits_for_the_end_of_input_of_a_client_that_was_slow_to_send
     finally:
         if master.poll() is None:
             master.kill()
+
+
+def _command(sock: str, cmd: bytes) -> tuple:
+    """One command through a running master, as the connection sends it: (rc, stdout, stderr)."""
+    marker = protocol.new_marker()
+    end = protocol.end_of_reply(marker)
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(20)
+        client.connect(sock)
+        client.sendall(json.dumps({"op": "run", "end": end.decode(), "timeout": 20}).encode() + b"\n")
+        answer = json.loads(_recv_until(client, b"\n"))
+        head, tail = protocol.request(cmd, marker, False, answer["reader"])
+        client.sendall(b"".join(_frame(part) for part in (head, tail) if part) + struct.pack(">I", 0))
+        reply = b""
+        while chunk := client.recv(65536):
+            reply += chunk
+    return protocol.parse_reply(reply, marker)
+
+
+def test_the_native_master_resumes_a_dropped_data_channel_with_the_same_shell(tmp_path, shell_service):
+    """The WebSocket breaks while the session idles: the master calls ResumeSession (signed with the keys it was
+    given, on the connection's endpoint), opens a new WebSocket with the new token, and the next command runs in the
+    same shell of the same session."""
+    service = shell_service()
+    endpoint = ResumeEndpoint(service)
+    sock = str(tmp_path / "master.sock")
+    config = _master_config("native", sock, False, service)
+    config["resume"] = {"region": "us-east-1", "endpoint": endpoint.url, "aws_access_key_id": "AKIDEXAMPLE",
+                        "aws_secret_access_key": "not-a-secret"}
+    master = subprocess.Popen([sys.executable, os.path.join(ROOT, "plugins", "plugin_utils", "_session_master.py")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        master.stdin.write(json.dumps(config).encode())
+        master.stdin.close()
+        assert json.loads(master.stdout.readline())["ok"]
+        assert _command(sock, b"echo one") == (0, b"one\n", b"")
+        shell = service.shell
+        service.drop()
+        deadline = time.monotonic() + 15
+        while len(service.tokens) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service.tokens == ["token-1", "token-2"]
+        assert endpoint.requests == [("AmazonSSM.ResumeSession", {"SessionId": "test-1"})]
+        assert _command(sock, b"echo two; exit 4") == (4, b"two\n", b"")
+        assert service.shell is shell and shell.poll() is None
+    finally:
+        master.kill()
+        master.wait()
+        endpoint.close()
 
 
 def test_the_native_master_refuses_a_session_that_is_not_a_shell(tmp_path, shell_service):
