@@ -124,7 +124,8 @@ options:
         (see O(plugin)).
       - Unset, V(native) where C(websockets) can be imported, else V(plugin). When the chosen transport cannot run
         (no C(websockets), no plugin), the task fails with an error that says what to install.
-      - Sessions of different transports are separate. Windows nodes always use P(amazon.aws.aws_ssm#connection).
+      - The option's value is part of the session's identity, so changing it starts a new session. Windows nodes
+        always use P(amazon.aws.aws_ssm#connection).
     type: str
     choices: [ 'native', 'plugin' ]
     env:
@@ -558,7 +559,7 @@ class Connection(ConnectionBase):
                 pass
             executable, looked = _plugin_path.find(self.get_option("plugin"))
             try:
-                transport = support.choose_transport(self.get_option("transport"), _has_module("websockets"),
+                transport = support.choose_transport(self.get_option("transport"), _has_module("websockets.sync.client"),
                                                      executable, looked, _plugin_path.INSTALL_URL)
             except ValueError as e:
                 raise AnsibleError(f"bastionless.ssm.session: {to_native(e)}") from e
