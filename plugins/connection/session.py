@@ -11,7 +11,10 @@ short_description: Persistent, bucketless Session Manager connection to EC2 inst
 version_added: 0.1.0
 description:
   - Runs tasks over AWS Systems Manager Session Manager like P(amazon.aws.aws_ssm#connection), with the same
-    options, the same session-manager-plugin and the same document selection, but without its two costs.
+    options and the same document selection, but without its two costs.
+  - B(No plugin binary needed.) With O(transport=native) (the default where the Python package C(websockets) is
+    installed) the session's data channel is spoken by the collection itself; O(transport=plugin) runs AWS's
+    C(session-manager-plugin) on a pseudo-terminal instead.
   - B(Persistent sessions.) The first task to a host starts a session owned by a background master process
     (as ssh's ControlMaster with ControlPersist); later tasks, also from other C(ansible-playbook) runs of the
     same user and identity, reuse it through a Unix socket only that user can open. The master ends the
@@ -32,8 +35,9 @@ notes:
   - The node needs C(/bin/sh), C(base64), C(mktemp) and C(sha256sum) (coreutils); C(curl) only for transfers
     through the bucket. Where it has C(python3), a resident Python reads the commands and runs pipelined modules in
     a fork with C(ansible.module_utils) preloaded (O(resident_python)).
-  - No credentials are on any command line. The master gets the StartSession response through a pipe; the
-    session-manager-plugin gets it as its first argument, as with P(amazon.aws.aws_ssm#connection) and the AWS CLI.
+  - No credentials are on any command line. The master gets the StartSession response through a pipe; with
+    O(transport=plugin), session-manager-plugin gets it as its first argument, as with
+    P(amazon.aws.aws_ssm#connection) and the AWS CLI.
   - The session shell runs with echo off and commands and their stdin are sent base64 encoded, so neither appears
     in session transcripts; what commands print (module results) does, as with any Session Manager shell.
   - C(become) works with C(sudo) rules that need no password (the agent's C(ssm-user) has one). Become passwords
@@ -45,7 +49,8 @@ notes:
     that release's AnsiballZ loader); with another release they run as plain commands, correct and slower.
   - Windows nodes need amazon.aws 10.x; with another release, or none, their tasks fail with an error naming the range.
 requirements:
-  - boto3 and the AWS session-manager-plugin on the controller.
+  - boto3 on the controller, and either the Python package websockets (O(transport=native)) or the AWS
+    session-manager-plugin (O(transport=plugin)).
   - ansible-core 2.19; amazon.aws 10.x for Windows nodes (P(amazon.aws.aws_ssm#connection) runs them).
   - The SSM Agent on the node.
 seealso:
@@ -109,9 +114,28 @@ options:
     type: str
     vars:
     - name: ansible_aws_ssm_bucket_endpoint_url
+  transport:
+    description:
+      - How the session's master talks to Session Manager once StartSession has answered.
+      - V(native) holds the session's WebSocket data channel itself (acknowledgements, resends, resuming after a
+        dropped connection), with the Python package C(websockets); no session-manager-plugin and no pseudo-terminal
+        on the controller.
+      - V(plugin) runs AWS's session-manager-plugin on a pseudo-terminal, as P(amazon.aws.aws_ssm#connection) does
+        (see O(plugin)).
+      - Unset, V(native) where C(websockets) can be imported, else V(plugin). When the chosen transport cannot run
+        (no C(websockets), no plugin), the task fails with an error that says what to install.
+      - The option's value is part of the session's identity, so changing it starts a new session. Windows nodes
+        always use P(amazon.aws.aws_ssm#connection).
+    type: str
+    choices: [ 'native', 'plugin' ]
+    env:
+      - name: ANSIBLE_AWS_SSM_TRANSPORT
+    vars:
+      - name: ansible_aws_ssm_transport
   plugin:
     description:
-      - The session-manager-plugin executable, taken as given when set.
+      - The session-manager-plugin executable, taken as given when set. Used with O(transport=plugin) (and for
+        Windows nodes).
       - When not set, V(/usr/local/bin/session-manager-plugin), else the first C(session-manager-plugin) on E(PATH), as
         P(amazon.aws.aws_ssm#connection) looks for it (ssm_tunnel and ssm_preflight look the same way).
     type: str
@@ -486,6 +510,7 @@ class Connection(ConnectionBase):
             "instance": self.instance_id,
             "document": self.get_option("ssm_document") or "",
             "plugin": self.get_option("plugin") or "",
+            "transport": self.get_option("transport") or "",
             "resident_python": bool(self.get_option("resident_python")),
             "uid": os.getuid(),
         }
@@ -533,12 +558,12 @@ class Connection(ConnectionBase):
             except (_NotServed, AnsibleConnectionFailure, OSError):
                 pass
             executable, looked = _plugin_path.find(self.get_option("plugin"))
-            if not executable:
-                raise AnsibleError(
-                    f"session-manager-plugin not found ({looked}): install it on the controller "
-                    f"({_plugin_path.INSTALL_URL}) or set ansible_aws_ssm_plugin (or AWS_SESSION_MANAGER_PLUGIN) "
-                    "to its path.")
-            self.verbosity_display(3, f"ESTABLISH SSM SESSION TO: {self.instance_id} (persistent, {sock})")
+            try:
+                transport = support.choose_transport(self.get_option("transport"), _has_module("websockets.sync.client"),
+                                                     executable, looked, _plugin_path.INSTALL_URL)
+            except ValueError as e:
+                raise AnsibleError(f"bastionless.ssm.session: {to_native(e)}") from e
+            self.verbosity_display(3, f"ESTABLISH SSM SESSION TO: {self.instance_id} (persistent, {transport}, {sock})")
             if self.get_option("resident_python") and not FORKS[0]:
                 self.verbosity_display(3, FORKS[1])
             client = self.ssm_client
@@ -551,15 +576,20 @@ class Connection(ConnectionBase):
                 raise AnsibleConnectionFailure(f"StartSession to {self.instance_id} failed: {to_native(e)}") from e
             session_id = response["SessionId"]
             config = {
-                "argv": [executable, json.dumps(response), self.get_option("region"), "StartSession",
-                         self.get_option("profile") or "", json.dumps({"Target": self.instance_id}),
-                         client.meta.endpoint_url],
+                "transport": transport,
                 "socket": sock,
                 "idle": int(self.get_option("persist_idle_timeout")),
                 "start_timeout": timeout,
                 "steps": protocol.setup_steps(bool(self.get_option("resident_python"))),
                 "session_id": session_id,
             }
+            if transport == "native":
+                config["response"] = {key: response[key] for key in ("SessionId", "TokenValue", "StreamUrl")}
+                config["resume"] = self._resume_options(client.meta.endpoint_url)
+            else:
+                config["argv"] = [executable, json.dumps(response), self.get_option("region"), "StartSession",
+                                  self.get_option("profile") or "", json.dumps({"Target": self.instance_id}),
+                                  client.meta.endpoint_url]
             master = subprocess.Popen([sys.executable, MASTER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                       stderr=subprocess.DEVNULL, close_fds=True, start_new_session=True, cwd="/")
             try:
@@ -584,6 +614,16 @@ class Connection(ConnectionBase):
                 error = report.get("error") or "the session master did not report (timed out)"
                 raise AnsibleConnectionFailure(f"Session Manager session to {self.instance_id} failed: {error}")
             self.verbosity_display(4, f"SSM SESSION {session_id} served by pid {report.get('pid')}")
+
+    def _resume_options(self, endpoint: str) -> dict:
+        """What the native master needs to call ResumeSession as this connection called StartSession (through the
+        master's stdin pipe, as the StartSession response)."""
+        options = {"region": self.get_option("region"), "endpoint": endpoint}
+        for arg, option in (("aws_access_key_id", "access_key_id"), ("aws_secret_access_key", "secret_access_key"),
+                            ("aws_session_token", "session_token"), ("profile_name", "profile")):
+            if self.get_option(option):
+                options[arg] = self.get_option(option)
+        return options
 
     def _terminate_session(self, session_id) -> None:
         if not session_id:

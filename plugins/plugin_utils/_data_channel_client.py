@@ -153,6 +153,12 @@ class DataChannelClient:
     def send_size(self, cols: int, rows: int) -> None:
         self.send(dc.size_payload(cols, rows), dc.SIZE)
 
+    @property
+    def pending(self) -> int:
+        """Input messages sent and not yet acknowledged (send() waits while WINDOW of them are)."""
+        with self._lock:
+            return self._out.pending
+
     def wait_acknowledged(self, timeout: float) -> bool:
         """Wait until the service has acknowledged every input message; whether it has."""
         deadline = time.monotonic() + timeout

@@ -3,15 +3,19 @@
 # Copyright: Contributors to the bastionless.ssm project
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""The per-host master of the bastionless.ssm.session connection (standard library only, run as a script).
+"""The per-host master of the bastionless.ssm.session connection (run as a script).
 
 The connection starts it detached (its own session, stdio on pipes it owns) with ``sys.executable`` and this
 file, and writes its parameters as one JSON document to its stdin: never on a command line. It then
 
-- runs session-manager-plugin on a pty, as amazon.aws.aws_ssm does, with the StartSession response the
-  connection obtained (the plugin's own command line is the real plugin's: response, region, profile, target);
-- waits for ``Starting session with SessionId``, then sends each set-up step and waits for its ready line, and
-  notes which reader the node has (the resident Python or sh, _session_protocol.setup_steps);
+- holds the session the connection started (StartSession), by one of two transports:
+  ``native``: the session's data channel itself, with _data_channel_client.DataChannelClient (the ``websockets``
+  package; the only import beyond the standard library, loaded from beside this file), which acknowledges, resends
+  and resumes; the node's shell output arrives through an in-process pipe, so the loop below is the same for both;
+  ``plugin``: session-manager-plugin on a pty, as amazon.aws.aws_ssm does (the plugin's own command line is the
+  real plugin's: response, region, profile, target), after its ``Starting session with SessionId`` line;
+- sends each set-up step and waits for its ready line, and notes which reader the node has (the resident Python
+  or sh, _session_protocol.setup_steps);
 - listens on a Unix socket (mode 0600 in a 0700 directory), reports ``{"ok": true}`` on stdout and closes it;
 - serves one client at a time: a JSON header line, then length-prefixed frames of input that it writes to the
   session, while it relays the session's output back until the line that starts with the header's ``end``;
@@ -22,6 +26,7 @@ file, and writes its parameters as one JSON document to its stdin: never on a co
 It keeps no log and writes nothing to disk but its socket: what passes through it is never stored.
 """
 
+import importlib.util
 import json
 import os
 import pty
@@ -31,15 +36,54 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import tty
 
 STARTED = b"Starting session with SessionId"
 HIGH_WATER = 1 << 20  # input bytes buffered for the plugin before the client is read again
+SHELL_TYPES = ("Standard_Stream", "InteractiveCommands", "NonInteractiveCommands")
+INPUT_WINDOW = 256  # native: unacknowledged input messages before the master stops sending (the client's own limit
+# is far higher and blocks; the master must stay free to meet its deadlines)
+WRITE_CHUNK = 65536  # bytes handed to the session at a time
 
 
 class SessionGone(Exception):
-    """The plugin exited or its output closed."""
+    """The session ended: the plugin exited or its output closed, or the data channel closed."""
+
+
+def load_channel_client():
+    """_data_channel_client, loaded from beside this file under the names it imports its codec by (this script runs
+    outside Ansible, where the collection's package path is not importable)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    module = None
+    for name, file in (("bastionless_data_channel", "_data_channel.py"),
+                       ("bastionless_data_channel_client", "_data_channel_client.py")):
+        module = sys.modules.get(name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(name, os.path.join(here, file))
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            spec.loader.exec_module(module)
+    return module
+
+
+def resume_with(config: dict):
+    """A callable doing ResumeSession for the native transport (the new token, or None when the session is over),
+    signed as the connection's StartSession was: its region, endpoint, profile or keys (config["resume"])."""
+    options = config.get("resume") or {}
+
+    def resume():
+        import boto3  # pylint: disable=import-outside-toplevel  # only when a WebSocket breaks
+
+        args = {"region_name": options.get("region") or None}
+        for arg in ("profile_name", "aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
+            if options.get(arg):
+                args[arg] = options[arg]
+        client = boto3.session.Session(**args).client("ssm", endpoint_url=options.get("endpoint") or None)
+        return client.resume_session(SessionId=config["session_id"]).get("TokenValue")
+
+    return resume
 
 
 class Master:
@@ -47,8 +91,14 @@ class Master:
         self.config = config
         self.path = config["socket"]
         self.idle = float(config.get("idle", 60))
+        self.native = config.get("transport") == "native"
         self.proc = None
-        self.pty_fd = -1
+        self.pty_fd = -1  # what select() watches for the session's output: the pty, or (native) the wake-up pipe
+        self.channel = None  # native: the DataChannelClient
+        self._output = bytearray()  # native: what the channel delivered and the loop has not read yet
+        self._output_lock = threading.Lock()
+        self._wake = -1  # native: the pipe's write end
+        self._err = []  # the fds of the plugin's stderr (none when native)
         self.stderr_tail = b""
         self.listener = None
         self.inode = None
@@ -57,6 +107,54 @@ class Master:
 
     # --- the session ----------------------------------------------------------------------------------
     def start(self) -> None:
+        deadline = time.monotonic() + float(self.config.get("start_timeout", 60))
+        seen = self._start_native(deadline) if self.native else self._start_plugin(deadline)
+        before = b""
+        for send, ready in self.config["steps"]:  # _session_protocol.setup_steps
+            self._write_all(send.encode(), deadline)
+            before, seen = self._wait_for(ready.encode() + b"\n", deadline, seen)
+        self.reader = "python" if before.endswith(b"P") else "sh"  # the helper prints a P before its ready line
+
+    def _start_native(self, deadline: float) -> bytes:
+        """Open the data channel of the StartSession response; the output is read through a pipe."""
+        module = load_channel_client()
+        self.pty_fd, self._wake = os.pipe()
+        for fd in (self.pty_fd, self._wake):
+            os.set_blocking(fd, False)
+        response = self.config["response"]
+        # Input goes in messages of at most 1,024 bytes (the client's default), the size AWS's plugin sends and the
+        # service is known to take. Larger messages halve the lab's time for a 5 MiB copy, but are not verified
+        # against AWS.
+        try:
+            self.channel = module.DataChannelClient(response["SessionId"], response["TokenValue"],
+                                                    response["StreamUrl"], on_data=self._on_data,
+                                                    resume=resume_with(self.config))
+            self.channel.open(timeout=max(1.0, deadline - time.monotonic()))
+        except module.DataChannelClosed as e:
+            raise SessionGone(f"the data channel did not open: {e}") from None
+        threading.Thread(target=self._wake_on_close, name="wake-on-close", daemon=True).start()
+        if self.channel.session_type not in SHELL_TYPES:
+            raise SessionGone(f"the session document starts a {self.channel.session_type or 'unknown'} session, "
+                              "not a shell (set ssm_document to a Standard_Stream document)")
+        return b""
+
+    def _on_data(self, payload: bytes) -> None:
+        """The channel's reader thread: keep the output and wake the loop (never blocks the reader)."""
+        with self._output_lock:
+            self._output += payload
+        self._poke()
+
+    def _wake_on_close(self) -> None:
+        self.channel.closed.wait()
+        self._poke()
+
+    def _poke(self) -> None:
+        try:
+            os.write(self._wake, b"x")
+        except OSError:  # full (the loop will read anyway) or closed
+            pass
+
+    def _start_plugin(self, deadline: float) -> bytes:
         master_fd, slave_fd = pty.openpty()
         tty.setraw(slave_fd)  # no local line discipline on the plugin's output: what the node sends, unchanged
         self.proc = subprocess.Popen(self.config["argv"], stdin=subprocess.PIPE, stdout=slave_fd,
@@ -66,13 +164,34 @@ class Master:
         os.set_blocking(master_fd, False)
         os.set_blocking(self.proc.stdin.fileno(), False)
         os.set_blocking(self.proc.stderr.fileno(), False)
-        deadline = time.monotonic() + float(self.config.get("start_timeout", 60))
-        seen = self._wait_for(STARTED, deadline, b"")[1]
-        before = b""
-        for send, ready in self.config["steps"]:  # _session_protocol.setup_steps
-            self._write_all(send.encode(), deadline)
-            before, seen = self._wait_for(ready.encode() + b"\n", deadline, seen)
-        self.reader = "python" if before.endswith(b"P") else "sh"  # the helper prints a P before its ready line
+        self._err = [self.proc.stderr]
+        return self._wait_for(STARTED, deadline, b"")[1]
+
+    def _ended(self) -> bool:
+        """Whether the session is over (the plugin exited; the data channel closed)."""
+        if self.native:
+            return self.channel.closed.is_set()
+        return self.proc.poll() is not None
+
+    def _why_ended(self) -> str:
+        if self.native:
+            return "the data channel closed: " + (self.channel.close_output or self.channel.lost or "no reason given")
+        return f"session-manager-plugin exited ({self.proc.returncode})"
+
+    def _can_write(self) -> bool:
+        """native: whether the channel takes more input now (the plugin's stdin is select()ed instead)."""
+        return self.channel.pending < INPUT_WINDOW and not self.channel.closed.is_set()
+
+    def _write_some(self, data) -> int:
+        """Hand up to WRITE_CHUNK bytes of data to the session; how many it took. OSError when it is gone."""
+        if self.native:
+            try:
+                piece = bytes(data[:WRITE_CHUNK])
+                self.channel.send(piece)
+                return len(piece)
+            except Exception as e:  # DataChannelClosed: the channel ended under the write
+                raise OSError(str(e)) from None
+        return os.write(self.proc.stdin.fileno(), data[:WRITE_CHUNK])
 
     def _wait_for(self, what: bytes, deadline: float, seen: bytes) -> tuple:
         """Read the session until what appears; return (what came before it, what follows it)."""
@@ -82,17 +201,17 @@ class Master:
             if remaining <= 0:
                 raise SessionGone(f"timed out waiting for {what.decode().strip()!r}; the session said: "
                                   + _printable(buffer + self.stderr_tail))
-            readable, _w, _x = select.select([self.pty_fd, self.proc.stderr], [], [], min(remaining, 1.0))
-            if self.proc.stderr in readable:
+            readable, _w, _x = select.select([self.pty_fd] + self._err, [], [], min(remaining, 1.0))
+            if self._err and self._err[0] in readable:
                 self._read_stderr()
             if self.pty_fd in readable:
                 data = self._read_pty()
                 if data is None:
-                    raise SessionGone("the session ended before it was ready: " + _printable(buffer + self.stderr_tail))
+                    raise SessionGone("the session ended before it was ready: " + _printable(buffer + self.stderr_tail)
+                                      + (f" ({self._why_ended()})" if self.native else ""))
                 buffer += data
-            elif self.proc.poll() is not None and not readable:
-                raise SessionGone(f"session-manager-plugin exited ({self.proc.returncode}): "
-                                  + _printable(buffer + self.stderr_tail))
+            elif self._ended() and not readable:
+                raise SessionGone(f"{self._why_ended()}: " + _printable(buffer + self.stderr_tail))
         flat = buffer.replace(b"\r", b"")
         at = flat.index(what)
         return flat[:at], flat[at + len(what):]
@@ -102,16 +221,23 @@ class Master:
         while view:
             if time.monotonic() > deadline:
                 raise SessionGone("the session does not take input")
-            _r, writable, _x = select.select([], [self.proc.stdin], [], 1.0)
+            if self.native:
+                writable = self._can_write()
+                if not writable:
+                    time.sleep(0.02)  # the service has not acknowledged enough yet
+            else:
+                writable = bool(select.select([], [self.proc.stdin], [], 1.0)[1])
             if writable:
                 try:
-                    view = view[os.write(self.proc.stdin.fileno(), view):]
+                    view = view[self._write_some(view):]
                 except BlockingIOError:
                     continue
                 except OSError as e:
                     raise SessionGone(f"the session does not take input: {e}") from e
 
     def _read_pty(self):
+        if self.native:
+            return self._read_channel()
         try:
             data = os.read(self.pty_fd, 65536)
         except BlockingIOError:
@@ -119,6 +245,20 @@ class Master:
         except OSError:  # EIO: the plugin closed its side
             return None
         return data if data else None
+
+    def _read_channel(self):
+        """native: what the channel delivered since the last read (b"" for nothing); None once it closed and
+        everything it delivered has been read."""
+        try:
+            while os.read(self.pty_fd, 65536):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+        with self._output_lock:
+            data, self._output = bytes(self._output), bytearray()
+        if not data and self.channel.closed.is_set():
+            return None
+        return data
 
     def _read_stderr(self) -> None:
         try:
@@ -161,12 +301,12 @@ class Master:
             remaining = self.idle - (time.monotonic() - self.last_activity)
             if remaining <= 0:
                 return "idle"
-            readable, _w, _x = select.select([self.listener, self.pty_fd, self.proc.stderr], [], [], min(remaining, 5))
-            if self.proc.stderr in readable:
+            readable, _w, _x = select.select([self.listener, self.pty_fd] + self._err, [], [], min(remaining, 5))
+            if self._err and self._err[0] in readable:
                 self._read_stderr()
             if self.pty_fd in readable and self._read_pty() is None:
                 return "session ended"
-            if self.proc.poll() is not None:
+            if self._ended():
                 return "session ended"
             if self.listener in readable:
                 try:
@@ -204,7 +344,7 @@ class Master:
 
     def run(self, client: socket.socket, end: bytes, timeout: float):
         client.setblocking(False)
-        stdin = self.proc.stdin
+        stdin = None if self.native else self.proc.stdin
         deadline = time.monotonic() + timeout
         inbuf = b""  # framed input from the client, not yet parsed
         to_plugin = bytearray()
@@ -222,12 +362,14 @@ class Master:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return "a command outlived its deadline"
-            readers = [self.pty_fd, self.proc.stderr]
+            readers = [self.pty_fd] + self._err
             if not input_done and len(to_plugin) < HIGH_WATER:
                 readers.append(client)
-            writers = ([stdin] if to_plugin else []) + ([client] if to_client else [])
-            readable, writable, _x = select.select(readers, writers, [], min(remaining, 1.0))
-            if self.proc.stderr in readable:
+            session_takes = bool(to_plugin) and self.native and self._can_write()
+            writers = ([stdin] if to_plugin and not self.native else []) + ([client] if to_client else [])
+            wait = 0 if session_takes else min(remaining, 0.05 if to_plugin and self.native else 1.0)
+            readable, writable, _x = select.select(readers, writers, [], wait)
+            if self._err and self._err[0] in readable:
                 self._read_stderr()
             if client in readable:
                 try:
@@ -252,9 +394,9 @@ class Master:
                             break
                         to_plugin += inbuf[4:4 + size]
                         inbuf = inbuf[4 + size:]
-            if stdin in writable and to_plugin:
+            if to_plugin and (session_takes or (stdin is not None and stdin in writable)):
                 try:
-                    written = os.write(stdin.fileno(), to_plugin[:65536])
+                    written = self._write_some(to_plugin)
                     del to_plugin[:written]
                 except BlockingIOError:
                     pass
@@ -286,12 +428,21 @@ class Master:
                     pass
                 except OSError:
                     return "the client went away in the middle of a command"
-            if self.proc.poll() is not None and not readable:
+            if self._ended() and not readable:
                 return "session ended"
 
     # --- the end ---------------------------------------------------------------------------------------
     def stop(self, graceful: bool) -> None:
         self.unlisten()
+        if self.channel is not None:
+            if graceful and not self.channel.closed.is_set():
+                try:
+                    self.channel.send(b"\nexit\n")
+                except Exception:  # pylint: disable=broad-exception-caught  # closed under the write
+                    pass
+                self.channel.closed.wait(3)  # the shell's exit ends the session: the service sends channel_closed
+            self.channel.close()
+            return
         if self.proc is None:
             return
         if graceful and self.proc.poll() is None:

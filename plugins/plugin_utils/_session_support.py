@@ -108,3 +108,35 @@ def amazon_aws_problem(version, missing_options=(), found=True):
                 f"(amazon.aws {wanted}); the aws_ssm of amazon.aws {version or '(version unknown)'} has no option "
                 f"{', '.join(missing_options)}: {fix}")
     return None
+
+
+TRANSPORTS = ("native", "plugin")
+
+
+def choose_transport(option, has_websockets: bool, plugin_path, looked: str, install_url: str) -> str:
+    """The transport a new session uses: the transport option when set, else ``native`` where the Python package
+    websockets is importable and ``plugin`` where it is not. plugin_path: the session-manager-plugin found (None when
+    not; looked says where it was looked for). ValueError naming the fix when the chosen transport cannot run."""
+    if option not in (None, "") and option not in TRANSPORTS:
+        raise ValueError(f"transport (ansible_aws_ssm_transport) must be one of {', '.join(TRANSPORTS)}, not {option!r}")
+    no_websockets = ("the Python package websockets is not installed for the controller's Python "
+                     "(pip install websockets, as the collection's requirements.txt lists it)")
+    no_plugin = f"session-manager-plugin was not found ({looked})"
+    plugin_fix = f"install it on the controller ({install_url}) or set ansible_aws_ssm_plugin to its path"
+    if option == "native":
+        if not has_websockets:
+            raise ValueError("transport native needs the Python package websockets, which is not installed for the "
+                             "controller's Python: pip install websockets (the collection's requirements.txt lists "
+                             "it), or set ansible_aws_ssm_transport to plugin to use session-manager-plugin instead")
+        return "native"
+    if option == "plugin":
+        if not plugin_path:
+            raise ValueError(f"transport plugin needs session-manager-plugin, which was not found ({looked}): "
+                             f"{plugin_fix}, or set ansible_aws_ssm_transport to native")
+        return "plugin"
+    if has_websockets:
+        return "native"
+    if plugin_path:
+        return "plugin"
+    raise ValueError(f"bastionless.ssm.session cannot reach Session Manager: {no_websockets}, and {no_plugin}. "
+                     f"Install websockets (transport native, no binary needed), or {plugin_fix} (transport plugin)")

@@ -1,7 +1,11 @@
 """bastionless.ssm.session against the lab, through the real ansible-playbook: binary files and a file of several MiB
 through the session with no bucket, output that is not UTF-8, become, a command that outlives the timeout, an agent
 that drops mid-play, two plays at once on one node, and a no_log secret that appears nowhere (S3, CloudWatch, the
-session transcripts, the controller's files)."""
+session transcripts, the controller's files).
+
+Both transports: the default (native: the master holds the data channel) runs everything; where the master's code
+differs by transport (the session's output and input, the end of a session, a deadline), the scenario runs again
+with ``transport: plugin`` (the lab's session-manager-plugin on a pty), and -vvv shows which one served it."""
 
 import base64
 import hashlib
@@ -104,10 +108,17 @@ def _sha(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
 
 
-def test_binary_and_large_files_and_raw_output_travel_through_the_session_without_a_bucket(lab):
+def _ids(lab, node, state="Active") -> set:
+    return {s["SessionId"] for s in _sessions(lab, node, state)}
+
+
+@pytest.mark.parametrize("transport", ["native", "plugin"])
+def test_binary_and_large_files_and_raw_output_travel_through_the_session_without_a_bucket(lab, transport):
     node = lab.nodes[0]
+    active, ended = _ids(lab, node), _ids(lab, node, "History")
     (lab.work / "big.bin").write_bytes(os.urandom(5 * 1024 * 1024 + 17))
     (lab.work / "bytes.bin").write_bytes(bytes(range(256)) * 4 + b"\r\n\x04\x03\x1a\x00")
+    choice = ["-e", f"ansible_aws_ssm_transport={transport}"] if transport == "plugin" else []
     output, recap = play(lab, node, """
         - name: A file of several MiB
           ansible.builtin.copy: {src: big.bin, dest: /tmp/big.bin, mode: "0600"}
@@ -126,8 +137,9 @@ def test_binary_and_large_files_and_raw_output_travel_through_the_session_withou
           ansible.builtin.debug:
             msg: "SUMS {{ sums.stdout_lines | map('split') | map('first') | join(' ') }} RAW {{ latin.stdout_lines | length }}
               {{ latin.stdout_lines[0] | length }} {{ latin.stdout_lines[0][-4:] }} {{ latin.stdout_lines[1] }}"
-        """, "-e", "ansible_aws_ssm_bucket_name=no-such-bucket")
+        """, "-e", "ansible_aws_ssm_bucket_name=no-such-bucket", "-vvv", *choice)
     assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, output
+    assert f"ESTABLISH SSM SESSION TO: {node} (persistent, {transport}, " in output  # native: the default
     assert f"SUMS {_sha(lab.work / 'big.bin')} {_sha(lab.work / 'bytes.bin')}" in output
     assert _sha(lab.work / "fetched" / "big.bin") == _sha(lab.work / "big.bin")
     assert (lab.work / "fetched" / "bytes.bin").read_bytes() == (lab.work / "bytes.bin").read_bytes()
@@ -137,8 +149,10 @@ def test_binary_and_large_files_and_raw_output_travel_through_the_session_withou
     # No bucket was touched (the configured one does not even exist), and one session served every task.
     assert SESSIONS_BUCKET in [b["Name"] for b in lab.client("s3").list_buckets()["Buckets"]]
     assert "no-such-bucket" not in [b["Name"] for b in lab.client("s3").list_buckets()["Buckets"]]
-    assert len(_sessions(lab, node)) == 1
-    assert len(_sessions(lab, node, "History")) == 0
+    # One new session served every task: none was started and ended during the run (only sessions that were there
+    # before may have ended meanwhile, idle).
+    assert len(_ids(lab, node) - active) == 1
+    assert _ids(lab, node, "History") - ended <= active
 
 
 def test_a_file_above_the_threshold_goes_through_the_bucket_and_leaves_nothing_there(lab):
@@ -196,19 +210,23 @@ def test_become_runs_as_root_with_and_without_pipelining(lab):
     assert recap[node]["failed"] == 1 and "Permission denied" in output
 
 
-def test_a_command_that_outlives_the_timeout_fails_unreachable_and_the_next_task_reconnects(lab):
+@pytest.mark.parametrize("transport", ["native", "plugin"])
+def test_a_command_that_outlives_the_timeout_fails_unreachable_and_the_next_task_reconnects(lab, transport):
     node = lab.nodes[0]
-    [before] = _sessions(lab, node)
+    choice = ["-e", f"ansible_aws_ssm_transport={transport}"]
     output, recap = play(lab, node, """
+        - name: A new session (-vvvv names it)
+          ansible.builtin.meta: reset_connection
         - name: Longer than the timeout
           ansible.builtin.command: sleep 600
-        """, "-e", "ansible_aws_ssm_command_timeout=3", timeout=90)
+        """, "-e", "ansible_aws_ssm_command_timeout=3", "-vvvv", *choice, timeout=90)
     assert recap[node]["unreachable"] == 1, output
     assert "did not answer within 3 s" in output
+    timed_out = set(re.findall(r"SSM SESSION (\S+) served by pid", output))
+    assert len(timed_out) == 1 and f"(persistent, {transport}, " in output, output
     # The session that ran it was ended (its shell state is unknown), not left running the sleep.
-    wait_until(lambda: before["SessionId"] in [s["SessionId"] for s in _sessions(lab, node, "History")],
-               what="the timed-out session in the history")
-    wait_until(lambda: not _plugins_of([before["SessionId"]]), timeout=15, what="no plugin left for that session")
+    wait_until(lambda: timed_out <= _ids(lab, node, "History"), what="the timed-out session in the history")
+    wait_until(lambda: not _plugins_of(timed_out), timeout=15, what="no plugin left for that session")
     output, recap = play(lab, node, """
         - name: The next task opens a new session
           ansible.builtin.command: pgrep -c sleep
@@ -216,10 +234,10 @@ def test_a_command_that_outlives_the_timeout_fails_unreachable_and_the_next_task
           failed_when: false
         - name: Show
           ansible.builtin.debug: {msg: "SLEEPS {{ sleeps.stdout | default('') }}"}
-        """)
+        """, *choice)
     assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, output
     assert "SLEEPS 0" in output or "SLEEPS \"\"" in output or "SLEEPS " in output
-    assert [s["SessionId"] for s in _sessions(lab, node)] != [before["SessionId"]]
+    assert not timed_out & _ids(lab, node)
 
 
 def test_an_agent_that_drops_mid_play_makes_the_node_unreachable_and_the_next_play_reconnects(lab):
@@ -402,7 +420,8 @@ def test_modules_run_in_a_fork_of_the_resident_python_with_the_results_of_a_new_
     module_utils preloaded. Modules that import more module_utils (copy, lineinfile, template), a module that fails,
     one that raises, check mode and a custom module see what a new interpreter gives them: the same results, their
     own payload as basic's __file__. become and environment run as plain commands. With resident_python off, the
-    same play gives the same results and no fork."""
+    same play gives the same results and no fork; that run goes over the plugin transport (the reader and the transport
+    are independent), so the sh reader and pipelined modules are covered on both transports."""
     node = lab.nodes[1]
     (lab.work / "library").mkdir(exist_ok=True)
     (lab.work / "library" / "fork_probe.py").write_text(_PROBE)
@@ -451,7 +470,9 @@ def test_modules_run_in_a_fork_of_the_resident_python_with_the_results_of_a_new_
     # copy (stat and copy), lineinfile, template (stat and copy), stat, check-mode copy (stat), file, three probes,
     # slurp: 12 module runs; the command with environment and the one with become are plain commands.
     assert forked.count("module run in a fork of the node's resident Python") == 12, forked
-    plain, recap = play(lab, node, body, "-vvv", "-e", "ansible_aws_ssm_resident_python=false")
+    plain, recap = play(lab, node, body, "-vvv", "-e", "ansible_aws_ssm_resident_python=false",
+                        "-e", "ansible_aws_ssm_transport=plugin")
     assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, plain
+    assert f"ESTABLISH SSM SESSION TO: {node} (persistent, plugin, " in plain
     assert expected.replace(" True True True 1 ", " True True False 1 ") in " ".join(plain.split()), plain
     assert "module run in a fork" not in plain

@@ -1,11 +1,14 @@
 """bastionless.ssm.session's pure logic: the framed command script (run by a real local sh, as the node's shell
 would run it), base64 chunking, checksums, control paths, the options it shares with amazon.aws.aws_ssm, and what
-loading the plugin imports (by Ansible's real plugin loader, in a new interpreter), and the session master's
-handling of a slow client (the real master script, with sh for the plugin)."""
+loading the plugin imports (by Ansible's real plugin loader, in a new interpreter), the choice of transport, and the
+session master's handling of a slow client (the real master script on both transports: with sh for the plugin, and
+with a real local WebSocket data channel whose shell is sh for the native transport, which also resumes after the
+WebSocket breaks)."""
 
 import ast
 import base64
 import hashlib
+import http.server
 import io
 import json
 import os
@@ -14,11 +17,15 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
 import yaml
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.server import serve
 
+from ansible_collections.bastionless.ssm.plugins.plugin_utils import _data_channel as dc
 from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_protocol as protocol
 from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_support as support
 
@@ -125,7 +132,7 @@ IDENTITY = {"endpoint": "", "region": "us-east-1", "profile": "", "key": "AKIA1"
 
 @pytest.mark.parametrize("change", [{"key": "AKIA2"}, {"instance": "i-0abd"}, {"region": "eu-west-1"},
                                     {"document": "Custom"}, {"uid": 1000}, {"profile": "other"},
-                                    {"endpoint": "http://127.0.0.1:1"}])
+                                    {"endpoint": "http://127.0.0.1:1"}, {"transport": "plugin"}])
 def test_each_part_of_the_identity_names_another_socket(change):
     assert protocol.control_name(IDENTITY) != protocol.control_name({**IDENTITY, **change})
     assert protocol.control_name(IDENTITY) == protocol.control_name(dict(IDENTITY))
@@ -224,6 +231,47 @@ def test_a_linux_task_loads_no_boto3_and_windows_gets_aws_ssm_with_the_same_opti
                    "base_region": "eu-west-1", "base_instance": "mi-0123456789abcdef0", "same_shell": True}
 
 
+_NO_TRANSPORT = r"""
+import json, sys
+sys.modules["websockets"] = None  # as on a controller without the package: find_spec refuses it
+from ansible.errors import AnsibleError
+from ansible.plugins.loader import connection_loader, init_plugin_loader
+from ansible.playbook.play_context import PlayContext
+init_plugin_loader()
+pc = PlayContext()
+pc.remote_addr = "i-0123456789abcdef0"
+errors = {}
+for transport in ("native", None):
+    conn = connection_loader.get("bastionless.ssm.session", pc)
+    conn.set_options(var_options={"ansible_aws_ssm_transport": transport, "ansible_aws_ssm_plugin": "/nonexistent/smp",
+                                  "ansible_aws_ssm_control_path_dir": sys.argv[1]})
+    try:
+        conn.exec_command("true")
+    except AnsibleError as error:
+        errors[str(transport)] = str(error.message)
+print(json.dumps({"errors": errors, "boto3": "boto3" in sys.modules}))
+"""
+
+
+def test_a_task_without_websockets_or_the_plugin_fails_before_any_aws_call_naming_both():
+    """The transport is chosen when a session starts, by the real plugin in a new interpreter whose websockets cannot
+    be imported: transport native names the package; unset, the error names the package and the plugin. Neither
+    called AWS (boto3 is not even imported)."""
+    collections = os.path.abspath(os.path.join(protocol.__file__, *[".."] * 6))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections)
+    with tempfile.TemporaryDirectory(prefix="cp", dir="/tmp") as control:  # short: socket paths stay under 100
+        done = subprocess.run([sys.executable, "-c", _NO_TRANSPORT, control], env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["errors"]["native"].startswith("bastionless.ssm.session: transport native needs the Python package "
+                                              "websockets, which is not installed")
+    assert out["errors"]["None"].startswith("bastionless.ssm.session: bastionless.ssm.session cannot reach Session "
+                                            "Manager: the Python package websockets is not installed")
+    assert "session-manager-plugin was not found (the plugin option: /nonexistent/smp)" in out["errors"]["None"]
+    assert out["boto3"] is False
+
+
 _FAKE_AWS_SSM = r'''
 DOCUMENTATION = """
 name: aws_ssm
@@ -320,16 +368,146 @@ def _recv_until(client, needle: bytes) -> bytes:
     return data
 
 
-@pytest.mark.parametrize("resident_python", [True, False])
-def test_the_master_waits_for_the_end_of_input_of_a_client_that_was_slow_to_send_it(tmp_path, resident_python):
+class ShellService:
+    """A Session Manager data channel on a real local WebSocket (websockets' server) whose shell is a local /bin/sh on
+    pipes: the service's side of the protocol as _data_channel writes it (handshake, acknowledgements, input in
+    order, output kept until acknowledged, channel_closed when the shell exits), so the native master runs against
+    real frames. The session outlives its WebSocket: drop() closes it, and a client that resumes with a new token
+    goes on with the same shell and sequence numbers (its unacknowledged output resent)."""
+
+    def __init__(self, session_type: str = "Standard_Stream") -> None:
+        self.session_type = session_type
+        self.tokens = []
+        self.ws = None
+        self.shell = None
+        self.lock = threading.Lock()
+        self.sequence = 0
+        self.unacked = {}  # output sequence number -> frame
+        self.inbound = dc.InOrder()
+        self.server = serve(self._handle, "127.0.0.1", 0)
+        self.url = f"ws://127.0.0.1:{self.server.socket.getsockname()[1]}/v1/data-channel/test-1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _send(self, frame: bytes) -> None:
+        try:
+            self.ws.send(frame)
+        except ConnectionClosed:  # resent on the next WebSocket, if the client resumes
+            pass
+
+    def _output(self, payload: bytes, payload_type: int = dc.OUTPUT_DATA) -> None:
+        with self.lock:
+            frame = dc.data(dc.OUTPUT, self.sequence, payload, payload_type).encode()
+            self.unacked[self.sequence] = frame
+            self.sequence += 1
+            self._send(frame)
+
+    def _pump(self) -> None:
+        for chunk in iter(lambda: os.read(self.shell.stdout.fileno(), 65536), b""):
+            self._output(chunk)
+        with self.lock:
+            self._send(dc.channel_closed("test-1", "i-test").encode())
+
+    def _handle(self, ws) -> None:
+        self.tokens.append(dc.read_token_message(ws.recv(5))["TokenValue"])
+        with self.lock:
+            self.ws = ws
+            for number in sorted(self.unacked):
+                self._send(self.unacked[number])
+        if self.sequence == 0:
+            self._output(dc.handshake_request(self.session_type), dc.HANDSHAKE_REQUEST)
+        try:
+            for frame in ws:
+                message = dc.decode(frame)
+                if message.message_type == dc.ACK:
+                    with self.lock:
+                        self.unacked.pop(dc.acknowledged_sequence(message), None)
+                if message.message_type != dc.INPUT:
+                    continue
+                with self.lock:
+                    self._send(dc.acknowledge(message).encode())
+                for each in self.inbound.receive(message)[1]:
+                    if each.payload_type == dc.HANDSHAKE_RESPONSE:
+                        self.shell = subprocess.Popen(["/bin/sh"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                      stderr=subprocess.STDOUT)
+                        self._output(dc.handshake_complete(), dc.HANDSHAKE_COMPLETE)
+                        threading.Thread(target=self._pump, daemon=True).start()
+                    elif each.payload_type == dc.OUTPUT_DATA:
+                        self.shell.stdin.write(each.payload)
+                        self.shell.stdin.flush()
+        except (ConnectionClosed, OSError):  # the client left or the shell ended
+            pass
+
+    def drop(self) -> None:
+        """The WebSocket breaks under the session (as the service's do about hourly)."""
+        self.ws.close()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        if self.shell is not None and self.shell.poll() is None:
+            self.shell.kill()
+            self.shell.wait()
+
+
+class ResumeEndpoint:
+    """An SSM API endpoint that answers ResumeSession with a new token (and records the requests)."""
+
+    def __init__(self, service: ShellService) -> None:
+        requests = self.requests = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                requests.append((self.headers["X-Amz-Target"], json.loads(body)))
+                answer = json.dumps({"SessionId": "test-1", "TokenValue": f"token-{len(requests) + 1}",
+                                     "StreamUrl": service.url}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-amz-json-1.1")
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _master_config(transport: str, sock: str, resident_python: bool, service=None) -> dict:
+    config = {"transport": transport, "socket": sock, "idle": 30, "start_timeout": 20,
+              "steps": protocol.setup_steps(resident_python), "session_id": "test-1"}
+    if transport == "native":
+        config["response"] = {"SessionId": "test-1", "TokenValue": "token-1", "StreamUrl": service.url}
+    else:
+        config["argv"] = ["/bin/sh", "-c", "echo 'Starting session with SessionId: test-1'; exec /bin/sh"]
+    return config
+
+
+@pytest.fixture
+def shell_service():
+    made = []
+    yield lambda *args: made.append(ShellService(*args)) or made[-1]
+    for service in made:
+        service.close()
+
+
+@pytest.mark.parametrize("transport, resident_python",
+                         [("plugin", True), ("plugin", False), ("native", True), ("native", False)])
+def test_the_master_waits_for_the_end_of_input_of_a_client_that_was_slow_to_send_it(
+        tmp_path, shell_service, transport, resident_python):
     """A client preempted between its command's last frame and its end-of-input frame must still get its reply: the
     master keeps the connection until that frame (it used to close it, and the late frame broke the pipe: the
     command's task went UNREACHABLE although the command had run). Then it serves the next client. With
-    resident_python, the real set-up starts the helper (this machine has python3) and the master says so."""
+    resident_python, the real set-up starts the helper (this machine has python3) and the master says so. On the
+    native transport, the master speaks the data channel itself (the service sees the token once), and a client's
+    exit ends the session with the shell (the service's channel_closed)."""
     sock = str(tmp_path / "master.sock")
-    config = {"argv": ["/bin/sh", "-c", "echo 'Starting session with SessionId: test-1'; exec /bin/sh"],
-              "socket": sock, "idle": 30, "start_timeout": 20, "steps": protocol.setup_steps(resident_python),
-              "session_id": "test-1"}
+    service = shell_service() if transport == "native" else None
+    config = _master_config(transport, sock, resident_python, service)
     master = subprocess.Popen([sys.executable, os.path.join(ROOT, "plugins", "plugin_utils", "_session_master.py")],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
@@ -359,6 +537,118 @@ def test_the_master_waits_for_the_end_of_input_of_a_client_that_was_slow_to_send
             client.sendall(b'{"op": "exit"}\n')
             assert json.loads(_recv_until(client, b"\n"))["ok"]
         assert master.wait(20) == 0
+        if service is not None:
+            assert service.tokens == ["token-1"]
     finally:
         if master.poll() is None:
             master.kill()
+
+
+def _command(sock: str, cmd: bytes) -> tuple:
+    """One command through a running master, as the connection sends it: (rc, stdout, stderr)."""
+    marker = protocol.new_marker()
+    end = protocol.end_of_reply(marker)
+    with socket.socket(socket.AF_UNIX) as client:
+        client.settimeout(20)
+        client.connect(sock)
+        client.sendall(json.dumps({"op": "run", "end": end.decode(), "timeout": 20}).encode() + b"\n")
+        answer = json.loads(_recv_until(client, b"\n"))
+        head, tail = protocol.request(cmd, marker, False, answer["reader"])
+        client.sendall(b"".join(_frame(part) for part in (head, tail) if part) + struct.pack(">I", 0))
+        reply = b""
+        while chunk := client.recv(65536):
+            reply += chunk
+    return protocol.parse_reply(reply, marker)
+
+
+def test_the_native_master_resumes_a_dropped_data_channel_with_the_same_shell(tmp_path, shell_service):
+    """The WebSocket breaks while the session idles: the master calls ResumeSession (signed with the keys it was
+    given, on the connection's endpoint), opens a new WebSocket with the new token, and the next command runs in the
+    same shell of the same session."""
+    service = shell_service()
+    endpoint = ResumeEndpoint(service)
+    sock = str(tmp_path / "master.sock")
+    config = _master_config("native", sock, False, service)
+    config["resume"] = {"region": "us-east-1", "endpoint": endpoint.url, "aws_access_key_id": "AKIDEXAMPLE",
+                        "aws_secret_access_key": "not-a-secret"}
+    master = subprocess.Popen([sys.executable, os.path.join(ROOT, "plugins", "plugin_utils", "_session_master.py")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        master.stdin.write(json.dumps(config).encode())
+        master.stdin.close()
+        assert json.loads(master.stdout.readline())["ok"]
+        assert _command(sock, b"echo one") == (0, b"one\n", b"")
+        shell = service.shell
+        service.drop()
+        deadline = time.monotonic() + 15
+        while len(service.tokens) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert service.tokens == ["token-1", "token-2"]
+        assert endpoint.requests == [("AmazonSSM.ResumeSession", {"SessionId": "test-1"})]
+        assert _command(sock, b"echo two; exit 4") == (4, b"two\n", b"")
+        assert service.shell is shell and shell.poll() is None
+    finally:
+        master.kill()
+        master.wait()
+        endpoint.close()
+
+
+def test_the_native_master_refuses_a_session_that_is_not_a_shell(tmp_path, shell_service):
+    """A document whose session is not a shell (a port forwarding document as ssm_document) fails the start with
+    the session type named, instead of waiting for ready lines that never come."""
+    config = _master_config("native", str(tmp_path / "master.sock"), False, shell_service("Port"))
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "plugins", "plugin_utils", "_session_master.py")],
+                          input=json.dumps(config).encode(), capture_output=True, timeout=30, check=False)
+    report = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert done.returncode == 1 and not report["ok"]
+    assert "starts a Port session, not a shell" in report["error"]
+
+
+def test_the_native_master_names_a_stream_url_it_cannot_open(tmp_path):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    config = _master_config("plugin", str(tmp_path / "master.sock"), False)
+    url = f"ws://127.0.0.1:{port}/x"
+    config.update(transport="native", response={"SessionId": "test-1", "TokenValue": "t", "StreamUrl": url})
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "plugins", "plugin_utils", "_session_master.py")],
+                          input=json.dumps(config).encode(), capture_output=True, timeout=30, check=False)
+    report = json.loads(done.stdout.decode().strip().splitlines()[-1])
+    assert done.returncode == 1
+    assert report["error"].startswith(f"the data channel did not open: cannot open the data channel ws://127.0.0.1:{port}/x")
+
+
+_NO_PLUGIN = (None, "/usr/local/bin/session-manager-plugin, then session-manager-plugin on PATH (/usr/bin)")
+
+
+@pytest.mark.parametrize("option, websockets, plugin, expected", [
+    (None, True, _NO_PLUGIN, "native"),
+    (None, True, ("/usr/local/bin/session-manager-plugin", ""), "native"),
+    (None, False, ("/usr/local/bin/session-manager-plugin", ""), "plugin"),
+    ("", False, ("/usr/local/bin/session-manager-plugin", ""), "plugin"),
+    ("native", True, _NO_PLUGIN, "native"),
+    ("plugin", True, ("/opt/smp", ""), "plugin"),
+])
+def test_the_transport_is_the_option_else_native_where_websockets_imports(option, websockets, plugin, expected):
+    assert support.choose_transport(option, websockets, *plugin, "https://install") == expected
+
+
+@pytest.mark.parametrize("option, websockets, plugin, message", [
+    (None, False, _NO_PLUGIN, "bastionless.ssm.session cannot reach Session Manager: the Python package websockets "
+     "is not installed for the controller's Python (pip install websockets, as the collection's requirements.txt "
+     "lists it), and session-manager-plugin was not found (/usr/local/bin/session-manager-plugin, then "
+     "session-manager-plugin on PATH (/usr/bin)). Install websockets (transport native, no binary needed), or install "
+     "it on the controller (https://install) or set ansible_aws_ssm_plugin to its path (transport plugin)"),
+    ("native", False, ("/usr/local/bin/session-manager-plugin", ""), "transport native needs the Python package "
+     "websockets, which is not installed for the controller's Python: pip install websockets"),
+    ("plugin", True, _NO_PLUGIN, "transport plugin needs session-manager-plugin, which was not found "
+     "(/usr/local/bin/session-manager-plugin, then session-manager-plugin on PATH (/usr/bin)): install it on the "
+     "controller (https://install) or set ansible_aws_ssm_plugin to its path, or set ansible_aws_ssm_transport to "
+     "native"),
+    ("websocket", True, _NO_PLUGIN, "transport (ansible_aws_ssm_transport) must be one of native, plugin, not "
+     "'websocket'"),
+])
+def test_a_transport_that_cannot_run_is_one_error_naming_the_fix(option, websockets, plugin, message):
+    with pytest.raises(ValueError) as failure:
+        support.choose_transport(option, websockets, *plugin, "https://install")
+    assert str(failure.value).startswith(message)
