@@ -108,9 +108,10 @@ molecule: collection
 	@$(MAKE) --no-print-directory molecule-scenarios
 
 # The scenarios on the collection as installed, without installing it again: make test runs them beside pytest,
-# whose playbooks read the installed collection (a reinstall under them loses their module_utils mid-run).
+# whose playbooks read the installed collection (a reinstall under them loses their module_utils mid-run). Their
+# module runs on the controller go to a warm interpreter, as pytest's do (tests/lab/ssm_lab/harness/warm).
 molecule-scenarios:
-	PATH="$(BIN):$$PATH" $(BIN)/molecule test --all
+	PATH="$(BIN):$$PATH" $(BIN)/python tests/lab/ssm_lab/harness/warm/run.py $(BIN)/molecule test --all
 
 # Not part of make test: the lab against AWS's own session-manager-plugin, built from its public source
 # (github.com/aws/session-manager-plugin). The plugin's view of every session type, port forwarding in both modes,

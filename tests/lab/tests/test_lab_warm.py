@@ -59,12 +59,22 @@ def test_the_zygote_answers_the_module_not_the_client(tmp_path, warm):
     assert int(out) != client.pid
 
 
-def test_other_scripts_and_a_missing_zygote_start_as_usual(tmp_path, warm):
+def own_parent(script, env):
+    """Whether ``script`` ran in the process this test started (not handed to the zygote)."""
+    client = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, **env})
+    return int(client.communicate(timeout=60)[0]) == os.getpid()
+
+
+def test_other_scripts_other_namespaces_and_a_missing_zygote_start_as_usual(tmp_path, warm):
     other = tmp_path / "probe.py"
     other.write_text("import os; print(os.getppid())")
-    client = subprocess.Popen([sys.executable, str(other)], stdout=subprocess.PIPE, text=True,
-                              env={**os.environ, **warm})
-    assert int(client.communicate(timeout=60)[0]) == os.getpid()
+    assert own_parent(other, warm)
+    module = tmp_path / "AnsiballZ_parent.py"
+    module.write_text("import os; print(os.getppid())")
+    assert not own_parent(module, warm)
+    # a module in a lab node's sandbox: another mount namespace than the zygote's
+    assert own_parent(module, {**warm, "BASTIONLESS_WARM_MNTNS": "mnt:[1]"})
     script = tmp_path / "AnsiballZ_probe.py"
     script.write_text(SCRIPT)
     gone = run(script, {**warm, "BASTIONLESS_WARM_SOCKET": str(tmp_path / "no.sock")}, exit_code=2)

@@ -74,7 +74,8 @@ def warm_environ() -> dict:
         atexit.register(process.terminate)
         _warm.update(pid=os.getpid(), path=path)
     python_path = os.pathsep.join(p for p in (WARM, os.environ.get("PYTHONPATH", "")) if p)
-    return {"PYTHONPATH": python_path, "BASTIONLESS_WARM_SOCKET": _warm["path"]}
+    return {"PYTHONPATH": python_path, "BASTIONLESS_WARM_SOCKET": _warm["path"],
+            "BASTIONLESS_WARM_MNTNS": os.readlink("/proc/self/ns/mnt")}
 
 
 def parse_exports(text: str) -> dict:

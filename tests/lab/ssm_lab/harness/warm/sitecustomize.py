@@ -1,7 +1,7 @@
 """The test suite's warm interpreter, client side (imported by every Python started with this directory on PYTHONPATH).
 
-When ``BASTIONLESS_WARM_SOCKET`` names a running ``zygote.py`` and this process was started to run an AnsiballZ
-module file, it hands its argv, environment, working directory, umask and standard streams to the zygote, which runs
+When ``BASTIONLESS_WARM_SOCKET`` names a running ``zygote.py``, this process was started to run an AnsiballZ
+module file, and it shares the zygote's mount namespace (``BASTIONLESS_WARM_MNTNS``: not inside a lab node), it hands its argv, environment, working directory, umask and standard streams to the zygote, which runs
 the module in a fork of a process that has already imported ansible's module_utils and boto3, and exits with the
 module's status. Anything else, or a zygote that does not answer, starts as usual. Only the tests set the variable."""
 
@@ -13,6 +13,11 @@ def _hand_off():
     path = os.environ.get("BASTIONLESS_WARM_SOCKET")
     script = sys.argv[0] if sys.argv else ""
     if not path or not os.path.basename(script).startswith("AnsiballZ_") or not script.endswith(".py"):
+        return
+    try:  # a module inside a lab node's sandbox (another mount namespace) must run there, never in the zygote
+        if os.readlink("/proc/self/ns/mnt") != os.environ.get("BASTIONLESS_WARM_MNTNS"):
+            return
+    except OSError:
         return
     import array
     import json
