@@ -290,6 +290,7 @@ from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes impo
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import host_vars
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import include_filter_dicts
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import unknown_keys_problem
+from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import unreachable_fix
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import wanted_ping_statuses
 
 SERVICES = ("ssm", "ec2", "resourcegroupstaggingapi")
@@ -440,6 +441,9 @@ class InventoryModule(AWSInventoryBase):
                 try:
                     found = future.result()
                 except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+                    fix = unreachable_fix(error)
+                    if fix:
+                        self.fail_aws(f"Cannot list the managed nodes of {region}: {fix} ({error})")
                     self.fail_aws(f"Failed to list the managed nodes of {region}", exception=error)
                 for node in found:
                     nodes.setdefault(node["ssm"]["instance_id"], node)

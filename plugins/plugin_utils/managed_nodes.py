@@ -422,6 +422,28 @@ class RegionFetch:
 # --- host names ---------------------------------------------------------------------------------------------
 
 
+# What to do when the inventory cannot reach AWS at all, by botocore's exception class name.
+AWS_UNREACHABLE_FIXES = {
+    "NoCredentialsError": (
+        "no AWS credentials were found: give the inventory a profile (its profile option, or AWS_PROFILE) or "
+        "credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY); for the offline lab of the collection's "
+        "repository, export the lab's variables in this shell first: eval \"$(ssm-lab up --nodes 3)\", or "
+        "eval \"$(ssm-lab env)\" when it is already running"),
+    "EndpointConnectionError": (
+        "the AWS endpoint does not answer: check endpoint_url (AWS_ENDPOINT_URL) and the network; for the "
+        "offline lab, check that it still runs (ssm-lab status) and that this shell has its variables "
+        "(eval \"$(ssm-lab env)\")"),
+}
+
+
+def unreachable_fix(error):
+    """The fix for an exception that kept the inventory from reaching AWS at all, or None."""
+    for cls in type(error).__mro__:
+        if cls.__name__ in AWS_UNREACHABLE_FIXES:
+            return AWS_UNREACHABLE_FIXES[cls.__name__]
+    return None
+
+
 def unknown_keys_problem(config, definitions):
     """None when every key of an inventory file is an option of the plugin (or an alias of one); else the message that
     names each unknown key, the option it is closest to, and the valid keys. ``definitions``: the plugin's option

@@ -9,6 +9,7 @@ import concurrent.futures
 import threading
 
 import boto3
+import botocore.exceptions
 import pytest
 from ansible.vars.reserved import is_reserved_name
 from botocore.parsers import create_parser
@@ -537,3 +538,22 @@ def test_an_inventory_file_of_options_and_aliases_passes(config):
 ])
 def test_an_unknown_key_is_named_with_the_closest_option_and_the_valid_keys(config, message):
     assert mn.unknown_keys_problem(config, DEFINITIONS) == message
+
+
+# --- when AWS cannot be reached at all --------------------------------------------------------------------------
+
+
+def test_missing_credentials_name_the_fix_for_aws_and_for_the_lab():
+    fix = mn.unreachable_fix(botocore.exceptions.NoCredentialsError())
+    assert fix.startswith("no AWS credentials were found: give the inventory a profile")
+    assert 'eval "$(ssm-lab up --nodes 3)"' in fix and 'eval "$(ssm-lab env)"' in fix
+
+
+def test_an_endpoint_that_does_not_answer_names_the_endpoint_setting():
+    fix = mn.unreachable_fix(botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
+    assert fix.startswith("the AWS endpoint does not answer: check endpoint_url (AWS_ENDPOINT_URL)")
+
+
+def test_an_error_from_aws_itself_has_no_reachability_fix():
+    error = botocore.exceptions.ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "Describe")
+    assert mn.unreachable_fix(error) is None

@@ -77,3 +77,26 @@ def test_a_key_that_is_no_option_fails_the_inventory_naming_it(tmp_path, key, me
 def test_aliases_of_options_are_valid_keys(tmp_path):
     got, _stderr, _path = _read(tmp_path, "plugin: bastionless.ssm.managed_nodes\naws_profile: ops\n")
     assert got["profile"] == "ops", got
+
+
+def test_the_lab_inventory_without_the_labs_variables_fails_the_command_with_the_fix_first(tmp_path):
+    """What a user gets who runs the README's ad-hoc command in a shell without the lab's variables: the repository's
+    ansible.cfg makes the unparsed source fail the command (ansible-core alone exits 0 on an empty inventory), and the
+    first line names the fix. No AWS call is made: boto3 finds no credentials first."""
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("AWS_", "ANSIBLE_", "BOTO")) and name != "SSM_LAB_STATE_DIR"}
+    env.update(HOME=str(tmp_path), AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+               AWS_EC2_METADATA_DISABLED="true", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
+               ANSIBLE_COLLECTIONS_PATH=os.path.abspath(os.path.join(mn.__file__, *[".."] * 6)))
+    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
+    done = subprocess.run([ansible, "-i", "inventories/lab", "all", "-m", "ansible.builtin.ping"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert output.startswith("[WARNING]: Failed to parse inventory with 'auto' plugin: Cannot list the managed nodes "
+                             "of us-east-1: no AWS credentials were found: "), output
+    assert 'eval "$(ssm-lab up --nodes 3)"' in output.splitlines()[0], output
+    assert output.rstrip().endswith("[ERROR]: Completely failed to parse inventory source "
+                                    f"{root}/inventories/lab/lab.managed_nodes.yml"), output
+    assert "DEPRECATION" not in output, output
