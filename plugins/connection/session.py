@@ -222,6 +222,7 @@ options:
     description:
       - Seconds the host's master process keeps its session open without a task, as ssh's C(ControlPersist).
         Then it ends the session and exits; the next task starts a new one.
+      - At least V(1); a smaller value fails the task before a session is started.
     type: integer
     default: 60
     env:
@@ -500,6 +501,13 @@ class Connection(ConnectionBase):
                                f"seconds, not {value}")
         return int(value)
 
+    def _persist_idle_timeout(self) -> int:
+        value = self.get_option("persist_idle_timeout")
+        if int(value) < 1:
+            raise AnsibleError(f"persist_idle_timeout (ansible_aws_ssm_persist_idle_timeout) must be a whole number of "
+                               f"seconds of 1 or more, not {value}")
+        return int(value)
+
     def _identity(self) -> dict:
         """What makes a session: two tasks share a master only when all of it is the same."""
         return {
@@ -528,6 +536,7 @@ class Connection(ConnectionBase):
         if self.is_windows:  # aws_ssm connects when its first call needs it
             self._connected = True
             return self
+        self._persist_idle_timeout()  # a bad value fails the task here, not after a session has been started
         self._play_context.remote_user = getpass.getuser()
         self._connected = True
         return self
@@ -550,6 +559,7 @@ class Connection(ConnectionBase):
             pass  # no master: nothing to end
 
     def _start_master(self, sock: str, lock: str) -> None:
+        idle = self._persist_idle_timeout()
         timeout = int(self.get_option("ssm_timeout"))
         with _Lock(lock, timeout + 30):
             try:
@@ -578,7 +588,7 @@ class Connection(ConnectionBase):
             config = {
                 "transport": transport,
                 "socket": sock,
-                "idle": int(self.get_option("persist_idle_timeout")),
+                "idle": idle,
                 "start_timeout": timeout,
                 "steps": protocol.setup_steps(bool(self.get_option("resident_python"))),
                 "session_id": session_id,

@@ -219,7 +219,7 @@ filters:
 exclude_filters:
   - tag:Drain: 'true'
 keyed_groups:
-  - key: tags.Role | default('none')
+  - key: node_tags.Role | default('none')
     prefix: role
 
 ---
@@ -272,6 +272,7 @@ try:
 except ImportError:  # ansible-core < 2.19
     trust_as_template = None
 
+from ansible.errors import AnsibleParserError
 from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
@@ -288,12 +289,16 @@ from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes impo
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import drop_unused_instance_xml
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import host_vars
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import include_filter_dicts
+from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import unknown_keys_problem
+from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import unreachable_fix
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import wanted_ping_statuses
 
 SERVICES = ("ssm", "ec2", "resourcegroupstaggingapi")
 MAX_PARALLEL_REGIONS = 8
 DENIED = ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "UnauthorizedException")
 SSH_CONNECTIONS = ("ssh", "ansible.builtin.ssh", "ansible.legacy.ssh")
+# The options amazon.aws's inventory base templates (the same, so that an inventory file means what it means there).
+TEMPLATABLE_OPTIONS = AWSInventoryBase.TemplatedOptions.TEMPLATABLE_OPTIONS
 
 
 def for_connection(variables, connection):
@@ -313,6 +318,27 @@ def _unsafe(value):
 class InventoryModule(AWSInventoryBase):
     NAME = "bastionless.ssm.managed_nodes"
     INVENTORY_FILE_SUFFIXES = ("managed_nodes.yml", "managed_nodes.yaml")
+
+    def get_option(self, option, hostvars=None):
+        """The option, templated when it is one of amazon.aws's templatable ones (credentials, profile, endpoint,
+        role, regions, filters) and holds a template. amazon.aws's base templates them too, but passes
+        ``disable_lookups``, which ansible-core 2.19 deprecates: every command would print that deprecation."""
+        value = super(AWSInventoryBase, self).get_option(option, hostvars)  # pylint: disable=bad-super-call
+        if option in TEMPLATABLE_OPTIONS and value and self.templar is not None and self.templar.is_template(value):
+            return self.templar.template(value)
+        return value
+
+    def get_options(self, hostvars=None):
+        return super(AWSInventoryBase, self).get_options(hostvars)  # pylint: disable=bad-super-call
+
+    def _read_config_data(self, path):
+        """The inventory file, refused when it has a key that is no option: a misspelled key would otherwise be
+        ignored, and its default used (every region, say, for a misspelled ``regions``)."""
+        config = super()._read_config_data(path)
+        problem = unknown_keys_problem(config, self.option_definitions)
+        if problem:
+            raise AnsibleParserError(f"{path}: {problem}")
+        return config
 
     def _set_frozen_credentials(self):
         """Assume O(assume_role_arn) only when AWS is called: a cache hit makes no call at all."""
@@ -415,6 +441,9 @@ class InventoryModule(AWSInventoryBase):
                 try:
                     found = future.result()
                 except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
+                    fix = unreachable_fix(error)
+                    if fix:
+                        self.fail_aws(f"Cannot list the managed nodes of {region}: {fix} ({error})")
                     self.fail_aws(f"Failed to list the managed nodes of {region}", exception=error)
                 for node in found:
                     nodes.setdefault(node["ssm"]["instance_id"], node)

@@ -13,6 +13,7 @@ Every function here runs in linear time in the number of nodes; nothing makes an
 from __future__ import annotations
 
 import datetime
+import difflib
 import re
 
 # AWS's limits (the API references): DescribeInstanceInformation returns at most 50 nodes a call; an
@@ -421,6 +422,46 @@ class RegionFetch:
 # --- host names ---------------------------------------------------------------------------------------------
 
 
+# What to do when the inventory cannot reach AWS at all, by botocore's exception class name.
+AWS_UNREACHABLE_FIXES = {
+    "NoCredentialsError": (
+        "no AWS credentials were found: give the inventory a profile (its profile option, or AWS_PROFILE) or "
+        "credentials (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY); for the offline lab of the collection's "
+        "repository, export the lab's variables in this shell first: eval \"$(ssm-lab up --nodes 3)\", or "
+        "eval \"$(ssm-lab env)\" when it is already running"),
+    "EndpointConnectionError": (
+        "the AWS endpoint does not answer: check endpoint_url (AWS_ENDPOINT_URL) and the network; for the "
+        "offline lab, check that it still runs (ssm-lab status) and that this shell has its variables "
+        "(eval \"$(ssm-lab env)\")"),
+}
+
+
+def unreachable_fix(error):
+    """The fix for an exception that kept the inventory from reaching AWS at all, or None."""
+    for cls in type(error).__mro__:
+        if cls.__name__ in AWS_UNREACHABLE_FIXES:
+            return AWS_UNREACHABLE_FIXES[cls.__name__]
+    return None
+
+
+def unknown_keys_problem(config, definitions):
+    """None when every key of an inventory file is an option of the plugin (or an alias of one); else the message that
+    names each unknown key, the option it is closest to, and the valid keys. ``definitions``: the plugin's option
+    definitions by name, as ansible-core holds them (each may have ``aliases``)."""
+    known = set(definitions)
+    for definition in definitions.values():
+        known.update((definition or {}).get("aliases") or [])
+    unknown = sorted(str(key) for key in config if key not in known)
+    if not unknown:
+        return None
+    names = []
+    for key in unknown:
+        close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)
+        names.append(f"{key} (did you mean {close[0]}?)" if close else key)
+    return (f"unknown key{'s' if len(unknown) > 1 else ''} {', '.join(names)}: remove or rename "
+            f"{'them' if len(unknown) > 1 else 'it'}; the valid keys are {', '.join(sorted(definitions))}")
+
+
 def check_hostnames(preferences):
     """Validate the ``hostnames`` option; returns it as a list of dicts ``{name, prefix, separator}``."""
     checked = []
@@ -541,7 +582,8 @@ def host_vars(node, connection=None, bucket_name=None, addressing_style=None, pr
     instance_id = ssm["instance_id"]
     out = dict(ssm)
     out.update(node.get("ec2") or {})
-    out["tags"] = dict(node.get("tags") or {})
+    # Not "tags": that is a play keyword, and ansible-core warns on every run about a variable of that name.
+    out["node_tags"] = dict(node.get("tags") or {})
     out["region"] = node["region"]
     out["ansible_host"] = instance_id
     out["ansible_aws_ssm_instance_id"] = instance_id

@@ -215,12 +215,12 @@ def test_a_hybrid_node_appears_with_its_ssm_tags_and_tag_filters_select_it(fleet
     ssm.add_tags_to_resource(ResourceType="ManagedInstance", ResourceId=hybrid, Tags=[{"Key": "Team", "Value": team}])
     try:
         listing = inventory(fleet, config(tmp_path))
-        assert hostvars(listing)[hybrid]["tags"] == {"Name": "lab-hybrid-1", "Env": "onprem", "Team": team}
+        assert hostvars(listing)[hybrid]["node_tags"] == {"Name": "lab-hybrid-1", "Env": "onprem", "Team": team}
         filtered = inventory(fleet, config(tmp_path, "team", filters={"tag:Team": team}))
         assert set(hostvars(filtered)) == {hybrid}
         wildcard = inventory(fleet, config(tmp_path, "wild", filters={"tag:Name": "lab-hybrid-*"}))
         assert set(hostvars(wildcard)) == {hybrid}
-        team_groups = [{"key": "tags.Team | default('none')", "prefix": "team"}]
+        team_groups = [{"key": "node_tags.Team | default('none')", "prefix": "team"}]
         keyed = inventory(fleet, config(tmp_path, "keyed", keyed_groups=team_groups))
         assert members(keyed, f"team_{team.replace('-', '_')}") == {hybrid}
     finally:
@@ -269,14 +269,14 @@ def test_a_cache_hit_makes_no_api_call_and_flush_cache_refetches(fleet, tmp_path
                                              Tags=[{"Key": "Cached", "Value": "no"}])
     try:
         stale = inventory(fleet, source)
-        assert "Cached" not in hostvars(stale)[hybrid]["tags"]
+        assert "Cached" not in hostvars(stale)[hybrid]["node_tags"]
         calls(fleet, reset=True)
         fresh = inventory(fleet, source, "--flush-cache")
         assert calls(fleet)["calls"].get("ssm:DescribeInstanceInformation", 0) >= 1
-        assert hostvars(fresh)[hybrid]["tags"]["Cached"] == "no"
+        assert hostvars(fresh)[hybrid]["node_tags"]["Cached"] == "no"
         assert os.stat(cache_file).st_mtime_ns != written
         again = inventory(fleet, source)
-        assert hostvars(again)[hybrid]["tags"]["Cached"] == "no"  # the refetched answer is the cache now
+        assert hostvars(again)[hybrid]["node_tags"]["Cached"] == "no"  # the refetched answer is the cache now
     finally:
         fleet.client("ssm").remove_tags_from_resource(ResourceType="ManagedInstance", ResourceId=hybrid,
                                                       TagKeys=["Cached"])

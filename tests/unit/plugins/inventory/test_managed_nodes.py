@@ -9,7 +9,9 @@ import concurrent.futures
 import threading
 
 import boto3
+import botocore.exceptions
 import pytest
+from ansible.vars.reserved import is_reserved_name
 from botocore.parsers import create_parser
 
 from ansible_collections.bastionless.ssm.plugins.plugin_utils import managed_nodes as mn
@@ -289,7 +291,7 @@ def test_host_vars_carry_the_connection_to_the_instance_id_in_its_region():
     assert got["ansible_aws_ssm_bucket_name"] == "bucket"
     assert got["ansible_aws_ssm_s3_addressing_style"] == "virtual"
     assert got["ansible_aws_ssm_profile"] == "ops"
-    assert got["tags"] == {"Name": "web"} and got["ping_status"] == "Online"
+    assert got["node_tags"] == {"Name": "web"} and got["ping_status"] == "Online"
     assert got["placement"]["availability_zone"] == "us-west-2a"
     assert "ansible_shell_type" not in got
 
@@ -309,7 +311,7 @@ def test_over_ssh_a_host_keeps_its_instance_id_and_nothing_of_aws_ssm(connection
     got = for_connection(mn.host_vars(node, connection, "bucket", "virtual", "ops"), connection)
     assert got["ansible_host"] == "i-01" and got["ansible_connection"] == connection
     assert not [name for name in got if name.startswith("ansible_aws_ssm_")]
-    assert got["region"] == "us-west-2" and got["tags"] == {"Name": "web"}
+    assert got["region"] == "us-west-2" and got["node_tags"] == {"Name": "web"}
 
 
 @pytest.mark.parametrize("connection", ["amazon.aws.aws_ssm", "community.aws.aws_ssm", None])
@@ -501,3 +503,57 @@ def test_a_sparse_region_switches_to_listing_ssm():
     # the probe: 1 EC2 page and 20 calls of 50 ids; then SSM lists 500 nodes (10 pages) and EC2 fetches the
     # 400 not seen yet by id, 200 a call
     assert aws.calls == {"describe_instances": 1 + 2, "describe_instance_information": 20 + 10}
+
+
+@pytest.mark.parametrize("node", [ec2_node("i-01", "web"), hybrid(), hybrid(platform="Windows")],
+                         ids=["ec2", "hybrid", "windows"])
+def test_no_host_variable_has_a_name_ansible_reserves(node):
+    """A host variable named like a play keyword (``tags``) makes ansible-core warn on every run."""
+    got = mn.host_vars(node, "amazon.aws.aws_ssm", "bucket", "path", "ops")
+    assert [name for name in got if is_reserved_name(name)] == []
+
+
+# --- the keys of an inventory file ------------------------------------------------------------------------------
+
+DEFINITIONS = {"plugin": {}, "regions": {}, "ping_status": {}, "filters": {}, "hostnames": {},
+               "profile": {"aliases": ["aws_profile", "boto_profile"]}, "keyed_groups": {}}
+
+
+@pytest.mark.parametrize("config", [
+    {"plugin": "bastionless.ssm.managed_nodes"},
+    {"plugin": "bastionless.ssm.managed_nodes", "regions": ["us-east-1"], "keyed_groups": []},
+    {"plugin": "bastionless.ssm.managed_nodes", "aws_profile": "ops"},  # an alias is a valid key
+])
+def test_an_inventory_file_of_options_and_aliases_passes(config):
+    assert mn.unknown_keys_problem(config, DEFINITIONS) is None
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"plugin": "x", "region": ["us-east-1"]},
+     "unknown key region (did you mean regions?): remove or rename it; the valid keys are filters, hostnames, "
+     "keyed_groups, ping_status, plugin, profile, regions"),
+    ({"plugin": "x", "pingstatus": "all", "colour": "blue"},
+     "unknown keys colour, pingstatus (did you mean ping_status?): remove or rename them; the valid keys are "
+     "filters, hostnames, keyed_groups, ping_status, plugin, profile, regions"),
+])
+def test_an_unknown_key_is_named_with_the_closest_option_and_the_valid_keys(config, message):
+    assert mn.unknown_keys_problem(config, DEFINITIONS) == message
+
+
+# --- when AWS cannot be reached at all --------------------------------------------------------------------------
+
+
+def test_missing_credentials_name_the_fix_for_aws_and_for_the_lab():
+    fix = mn.unreachable_fix(botocore.exceptions.NoCredentialsError())
+    assert fix.startswith("no AWS credentials were found: give the inventory a profile")
+    assert 'eval "$(ssm-lab up --nodes 3)"' in fix and 'eval "$(ssm-lab env)"' in fix
+
+
+def test_an_endpoint_that_does_not_answer_names_the_endpoint_setting():
+    fix = mn.unreachable_fix(botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:1"))
+    assert fix.startswith("the AWS endpoint does not answer: check endpoint_url (AWS_ENDPOINT_URL)")
+
+
+def test_an_error_from_aws_itself_has_no_reachability_fix():
+    error = botocore.exceptions.ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "Describe")
+    assert mn.unreachable_fix(error) is None

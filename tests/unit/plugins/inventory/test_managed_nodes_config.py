@@ -1,0 +1,102 @@
+"""bastionless.ssm.managed_nodes reading its inventory file, loaded by Ansible's real plugin loader in a new
+interpreter: a key that is no option is refused before any AWS call, and templated options are templated without
+the deprecation amazon.aws's inventory base makes ansible-core 2.19 print (``disable_lookups``)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from ansible_collections.bastionless.ssm.plugins.plugin_utils import managed_nodes as mn
+
+_READ = r"""
+import json, sys
+from ansible.errors import AnsibleParserError
+from ansible.inventory.data import InventoryData
+from ansible.parsing.dataloader import DataLoader
+from ansible.plugins.inventory import BaseInventoryPlugin
+from ansible.plugins.loader import init_plugin_loader, inventory_loader
+init_plugin_loader()
+plugin = inventory_loader.get("bastionless.ssm.managed_nodes")
+path = sys.argv[1]
+BaseInventoryPlugin.parse(plugin, InventoryData(), DataLoader(), path)
+try:
+    plugin._read_config_data(path)
+except AnsibleParserError as e:
+    print(json.dumps({"error": str(e)}))
+    sys.exit(0)
+options = plugin.get_options()
+print(json.dumps({"regions": plugin.get_option("regions"), "filters": plugin.get_option("filters"),
+                  "profile": options["profile"], "node_group": options["node_group"]}))
+"""
+
+
+def _read(tmp_path, text: str) -> tuple:
+    path = tmp_path / "fleet.managed_nodes.yml"
+    path.write_text(text)
+    collections = os.path.abspath(os.path.join(mn.__file__, *[".."] * 6))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections, ANSIBLE_NOCOLOR="1", ANSIBLE_DEPRECATION_WARNINGS="1")
+    env.pop("AWS_PROFILE", None)
+    done = subprocess.run([sys.executable, "-c", _READ, str(path)], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1]), done.stderr, str(path)
+
+
+def test_templated_options_are_templated_without_a_deprecation(tmp_path):
+    got, stderr, _path = _read(tmp_path, "\n".join([
+        "plugin: bastionless.ssm.managed_nodes",
+        "regions: [\"{{ 'eu-' ~ 'west-1' }}\", us-east-1]",
+        "filters:",
+        "  tag:Env: \"{{ 'pr' ~ 'od' }}\"",
+        "profile: \"{{ 'ops' | upper }}\"",
+        "node_group: \"{{ 'not templated' }}\"",  # not one of the templatable options
+        "",
+    ]))
+    assert got == {"regions": ["eu-west-1", "us-east-1"], "filters": {"tag:Env": "prod"}, "profile": "OPS",
+                   "node_group": "{{ 'not templated' }}"}
+    assert "DEPRECATION" not in stderr and "WARNING" not in stderr, stderr
+
+
+@pytest.mark.parametrize("key, message", [
+    ("regoins: [us-east-1]", "unknown key regoins (did you mean regions?): remove or rename it; the valid keys are "),
+    ("pingstatus: all", "unknown key pingstatus (did you mean ping_status?): remove or rename it; the valid keys are "),
+    ("colour: blue", "unknown key colour: remove or rename it; the valid keys are "),
+])
+def test_a_key_that_is_no_option_fails_the_inventory_naming_it(tmp_path, key, message):
+    got, _stderr, path = _read(tmp_path, f"plugin: bastionless.ssm.managed_nodes\n{key}\n")
+    assert got["error"].startswith(f"{path}: {message}"), got
+    valid = got["error"].split("the valid keys are ", 1)[1].split(", ")
+    # Our options and those of the fragments (the cache, constructed and amazon.aws's), none twice.
+    assert {"plugin", "regions", "ping_status", "hostnames", "keyed_groups", "compose", "cache", "profile",
+            "endpoint_url", "assume_role_arn"} <= set(valid) and len(valid) == len(set(valid)), valid
+
+
+def test_aliases_of_options_are_valid_keys(tmp_path):
+    got, _stderr, _path = _read(tmp_path, "plugin: bastionless.ssm.managed_nodes\naws_profile: ops\n")
+    assert got["profile"] == "ops", got
+
+
+def test_the_lab_inventory_without_the_labs_variables_fails_the_command_with_the_fix_first(tmp_path):
+    """What a user gets who runs the README's ad-hoc command in a shell without the lab's variables: the repository's
+    ansible.cfg makes the unparsed source fail the command (ansible-core alone exits 0 on an empty inventory), and the
+    first line names the fix. No AWS call is made: boto3 finds no credentials first."""
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("AWS_", "ANSIBLE_", "BOTO")) and name != "SSM_LAB_STATE_DIR"}
+    env.update(HOME=str(tmp_path), AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+               AWS_EC2_METADATA_DISABLED="true", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
+               ANSIBLE_COLLECTIONS_PATH=os.path.abspath(os.path.join(mn.__file__, *[".."] * 6)))
+    ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
+    done = subprocess.run([ansible, "-i", "inventories/lab", "all", "-m", "ansible.builtin.ping"], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+    output = done.stdout + done.stderr
+    assert done.returncode != 0, output
+    assert output.startswith("[WARNING]: Failed to parse inventory with 'auto' plugin: Cannot list the managed nodes "
+                             "of us-east-1: no AWS credentials were found: "), output
+    assert 'eval "$(ssm-lab up --nodes 3)"' in output.splitlines()[0], output
+    assert output.rstrip().endswith("[ERROR]: Completely failed to parse inventory source "
+                                    f"{root}/inventories/lab/lab.managed_nodes.yml"), output
+    assert "DEPRECATION" not in output, output
