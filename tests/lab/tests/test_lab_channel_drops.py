@@ -66,7 +66,7 @@ def test_a_command_running_across_drops_completes_with_its_output_exactly_once(l
             assert not channel.closed.is_set(), channel.lost or channel.close_output
         finally:
             channel.close()
-        numbers = [int(n) for n in re.findall(rb"(?m)^line-(\d+)\r?$", bytes(output))]
+        numbers = [int(n) for n in re.findall(rb"line-(\d+)\r\n", bytes(output))]
         assert numbers == list(range(1, LINES + 1)), "every line once and in order"
         assert resumes(lab) - before >= 2, "the channel dropped and resumed while the command ran"
     finally:
