@@ -275,7 +275,7 @@ class WireSession:
         """The drop_channel_every fault (read on every tick, so it can be set on a running lab): break the WebSocket
         once it has been open that long. The session then waits for ResumeSession as after any other drop."""
         while not self.ended:
-            await asyncio.sleep(DROP_TICK)
+            await asyncio.sleep(DROP_TICK if self.faults.drop_channel_every > 0 else 1.0)  # off: a cheap look a second
             every, conn = self.faults.drop_channel_every, self.conn
             if every > 0 and conn is not None and not self.ending and time.monotonic() - self.attached_at >= every:
                 self.drops += 1
