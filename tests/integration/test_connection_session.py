@@ -287,6 +287,42 @@ def test_two_plays_at_once_against_one_node_both_succeed(lab):
     assert len(_sessions(lab, node)) == 1  # both plays were served by the one persistent session
 
 
+DROP_TASKS = 40  # the issue's full size, 200 tasks with drops every 20 s: tests/benchmarks/drops.py
+DROP_EVERY = 3
+
+
+def _resumes(lab) -> int:
+    return sum(count for name, count in lab.api_calls()["calls"].items() if name.endswith("ResumeSession"))
+
+
+def test_a_play_of_many_tasks_finishes_while_the_data_channel_drops_every_few_seconds(lab):
+    """The native transport resumes the session (ResumeSession, the sequence numbers kept) each time the lab breaks
+    its WebSocket: every task is ok and each sees its own output exactly once."""
+    node = lab.nodes[0]
+    tasks = "".join(f"""
+        - name: Step {n}
+          ansible.builtin.command: echo step-{n}
+          register: step
+          changed_when: false
+          failed_when: step.stdout != "step-{n}"
+        """ if n % 2 else f"""
+        - name: Step {n}
+          ansible.builtin.stat: {{path: /etc/hostname}}
+          register: step
+          failed_when: not step.stat.exists
+        """ for n in range(1, DROP_TASKS + 1))
+    lab.cli("faults", "--drop-channel-every", str(DROP_EVERY))
+    try:
+        before = _resumes(lab)
+        output, recap = play(lab, node, tasks, "-e", "ansible_aws_ssm_transport=native",
+                             "-e", "ansible_aws_ssm_command_timeout=30", timeout=240)
+        resumed = _resumes(lab) - before
+    finally:
+        lab.cli("faults", "--drop-channel-every", "0")
+    assert recap[node] == {"ok": DROP_TASKS, "changed": 0, "unreachable": 0, "failed": 0}, output
+    assert resumed >= 2, f"the channel dropped and resumed during the play ({resumed} ResumeSession calls)"
+
+
 def test_a_no_log_secret_appears_in_no_transcript_bucket_log_or_controller_file(lab):
     node = lab.nodes[1]
     secret = "s3cr3t-" + os.urandom(8).hex()

@@ -32,11 +32,13 @@ class FaultModel:
     # The data channel (wire.py): how long the service waits for a client's acknowledgements before it ends the
     # session, how long a session whose WebSocket dropped waits for ResumeSession, how long a started session waits
     # for its client's first connection, and the agent version its handshake announces ("": the node agent's own;
-    # "3.0.161.0" selects the basic, unmultiplexed port mode).
+    # "3.0.161.0" selects the basic, unmultiplexed port mode). drop_channel_every: the service breaks each session's
+    # WebSocket (no close frame) once it has been open that many seconds, as AWS does about hourly; 0 never.
     ack_timeout: float = 30.0
     resume_window: float = 10.0
     open_window: float = 60.0
     handshake_agent_version: str = ""
+    drop_channel_every: float = 0.0
     seed: int | None = None
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -66,6 +68,11 @@ class FaultModel:
                 if value <= 0:
                     raise ValueError(f"{name} must be positive, not {value}")
                 setattr(self, name, value)
+            elif name == "drop_channel_every":
+                value = float(value)
+                if value < 0:
+                    raise ValueError(f"drop_channel_every must be 0 (never) or a number of seconds, not {value}")
+                self.drop_channel_every = value
             elif name == "handshake_agent_version":
                 value = str(value or "")
                 if value and (len(value.split(".")) != 4 or not all(p.isdigit() for p in value.split("."))):
@@ -91,6 +98,7 @@ class FaultModel:
             "resume_window": self.resume_window,
             "open_window": self.open_window,
             "handshake_agent_version": self.handshake_agent_version,
+            "drop_channel_every": self.drop_channel_every,
             "seed": self.seed,
         }
 

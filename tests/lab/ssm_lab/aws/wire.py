@@ -17,7 +17,9 @@ and, through the node's agent stream, the agent's end of the channel:
   the node's ``sshd -i``;
 - ``channel_closed`` once every output message is acknowledged, when the session ends or is terminated;
 - a WebSocket that drops keeps the session for the lab's ``resume_window`` seconds: ResumeSession and a new token message take
-  it up again with both sequence counters and the unacknowledged output;
+  it up again with both sequence counters and the unacknowledged output; the ``drop_channel_every`` fault breaks
+  each session's WebSocket (no close frame) once it has been open that many seconds, as the service does about
+  hourly;
 - bad input on the wire (a wrong token, a frame that does not decode or whose digest is wrong, a message type a
   client never sends) ends that session with the reason logged and in the session's details.
 
@@ -48,6 +50,7 @@ TOKEN_WAIT = 10.0  # seconds for the token message after the upgrade
 CLOSE_WAIT = 5.0  # seconds the end of a session waits for the acknowledgement of its last output
 CHUNK = 32768  # the largest Output payload the lab sends (the plugin has no read limit)
 WINDOW = 512  # unacknowledged output messages before the relay stops reading from the agent
+DROP_TICK = 0.1  # how often the drop_channel_every fault looks at a session's WebSocket
 MUX_AFTER = "3.0.196.0"  # agents newer than this multiplex port sessions (smux)
 
 SHELL_TYPES = {"SSM-SessionManagerRunShell": "Standard_Stream", "AWS-StartInteractiveCommand": "InteractiveCommands",
@@ -135,6 +138,12 @@ class Connection:
         self.protocol.send_binary(frame)
         self._flush()
 
+    def abort(self) -> None:
+        """Break the TCP connection without a close frame, as a network drop does."""
+        self.closed = True
+        if not self.writer.is_closing():
+            self.writer.transport.abort()
+
     def close(self) -> None:
         if not self.closed and not self.writer.is_closing() and self.protocol.state is State.OPEN:
             self.protocol.send_close()
@@ -187,9 +196,12 @@ class WireSession:
         self.smux = dc.SmuxReader()
         self.basic_stream = 0
         self.dropped_at: float | None = None
+        self.attached_at = time.monotonic()
+        self.drops = 0  # WebSockets broken by the drop_channel_every fault
         self.delay = max(self.faults.stream_rtt / 2, 0.0)
         self.tasks: set = set()
         self.resender = self._spawn(self._resend())
+        self.dropper = self._spawn(self._drop_channel())
 
     def _spawn(self, coro) -> asyncio.Task:
         task = asyncio.ensure_future(coro)
@@ -202,13 +214,14 @@ class WireSession:
         """Serve one WebSocket of this session until it closes."""
         if self.conn is not None:
             self.conn.close()
-        self.conn, self.dropped_at = conn, None
+        self.conn, self.dropped_at, self.attached_at = conn, None, time.monotonic()
         if self.out.next_sequence == 0:
             _message, frame = self.out.message(dc.handshake_request(self.session_type, self.properties,
                                                                      agent_version=self.agent_version),
                                                dc.HANDSHAKE_REQUEST)
             conn.send(frame)
         else:
+            self.last_ack = time.monotonic()  # a client cannot acknowledge while it has no WebSocket
             for frame in self.out.all_frames():  # a resumed session: what the client has not acknowledged
                 conn.send(frame)
         loop = asyncio.get_running_loop()
@@ -257,6 +270,18 @@ class WireSession:
         await asyncio.sleep(self.faults.resume_window)
         if not self.ended and self.conn is None and self.dropped_at == dropped:
             await self.end("Terminated", "the client went away and did not resume the session")
+
+    async def _drop_channel(self) -> None:
+        """The drop_channel_every fault (read on every tick, so it can be set on a running lab): break the WebSocket
+        once it has been open that long. The session then waits for ResumeSession as after any other drop."""
+        while not self.ended:
+            await asyncio.sleep(DROP_TICK if self.faults.drop_channel_every > 0 else 1.0)  # off: a cheap look a second
+            every, conn = self.faults.drop_channel_every, self.conn
+            if every > 0 and conn is not None and not self.ending and time.monotonic() - self.attached_at >= every:
+                self.drops += 1
+                log.info("session %s: data channel dropped (drop_channel_every %g s, drop %d)", self.session.id,
+                         every, self.drops)
+                conn.abort()
 
     def _send(self, payload: bytes, payload_type: int = dc.OUTPUT_DATA) -> None:
         _message, frame = self.out.message(payload, payload_type)

@@ -1,0 +1,73 @@
+"""The drop_channel_every fault: the lab breaks each session's WebSocket every N seconds, as the service does about
+hourly, and a client that resumes (ResumeSession, a new token message, both sequence counters kept) loses nothing and
+gets nothing twice: a command running across several drops completes with its full output exactly once."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+
+import pytest
+from ssm_lab.aws.registry import FaultModel
+from ssm_lab.client.plugin import client_module
+
+LINES = 300  # the command prints one numbered line every 10 ms: about 3 s, across several 1-second drops
+
+
+@pytest.fixture(scope="module")
+def lab(start_lab):
+    with start_lab("drops-lab", "--nodes", "1", "--provisioned", "--faults", json.dumps({"resume_window": 5})) as lab:
+        yield lab
+
+
+def resumes(lab) -> int:
+    return sum(count for name, count in lab.api_calls()["calls"].items() if name.endswith("ResumeSession"))
+
+
+@pytest.mark.parametrize("value, error", [(-1, "drop_channel_every must be 0"), ("soon", "could not convert")])
+def test_drop_channel_every_refuses_what_is_not_a_number_of_seconds(value, error):
+    with pytest.raises(ValueError, match=error):
+        FaultModel().update({"drop_channel_every": value})
+
+
+def test_drop_channel_every_is_shown_and_off_by_default():
+    faults = FaultModel()
+    assert faults.as_dict()["drop_channel_every"] == 0.0
+    faults.update({"drop_channel_every": "20"})
+    assert faults.as_dict()["drop_channel_every"] == 20.0
+
+
+def test_a_command_running_across_drops_completes_with_its_output_exactly_once(lab):
+    node = lab.node_ids[0]
+    lab.wait_online(node)
+    # Set on the running lab, as an operator would; sessions started before read it too.
+    shown = json.loads(lab.cli("faults", "--drop-channel-every", "1").stdout)
+    assert shown["drop_channel_every"] == 1.0
+    try:
+        before = resumes(lab)
+        response = lab.ssm.start_session(Target=node)
+        output, done = bytearray(), threading.Event()
+
+        def on_data(payload: bytes) -> None:
+            output.extend(payload)
+            if re.search(rb"\r?\nEND-2\r?\n", output):
+                done.set()
+
+        channel = client_module.DataChannelClient(
+            response["SessionId"], response["TokenValue"], response["StreamUrl"], on_data=on_data,
+            resume=lambda: lab.ssm.resume_session(SessionId=response["SessionId"])["TokenValue"])
+        channel.open()
+        try:
+            # The pty echoes the input; $((1+1)) keeps the echo from matching the end mark.
+            channel.send(f"for i in $(seq 1 {LINES}); do echo line-$i; sleep 0.01; done; echo END-$((1+1))\n"
+                         .encode())
+            assert done.wait(60), f"no end mark; lost: {channel.lost!r}; output tail: {bytes(output[-400:])!r}"
+            assert not channel.closed.is_set(), channel.lost or channel.close_output
+        finally:
+            channel.close()
+        numbers = [int(n) for n in re.findall(rb"line-(\d+)\r\n", bytes(output))]
+        assert numbers == list(range(1, LINES + 1)), "every line once and in order"
+        assert resumes(lab) - before >= 2, "the channel dropped and resumed while the command ran"
+    finally:
+        lab.cli("faults", "--drop-channel-every", "0")
