@@ -388,7 +388,9 @@ class Connection(ConnectionBase):
 
     transport = "bastionless.ssm.session"
     default_user = ""
-    allow_executable = False
+    # Ansible wraps each command in the task's shell executable (ansible_shell_executable, or raw's executable):
+    # "<executable> -c '<command>'", so both are honoured on the node as over ssh.
+    allow_executable = True
     allow_extras = True
     has_pipelining = True
     is_windows = False
@@ -406,6 +408,7 @@ class Connection(ConnectionBase):
         self._reader = "sh"  # what reads commands on the node, as the master says: "python" (the helper) or "sh"
         if getattr(self._shell, "SHELL_FAMILY", "") == "powershell":  # as amazon.aws.aws_ssm sets it up
             self.is_windows = True
+            self.allow_executable = False  # as amazon.aws.aws_ssm: no POSIX shell to wrap a PowerShell command in
             self.has_native_async = True
             self.always_pipeline_modules = True
             self.module_implementation_preferences = (".ps1", ".exe", "")

@@ -42,6 +42,7 @@ import re
 import select
 import subprocess
 import sys
+import time
 import zipfile
 
 ANSIBLE_ROOTS = ("ansible", "ansible_collections")
@@ -293,10 +294,62 @@ def run_command(cmd: bytes, stdin) -> tuple:
     try:
         proc = subprocess.Popen(cmd, shell=True, stdin=subprocess.DEVNULL if stdin is None else subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        out, err = proc.communicate(stdin)
     except OSError as e:
         return b"", str(e).encode(), 127
+    out, err = gather(proc, stdin)
     return out, err, (128 - proc.returncode if proc.returncode < 0 else proc.returncode)
+
+
+def gather(proc, stdin, grace: float = 1.0) -> tuple:
+    """(stdout, stderr) of proc, its stdin written, read until proc has exited, not until its pipes close: a child
+    the command left in the background (``sleep 75 &``) keeps the pipes open, and must not hold the reply. After the
+    exit, what is already in the pipes is read (for at most ``grace`` seconds), and the rest is left to the child."""
+    outputs = {proc.stdout.fileno(): [], proc.stderr.fileno(): []}
+    readers = list(outputs)
+    pending = memoryview(stdin or b"")
+    writer = proc.stdin.fileno() if proc.stdin is not None else None
+    if writer is not None:
+        os.set_blocking(writer, False)
+    for fd in readers:
+        os.set_blocking(fd, False)
+    exited_at = None
+    while readers:
+        if writer is not None and not pending:
+            proc.stdin.close()
+            writer = None
+        if exited_at is None and proc.poll() is not None:
+            exited_at = time.monotonic()
+        if exited_at is not None and time.monotonic() - exited_at > grace:
+            break
+        wait = 0.1 if exited_at is None else 0.0
+        readable, writable, _x = select.select(readers, [writer] if writer is not None else [], [], wait)
+        if not readable and not writable and exited_at is not None:
+            break  # exited, and nothing more is waiting in the pipes
+        for fd in writable:
+            try:
+                pending = pending[os.write(fd, pending[:65536]):]
+            except BlockingIOError:
+                pass
+            except OSError:  # the command closed its stdin (or ended): the rest is not wanted
+                pending = pending[:0]
+        for fd in readable:
+            try:
+                chunk = os.read(fd, 65536)
+            except BlockingIOError:
+                continue
+            if chunk:
+                outputs[fd].append(chunk)
+            else:
+                readers.remove(fd)
+    if writer is not None:
+        try:
+            proc.stdin.close()
+        except OSError:
+            pass
+    proc.stdout.close()
+    proc.stderr.close()
+    proc.wait()
+    return tuple(b"".join(chunks) for chunks in outputs.values())
 
 
 def read_block(stream, marker: bytes) -> bytes:
@@ -326,7 +379,8 @@ def serve(reader, writer) -> int:
                 result = None
         how = b"" if result is None else b" F"
         out, err, rc = run_command(cmd, stdin) if result is None else result
-        writer.write(marker + b":O\n" + base64.encodebytes(out) + marker + b":E\n" + base64.encodebytes(err)
+        # A newline first: what the command wrote to the terminal (/dev/tty) without one stays off the frame's line.
+        writer.write(b"\n" + marker + b":O\n" + base64.encodebytes(out) + marker + b":E\n" + base64.encodebytes(err)
                      + marker + b":R " + str(rc).encode() + how + b"\n")
         writer.flush()
     return 0

@@ -7,8 +7,9 @@
 
 A command travels as a short POSIX sh script written to the session's pty (echo off): the command itself and its
 stdin as base64 in here-documents, so the terminal cannot mangle binary data and no line exceeds 77 characters;
-the answer comes back framed by a random marker, stdout and stderr each base64 encoded (so output that is not
-UTF-8, or that holds terminal control bytes, arrives unchanged) and the exit status last:
+the answer comes back, once the command has ended, framed by a random marker, stdout and stderr each base64 encoded
+(so output that is not UTF-8, or that holds terminal control bytes, arrives unchanged) and the exit status last.
+Anything before the first marker line (what a command wrote to /dev/tty, the terminal itself) is not part of it:
 
     <marker>:O
     <stdout, base64>
@@ -51,8 +52,9 @@ HELPER_START = ("command -v python3 >/dev/null 2>&1 && {{ python3 -c \"$(base64 
 SH_START = "printf '%s_%s\\n' '{head}' '{tail}'; exec /bin/sh 2>/dev/null\n"
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_session_helper.py")
 
-# Ansible's pipelined module run: the module's AnsiballZ wrapper on the stdin of "<python>" (this connection does
-# not take an executable), or of "<shell> -c '<python> && sleep 0'" (connections that do).
+# Ansible's pipelined module run: the module's AnsiballZ wrapper on the stdin of "<python>", or of
+# "<shell> -c '<python> && sleep 0'" when Ansible wraps the command in the task's shell executable (as it does for this
+# connection, which takes one).
 _PYTHON = r"(/[^\s'\"\\$`;&|<>()]*/python[0-9.]*)"
 PIPELINED = re.compile(rf"^(?:{_PYTHON}|/\S+ -c '{_PYTHON} && sleep 0')$")
 
@@ -127,8 +129,10 @@ def b64_file_chunks(handle, digest, chunk: int = READ_CHUNK):
 def command_script(cmd: bytes, marker: str, has_stdin: bool) -> tuple:
     """The script that runs cmd; returns (head, tail): head, then the stdin as base64 lines (if any), then tail.
 
-    The command runs in a subshell of a pipeline whose output is base64 encoded; its stderr goes to a file in a
-    private temporary directory, its exit status to another; both are read and the directory removed after.
+    The command runs in a subshell whose stdout and stderr go to files in a private temporary directory, its exit
+    status to a third; the framed reply is printed from them once the subshell has ended, and the directory removed.
+    So a child the command leaves in the background (``sleep 75 &``) does not hold the reply, and what the command
+    writes to the terminal itself (``/dev/tty``) comes before the reply's first line, which a newline starts.
     """
     m = marker
     cmd_b64 = b64_lines(cmd).decode()
@@ -136,11 +140,12 @@ def command_script(cmd: bytes, marker: str, has_stdin: bool) -> tuple:
     redirect = "" if has_stdin else " </dev/null"
     head = (
         f"c=$(base64 -d <<'{m}'\n{cmd_b64}{m}\n); d=$(mktemp -d)\n"
-        f"printf '%s:O\\n' '{m}'; {{ {stdin}( eval \"$c\" ){redirect} 2>\"$d/e\"; echo $? >\"$d/r\"; }} | base64\n"
+        f"{{ {stdin}( eval \"$c\" ){redirect} >\"$d/o\" 2>\"$d/e\"; echo $? >\"$d/r\"; }}\n"
     )
     tail = (
         (f"{m}\n" if has_stdin else "")
-        + f"printf '%s:E\\n' '{m}'; base64 <\"$d/e\"; printf '%s:R %s\\n' '{m}' \"$(cat \"$d/r\")\"; rm -rf \"$d\"\n"
+        + f"printf '\\n%s:O\\n' '{m}'; base64 <\"$d/o\"; printf '%s:E\\n' '{m}'; base64 <\"$d/e\"; "
+        f"printf '%s:R %s\\n' '{m}' \"$(cat \"$d/r\")\"; rm -rf \"$d\"\n"
     )
     return head.encode(), tail.encode()
 

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 from ansible_cli import RECAP
@@ -512,3 +513,50 @@ def test_modules_run_in_a_fork_of_the_resident_python_with_the_results_of_a_new_
     assert f"ESTABLISH SSM SESSION TO: {node} (persistent, plugin, " in plain
     assert expected.replace(" True True True 1 ", " True True False 1 ") in " ".join(plain.split()), plain
     assert "module run in a fork" not in plain
+
+
+def test_everyday_raw_commands_the_shell_executable_background_children_and_terminal_writes(lab):
+    """One run, the node under two names: its resident Python reads the commands of one, a plain sh the other's.
+    raw's executable and ansible_shell_executable are honoured (the node's /bin/sh is dash, not bash); a command that
+    leaves a child in the background answers at once, though the child outlives command_timeout; what a command
+    writes to /dev/tty reaches the terminal and breaks nothing."""
+    node = lab.nodes[1]
+    inventory = lab.work / "readers.ini"
+    inventory.write_text(f"readers_py ansible_aws_ssm_instance_id={node} ansible_aws_ssm_resident_python=true\n"
+                         f"readers_sh ansible_aws_ssm_instance_id={node} ansible_aws_ssm_resident_python=false\n")
+    (lab.work / "no_shebang.sh").write_text('echo "script shell: ${BASH_VERSION:+bash}"\n')
+    body = """
+        - name: A bash test under raw's executable
+          ansible.builtin.raw: '[[ -n "$BASH_VERSION" ]] && echo "raw shell: bash"'
+          args:
+            executable: /bin/bash
+          register: raw_bash
+        - name: A script without a shebang runs in ansible_shell_executable
+          ansible.builtin.script: no_shebang.sh
+          vars:
+            ansible_shell_executable: /bin/bash
+          register: script_bash
+        - name: A child left in the background
+          ansible.builtin.raw: sleep 40 & echo started
+          register: background
+        - name: Writes to the terminal
+          ansible.builtin.raw: printf 'to the terminal' > /dev/tty; echo x > /dev/tty; echo after
+          register: tty
+        - name: Modules still run, with the default executable
+          ansible.builtin.command: echo module
+          register: module
+        - name: Report
+          ansible.builtin.debug:
+            msg: >-
+              RESULT {{ raw_bash.stdout | trim }}; {{ script_bash.stdout | trim }};
+              {{ background.stdout | trim }}; {{ tty.stdout | trim }}; {{ module.stdout }}
+        """
+    started = time.monotonic()
+    # command_timeout 20: before the fix, the background child held the reply past it (UNREACHABLE).
+    output, recap = play(lab, node, body, "-i", str(inventory), "--limit", "readers_py,readers_sh",
+                         "-e", "ansible_aws_ssm_command_timeout=20")
+    assert time.monotonic() - started < 40, output
+    for host in ("readers_py", "readers_sh"):
+        assert recap[host] == {"ok": 6, "changed": 5, "unreachable": 0, "failed": 0}, output
+    flat = " ".join(output.split())
+    assert flat.count("RESULT raw shell: bash; script shell: bash; started; after; module") == 2, output

@@ -69,6 +69,62 @@ def test_a_command_script_round_trips_through_sh(cmd, stdin, expected):
     assert _run(cmd, stdin) == expected
 
 
+def test_a_child_left_in_the_background_does_not_hold_the_reply():
+    """``raw: sleep 75 & echo started`` answers when the command ends, not when the child it leaves does."""
+    started = time.monotonic()
+    assert _run(b"sleep 20 & echo started") == (0, b"started\n", b"")
+    assert _run(b"cat; sleep 20 & echo started >&2", b"in\n") == (0, b"in\n", b"started\n")
+    assert time.monotonic() - started < 10
+
+
+def _on_a_pty(argv: list, data: bytes, marker: str, timeout: float = 30) -> bytes:
+    """What argv prints on a pseudo-terminal (echo off, as the session's set-up leaves it) that is its controlling
+    terminal, as the session's shell has one, for data written to it; up to the end of the reply of marker."""
+    import fcntl  # pylint: disable=import-outside-toplevel
+    import pty  # pylint: disable=import-outside-toplevel
+    import select  # pylint: disable=import-outside-toplevel
+    import termios  # pylint: disable=import-outside-toplevel
+
+    master, slave = pty.openpty()
+    attrs = termios.tcgetattr(slave)
+    attrs[3] &= ~termios.ECHO
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, start_new_session=True,
+                            preexec_fn=lambda: fcntl.ioctl(0, termios.TIOCSCTTY, 0))  # pylint: disable=W1509
+    os.close(slave)
+    try:
+        os.write(master, data)
+        output, end, deadline = b"", protocol.end_of_reply(marker), time.monotonic() + timeout
+        while end not in output or b"\n" not in output[output.index(end):]:
+            readable, _w, _x = select.select([master], [], [], max(0.0, deadline - time.monotonic()))
+            assert readable, output
+            output += os.read(master, 65536)
+        return output
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(master)
+
+
+TTY_WRITER = b"echo out; printf 'no newline' >/dev/tty; echo err >&2; echo 'a line' >/dev/tty; printf more"
+
+
+def test_what_a_command_writes_to_its_terminal_stays_out_of_the_sh_readers_frame():
+    marker = protocol.new_marker()
+    head, tail = protocol.command_script(TTY_WRITER, marker, False)
+    output = _on_a_pty(["/bin/sh", "-c", "exec /bin/sh 2>/dev/null"], head + tail, marker)  # as SH_START runs it
+    assert b"no newline" in output and b"a line" in output  # it did reach the terminal
+    assert protocol.parse_reply(output, marker) == (0, b"out\nmore", b"err\n")
+
+
+def test_what_a_command_writes_to_its_terminal_stays_out_of_the_resident_pythons_frame():
+    marker = protocol.new_marker()
+    head, tail = protocol.helper_request(TTY_WRITER, marker, False)
+    output = _on_a_pty([sys.executable, protocol.HELPER, "READY"], head + tail, marker)
+    assert b"no newline" in output
+    assert protocol.parse_reply(output, marker) == (0, b"out\nmore", b"err\n")
+
+
 def test_no_script_line_is_long_and_nothing_is_in_clear():
     marker = protocol.new_marker()
     secret = b"hunter2-" * 200
@@ -206,11 +262,12 @@ pc.remote_addr = "i-0123456789abcdef0"
 linux = connection_loader.get("bastionless.ssm.session", pc)
 linux.set_options(var_options={"ansible_aws_ssm_region": "eu-west-1"})
 out = {"linux_is_windows": linux.is_windows, "instance": linux.instance_id, "region": linux.get_option("region"),
-       "boto3_for_linux": "boto3" in sys.modules, "forks": list(sys.modules[type(linux).__module__].FORKS)}
+       "boto3_for_linux": "boto3" in sys.modules, "forks": list(sys.modules[type(linux).__module__].FORKS),
+       "linux_executable": linux.allow_executable}
 win = connection_loader.get("bastionless.ssm.session", pc, shell=shell_loader.get("powershell"))
 win.set_options(var_options={"ansible_aws_ssm_region": "eu-west-1", "ansible_aws_ssm_instance_id": "mi-0123456789abcdef0"})
 base = win._aws_ssm()
-out.update(windows=win.is_windows, base=type(base).__module__, base_is_windows=base.is_windows,
+out.update(windows=win.is_windows, windows_executable=win.allow_executable, base=type(base).__module__, base_is_windows=base.is_windows,
            base_region=base.get_option("region"), base_instance=base.instance_id, same_shell=base._shell is win._shell)
 print(json.dumps(out))
 """
@@ -227,6 +284,7 @@ def test_a_linux_task_loads_no_boto3_and_windows_gets_aws_ssm_with_the_same_opti
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out == {"linux_is_windows": False, "instance": "i-0123456789abcdef0", "region": "eu-west-1",
                    "boto3_for_linux": False, "forks": [True, ""], "windows": True,
+                   "linux_executable": True, "windows_executable": False,
                    "base": "ansible_collections.amazon.aws.plugins.connection.aws_ssm", "base_is_windows": True,
                    "base_region": "eu-west-1", "base_instance": "mi-0123456789abcdef0", "same_shell": True}
 

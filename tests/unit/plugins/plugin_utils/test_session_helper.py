@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 import zipfile
 
 import pytest
@@ -181,3 +182,17 @@ def test_payload_archives_are_recognised_by_name(path, expected):
 ])
 def test_only_ansibles_plain_pipelined_module_run_is_offered_to_the_fork(cmd, expected):
     assert protocol.pipelined_interpreter(cmd) == expected
+
+
+def test_a_child_left_in_the_background_does_not_hold_the_reply():
+    """The reply comes when the command ends, with what it printed, though a child it left holds its pipes open."""
+    started = time.monotonic()
+    big = os.urandom(300000)
+    replies, status = _serve([(b"sleep 20 & echo started; echo done >&2", None, False),
+                              (b"(sleep 20; echo late) & cat", big, False),
+                              (b"true", big, False),  # stdin the command never reads
+                              (b"echo next", None, False)])
+    assert replies == [(0, b"started\n", b"done\n", False), (0, big, b"", False), (0, b"", b"", False),
+                       (0, b"next\n", b"", False)]
+    assert status == 0
+    assert time.monotonic() - started < 10
