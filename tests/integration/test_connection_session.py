@@ -15,7 +15,6 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 
 import pytest
 from ansible_cli import RECAP
@@ -551,11 +550,10 @@ def test_everyday_raw_commands_the_shell_executable_background_children_and_term
               RESULT {{ raw_bash.stdout | trim }}; {{ script_bash.stdout | trim }};
               {{ background.stdout | trim }}; {{ tty.stdout | trim }}; {{ module.stdout }}
         """
-    started = time.monotonic()
-    # command_timeout 20: before the fix, the background child held the reply past it (UNREACHABLE).
+    # command_timeout 20, the child sleeps 40: before the fix, the child held the reply past the timeout and the
+    # host ended UNREACHABLE, which the recap below rules out (no timed assertion needed).
     output, recap = play(lab, node, body, "-i", str(inventory), "--limit", "readers_py,readers_sh",
                          "-e", "ansible_aws_ssm_command_timeout=20")
-    assert time.monotonic() - started < 40, output
     for host in ("readers_py", "readers_sh"):
         assert recap[host] == {"ok": 6, "changed": 5, "unreachable": 0, "failed": 0}, output
     flat = " ".join(output.split())
