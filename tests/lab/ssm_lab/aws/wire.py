@@ -50,6 +50,7 @@ TOKEN_WAIT = 10.0  # seconds for the token message after the upgrade
 CLOSE_WAIT = 5.0  # seconds the end of a session waits for the acknowledgement of its last output
 CHUNK = 32768  # the largest Output payload the lab sends (the plugin has no read limit)
 WINDOW = 512  # unacknowledged output messages before the relay stops reading from the agent
+LINGER = 5.0  # seconds a closed WebSocket keeps reading for the client's close frame (the closing handshake)
 DROP_TICK = 0.1  # how often the drop_channel_every fault looks at a session's WebSocket
 MUX_AFTER = "3.0.196.0"  # agents newer than this multiplex port sessions (smux)
 
@@ -71,6 +72,8 @@ class Connection:
         self._events: list = []
         self._fragments: list = []
         self.closed = False
+        self._reading = False  # recv() is waiting on the stream: the closing handshake leaves the reading to it
+        self._linger: asyncio.Task | None = None
 
     def _flush(self) -> None:
         for data in self.protocol.data_to_send():
@@ -119,10 +122,13 @@ class Connection:
                     return ("text" if opcode == Opcode.TEXT else "binary"), b"".join(parts)
             if self.closed:
                 return None
+            self._reading = True
             try:
                 data = await self.reader.read(65536)
             except (ConnectionError, OSError):
                 data = b""
+            finally:
+                self._reading = False
             if data:
                 self.protocol.receive_data(data)
             else:
@@ -145,12 +151,41 @@ class Connection:
             self.writer.transport.abort()
 
     def close(self) -> None:
-        if not self.closed and not self.writer.is_closing() and self.protocol.state is State.OPEN:
+        """Start the closing handshake: a close frame, then TCP is closed once the client answers it (or after LINGER
+        seconds). Closing TCP at once would be a bug with real consequences: a client's message that arrives after
+        the close (an acknowledgement, typed input) makes the kernel answer with a reset, and a reset discards what
+        the client had not read yet, channel_closed and its reason included."""
+        if self.closed or self.writer.is_closing():
+            self.closed = True
+            return
+        self.closed = True
+        if self.protocol.state is State.OPEN:
             self.protocol.send_close()
             self._flush()
-        self.closed = True
         if not self.writer.is_closing():
-            self.writer.close()
+            self._linger = asyncio.ensure_future(self._read_until_closed())
+
+    async def _read_until_closed(self) -> None:
+        """Read (and drop) what the client still sends until its close frame or EOF, then close TCP."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER
+        try:
+            while not self.writer.is_closing() and loop.time() < deadline:
+                if self._reading:  # recv() reads the answer itself
+                    await asyncio.sleep(0.05)
+                    continue
+                try:
+                    data = await asyncio.wait_for(self.reader.read(65536), deadline - loop.time())
+                except (asyncio.TimeoutError, ConnectionError, OSError):
+                    break
+                if not data:
+                    break
+                self.protocol.receive_data(data)
+                self.protocol.events_received()
+                self._flush()
+        finally:
+            if not self.writer.is_closing():
+                self.writer.close()
 
 
 def handshake_properties(session) -> tuple[str, dict]:
