@@ -144,6 +144,7 @@ bench-inventory: collection
 	PATH="$(BIN):$$PATH" $(BIN)/python tests/benchmarks/inventory.py $(BENCH_ARGS)
 
 bench-transport: collection
+	$(BIN)/pip install --quiet -r tests/benchmarks/requirements-bench.txt
 	PATH="$(BIN):$$PATH" $(BIN)/python tests/benchmarks/transport.py $(BENCH_ARGS)
 
 lab-up: $(STAMP)
