@@ -45,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import yaml
 
@@ -145,6 +146,13 @@ def _cold(work: str, transport: str) -> None:
         shutil.rmtree(control, ignore_errors=True)
 
 
+def lab_counts(lab, method: str = "GET") -> dict:
+    """The lab's count of API calls and of data channel traffic since the last reset (DELETE resets it)."""
+    request = urllib.request.Request(f"{lab.endpoint}/_lab/calls", method=method)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
 def run_playbook(lab, work: str, inventory: str, forks: int, transport: str, per_task: bool = False,
                  cpu: bool = False) -> dict:
     extra = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none",
@@ -152,6 +160,7 @@ def run_playbook(lab, work: str, inventory: str, forks: int, transport: str, per
     if transport == "mitogen":
         extra.update(ANSIBLE_STRATEGY_PLUGINS=mitogen_strategy_dir(), ANSIBLE_STRATEGY="mitogen_linear")
     account = CpuAccount() if cpu else contextlib.nullcontext()
+    lab_counts(lab, "DELETE")
     with account:
         started = time.monotonic()
         result = subprocess.run(["ansible-playbook", "-i", inventory, "-f", str(forks), "playbook.yml",
@@ -162,13 +171,19 @@ def run_playbook(lab, work: str, inventory: str, forks: int, transport: str, per
         wall = time.monotonic() - started
     if result.returncode != 0:
         raise RuntimeError(f"ansible-playbook -i {inventory} failed:\n{(result.stdout + result.stderr)[-4000:]}")
+    counts = lab_counts(lab)
+    host_tasks = len(TASKS) * forks  # every task on every node (the playbook runs with as many forks as nodes)
+    traffic = {"api_calls": counts["total"], "sessions": counts["stream"]["sessions"],
+               "round_trips_per_task": round(counts["stream"]["round_trips"] / host_tasks, 1),
+               "messages_per_task": round((counts["stream"]["input_messages"] + counts["stream"]["output_messages"])
+                                          / host_tasks, 1)}
     if per_task:
         print(result.stdout[result.stdout.rfind("==============================================================="):])
     if not cpu:
-        return {"wall_s": round(wall, 2)}
+        return {"wall_s": round(wall, 2), **traffic}
     if account.seconds is None:
-        return {"wall_s": round(wall, 2), "cpu": account.why_not}
-    return {"wall_s": round(wall, 2), "cpu_s": account.seconds}
+        return {"wall_s": round(wall, 2), **traffic, "cpu": account.why_not}
+    return {"wall_s": round(wall, 2), **traffic, "cpu_s": account.seconds}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
                 _cold(work, transport)
                 result = run_playbook(lab, work, inventories[transport], args.nodes, transport, args.per_task, args.cpu)
                 runs[transport].append(result)
-                print(f"  run {attempt + 1}: {LABELS[transport]:<30} {result['wall_s']:>8.2f} s", flush=True)
+                print(f"  run {attempt + 1}: {LABELS[transport]:<30} {result['wall_s']:>8.2f} s; "
+                      f"{result['api_calls']} API calls, {result['sessions']} sessions, per task on a node: "
+                      f"{result['round_trips_per_task']} stream round trips, {result['messages_per_task']} messages",
+                      flush=True)
                 if "cpu_s" in result:
                     used = result["cpu_s"]
                     print(f"    CPU {sum(used.values()):.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in used.items() if v),

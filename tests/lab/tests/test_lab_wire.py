@@ -9,6 +9,7 @@ import json
 import socket
 import time
 import urllib.parse
+import urllib.request
 
 import pytest
 from labhelpers import wait_until
@@ -314,3 +315,22 @@ def test_the_lab_closes_with_the_closing_handshake_so_a_late_message_loses_nothi
         time.sleep(0.3)
         kinds = [message.message_type for message in messages(5.0)]
     assert dc.CHANNEL_CLOSED in kinds, kinds
+
+
+def test_the_lab_counts_the_data_channels_round_trips(lab):
+    """What the transport benchmark reads from /_lab/calls: data messages each way, and round trips (client data
+    that follows output): two commands, each typed after the answer to the one before, are two round trips."""
+    def stream(method: str = "GET") -> dict:
+        request = urllib.request.Request(f"{lab.endpoint}/_lab/calls", method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)["stream"]
+
+    stream("DELETE")
+    with shell(lab) as client:
+        client.send_input(b"echo one-$((1))\n")
+        client.read_until(b"one-1")
+        client.send_input(b"echo two-$((1+1))\n")
+        client.read_until(b"two-2")
+        counts = stream()
+    assert counts["sessions"] == 1 and counts["input_messages"] == 2 and counts["round_trips"] == 2, counts
+    assert counts["output_messages"] >= 2, counts

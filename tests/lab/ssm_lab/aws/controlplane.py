@@ -422,8 +422,10 @@ class LabApp:
                 with registry.lock:
                     registry.api_calls.clear()
                     registry.api_regions.clear()
+                    registry.stream_counts.update(dict.fromkeys(registry.stream_counts, 0))
             return {"calls": dict(registry.api_calls), "total": sum(registry.api_calls.values()),
-                    "regions": {region: dict(calls) for region, calls in registry.api_regions.items()}}
+                    "regions": {region: dict(calls) for region, calls in registry.api_regions.items()},
+                    "stream": dict(registry.stream_counts)}
         return None
 
     def _node_status(self, node: Node) -> dict:

@@ -234,6 +234,9 @@ class WireSession:
         self.attached_at = time.monotonic()
         self.drops = 0  # WebSockets broken by the drop_channel_every fault
         self.delay = max(self.faults.stream_rtt / 2, 0.0)
+        self.counts = server.registry.count_stream
+        self.answered = True  # output went out since the client's last data: its next data is a new round trip
+        self.counts("sessions")
         self.tasks: set = set()
         self.resender = self._spawn(self._resend())
         self.dropper = self._spawn(self._drop_channel())
@@ -320,6 +323,9 @@ class WireSession:
 
     def _send(self, payload: bytes, payload_type: int = dc.OUTPUT_DATA) -> None:
         _message, frame = self.out.message(payload, payload_type)
+        if payload_type == dc.OUTPUT_DATA:
+            self.counts("output_messages")
+            self.answered = True
         if self.conn is not None:
             if self.delay:
                 asyncio.get_running_loop().call_later(self.delay, self._send_late, frame)
@@ -390,6 +396,10 @@ class WireSession:
         elif not self.handshake_done:
             raise WireError(f"payload type {kind} before the handshake was complete")
         elif kind == dc.OUTPUT_DATA:
+            self.counts("input_messages")
+            if self.answered:
+                self.counts("round_trips")
+                self.answered = False
             await self._data(message.payload)
         elif kind == dc.SIZE:
             self._resize(message)
