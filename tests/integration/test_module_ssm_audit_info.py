@@ -1,14 +1,14 @@
 """bastionless.ssm.ssm_audit_info against the lab's CloudTrail, in one ansible-playbook run (check mode: the module
-only reads): two IAM users open sessions (alice a shell under Run As, which she ends herself; bob a port forward to
+only reads), and playbooks/audit-report.yml in a second: two IAM users open sessions (alice a shell under Run As, which she ends herself; bob a port forward to
 a remote host, which the administrator ends), alice runs a command, mallory is refused a session; the module joins
 each with its principal, node name, document, forwarding, ending, Run As and transcript, and its filters by
 principal, node and document select them. The trail and the sessions are made with boto3 (no playbook run)."""
 
+import csv
 import json
-import secrets
 
 import pytest
-from ansible_cli import call_module_cases
+from ansible_cli import call_module_cases, run
 from ssm_lab.harness.testing import running_lab, wait_until
 
 MODULE = "bastionless.ssm.ssm_audit_info"
@@ -153,3 +153,27 @@ def test_bad_times_fail_with_the_option_and_the_fix(results):
     assert results.results[5]["msg"].startswith("start_time must be 'now', a duration ago such as 30m")
     assert results.results[6]["failed"]
     assert "is after end_time" in results.results[6]["msg"]
+
+
+def test_the_report_playbook_writes_the_page_the_tables_and_the_json(lab, trail, tmp_path):
+    where = tmp_path / "report"
+    output, recap = run(lab, "ansible-playbook", "playbooks/audit-report.yml", "-e", json.dumps({
+        "bastionless_audit_start_time": "1h", "bastionless_audit_dir": str(where),
+        "bastionless_audit_title": "Lab audit"}))
+    assert recap["localhost"]["failed"] == 0, output
+    assert "2 sessions, 1 commands and 1 refused calls from" in output
+    data = json.loads((where / "audit.json").read_text())
+    assert {s["session_id"] for s in data["sessions"]} == {trail["shell"], trail["forward"]}
+    assert data["history_covers_range"] is True
+    with open(where / "sessions.csv", encoding="utf-8", newline="") as handle:
+        rows = {row["session_id"]: row for row in csv.DictReader(handle)}
+    forward = rows[trail["forward"]]
+    assert (forward["principal"], forward["forwarded_host"], forward["forwarded_port"], forward["node_name"]) == (
+        trail["bob"], "db.internal", "5432", "db-1")
+    assert rows[trail["shell"]]["transcript_s3"] == f"s3://{BUCKET}/sessions/{trail['shell']}.log"
+    with open(where / "commands.csv", encoding="utf-8", newline="") as handle:
+        [command] = list(csv.DictReader(handle))
+    assert (command["command_id"], command["commands"]) == (trail["command"], "uptime\nid")
+    page = (where / "audit.html").read_text()
+    assert page.startswith("<!DOCTYPE html>") and "<title>Lab audit</title>" in page
+    assert f'data-session="{trail["forward"]}"' in page and f'data-session="{trail["shell"]}"' in page
