@@ -12,6 +12,7 @@ import json
 import secrets
 
 import pytest
+from botocore.config import Config
 from botocore.exceptions import ClientError
 
 ACCOUNT = "123456789012"
@@ -181,3 +182,19 @@ def test_what_aws_refuses(trail, request_, code):
     with pytest.raises(ClientError) as caught:
         trail["lab"].client("cloudtrail").lookup_events(**request_)
     assert caught.value.response["Error"]["Code"] == code
+
+
+def test_lookups_are_counted_and_throttled_like_every_call(trail):
+    lab = trail["lab"]
+    client = lab.client("cloudtrail", config=Config(retries={"max_attempts": 1, "mode": "standard"}))
+    before = lab.api_calls()["calls"].get("cloudtrail:LookupEvents", 0)
+    client.lookup_events(MaxResults=1)
+    assert lab.api_calls()["calls"]["cloudtrail:LookupEvents"] == before + 1
+    try:
+        lab.cli("faults", "--throttle-rate", "1")
+        with pytest.raises(ClientError) as caught:
+            client.lookup_events(MaxResults=1)
+        assert caught.value.response["Error"]["Code"] == "ThrottlingException"
+    finally:
+        lab.cli("faults", "--throttle-rate", "0")
+    assert client.lookup_events(MaxResults=1)["Events"]

@@ -254,10 +254,11 @@ class Recorder:
     """WSGI wrapper of the lab's front: serves LookupEvents, and records every other management call once it is
     answered."""
 
-    def __init__(self, app, trail: Trail, region: str) -> None:
+    def __init__(self, app, trail: Trail, registry) -> None:
         self.app = app
         self.trail = trail
-        self.region = region
+        self.registry = registry
+        self.region = registry.region
 
     def __call__(self, environ, start_response):
         from .controlplane import LabApp  # pylint: disable=import-outside-toplevel
@@ -270,6 +271,14 @@ class Recorder:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         region = LabApp._signed_region(environ) or self.region
         if target.endswith("CloudTrail_20131101.LookupEvents"):
+            # Counted, delayed and throttled like every other call the lab serves (registry.faults).
+            self.registry.count_call("cloudtrail:LookupEvents", LabApp._signed_region(environ))
+            faults = self.registry.faults
+            if faults.api_delay:
+                time.sleep(faults.api_delay)
+            if faults.throttled():
+                return LabApp._json(start_response, 400, {"__type": "ThrottlingException", "message": "Rate exceeded"},
+                                    {"x-amzn-ErrorType": "ThrottlingException"})
             try:
                 request = json.loads(body or b"{}")
             except ValueError:

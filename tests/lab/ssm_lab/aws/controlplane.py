@@ -674,7 +674,7 @@ def main(argv: list[str] | None = None) -> int:
     messages.endpoint_address = (args.host, args.port)
     messages.start()
     app = LabApp(registry, messages, endpoint)
-    trail = cloudtrail.Recorder(app, cloudtrail.Trail(registry.account_id), registry.region)
+    trail = cloudtrail.Recorder(app, cloudtrail.Trail(registry.account_id), registry)
     server = make_server(args.host, args.port, Ec2RenderInvalidation(trail), threaded=True,
                          request_handler=MotoRequestHandler)
 
