@@ -11,8 +11,8 @@ version_added: 0.1.0
 short_description: Who opened which Session Manager session, and who ran which command, from CloudTrail
 description:
   - Reads CloudTrail's event history (C(LookupEvents), filtered by AWS to the events of C(ssm.amazonaws.com))
-    for a time range, and joins the events of each session into one record, C(StartSession), C(ResumeSession)
-    and C(TerminateSession). The record holds who started the session (principal ARN, identity type, source
+    for a time range, and joins each session's C(StartSession), C(ResumeSession) and C(TerminateSession) events
+    into one record. The record holds who started the session (principal ARN, identity type, source
     address), the node (ID and C(Name) tag), the document and its parameters (the host and ports a port
     forwarding session reached), when it started and ended, how it ended, the Run As user, and where its
     transcript is.
@@ -22,8 +22,8 @@ description:
     history (C(ListCommands), 30 days). It reads how a session ended and its transcript location from the
     session history (C(DescribeSessions), 30 days). For older sessions, the transcript location comes from the
     preferences document as it is now.
-  - The module reads the events page by page and keeps only the joined records, so a large trail does not fill
-    memory.
+  - The module reads the events, the session history and the command history page by page, and keeps only the
+    joined records, so a large trail does not fill memory.
   - CloudTrail's event history goes back 90 days. When the range begins earlier, the module says so in a warning
     and in RV(history_covers_range).
   - This module changes nothing.
@@ -347,7 +347,8 @@ from ansible_collections.bastionless.ssm.plugins.module_utils._audit import iso
 from ansible_collections.bastionless.ssm.plugins.module_utils._audit import parse_when
 from ansible_collections.bastionless.ssm.plugins.module_utils._audit import run_as_user
 from ansible_collections.bastionless.ssm.plugins.module_utils._audit import transcript_from_preferences
-from ansible_collections.bastionless.ssm.plugins.module_utils._ssm_session import describe_sessions
+from ansible_collections.bastionless.ssm.plugins.module_utils._ssm_session import PAGE_SIZE
+from ansible_collections.bastionless.ssm.plugins.module_utils._ssm_session import describe_sessions_page
 
 PREFERENCES_DOCUMENT = "SSM-SessionManagerRunShell"
 NAME_CHUNK = 200  # values per DescribeInstances filter
@@ -397,10 +398,12 @@ def describe_instances(client, ids: List[str]) -> List[Dict[str, Any]]:
 
 @AuditErrorHandler.common_error_handler("list commands")
 @AWSRetry.jittered_backoff()
-def list_commands(client, start: datetime.datetime, end: datetime.datetime) -> List[Dict[str, Any]]:
-    paginator = client.get_paginator("list_commands")
-    filters = [{"key": "InvokedAfter", "value": iso(start)}, {"key": "InvokedBefore", "value": iso(end)}]
-    return paginator.paginate(Filters=filters).build_full_result().get("Commands") or []
+def list_commands_page(client, start: datetime.datetime, end: datetime.datetime, token: Optional[str]) -> Dict[str, Any]:
+    args: Dict[str, Any] = {"MaxResults": 50, "Filters": [{"key": "InvokedAfter", "value": iso(start)},
+                                                          {"key": "InvokedBefore", "value": iso(end)}]}
+    if token:
+        args["NextToken"] = token
+    return client.list_commands(**args)
 
 
 @AuditErrorHandler.common_error_handler("list command invocations")
@@ -436,9 +439,30 @@ def session_history(client, start: datetime.datetime, end: datetime.datetime, wa
     if not wanted:
         return found
     for state in ("Active", "History"):
-        for session in describe_sessions(client, state, filters):
-            if session.get("SessionId") in wanted:
-                found[session["SessionId"]] = session
+        token = None
+        while True:
+            page = describe_sessions_page(client, state, filters, PAGE_SIZE, token)
+            for session in page.get("Sessions") or []:
+                if session.get("SessionId") in wanted:
+                    found[session["SessionId"]] = session
+            token = page.get("NextToken")
+            if not token:
+                break
+    return found
+
+
+def command_history(client, start: datetime.datetime, end: datetime.datetime, wanted: set) -> Dict[str, Dict]:
+    """The ListCommands entries of the commands in ``wanted``, read page by page."""
+    found: Dict[str, Dict] = {}
+    token = None
+    while wanted:
+        page = list_commands_page(client, start, end, token)
+        for command in page.get("Commands") or []:
+            if command.get("CommandId") in wanted:
+                found[command["CommandId"]] = command
+        token = page.get("NextToken")
+        if not token or len(found) == len(wanted):
+            break
     return found
 
 
@@ -517,9 +541,8 @@ def run(module: AnsibleAWSModule) -> None:
     history = session_history(ssm, start, end, set(join.sessions))
     details: Dict[str, Dict[str, Any]] = {}
     if params["include_commands"] and join.commands:
-        for command in list_commands(ssm, start - datetime.timedelta(minutes=1), end + datetime.timedelta(minutes=1)):
-            if command.get("CommandId") in join.commands:
-                details[command["CommandId"]] = command
+        details = command_history(ssm, start - datetime.timedelta(minutes=1), end + datetime.timedelta(minutes=1),
+                                  set(join.commands))
         for command_id, command in join.commands.items():
             if not command["node_ids"]:
                 details.setdefault(command_id, {})["_node_ids"] = command_nodes(ssm, command_id)
