@@ -225,7 +225,7 @@ def timeline_svg(result: dict) -> str:
         finished = _seconds(session.get("end_time")) or (end if session.get("ended") == "open" else began + 60)
         y = 24 + rows.index(_node(session.get("node"))) * row_height
         x = label_width + max(began - start, 0) * scale
-        bar = max((min(finished, end) - max(began, start)) * scale, 3)
+        length = max((min(finished, end) - max(began, start)) * scale, 3)
         arn = (session.get("principal") or {}).get("arn") or "?"
         title = (f"{arn} on {_node(session.get('node'))}: {session.get('document')} "
                  f"{session.get('start_time')} to {session.get('end_time') or session.get('ended')}")
@@ -233,7 +233,7 @@ def timeline_svg(result: dict) -> str:
             forward = session["forwarding"]
             title += f", forwarding to {forward.get('host')}:{forward.get('port')}"
         parts.append(f'<rect class="session" data-session="{_e(session.get("session_id"))}" x="{x:.1f}" '
-                     f'y="{y + 3}" width="{bar:.1f}" height="{row_height - 8}" fill="{colour[arn]}">'
+                     f'y="{y + 3}" width="{length:.1f}" height="{row_height - 8}" fill="{colour[arn]}">'
                      f"<title>{_e(title)}</title></rect>")
     legend_y = 30 + row_height * max(len(rows), 1)
     for index, arn in enumerate(people):

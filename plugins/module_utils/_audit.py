@@ -286,7 +286,7 @@ class AuditJoin:
         self.denied.sort(key=lambda d: d["time"] or "", reverse=True)
         denied = self.denied
         if nodes:
-            denied = [d for d in denied if set(d["node_ids"]) & {n for n in nodes}
+            denied = [d for d in denied if set(d["node_ids"]) & set(nodes)
                       or {names.get(n) for n in d["node_ids"]} & set(nodes)]
         return {"sessions": sessions, "commands": commands, "denied": denied}
 
