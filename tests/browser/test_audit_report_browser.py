@@ -118,7 +118,7 @@ def test_a_click_sorts_a_table_and_a_second_click_reverses_it(shown):
 
 
 def test_the_timeline_draws_a_bar_per_session(shown):
-    bars = {bar["session"]: bar for bar in shown["bars"]}
+    bars = {drawn["session"]: drawn for drawn in shown["bars"]}
     assert set(bars) == {"bob-3", "alice-2", "alice-1"}
     # alice-2 lasted an hour, alice-1 twenty minutes; bob-3 is open, drawn to the end of the range (9 hours).
     assert bars["alice-2"]["width"] == pytest.approx(3 * bars["alice-1"]["width"], rel=0.02)
