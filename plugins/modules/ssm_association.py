@@ -522,6 +522,10 @@ def run(module: AnsibleAWSModule) -> None:
                 f"wait_timeout ({params['wait_timeout']} s); it goes on in Systems Manager. Raise wait_timeout, or "
                 "follow it with bastionless.ssm.ssm_association_info."), **result)
         result["execution"] = execution_result(client, after["AssociationId"], execution)
+        summary = result["execution"]["summary"]
+        if summary["failed"]:
+            module.warn(f"association {name!r} is in place, but its run did not succeed on {summary['failed']} of "
+                        f"{summary['total']} nodes ({summary['by_status']}); see execution.targets.")
         result["association"] = association_result(describe_association(client, after["AssociationId"]))
     module.exit_json(**result)
 
