@@ -85,6 +85,9 @@ def test_update_of_a_live_association_runs_the_new_version_by_tag(main_lab):
         versions = main_lab.ssm.list_association_versions(AssociationId=association_id)["AssociationVersions"]
         assert [v["AssociationVersion"] for v in versions] == ["2", "1"]
         assert versions[1]["ScheduleExpression"] == "rate(30 minutes)"
+        first_version = main_lab.ssm.describe_association(AssociationId=association_id,
+                                                          AssociationVersion="1")["AssociationDescription"]
+        assert first_version["ComplianceSeverity"] == "HIGH"
         listed = main_lab.ssm.list_associations(
             AssociationFilterList=[{"key": "AssociationName", "value": association_name}])["Associations"]
         assert [a["AssociationId"] for a in listed] == [association_id]

@@ -151,8 +151,8 @@ class Associations:
             counts[target["status"]] = counts.get(target["status"], 0) + 1
         return counts
 
-    def _description(self, item: dict) -> dict:
-        version = item["versions"][-1]
+    def _description(self, item: dict, version: dict | None = None) -> dict:
+        version = version or item["versions"][-1]
         out = self._version_info(item, version)
         out.pop("CreatedDate")
         out.update({"Date": item["created"], "LastUpdateAssociationDate": version["created"],
@@ -222,6 +222,7 @@ class Associations:
             versions = [v for v in item["versions"] if str(v["version"]) == str(wanted)]
             if not versions:
                 raise ApiError("InvalidAssociationVersion", f"The association version {wanted} does not exist.")
+            return {"AssociationDescription": self._description(item, versions[0])}
         return {"AssociationDescription": self._description(item)}
 
     def action_DeleteAssociation(self, body: dict, authorization: str) -> dict:
