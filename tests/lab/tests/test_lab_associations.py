@@ -135,3 +135,22 @@ def test_deletion_and_bad_requests(main_lab):
         assert gone.value.response["Error"]["Code"] == "AssociationDoesNotExist"
     listed = main_lab.ssm.list_associations(AssociationFilterList=[{"key": "AssociationName", "value": name}])
     assert listed["Associations"] == []
+
+
+def test_a_node_that_comes_back_online_gets_the_association(main_lab):
+    away, present = main_lab.ec2_ids[4], main_lab.ec2_ids[3]
+    main_lab.wait_online(away)
+    main_lab.cli("agent", "drop", away, "--seconds", "6")
+    main_lab.wait_not_online(away)
+    association_id = main_lab.ssm.create_association(
+        Name="AWS-RunShellScript", AssociationName=f"late-{secrets.token_hex(3)}", Parameters={"commands": ["true"]},
+        Targets=[{"Key": "InstanceIds", "Values": [away, present]}])["AssociationDescription"]["AssociationId"]
+    try:
+        first = _wait_execution(main_lab, association_id)
+        assert list(_targets(main_lab, association_id, first["ExecutionId"])) == [present]
+        main_lab.wait_online(away)
+        late = _wait_execution(main_lab, association_id, count=2)
+        assert late["AssociationVersion"] == "1" and late["Status"] == "Success"
+        assert list(_targets(main_lab, association_id, late["ExecutionId"])) == [away]
+    finally:
+        main_lab.ssm.delete_association(AssociationId=association_id)

@@ -4,7 +4,8 @@ An association runs its document through the lab's Run Command engine (``SsmApi.
 ``ApplyOnlyAtCronInterval``), on every update, on ``StartAssociationsOnce`` and, for a ``rate()`` schedule, each
 time the rate has elapsed. Each run is an execution that records the status of every targeted node that was Online
 when the run began, honouring MaxConcurrency and MaxErrors as Run Command does (the rollout stops once the errors
-exceed MaxErrors; nodes not yet started are Cancelled). The command behind a run is an ordinary Run Command command
+exceed MaxErrors; nodes not yet started are Cancelled). A targeted node that comes Online (or is tagged) later gets
+an execution of its own for the current version within SCHEDULE_SECONDS. The command behind a run is an ordinary Run Command command
 (``ListCommands`` shows it), named by each target's ``OutputSource``.
 """
 
@@ -27,6 +28,7 @@ RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 CRON_FIELDS = (5, 6)
 UNITS = {"minute": 60, "hour": 3600, "day": 86400}
 MIN_RATE_MINUTES = 30
+SCHEDULE_SECONDS = 2.0  # how often the lab looks for runs that are due
 ASSOCIATION_VERSION_LIMIT = 1000
 # Settings that UpdateAssociation overwrites with their defaults when a request leaves them out, as AWS does.
 UPDATE_RESETS = {
@@ -329,11 +331,11 @@ class Associations:
                 chosen = [i for i in chosen if self.ssm._tags(online[i]).get(key[4:]) in values]
         return chosen
 
-    def _run(self, item: dict) -> dict:
+    def _run(self, item: dict, only: list[str] | None = None) -> dict:
         with self.lock:
             version = item["versions"][-1]
             settings = version["settings"]
-            ids = self._targets(item, settings)
+            ids = [i for i in self._targets(item, settings) if only is None or i in only]
             location = (settings.get("OutputLocation") or {}).get("S3Location") or {}
             command = Command(
                 id=str(uuid.uuid4()), document=settings["Name"], parameters=copy.deepcopy(settings.get("Parameters") or {}),
@@ -394,15 +396,29 @@ class Associations:
                 self._scheduler.start()
 
     def _schedule_loop(self) -> None:
+        """Every SCHEDULE_SECONDS: run the associations whose rate has elapsed, and run the current version of each
+        association on the targeted nodes that are Online now and have not run it (nodes that were away, or were
+        tagged, since its last run), as AWS applies an association to a node when the node becomes a target."""
         while True:
-            time.sleep(5)
+            time.sleep(SCHEDULE_SECONDS)
             now = time.time()
+            due, fresh = [], []
             with self.lock:
-                due = []
-                for item in self.items.values():
-                    period = rate_seconds(item["versions"][-1]["settings"].get("ScheduleExpression"))
+                for item in list(self.items.values()):
+                    version = item["versions"][-1]
+                    period = rate_seconds(version["settings"].get("ScheduleExpression"))
                     start = item["last_run"] or item["created"]
                     if period is not None and now - start >= period:
                         due.append(item)
+                        continue
+                    runs = [e for e in item["executions"] if e["version"] == version["version"]]
+                    if not runs:  # ApplyOnlyAtCronInterval: not run yet
+                        continue
+                    covered = {node_id for e in runs for node_id in e["targets"]}
+                    missing = [i for i in self._targets(item, version["settings"]) if i not in covered]
+                    if missing:
+                        fresh.append((item, missing))
             for item in due:
                 self._run(item)
+            for item, missing in fresh:
+                self._run(item, only=missing)
