@@ -33,10 +33,10 @@ from werkzeug.serving import make_server  # noqa: E402
 from .. import common  # noqa: E402
 from ..nodes import agent_package as nodepkg  # noqa: E402
 from . import authz, iamsim, prefs  # noqa: E402
-from .associations import Associations  # noqa: E402
 from .instance_connect import InstanceConnect  # noqa: E402
 from .messages import MessageServer  # noqa: E402
 from .registry import Node, Registry  # noqa: E402
+from .associations import Associations  # noqa: E402
 from .ssmapi import ApiError, SsmApi  # noqa: E402
 
 log = logging.getLogger("ssm_lab.controlplane")
