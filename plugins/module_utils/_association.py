@@ -97,6 +97,16 @@ def validate(params: Dict[str, Any]) -> Optional[str]:
     return None
 
 
+def settings_problem(settings: Dict[str, Any]) -> Optional[str]:
+    """A problem of the settings after the change (the current ones with the wanted ones over them), which the
+    options alone do not show; None if none."""
+    if settings.get("ApplyOnlyAtCronInterval") and not (settings.get("ScheduleExpression") or "").startswith("cron("):
+        return ("apply_only_at_cron_interval is true on this association but its schedule_expression would be "
+                f"{settings.get('ScheduleExpression')!r}; give a cron schedule_expression, or set "
+                "apply_only_at_cron_interval false.")
+    return None
+
+
 def parameters(value: Optional[Dict[str, Any]]) -> Optional[Dict[str, List[str]]]:
     """Document parameters as the API holds them: each a list of strings (a lone value becomes a list of one)."""
     if value is None:

@@ -487,6 +487,9 @@ def run(module: AnsibleAWSModule) -> None:
         if missing:
             module.fail_json(msg=f"association {name!r} does not exist; creating it needs {' and '.join(missing)}.")
     settings = assoc.merged(current, wanted)
+    problem = assoc.settings_problem(settings)
+    if problem:
+        module.fail_json(msg=problem)
     changes = assoc.differences(current, settings)
     result["changes"] = changes
     if module._diff:

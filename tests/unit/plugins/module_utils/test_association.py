@@ -131,3 +131,10 @@ def test_snake_settings_for_the_diff():
     assert snake["output_location"] == {"s3_bucket": "out", "s3_key_prefix": "p"}
     assert snake["parameters"] == {"commands": ["uptime"]}
     assert assoc.snake_settings(None) == {}
+
+
+def test_removing_the_schedule_of_a_cron_only_association_is_refused():
+    before = assoc.current(description(ScheduleExpression="cron(0 2 ? * SUN *)", ApplyOnlyAtCronInterval=True))
+    after = assoc.merged(before, assoc.requested(params(schedule_expression="")))
+    assert "apply_only_at_cron_interval is true" in assoc.settings_problem(after)
+    assert assoc.settings_problem(before) is None
