@@ -78,6 +78,7 @@ class DataChannelClient:
         self.handshake_done = threading.Event()
         self.closed = threading.Event()
         self.close_output = ""  # channel_closed's Output: the reason the service gave, if any
+        self.service_closed = False  # whether the service ended the channel (channel_closed), with a reason or not
         self.lost = ""  # why the connection was lost for good (no channel_closed)
         self._out = dc.Resender(dc.INPUT, timeout=RESEND_AFTER)
         self._inbound = dc.InOrder()
@@ -256,6 +257,7 @@ class DataChannelClient:
                     self._acked.notify_all()
         elif kind == dc.CHANNEL_CLOSED:
             self.close_output = _text_field(message, "Output")
+            self.service_closed = True
             self._set_closed()
         elif kind == dc.OUTPUT:
             acknowledge, ready = self._inbound.receive(message)
