@@ -282,4 +282,3 @@ def _close(connection: socket.socket) -> None:
         connection.close()
     except OSError:
         pass
-
