@@ -77,6 +77,7 @@ def test_a_native_port_forward_keeps_its_connection_across_drops(lab):
     """ssm_tunnel's native transport (plugins/plugin_utils/_port_forward.py): one TCP connection through a
     multiplexed port session, used while the channel drops and resumes, loses and repeats nothing."""
     import socket
+    import urllib.request
 
     from ssm_lab.codec import load_collection_module
     from ssm_lab.harness.testing import EchoServer
@@ -91,7 +92,14 @@ def test_a_native_port_forward_keeps_its_connection_across_drops(lab):
             response["SessionId"], response["TokenValue"], response["StreamUrl"], 0,
             resume=lambda: lab.ssm.resume_session(SessionId=response["SessionId"])["TokenValue"])
         forwarder.start()
-        lab.cli("faults", "--drop-channel-every", "1")
+
+        def drop_every(seconds: float) -> None:  # the lab's faults endpoint: no ssm-lab process to start
+            request = urllib.request.Request(f"{lab.endpoint}/_lab/faults", method="POST",
+                                             data=json.dumps({"drop_channel_every": seconds}).encode())
+            with urllib.request.urlopen(request, timeout=10) as response:
+                response.read()
+
+        drop_every(1)
         try:
             before = resumes(lab)
             with socket.create_connection(("127.0.0.1", forwarder.port), timeout=20) as connection:
@@ -108,5 +116,5 @@ def test_a_native_port_forward_keeps_its_connection_across_drops(lab):
             assert not forwarder.closed.is_set(), forwarder.why()
             assert resumes(lab) - before >= 2, "the channel dropped and resumed while the connection was used"
         finally:
-            lab.cli("faults", "--drop-channel-every", "0")
+            drop_every(0)
             forwarder.stop()
