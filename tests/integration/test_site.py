@@ -6,6 +6,7 @@ reached over bastionless.ssm.session (ansible_cli.run adds the connection, see C
 
 import json
 import os
+import re
 import socket
 import subprocess
 
@@ -34,6 +35,9 @@ def lab(tmp_path_factory):
         iam = lab.client("iam")
         iam.create_user(UserName="alice")  # the operator the lab inventory maps to the OS user alice
         lab.alice = iam.create_access_key(UserName="alice")["AccessKey"]
+        iam.create_user(UserName="moto")  # the lab's default identity, which runs site.yml: mapped to ssm-user
+        iam.create_user(UserName="bob")  # an operator nobody mapped: the default Run As user, without sudo
+        lab.bob = iam.create_access_key(UserName="bob")["AccessKey"]
         yield lab
 
 
@@ -161,14 +165,33 @@ def test_each_node_was_reached_over_its_connection(lab, both_connections):  # py
     assert per_node.get(aws_ssm, 0) > 3 * max(persistent), per_node
 
 
-def test_a_run_as_user_opens_a_session_as_themselves(lab, both_connections):  # pylint: disable=redefined-outer-name
-    [node] = both_connections["amazon.aws.aws_ssm"]
-    env = lab.environ(AWS_ACCESS_KEY_ID=lab.alice["AccessKeyId"], AWS_SECRET_ACCESS_KEY=lab.alice["SecretAccessKey"],
+_WHO = 'echo "who=$(id -un) sudo=$(sudo -n id -u 2>/dev/null || echo none)"'
+
+
+def _who(lab, node: str, key: dict) -> tuple:
+    """(OS user, uid under sudo -n or none) of a raw command over Session Manager with these access keys."""
+    env = lab.environ(AWS_ACCESS_KEY_ID=key["AccessKeyId"], AWS_SECRET_ACCESS_KEY=key["SecretAccessKey"],
                       ANSIBLE_NOCOLOR="1")
-    result = subprocess.run(["ansible", "-i", INVENTORY, node, "-m", "ansible.builtin.raw", "-a", "id -un"],
+    result = subprocess.run(["ansible", "-i", INVENTORY, node, "-m", "ansible.builtin.raw", "-a", _WHO],
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert result.stdout.split("\n", 1)[1].strip().startswith("alice"), result.stdout
+    found = re.findall(r"^who=(\S+) sudo=(\S+)\s*$", result.stdout, re.M)
+    assert len(found) == 1, result.stdout
+    return found[0]
+
+
+def test_a_run_as_user_opens_a_session_as_themselves(lab, both_connections):  # pylint: disable=redefined-outer-name
+    """alice lands on her own account, an operator nobody mapped on session-user, and neither gets root; site.yml's
+    own identity (moto) is on ssm-user, with the sudo its become needs (the second run above proved it)."""
+    [node] = both_connections["amazon.aws.aws_ssm"]
+    assert _who(lab, node, lab.alice) == ("alice", "none")
+    iam = lab.client("iam")
+    policy = next(p["Arn"] for p in iam.list_policies(Scope="Local")["Policies"]
+                  if p["PolicyName"].endswith("lab-operators"))
+    iam.attach_user_policy(UserName="bob", PolicyArn=policy)
+    assert _who(lab, node, lab.bob) == ("session-user", "none")
+    tags = {t["Key"]: t["Value"] for t in iam.list_user_tags(UserName="moto")["Tags"]}
+    assert tags == {"SSMSessionRunAs": "ssm-user"}
     wait_until(lambda: any(s["Owner"].endswith(":user/alice")
                            for s in lab.client("ssm").describe_sessions(State="History")["Sessions"]),
                what="alice's session in the history")
