@@ -113,7 +113,9 @@ def test_the_examples_run_and_print_what_they_say(tmp_path):
         "session_logging_idle_timeout: 90 is out of range"]
     key_policy = printed["The session key's policy for one instance role"]["Statement"]
     assert [s["Sid"] for s in key_policy] == ["AccountAdministers", "CloudWatchLogsEncryptsTheSessionLogGroup",
-                                              "InstancesEncryptWhatTheyUpload"]
+                                              "InstancesEncryptWhatTheyUpload", "InstancesDecryptSessionStreams"]
+    assert key_policy[2]["Condition"]["StringLike"] == {"kms:EncryptionContext:aws:s3:arn": [
+        "arn:aws:s3:::acme-sessions", "arn:aws:s3:::acme-sessions/sessions/*"]}
     assert key_policy[1]["Condition"]["ArnEquals"] == {
         "kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:us-east-1:123456789012:log-group:/bastionless/ssm/sessions"}
 
