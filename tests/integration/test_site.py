@@ -98,8 +98,13 @@ def test_check_mode_on_a_fresh_lab_predicts_and_changes_nothing(lab):
     assert all(n["ping_status"] == "NotRegistered" for n in json.loads(lab.cli("status", "--json").stdout)["nodes"])
 
 
+# A recognisable session token in the controller's environment during the first run: amazon.aws.aws_ssm puts it into
+# every presigned transfer URL it types into the node's shell.
+SESSION_TOKEN = "bl-token-" + os.urandom(6).hex()
+
+
 def test_site_takes_offline_nodes_to_configured(lab):
-    output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, SITE)
+    output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, SITE, env={"AWS_SESSION_TOKEN": SESSION_TOKEN})
     assert _warnings(output) == [], output
     nodes = _nodes(lab)
     assert sorted(h for h in recap if h != "localhost") == sorted(nodes), output
@@ -115,6 +120,24 @@ def test_second_run_changes_nothing_on_any_host(lab):
     output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, SITE)
     assert len(recap) == 3 and all(r["changed"] == 0 and r["failed"] == 0 for r in recap.values()), output
     assert _warnings(output) == [], output
+
+
+def test_no_credential_is_left_on_a_node(lab, both_connections):  # pylint: disable=redefined-outer-name
+    """Everything the nodes wrote (their overlay's upper directory) after site.yml ran over both connections with a
+    session token exported: the token is in no file, and the session account has no shell history (the preferences'
+    shell profile unsets HISTFILE; amazon.aws.aws_ssm typed its presigned URLs into an interactive bash)."""
+    written = {}
+    for node in _nodes(lab):
+        upper = os.path.join(lab.state_dir, "nodes", node, "upper")
+        for parent, _dirs, files in os.walk(upper):
+            for name in files:
+                path = os.path.join(parent, name)
+                if os.path.isfile(path) and not os.path.islink(path):
+                    with open(path, "rb") as handle:
+                        written[os.path.relpath(path, upper)] = SESSION_TOKEN.encode() in handle.read()
+    assert any(path.startswith("home/ssm-user/") for path in written), sorted(written)  # Ansible's sessions were there
+    assert [path for path, found in written.items() if found] == []
+    assert not [path for path in written if path.endswith(".bash_history")]
 
 
 def test_no_ssh_anywhere(lab):
