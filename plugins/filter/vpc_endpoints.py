@@ -339,8 +339,8 @@ def policy_problems(account: str = "", org_id: str = "", fleet_buckets=(), extra
     if not org_id and not (isinstance(account, str) and _ACCOUNT_ID.match(account)):
         found.append(f"vpc_endpoints policies: the account id '{account}' is not 12 digits; check the credentials "
                      "(aws sts get-caller-identity).")
-    for variable, names in (("vpc_endpoints_s3_buckets", fleet_buckets), ("vpc_endpoints_s3_extra_buckets",
-                                                                         extra_buckets)):
+    given = (("vpc_endpoints_s3_buckets", fleet_buckets), ("vpc_endpoints_s3_extra_buckets", extra_buckets))
+    for variable, names in given:
         bad = [name for name in names or () if not isinstance(name, str) or not _BUCKET_PATTERN.match(name)]
         if bad:
             found.append(f"{variable}: {', '.join(repr(name) for name in bad)} "

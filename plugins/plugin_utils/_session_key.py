@@ -25,4 +25,3 @@ def s3_key_condition(partition: str, region: str, bucket: str, prefix: str = "")
     under = f"{prefix.rstrip('/')}/" if prefix else ""
     return {"StringEquals": {"kms:ViaService": f"s3.{region}.amazonaws.com"},
             "StringLike": {"kms:EncryptionContext:aws:s3:arn": [bucket_arn, f"{bucket_arn}/{under}*"]}}
-
