@@ -144,7 +144,8 @@ def test_ssm_lab_shell_opens_a_terminal_as_an_iam_user_with_her_run_as_user(main
     missing = subprocess.run([*ssm_lab, node, "--as", f"nobody-{token}"], capture_output=True, text=True,
                              env=testing.clean_environ(), timeout=60, check=False)
     assert missing.returncode == 2
-    assert missing.stderr.startswith(f"ssm-lab: --as nobody-{token}: the lab has no IAM user nobody-{token}. ")
+    assert missing.stderr.startswith(f"ssm-lab: --as nobody-{token}: the lab has no IAM user nobody-{token}; create "
+                                     "it with .venv/bin/python -c 'import boto3; ")
 
 
 def test_run_as_user_missing_on_the_node_fails_the_session(main_lab, shell, plugin, preferences):

@@ -366,10 +366,9 @@ def _identity(env: dict, who: str) -> tuple[dict, object]:
         key = iam.create_access_key(UserName=who)["AccessKey"]
     except iam.exceptions.NoSuchEntityException:
         raise LookupError(
-            f"--as {who}: the lab has no IAM user {who}. Create her first (the lab inventory maps alice for Run As, "
-            f"and site.yml's operator_access gives her the operators' policy): "
-            f".venv/bin/python -c 'import boto3; boto3.client(\"iam\").create_user(UserName=\"{who}\")', "
-            "then run playbooks/site.yml")
+            f"--as {who}: the lab has no IAM user {who}; create it with .venv/bin/python -c 'import boto3; "
+            f"boto3.client(\"iam\").create_user(UserName=\"{who}\")'. inventories/lab maps alice for Run As: create "
+            "her before playbooks/site.yml, which gives her the operators' policy and her account on the nodes")
 
     def forget() -> None:
         iam.delete_access_key(UserName=who, AccessKeyId=key["AccessKeyId"])
