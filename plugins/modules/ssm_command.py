@@ -110,7 +110,7 @@ options:
         C(<output_s3_key_prefix>/<command-id>/<instance-id>/awsrunShellScript/0.awsrunShellScript/stdout) and
         C(.../stderr). The URLs are returned per node.
       - The nodes' instance role needs C(s3:PutObject) on it.
-      - The module checks that the bucket exists (C(HeadBucket)) before it sends the command, also in check mode:
+      - The module checks that the bucket exists (C(HeadBucket)) before it sends the command, also in check mode.
         Systems Manager does not, and a node's upload to a bucket that does not exist fails after the script has run.
     type: str
   output_s3_key_prefix:

@@ -47,7 +47,7 @@ options:
     description:
       - C(s3BucketName), the S3 bucket each session's transcript is written to when the session ends.
       - V("") turns logging to S3 off.
-      - It must be a name AWS accepts for a bucket, and the bucket must exist (C(HeadBucket)): with
+      - It must be a name AWS accepts for a bucket, and the bucket must exist (C(HeadBucket)). With
         O(state=present) the module fails, changing nothing, when it does not, as every session would then fail.
     type: str
   s3_key_prefix:
