@@ -91,8 +91,14 @@ class Terminal:
         self.master, self.slave = pty.openpty()
         fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
         self.process = subprocess.Popen(argv, stdin=self.slave, stdout=self.slave, stderr=self.slave, env=env,
-                                        start_new_session=True)
+                                        preexec_fn=self._own_terminal)
         self.output = b""
+
+    @staticmethod
+    def _own_terminal() -> None:
+        """In the child: a session of its own, whose controlling terminal is the pty (Ctrl-C then signals it)."""
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
     def read_until(self, pattern: str, timeout: float = 20.0) -> re.Match:
         regex, deadline = re.compile(pattern), time.monotonic() + timeout
@@ -133,6 +139,11 @@ def test_ssm_lab_shell_opens_a_terminal_as_an_iam_user_with_her_run_as_user(main
         terminal.type("echo user=$(whoami)=\n")
         assert terminal.read_until(r"user=(\w[\w-]*)=").group(1) == os_user
         assert terminal.output.count(b"echo user=") == 1  # the plugin turned the terminal's own echo off
+        terminal.type("sleep 30\n")
+        time.sleep(1)
+        terminal.type("\x03")  # Ctrl-C: SIGINT for the terminal's processes; it ends the node's sleep, not the session
+        terminal.type("echo after=$?\n")
+        terminal.read_until(r"after=130")
         terminal.type("exit\n")
         terminal.read_until(rf"Exiting session with sessionId: {started.group(1)}\.")
         assert terminal.process.wait(15) == 0

@@ -411,7 +411,15 @@ def cmd_shell(args) -> int:
         argv = [plugin, json.dumps(answer), env["AWS_DEFAULT_REGION"], "StartSession", "", json.dumps(request),
                 env["AWS_ENDPOINT_URL"]]
         child = {k: v for k, v in os.environ.items() if k != "AWS_SESSION_TOKEN"}
-        return subprocess.call(argv, env={**child, **own})
+        # Ctrl-C, Ctrl-\ and Ctrl-Z are for the node's shell: the plugin sends them there; this process lets them
+        # pass (a handler, not SIG_IGN, so that the plugin starts with the default and installs its own).
+        keys = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP)
+        saved = {signum: signal.signal(signum, lambda *_: None) for signum in keys}
+        try:
+            return subprocess.call(argv, env={**child, **own})
+        finally:
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
     finally:
         forget()
 
