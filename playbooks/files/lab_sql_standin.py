@@ -112,14 +112,15 @@ def serve(args):
 
 
 class Client:
-    def __init__(self, port):
+    def __init__(self, port, connect_seconds=CONNECT_SECONDS):
         self.port = port
+        self.connect_seconds = connect_seconds
         self.connection = None
         self.reader = None
 
     def connect(self):
         """Connect, retrying while the far end is not there yet (a tunnel can be up before the database)."""
-        deadline = time.monotonic() + CONNECT_SECONDS
+        deadline = time.monotonic() + self.connect_seconds
         while True:
             try:
                 self.connection = socket.create_connection(("127.0.0.1", self.port), timeout=30)
@@ -145,7 +146,7 @@ class Client:
 
 
 def migrate(args):
-    client = Client(args.port).connect()
+    client = Client(args.port, args.connect_seconds).connect()
     client.request({"sql": "CREATE TABLE IF NOT EXISTS schema_migrations "
                            "(version TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"})
     applied = {row[0] for row in client.request({"sql": "SELECT version FROM schema_migrations"})}
@@ -189,6 +190,8 @@ def main(argv=None):
     serve_parser.add_argument("--idle-exit", type=float, default=300.0)
     migrate_parser = commands.add_parser("migrate")
     migrate_parser.add_argument("--port", type=int, required=True)
+    migrate_parser.add_argument("--connect-seconds", type=float, default=CONNECT_SECONDS,
+                                help="how long to retry while no database answers (default 60)")
     migrate_parser.add_argument("directory")
     query_parser = commands.add_parser("query")
     query_parser.add_argument("--port", type=int, required=True)

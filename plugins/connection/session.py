@@ -340,6 +340,7 @@ from ansible.utils.display import Display
 from ansible_collections.bastionless.ssm.plugins.module_utils import _plugin_path
 from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_protocol as protocol
 from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_support as support
+from ansible_collections.bastionless.ssm.plugins.plugin_utils import _target_diagnosis as diagnosis
 
 display = Display()
 
@@ -586,7 +587,7 @@ class Connection(ConnectionBase):
             try:
                 response = client.start_session(**start_args)
             except (_botocore_exceptions().ClientError, _botocore_exceptions().BotoCoreError) as e:
-                raise AnsibleConnectionFailure(f"StartSession to {self.instance_id} failed: {to_native(e)}") from e
+                raise AnsibleConnectionFailure(self._start_failure(client, e)) from None  # the message holds e
             session_id = response["SessionId"]
             config = {
                 "transport": transport,
@@ -627,6 +628,13 @@ class Connection(ConnectionBase):
                 error = report.get("error") or "the session master did not report (timed out)"
                 raise AnsibleConnectionFailure(f"Session Manager session to {self.instance_id} failed: {error}")
             self.verbosity_display(4, f"SSM SESSION {session_id} served by pid {report.get('pid')}")
+
+    def _start_failure(self, client, error) -> str:
+        """StartSession's error, then what the region and the instance say about it (_target_diagnosis)."""
+        region = client.meta.region_name
+        why = diagnosis.diagnose(self.instance_id, region, diagnosis.known_regions(),
+                                 lambda service: self._aws_session(region).client(service))
+        return f"StartSession to {self.instance_id} in {region} failed: {to_native(error).rstrip('. ')}. {why}"
 
     def _resume_options(self, endpoint: str) -> dict:
         """What the native master needs to call ResumeSession as this connection called StartSession (through the

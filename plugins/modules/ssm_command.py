@@ -110,6 +110,8 @@ options:
         C(<output_s3_key_prefix>/<command-id>/<instance-id>/awsrunShellScript/0.awsrunShellScript/stdout) and
         C(.../stderr). The URLs are returned per node.
       - The nodes' instance role needs C(s3:PutObject) on it.
+      - The module checks that the bucket exists (C(HeadBucket)) before it sends the command, also in check mode.
+        Systems Manager does not, and a node's upload to a bucket that does not exist fails after the script has run.
     type: str
   output_s3_key_prefix:
     description:
@@ -365,6 +367,11 @@ from typing import List
 from typing import Optional
 from typing import Tuple
 
+try:
+    import botocore.exceptions
+except ImportError:
+    pass  # AnsibleAWSModule reports a missing botocore
+
 from ansible.module_utils.common.dict_transformations import camel_dict_to_snake_dict
 
 from ansible_collections.amazon.aws.plugins.module_utils.errors import AWSErrorHandler
@@ -458,6 +465,15 @@ def validate(params: Dict[str, Any]) -> Optional[str]:
     if params.get("wait_timeout") is not None and params["wait_timeout"] < 0:
         return f"wait_timeout must be 0 or more seconds, not {params['wait_timeout']}."
     return None
+
+
+def output_bucket_problem(bucket: str, code: str) -> Optional[str]:
+    """The message for an output bucket HeadBucket says does not exist; None for any other answer (a bucket in
+    another region, or one the caller may not read, still exists: the nodes' role is what writes to it)."""
+    if code not in ("404", "NoSuchBucket", "NotFound"):
+        return None
+    return (f"output_s3_bucket: the bucket {bucket} does not exist, so the nodes could not upload their output to it; "
+            "create it first, name an existing bucket, or leave output_s3_bucket unset. The command was not sent.")
 
 
 def send_command_args(params: Dict[str, Any]) -> Dict[str, Any]:
@@ -604,6 +620,23 @@ def send_command(client, args: Dict[str, Any]) -> Dict[str, Any]:
     return client.send_command(**args)["Command"]
 
 
+@AWSRetry.jittered_backoff()
+def head_bucket(s3, bucket: str) -> None:
+    s3.head_bucket(Bucket=bucket)
+
+
+def check_output_bucket(module: AnsibleAWSModule, bucket: str) -> None:
+    """Fail, before anything is sent, when the output bucket does not exist."""
+    try:
+        head_bucket(module.client("s3"), bucket)
+    except botocore.exceptions.ClientError as e:
+        problem = output_bucket_problem(bucket, str(e.response.get("Error", {}).get("Code", "")))
+        if problem:
+            module.fail_json(msg=problem)
+    except botocore.exceptions.BotoCoreError as e:
+        module.fail_json_aws(e, msg=f"could not check that output_s3_bucket {bucket} exists")
+
+
 @SSMCommandErrorHandler.common_error_handler("list commands")
 @AWSRetry.jittered_backoff(catch_extra_error_codes=["InvalidCommandId"])
 def get_command(client, command_id: str) -> Optional[Dict[str, Any]]:
@@ -733,6 +766,8 @@ def run(module: AnsibleAWSModule) -> None:
     if problem:
         module.fail_json(msg=problem)
     client = module.client("ssm")
+    if params.get("output_s3_bucket"):
+        check_output_bucket(module, params["output_s3_bucket"])
 
     if module.check_mode:
         check_mode(module, client)

@@ -47,7 +47,8 @@ options:
     description:
       - C(s3BucketName), the S3 bucket each session's transcript is written to when the session ends.
       - V("") turns logging to S3 off.
-      - It must be a name AWS accepts for a bucket; the bucket itself is not looked up.
+      - It must be a name AWS accepts for a bucket, and the bucket must exist (C(HeadBucket)). With
+        O(state=present) the module fails, changing nothing, when it does not, as every session would then fail.
     type: str
   s3_key_prefix:
     description:
@@ -63,6 +64,8 @@ options:
       - C(cloudWatchLogGroupName), the CloudWatch Logs group session transcripts are sent to, in a stream named
         after each session.
       - V("") turns logging to CloudWatch Logs off.
+      - The log group must exist in the region; with O(state=present) the module fails, changing nothing, when it
+        does not.
     type: str
   cloudwatch_encryption_enabled:
     description:
@@ -301,6 +304,11 @@ try:
 except ImportError:
     HAS_YAML = False
 
+try:
+    import botocore.exceptions
+except ImportError:
+    pass  # AnsibleAWSModule reports a missing botocore
+
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.errors import AWSErrorHandler
 from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
@@ -383,9 +391,22 @@ class KMSKeyErrorHandler(AWSErrorHandler):
         return is_boto3_error_code("NotFoundException")
 
 
+class LogsErrorHandler(AWSErrorHandler):
+    _CUSTOM_EXCEPTION = AnsibleSSMError
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Pure helpers: validation, the inputs, the plan.
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def missing_destination(option: str, name: str, region: Optional[str]) -> str:
+    """The message for a transcripts destination that does not exist."""
+    what = f"the bucket {name} does not exist" if option == "s3_bucket_name" else \
+        f"the log group {name} does not exist in {region}"
+    return (f"{option}: {what}, and every session would fail while the preferences name it; "
+            f"create it first (bastionless.ssm.session_logging does), fix the name, or set {option} to \"\" to turn "
+            "that logging off. Nothing was changed.")
 
 
 def bucket_name_problem(name: str) -> Optional[str]:
@@ -714,9 +735,42 @@ def describe_key(client, key_id: str) -> Optional[Dict[str, Any]]:
     return client.describe_key(KeyId=key_id)["KeyMetadata"]
 
 
+@AWSRetry.jittered_backoff()
+def head_bucket(client, bucket: str) -> None:
+    client.head_bucket(Bucket=bucket)
+
+
+def bucket_exists(client, bucket: str) -> bool:
+    """False only when S3 says there is no such bucket (another region, or no right to read it: it exists)."""
+    try:
+        head_bucket(client, bucket)
+    except botocore.exceptions.ClientError as e:
+        return str(e.response.get("Error", {}).get("Code", "")) not in ("404", "NoSuchBucket", "NotFound")
+    return True
+
+
+@LogsErrorHandler.common_error_handler("describe log groups")
+@AWSRetry.jittered_backoff()
+def log_group_exists(client, name: str) -> bool:
+    groups = client.describe_log_groups(logGroupNamePrefix=name)["logGroups"]
+    return any(group.get("logGroupName") == name for group in groups)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Reading and writing the document.
 # ---------------------------------------------------------------------------------------------------------------
+
+
+def check_destinations(module: AnsibleAWSModule, params: Dict[str, Any]) -> None:
+    """Fail before any change when the transcripts bucket or log group the preferences name does not exist."""
+    problems = []
+    bucket, group = params.get("s3_bucket_name"), params.get("cloudwatch_log_group_name")
+    if bucket and not bucket_exists(module.client("s3"), bucket):
+        problems.append(missing_destination("s3_bucket_name", bucket, module.region))
+    if group and not log_group_exists(module.client("logs"), group):
+        problems.append(missing_destination("cloudwatch_log_group_name", group, module.region))
+    if problems:
+        raise AnsibleSSMError(message=" ".join(problems))
 
 
 def check_kms_key(client, key_id: str, region: Optional[str]) -> None:
@@ -838,6 +892,8 @@ def run(module: AnsibleAWSModule) -> Dict[str, Any]:
     ssm = module.client("ssm")
     if params["state"] == "present" and params["kms_key_id"]:
         check_kms_key(module.client("kms"), params["kms_key_id"], module.region)
+    if params["state"] == "present":
+        check_destinations(module, params)
 
     current = read_document(ssm, name)
     changed, wanted = plan(current, params)

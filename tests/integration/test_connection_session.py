@@ -267,6 +267,48 @@ def test_an_agent_that_drops_mid_play_makes_the_node_unreachable_and_the_next_pl
     assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, output
 
 
+def test_a_session_that_cannot_start_names_the_region_the_instance_and_its_agent(lab):
+    """One run, one host per mistake: a region that does not exist, the right node in the wrong region, an instance
+    id that does not exist, a node whose agent is stopped. Each is unreachable with StartSession's error, then what
+    the region and the instance say (plugins/plugin_utils/_target_diagnosis.py, whose wording its unit test covers)."""
+    node, offline = lab.nodes[0], lab.nodes[1]
+    inventory = lab.work / "mistakes.ini"
+    inventory.write_text(
+        f"bad-region ansible_aws_ssm_instance_id={node} ansible_aws_ssm_region=us-esat-1\n"
+        f"wrong-region ansible_aws_ssm_instance_id={node} ansible_aws_ssm_region=us-west-2\n"
+        f"missing ansible_aws_ssm_instance_id=i-0aaaaaaaaaaaaaaaa ansible_aws_ssm_region=us-east-1\n"
+        f"offline ansible_aws_ssm_instance_id={offline} ansible_aws_ssm_region=us-east-1\n")
+    lab.cli("agent", "stop", offline)
+    try:
+        wait_until(lambda: lab.client("ssm").describe_instance_information(
+            Filters=[{"Key": "InstanceIds", "Values": [offline]}])["InstanceInformationList"][0]["PingStatus"]
+            != "Online", timeout=30, what=f"{offline} to go offline")
+        output, recap = play(lab, "unused", """
+            - name: Reach each host
+              ansible.builtin.ping:
+            """, "-i", str(inventory), "--limit", "bad-region,wrong-region,missing,offline", timeout=180)
+    finally:
+        lab.cli("agent", "start", offline)
+    assert {host: counts["unreachable"] for host, counts in recap.items()} == {
+        "bad-region": 1, "wrong-region": 1, "missing": 1, "offline": 1}, output
+    flat = " ".join(output.split())
+    preflight = "Run playbooks/preflight.yml (bastionless.ssm.ssm_preflight) on the node for the cause and the fix."
+    assert (f"StartSession to {node} in us-esat-1 failed: An error occurred (InvalidSignatureException) when calling "
+            "the StartSession operation: Credential should be scoped to a valid region, not 'us-esat-1'. "
+            "'us-esat-1' is not an AWS region (did you mean us-east-1?): fix ansible_aws_ssm_region or AWS_REGION."
+            ) in flat, output
+    assert (f"StartSession to {node} in us-west-2 failed: An error occurred (TargetNotConnected) when calling the "
+            f"StartSession operation: {node} is not connected. There is no EC2 instance {node} in us-west-2: check "
+            "ansible_aws_ssm_instance_id and ansible_aws_ssm_region") in flat, output
+    assert "There is no EC2 instance i-0aaaaaaaaaaaaaaaa in us-east-1" in flat, output
+    assert (f"{offline} is registered in us-east-1 but its agent is offline: PingStatus ConnectionLost (last ping "
+            in flat), output
+    assert preflight in flat, output
+    wait_until(lambda: lab.client("ssm").describe_instance_information(
+        Filters=[{"Key": "InstanceIds", "Values": [offline]}])["InstanceInformationList"][0]["PingStatus"] == "Online",
+        timeout=60, what=f"{offline} Online again")
+
+
 def test_two_plays_at_once_against_one_node_both_succeed(lab):
     node = lab.nodes[1]
     body = """

@@ -240,6 +240,9 @@ BAD_INPUT = [
     ({"commands": ["true"]}, "one of the following is required: instance_ids, targets"),
     ({"commands": ["true"], "targets": FLEET, "output_s3_key_prefix": "x"},
      "missing parameter(s) required by 'output_s3_key_prefix': output_s3_bucket"),
+    ({"commands": ["true"], "targets": FLEET, "output_s3_bucket": "no-such-output-bucket"},
+     "output_s3_bucket: the bucket no-such-output-bucket does not exist, so the nodes could not upload their output "
+     "to it; create it first, name an existing bucket, or leave output_s3_bucket unset. The command was not sent."),
 ]
 
 

@@ -557,6 +557,12 @@ def test_the_preflight_playbook_prints_a_table(online_lab, tmp_path):
         output, recap = run(lab, "ansible-playbook", "-i", "inventories/lab", "playbooks/preflight.yml",
                             "-e", f"bastionless_transfer_bucket={BUCKET}", "-e", "preflight_fail=true", check=False)
         assert recap["localhost"]["failed"] == 1 and "Preflight: 2 error(s)" in output
+        output, recap = run(lab, "ansible-playbook", "-i", "inventories/lab", "playbooks/preflight.yml",
+                            "-e", '{"preflight_filters": {"tag:ssm-lab": "nodes"}}', check=False)
+        assert recap["localhost"]["failed"] == 1
+        assert ('preflight_filters {"tag:ssm-lab": "nodes"} match no EC2 instance in us-east-1: there is nothing to '
+                "check. Fix the filters (the lab's nodes carry the tag ssm-lab=node), or name the nodes: -e "
+                """'{"preflight_instance_ids": ["i-..."]}'.""") in output
     finally:
         nat = [n["NatGatewayId"] for n in lab.client("ec2").describe_nat_gateways()["NatGateways"]
                if n["State"] == "available"][0]

@@ -83,6 +83,7 @@ def test_check_mode_on_a_fresh_lab_creates_nothing(prefs_lab, tmp_path):
 
 
 def test_create_then_a_second_run_changes_nothing(prefs_lab, tmp_path):
+    prefs_lab.client("s3").create_bucket(Bucket="lab-transcripts")
     args = {"idle_session_timeout": 15, "max_session_duration": 120, "s3_bucket_name": "lab-transcripts",
             "s3_key_prefix": "sessions"}
     result, output, recap = play(prefs_lab, tmp_path, args, "--diff")
@@ -185,6 +186,14 @@ BAD_VALUES = [
     ({"s3_bucket_name": "Session_Logs"}, "s3_bucket_name: 'Session_Logs' is not a bucket name AWS accepts"),
     ({"s3_bucket_name": "logs..bucket"}, "s3_bucket_name: 'logs..bucket' is not a bucket name AWS accepts"),
     ({"run_as_default_user": "Ops User"}, "run_as_default_user: 'Ops User' is not a user name Linux accepts"),
+    ({"s3_bucket_name": "no-such-transcripts"},
+     "s3_bucket_name: the bucket no-such-transcripts does not exist, and every session would fail while the "
+     "preferences name it; create it first (bastionless.ssm.session_logging does), fix the name, or set "
+     's3_bucket_name to "" to turn that logging off. Nothing was changed.'),
+    ({"cloudwatch_log_group_name": "/no/such/group"},
+     "cloudwatch_log_group_name: the log group /no/such/group does not exist in us-east-1, and every session would "
+     "fail while the preferences name it; create it first (bastionless.ssm.session_logging does), fix the name, or "
+     'set cloudwatch_log_group_name to "" to turn that logging off. Nothing was changed.'),
 ]
 
 

@@ -8,6 +8,7 @@ import ast
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -459,6 +460,15 @@ def test_the_db_migration_playbook(lab, node, tmp_path):
     output = migrate()
     assert "nothing applied: the schema is up to date" in output and "schema version 2" in output, output
     assert "applied 00" not in output
+
+    # A wrong database port: the message names the database's host and port, not only the tunnel's local port.
+    output, recap = run(lab, "ansible-playbook", "-i", "inventories/lab", "playbooks/db-migration-tunnel.yml",
+                        "-e", "bastionless_db_port=25433", check=False)
+    assert recap["localhost"]["failed"] == 1, output
+    assert re.search(rf"The migration through the tunnel to 127\.0\.0\.1:25433 \(as {node} sees it; local port "
+                     r"\d+\) failed: no database answers on 127\.0\.0\.1:\d+: the connection closed\. If no "
+                     r"database answered, check bastionless_db_port and bastionless_db_host", output), output
+    assert sessions(lab, "Active", Target=node) == []  # the tunnel was closed all the same
 
 
 def test_the_db_migration_playbook_in_check_mode(lab, node):

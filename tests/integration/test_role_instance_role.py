@@ -117,6 +117,16 @@ class TestInstanceProfile:
                              "instance_role_instance_ids: i-0123456789abcdef0 is not a pending, running or stopped "
                              "instance"),
         "mode": ({"instance_role_mode": "keys", "instance_role_name": "never-made"}, "instance_role_mode"),
+        # Fails late (IAM has the last word on a policy ARN): the role the run made is deleted again.
+        "managed-policy": ({"instance_role_managed_policies": ["arn:aws:iam::123456789012:policy/no-such-policy"],
+                            "instance_role_name": "made-then-removed"},
+                           "The role made-then-removed could not be made: Failed to attach policy "
+                           "arn:aws:iam::123456789012:policy/no-such-policy to role: An error occurred (NoSuchEntity) "
+                           "when calling the AttachRolePolicy operation: Policy "
+                           "arn:aws:iam::123456789012:policy/no-such-policy does not exist or is not attachable. Check "
+                           "instance_role_managed_policies (arn:aws:iam::123456789012:policy/no-such-policy) and "
+                           "instance_role_permissions_boundary (none): each must be the ARN of a managed policy that "
+                           "exists. A role this run had created was deleted again: nothing was changed."),
     }
 
     def test_bad_input_one_clear_error_and_nothing_made(self, lab, tmp_path):

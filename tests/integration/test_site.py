@@ -118,6 +118,17 @@ def test_check_mode_on_a_fresh_lab_predicts_and_changes_nothing(lab):
 SESSION_TOKEN = "bl-token-" + os.urandom(6).hex()
 
 
+def test_node_filters_that_match_nothing_fail_before_any_change(lab):
+    output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, SITE, "-e",
+                        '{"bastionless_node_filters": {"tag:ssm-lab": "nodes"}}', check=False)
+    assert recap["localhost"]["failed"] == 1, output
+    assert ('bastionless_node_filters {"tag:ssm-lab": "nodes"} match no EC2 instance in us-east-1: there is no node '
+            "to provision, wait for or configure. Fix them in the inventory's group_vars (the lab's nodes carry the "
+            "tag ssm-lab=node). Nothing was changed.") in output
+    assert _buckets(lab) == set()
+    assert lab.client("iam").list_instance_profiles()["InstanceProfiles"] == []
+
+
 def test_site_takes_offline_nodes_to_configured(lab):
     output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, SITE, env={"AWS_SESSION_TOKEN": SESSION_TOKEN})
     assert _warnings(output) == [], output

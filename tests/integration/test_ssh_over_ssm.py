@@ -227,6 +227,11 @@ BAD_INPUT = {
     # with a key set, the error still names what is wrong (it used to speak of the key)
     "key-and-no-%C": ({"ssh_over_ssm_instance_connect_key": "/tmp/k", "ssh_over_ssm_control_path": "/tmp/sockets"},
                       "must contain %C"),
+    # ssh reads the block before it is written: a value it refuses names itself, and no config is left behind
+    "control-persist": ({"ssh_over_ssm_control_persist": "10 minutes"},
+                        "keyword controlpersist extra arguments at end of line /dev/stdin: terminating, 1 bad "
+                        "configuration options (line 1 is the Host line; check ssh_over_ssm_control_persist, a time "
+                        "such as 10m or yes/no,"),
 }
 
 

@@ -3,11 +3,21 @@ and CloudWatch Logs, and Run As. Each test deletes the document again, so the ot
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import pty
+import re
 import secrets
+import select
+import struct
+import subprocess
+import termios
+import time
 
 import pytest
 from labhelpers import wait_until
+from ssm_lab.harness import testing
 
 PREFERENCES = "SSM-SessionManagerRunShell"
 
@@ -74,6 +84,81 @@ def test_run_as_default_user_and_run_as_tag(main_lab, shell, preferences):
     sessions = main_lab.ssm.describe_sessions(State="History", Filters=[{"key": "Target", "value": node}])
     owners = {s["Owner"] for s in sessions["Sessions"]}
     assert f"arn:aws:iam::123456789012:user/{iam_user}" in owners
+
+
+class Terminal:
+    """A command on a pty of its own, as a user's terminal runs it: what it prints, keys typed into it."""
+
+    def __init__(self, argv: list[str], env: dict) -> None:
+        self.master, self.slave = pty.openpty()
+        fcntl.ioctl(self.slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        self.process = subprocess.Popen(argv, stdin=self.slave, stdout=self.slave, stderr=self.slave, env=env,
+                                        preexec_fn=self._own_terminal)
+        self.output = b""
+
+    @staticmethod
+    def _own_terminal() -> None:
+        """In the child: a session of its own, whose controlling terminal is the pty (Ctrl-C then signals it)."""
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    def read_until(self, pattern: str, timeout: float = 20.0) -> re.Match:
+        regex, deadline = re.compile(pattern), time.monotonic() + timeout
+        while not (found := regex.search(self.output.decode("utf-8", "replace"))):
+            assert time.monotonic() < deadline, f"no {pattern!r} on the terminal: {self.output!r}"
+            if select.select([self.master], [], [], 0.2)[0]:
+                self.output += os.read(self.master, 65536)
+        return found
+
+    def type(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, 9)
+            self.process.wait(10)
+        os.close(self.master)
+        os.close(self.slave)
+
+
+def test_ssm_lab_shell_opens_a_terminal_as_an_iam_user_with_her_run_as_user(main_lab, preferences):
+    """docs/run-as.md's last step in the lab: ``ssm-lab shell NODE --as alice`` on a terminal; her key is made for
+    the session and deleted after it, and the terminal's own echo comes back."""
+    node, token = main_lab.ec2_ids[4], secrets.token_hex(3)
+    os_user, iam_user = f"sh{token}", f"lab-shell-{token}"
+    main_lab.run_ok(node, f"useradd -m {os_user}")
+    preferences({"runAsEnabled": True, "runAsDefaultUser": "ssm-user"})
+    iam = main_lab.client("iam")
+    iam.create_user(UserName=iam_user, Tags=[{"Key": "SSMSessionRunAs", "Value": os_user}])
+    iam.put_user_policy(UserName=iam_user, PolicyName="sessions", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ssm:StartSession", "Resource": "*"}]}))
+    ssm_lab = [testing.SSM_LAB, "--state-dir", main_lab.state_dir, "shell"]
+    terminal = Terminal([*ssm_lab, node, "--as", iam_user], testing.clean_environ())
+    try:
+        started = terminal.read_until(r"Starting session with SessionId: (\S+)")
+        assert started.group(1).startswith(iam_user + "-")
+        terminal.read_until(r"\$ $")  # the node's prompt: from here on only the node's shell echoes what is typed
+        terminal.type("echo user=$(whoami)=\n")
+        assert terminal.read_until(r"user=(\w[\w-]*)=").group(1) == os_user
+        assert terminal.output.count(b"echo user=") == 1  # the plugin turned the terminal's own echo off
+        terminal.type("sleep 30\n")
+        time.sleep(1)
+        terminal.type("\x03")  # Ctrl-C: SIGINT for the terminal's processes; it ends the node's sleep, not the session
+        terminal.type("echo after=$?\n")
+        terminal.read_until(r"after=130")
+        terminal.type("exit\n")
+        terminal.read_until(rf"Exiting session with sessionId: {started.group(1)}\.")
+        assert terminal.process.wait(15) == 0
+        assert termios.tcgetattr(terminal.slave)[3] & termios.ECHO  # the plugin gave the terminal back
+    finally:
+        terminal.close()
+    assert iam.list_access_keys(UserName=iam_user)["AccessKeyMetadata"] == []
+
+    missing = subprocess.run([*ssm_lab, node, "--as", f"nobody-{token}"], capture_output=True, text=True,
+                             env=testing.clean_environ(), timeout=60, check=False)
+    assert missing.returncode == 2
+    assert missing.stderr.startswith(f"ssm-lab: --as nobody-{token}: the lab has no IAM user nobody-{token}; create "
+                                     "it with .venv/bin/python -c 'import boto3; ")
 
 
 def test_run_as_user_missing_on_the_node_fails_the_session(main_lab, shell, plugin, preferences):

@@ -32,7 +32,7 @@ from werkzeug.serving import make_server  # noqa: E402
 
 from .. import common  # noqa: E402
 from ..nodes import agent_package as nodepkg  # noqa: E402
-from . import authz, cloudtrail, iamsim, prefs  # noqa: E402
+from . import authz, cloudtrail, iamsim, prefs, refusals  # noqa: E402
 from .instance_connect import InstanceConnect  # noqa: E402
 from .messages import MessageServer  # noqa: E402
 from .registry import Node, Registry  # noqa: E402
@@ -73,6 +73,13 @@ class LabApp:
         self.registry.count_call(f"{service}:{action}", self._signed_region(environ))
         if service != "s3" and faults.throttled():
             return self._throttle(service, target, start_response)
+        refused = refusals.refuse(service, action, target, body, self._signed_region(environ), self.registry.account_id,
+                                  self.registry.region)
+        if refused is not None:
+            status, kind, data = refused
+            reason = {400: "Bad Request", 403: "Forbidden", 404: "Not Found"}[status]
+            start_response(f"{status} {reason}", [("Content-Type", kind), ("Content-Length", str(len(data)))])
+            return [data]
         if service == "s3" or target.startswith("Logs_"):
             refused = self._authorize_read(service, target, body, environ, start_response)
             if refused is not None:

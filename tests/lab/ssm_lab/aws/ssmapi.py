@@ -368,12 +368,18 @@ class SsmApi:
         return {"Target": target, "Status": "connected" if online else "notconnected"}
 
     # --- managed nodes ---------------------------------------------------------------------------------------
+    INSTANCE_FILTER_KEYS = ("InstanceIds", "AgentVersion", "PingStatus", "PlatformTypes", "ResourceType",
+                            "AssociationStatus", "IamRole", "ActivationIds", "tag-key")
+
     def action_DescribeInstanceInformation(self, body: dict, authorization: str) -> dict:
         if body.get("InstanceInformationFilterList") and body.get("Filters"):
             raise ApiError("InvalidFilter", "Specify either InstanceInformationFilterList or Filters, not both.")
         filters = [(f.get("key"), f.get("valueSet") or []) for f in body.get("InstanceInformationFilterList") or []]
         filters += [(f.get("Key"), f.get("Values") or []) for f in body.get("Filters") or []]
         for key, values in filters:
+            if key not in self.INSTANCE_FILTER_KEYS and not (key or "").startswith("tag:"):
+                # Refused whether or not any node is registered (the check used to wait for the first node).
+                raise ApiError("InvalidInstanceInformationFilterValue", f"The filter key {key} is not valid.")
             if not values:
                 raise ApiError("InvalidFilterValue", f"The filter {key} needs at least one value.")
             if len(values) > 100:
@@ -740,16 +746,19 @@ class SsmApi:
             return
         stdout, stderr = result.get("stdout", ""), result.get("stderr", "")
         # As on AWS, the output is in S3 and CloudWatch (and its URLs are set) before the invocation shows its end.
-        await asyncio.get_running_loop().run_in_executor(None, self._store_output, command, invocation, stdout, stderr)
+        stderr += await asyncio.get_running_loop().run_in_executor(None, self._store_output, command, invocation,
+                                                                   stdout, stderr)
         invocation.stdout, invocation.stderr = stdout[:STDOUT_LIMIT], stderr[:STDERR_LIMIT]
         invocation.response_code = int(result.get("code", -1))
         status = result.get("status", "Failed")
         invocation.details = {"TimedOut": "ExecutionTimedOut"}.get(status, status)
         invocation.status = status
 
-    def _store_output(self, command: Command, invocation: Invocation, stdout: str, stderr: str) -> None:
+    def _store_output(self, command: Command, invocation: Invocation, stdout: str, stderr: str) -> str:
+        """Output to S3 and CloudWatch Logs as the command asks; returns the uploads that failed, one line each."""
         import boto3
 
+        failed = ""
         kwargs = dict(endpoint_url=self.endpoint, region_name=self.registry.region,
                       aws_access_key_id=common.ACCESS_KEY, aws_secret_access_key=common.SECRET_KEY)
         plugin = COMMAND_DOCUMENTS[command.document]
@@ -760,7 +769,14 @@ class SsmApi:
             s3 = boto3.client("s3", **kwargs)
             for name, text in (("stdout", stdout), ("stderr", stderr)):
                 if text:
-                    s3.put_object(Bucket=command.output_bucket, Key=f"{base}/{name}", Body=text.encode())
+                    try:
+                        s3.put_object(Bucket=command.output_bucket, Key=f"{base}/{name}", Body=text.encode())
+                    except s3.exceptions.ClientError as error:
+                        # The agent logs the failed upload and the invocation still ends with the script's status:
+                        # the lab says it in the standard error too, where a caller sees it.
+                        failed += (f"\nFailed uploading {name} to s3://{command.output_bucket}/{base}/{name} "
+                                   f"err:{error.response['Error']['Code']}: {error.response['Error']['Message']}")
+                        continue
                     url = f"https://s3.{self.registry.region}.amazonaws.com/{command.output_bucket}/{base}/{name}"
                     setattr(invocation, f"{name}_url", url)
         if str(command.cloudwatch.get("CloudWatchOutputEnabled", False)).lower() == "true":
@@ -776,6 +792,7 @@ class SsmApi:
                     logs.create_log_stream(logGroupName=group, logStreamName=stream)
                     logs.put_log_events(logGroupName=group, logStreamName=stream,
                                         logEvents=[{"timestamp": int(time.time() * 1000), "message": text}])
+        return failed
 
     def _command_json(self, command: Command) -> dict:
         done, errors, delivery = command.counts()

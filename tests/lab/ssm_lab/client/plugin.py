@@ -70,6 +70,20 @@ def _terminal_size(fd: int) -> tuple[int, int] | None:
     return cols, rows
 
 
+def _keys_to_session(fd: int):
+    """When stdin is a terminal, hand each key to the session as it is typed and leave the echo to the node's shell,
+    as AWS's plugin does (no local echo, no line buffering; Ctrl-C and the like still arrive as signals, which
+    ``_shell`` forwards). Returns what restores the terminal."""
+    if not os.isatty(fd):
+        return lambda: None
+    saved = termios.tcgetattr(fd)
+    changed = termios.tcgetattr(fd)
+    changed[3] &= ~(termios.ECHO | termios.ICANON)
+    changed[6][termios.VMIN], changed[6][termios.VTIME] = 1, 0
+    termios.tcsetattr(fd, termios.TCSANOW, changed)
+    return lambda: termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
 class Plugin:
     def __init__(self, response: dict, region: str, profile: str, endpoint: str) -> None:
         fields = {key.lower(): value for key, value in response.items()}
@@ -168,16 +182,20 @@ class Plugin:
                 self.channel.send_size(*size)
         except client_module.DataChannelClosed:
             pass
-        threading.Thread(target=self._read_stdin, args=(eof.set,), daemon=True).start()
-        ticks = 0
-        while not (self.channel.closed.wait(0.05) or eof.is_set()):
-            ticks += 1
-            if ticks % 10:
-                continue
-            now = _terminal_size(self.stdout)
-            if now and all(now) and now != size:
-                size = now
-                self.channel.send_size(*size)
+        restore = _keys_to_session(0)
+        try:
+            threading.Thread(target=self._read_stdin, args=(eof.set,), daemon=True).start()
+            ticks = 0
+            while not (self.channel.closed.wait(0.05) or eof.is_set()):
+                ticks += 1
+                if ticks % 10:
+                    continue
+                now = _terminal_size(self.stdout)
+                if now and all(now) and now != size:
+                    size = now
+                    self.channel.send_size(*size)
+        finally:
+            restore()
         if eof.is_set() and not self.channel.closed.is_set():
             _out("Cannot perform start session: EOF\n")
             self.channel.close()

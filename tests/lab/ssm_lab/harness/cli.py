@@ -2,6 +2,7 @@
 
     eval "$(ssm-lab up --nodes 3)"     # prints only export lines on stdout
     ssm-lab status
+    ssm-lab shell lab-node-1 --as alice   # an interactive shell as an IAM user of the lab (Run As applied)
     ssm-lab down
 """
 
@@ -79,7 +80,8 @@ def client(service: str, env: dict):
     import boto3
 
     return boto3.client(service, endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
-                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+                        aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+                        aws_session_token=env.get("AWS_SESSION_TOKEN"))
 
 
 def _wait(predicate, timeout: float, interval: float = 0.2) -> bool:
@@ -338,6 +340,90 @@ def cmd_agent(args) -> int:
     return 0
 
 
+def _node_id(env: dict, node: str) -> str | None:
+    """An instance id (i-, mi-) as given, or the instance whose Name tag is ``node`` (lab-node-1)."""
+    if node.startswith(("i-", "mi-")):
+        return node
+    found = client("ec2", env).describe_instances(Filters=[{"Name": "tag:Name", "Values": [node]}])
+    ids = [i["InstanceId"] for r in found["Reservations"] for i in r["Instances"]]
+    return ids[0] if len(ids) == 1 else None
+
+
+def _identity(env: dict, who: str) -> tuple[dict, object]:
+    """The credentials of ``who`` (an IAM user name, or role/NAME) as environment variables, and how to undo them.
+    Raises LookupError with the fix when the identity does not exist."""
+    iam = client("iam", env)
+    if who.startswith("role/"):
+        role = who.split("/", 1)[1]
+        try:
+            arn = iam.get_role(RoleName=role)["Role"]["Arn"]
+        except iam.exceptions.NoSuchEntityException:
+            raise LookupError(f"--as {who}: the lab has no IAM role {role}; create it first, or name an IAM user")
+        credentials = client("sts", env).assume_role(RoleArn=arn, RoleSessionName="ssm-lab-shell")["Credentials"]
+        return {"AWS_ACCESS_KEY_ID": credentials["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": credentials["SecretAccessKey"],
+                "AWS_SESSION_TOKEN": credentials["SessionToken"]}, lambda: None
+    try:
+        key = iam.create_access_key(UserName=who)["AccessKey"]
+    except iam.exceptions.NoSuchEntityException:
+        raise LookupError(
+            f"--as {who}: the lab has no IAM user {who}; create it with .venv/bin/python -c 'import boto3; "
+            f"boto3.client(\"iam\").create_user(UserName=\"{who}\")'. inventories/lab maps alice for Run As: create "
+            "her before playbooks/site.yml, which gives her the operators' policy and her account on the nodes")
+
+    def forget() -> None:
+        iam.delete_access_key(UserName=who, AccessKeyId=key["AccessKeyId"])
+
+    return {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}, forget
+
+
+def cmd_shell(args) -> int:
+    """StartSession as the chosen identity, then the session-manager-plugin on this terminal, as ``aws ssm
+    start-session`` runs it. The lab applies that identity's IAM policies and Run As (its SSMSessionRunAs tag)."""
+    env = _running(args)
+    if env is None:
+        return 1
+    from botocore.exceptions import ClientError
+
+    node = _node_id(env, args.node)
+    if node is None:
+        _err(f"no instance is named {args.node}; give an instance id (i-..., mi-...) or a Name tag: see 'ssm-lab status'")
+        return 2
+    credentials, forget = {}, lambda: None
+    if args.as_identity:
+        try:
+            credentials, forget = _identity(env, args.as_identity)
+        except LookupError as error:
+            _err(str(error))
+            return 2
+    try:
+        own = {**env, **credentials}
+        session = client("ssm", own)
+        request = {"Target": node, **({"DocumentName": args.document} if args.document else {})}
+        try:
+            response = session.start_session(**request)
+        except ClientError as error:
+            who = args.as_identity or "the lab's own credentials"
+            _err(f"StartSession on {node} as {who}: {error.response['Error']['Code']}: "
+                 f"{error.response['Error']['Message']}")
+            return 1
+        plugin = args.plugin or env.get("AWS_SESSION_MANAGER_PLUGIN") or _plugin_path()
+        answer = {k: response[k] for k in ("SessionId", "TokenValue", "StreamUrl")}
+        argv = [plugin, json.dumps(answer), env["AWS_DEFAULT_REGION"], "StartSession", "", json.dumps(request),
+                env["AWS_ENDPOINT_URL"]]
+        child = {k: v for k, v in os.environ.items() if k != "AWS_SESSION_TOKEN"}
+        # Ctrl-C, Ctrl-\ and Ctrl-Z are for the node's shell: the plugin sends them there; this process lets them
+        # pass (a handler, not SIG_IGN, so that the plugin starts with the default and installs its own).
+        keys = (signal.SIGINT, signal.SIGQUIT, signal.SIGTSTP)
+        saved = {signum: signal.signal(signum, lambda *_: None) for signum in keys}
+        try:
+            return subprocess.call(argv, env={**child, **own})
+        finally:
+            for signum, handler in saved.items():
+                signal.signal(signum, handler)
+    finally:
+        forget()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ssm-lab", description="An offline AWS Session Manager lab on moto.")
     parser.add_argument("--state-dir", help="where the lab keeps its state (default: $SSM_LAB_STATE_DIR or .lab)")
@@ -384,6 +470,16 @@ def main(argv: list[str] | None = None) -> int:
     agent.add_argument("node")
     agent.add_argument("--seconds", type=float, default=10.0, help="with drop: how long the agent stays away")
     agent.set_defaults(func=cmd_agent)
+
+    shell = sub.add_parser("shell", help="an interactive shell on a node, as an IAM identity of the lab")
+    shell.add_argument("node", help="an instance id (i-..., mi-...) or a Name tag (lab-node-1)")
+    shell.add_argument("--as", dest="as_identity", metavar="IDENTITY",
+                       help="an IAM user name (alice) or role/NAME; its policies and its Run As tag apply "
+                            "(default: the lab's own credentials)")
+    shell.add_argument("--document", help="a Session document other than the default shell")
+    shell.add_argument("--plugin", help="the session-manager-plugin to run (default: the lab's, or "
+                                        "$AWS_SESSION_MANAGER_PLUGIN as ssm-lab up exported it)")
+    shell.set_defaults(func=cmd_shell)
 
     args = parser.parse_args(argv)
     return args.func(args)

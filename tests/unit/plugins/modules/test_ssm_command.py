@@ -303,3 +303,15 @@ def test_waiting_gives_up_at_the_bound():
     client = ListingClient([None])
     command, done = sc.wait_for(client, {"CommandId": "c", "Status": "Pending"}, 0)
     assert not done and command == {"CommandId": "c", "Status": "Pending"} and client.calls == 1
+
+
+@pytest.mark.parametrize("code, fails", [("404", True), ("NoSuchBucket", True), ("NotFound", True),
+                                         ("403", False), ("301", False), ("AccessDenied", False)])
+def test_only_a_bucket_that_does_not_exist_stops_the_command(code, fails):
+    problem = sc.output_bucket_problem("fleet-output", code)
+    if fails:
+        assert problem == ("output_s3_bucket: the bucket fleet-output does not exist, so the nodes could not upload "
+                           "their output to it; create it first, name an existing bucket, or leave output_s3_bucket "
+                           "unset. The command was not sent.")
+    else:
+        assert problem is None

@@ -631,3 +631,16 @@ def test_version_with_content_skips_deleted_versions():
     del ssm.docs[NAME]["versions"]["3"]
     assert sp.version_with_content(ssm, NAME, "4", wanted) == "2"
     assert sp.version_with_content(ssm, NAME, "4", _doc({"nowhere": 1})) is None
+
+
+@pytest.mark.parametrize("option, name, expected", [
+    ("s3_bucket_name", "transcripts", "s3_bucket_name: the bucket transcripts does not exist, and every session "
+     "would fail while the preferences name it; create it first (bastionless.ssm.session_logging does), fix the "
+     'name, or set s3_bucket_name to "" to turn that logging off. Nothing was changed.'),
+    ("cloudwatch_log_group_name", "/ssm/sessions", "cloudwatch_log_group_name: the log group /ssm/sessions does not "
+     "exist in eu-west-1, and every session would fail while the preferences name it; create it first "
+     '(bastionless.ssm.session_logging does), fix the name, or set cloudwatch_log_group_name to "" to turn that '
+     "logging off. Nothing was changed."),
+])
+def test_a_missing_transcripts_destination_is_named(option, name, expected):
+    assert sp.missing_destination(option, name, "eu-west-1") == expected

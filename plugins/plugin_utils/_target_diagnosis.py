@@ -1,0 +1,122 @@
+# -*- coding: utf-8 -*-
+
+# Copyright: Contributors to the bastionless.ssm collection
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""Why a session to a node could not start, in the words a user can act on: the region the connection looked in (and
+whether that is a region at all), whether the instance exists there, whether Systems Manager knows it and whether its
+agent is connected, and where to look next (ssm_preflight).
+
+``look_up`` makes the API calls (each one allowed to fail: a diagnosis never hides the error it explains);
+``explain`` turns what they found into the sentence, and is what the unit tests cover.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, Optional
+
+PREFLIGHT = ("Run playbooks/preflight.yml (bastionless.ssm.ssm_preflight) on the node for the cause and the fix.")
+
+
+def known_regions() -> frozenset:
+    """Every region botocore knows, in every partition (empty when botocore is not there: nothing is refused)."""
+    try:
+        import botocore.session  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return frozenset()
+    session = botocore.session.get_session()
+    regions = set()
+    for partition in session.get_available_partitions():
+        for service in ("ssm", "ec2"):
+            regions.update(session.get_available_regions(service, partition_name=partition))
+    return frozenset(regions)
+
+
+def _edits(a: str, b: str) -> int:
+    """Edits from a to b: insertions, deletions, substitutions and swaps of neighbours (us-esat-1 -> us-east-1: 1)."""
+    rows = [list(range(len(b) + 1))]
+    for i in range(1, len(a) + 1):
+        row = [i] + [0] * len(b)
+        for j in range(1, len(b) + 1):
+            row[j] = min(rows[-1][j] + 1, row[j - 1] + 1, rows[-1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                row[j] = min(row[j], rows[-2][j - 2] + 1)
+        rows.append(row)
+    return rows[-1][-1]
+
+
+def region_problem(region: Optional[str], regions: Iterable[str]) -> Optional[str]:
+    """A sentence when ``region`` is not a region botocore knows (with the nearest names), else None."""
+    regions = sorted(regions)
+    if not regions:
+        return None
+    if not region:
+        return ("no region is set: set ansible_aws_ssm_region (the managed_nodes inventory sets it for each host), "
+                "or AWS_REGION")
+    if region in regions:
+        return None
+    distance, near = min((_edits(region, known), known) for known in regions)
+    hint = f" (did you mean {near}?)" if distance <= 2 else ""
+    return f"'{region}' is not an AWS region{hint}: fix ansible_aws_ssm_region or AWS_REGION"
+
+
+def look_up(instance_id: str, ssm, ec2) -> Dict[str, Any]:
+    """What Systems Manager and EC2 say about the instance in the clients' region: ``registered`` (None: unknown),
+    ``ping_status``, ``last_ping``, ``ec2_state`` (None: no such instance, "": not asked or not EC2). Each call that
+    fails leaves its facts unknown."""
+    facts: Dict[str, Any] = {"registered": None, "ping_status": "", "last_ping": "", "ec2_state": ""}
+    try:
+        rows = ssm.describe_instance_information(
+            Filters=[{"Key": "InstanceIds", "Values": [instance_id]}])["InstanceInformationList"]
+        facts["registered"] = bool(rows)
+        if rows:
+            facts["ping_status"] = rows[0].get("PingStatus", "")
+            facts["last_ping"] = str(rows[0].get("LastPingDateTime", ""))
+    except Exception:  # pylint: disable=broad-exception-caught
+        pass
+    if ec2 is not None and instance_id.startswith("i-"):
+        try:
+            reservations = ec2.describe_instances(InstanceIds=[instance_id])["Reservations"]
+            instances = [i for r in reservations for i in r.get("Instances", [])]
+            facts["ec2_state"] = instances[0]["State"]["Name"] if instances else None
+        except Exception as e:  # pylint: disable=broad-exception-caught
+            code = getattr(e, "response", {}).get("Error", {}).get("Code", "")
+            if code in ("InvalidInstanceID.NotFound", "InvalidInstanceID.Malformed"):
+                facts["ec2_state"] = None
+    return facts
+
+
+def explain(instance_id: str, region: str, facts: Dict[str, Any]) -> str:
+    """One or two sentences: what is wrong with the target in that region, and what to do."""
+    registered, state = facts.get("registered"), facts.get("ec2_state")
+    if state is None and instance_id.startswith("i-"):
+        return (f"There is no EC2 instance {instance_id} in {region}: check ansible_aws_ssm_instance_id and "
+                "ansible_aws_ssm_region (the managed_nodes inventory sets both for each host).")
+    if state and state != "running":
+        return f"Instance {instance_id} is {state} in {region}: start it, then wait for its agent to be Online."
+    if registered is False:
+        where = f"EC2 instance {instance_id} is running in {region}" if state else f"{instance_id} in {region}"
+        return (f"{where} but is not registered with Systems Manager there: its agent has never connected "
+                f"(instance profile, network path or agent). {PREFLIGHT}")
+    ping = facts.get("ping_status")
+    if ping and ping != "Online":
+        since = f" (last ping {facts['last_ping']})" if facts.get("last_ping") else ""
+        return f"{instance_id} is registered in {region} but its agent is offline: PingStatus {ping}{since}. {PREFLIGHT}"
+    if ping == "Online":
+        return (f"{instance_id} is Online in {region}; the session itself was refused (the message above), "
+                f"a Session document or the caller's permissions, for instance. {PREFLIGHT}")
+    return f"{PREFLIGHT}"
+
+
+def diagnose(instance_id: str, region: str, regions: Iterable[str], clients) -> str:
+    """The whole explanation for a failed StartSession: the region first, then the instance. ``clients(service)``
+    returns a boto3 client in ``region`` (not called when the region is no region)."""
+    problem = region_problem(region, regions)
+    if problem:
+        return problem[0].upper() + problem[1:] + "."
+    try:
+        ssm = clients("ssm")
+        ec2 = clients("ec2") if instance_id.startswith("i-") else None
+    except Exception:  # pylint: disable=broad-exception-caught
+        return PREFLIGHT
+    return explain(instance_id, region, look_up(instance_id, ssm, ec2))
