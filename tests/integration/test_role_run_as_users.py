@@ -22,6 +22,10 @@ OPERATOR_ACCESS = os.path.join(os.path.dirname(__file__), "playbooks", "operator
 INVENTORY = "inventories/lab"
 RUN_AS = {"alice": "alice", "ci-deployer": "deploy"}  # IAM user or role -> OS user, for both roles
 OPTIONS = {"deploy": {"shell": "/bin/sh", "comment": "CI deployments", "groups": ["users"]}}
+# The sessions' own user (the Run As default) given a group: the next task in the same persistent session sees it,
+# because the role starts a new session after changing an account.
+EXTRA = ["ssm-user"]
+WITH_SESSION_USER = {**OPTIONS, "ssm-user": {"groups": ["users"]}}
 SUDOERS = "/etc/sudoers.d"
 STATE = "/var/lib/bastionless-ssm-run-as-users.json"
 
@@ -56,10 +60,11 @@ def play(lab, *options, check=True, **extra):
     return " ".join(output.split()), recap.get(node, {})
 
 
-def on_node(lab, command: str) -> str:
-    """The stdout of ``command`` run as root on the node through the connection (raw: no module, no change)."""
-    result = subprocess.run(["ansible", "-i", INVENTORY, "all", "-e", f"ansible_connection={CONNECTION}", "-b",
-                             "-m", "ansible.builtin.raw", "-a", command],
+def on_node(lab, command: str, become: bool = True) -> str:
+    """The stdout of ``command`` run as root (else as the session's user) on the node through the connection (raw: no
+    module, no change)."""
+    result = subprocess.run(["ansible", "-i", INVENTORY, "all", "-e", f"ansible_connection={CONNECTION}",
+                             *(["-b"] if become else []), "-m", "ansible.builtin.raw", "-a", command],
                             cwd=os.path.join(os.path.dirname(__file__), "..", ".."), capture_output=True, text=True,
                             env=lab.environ(ANSIBLE_NOCOLOR="1"), timeout=120, check=False)
     header, _sep, body = result.stdout.replace("\r", "").partition("\n")
@@ -143,18 +148,20 @@ class TestRunAs:
             self, lab, node, run_as_on, tmp_path):
         facts = tmp_path / "facts.json"
         output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_sudo={"deploy": True},
-                             run_as_users_options=OPTIONS, facts_out=str(facts))
+                             run_as_users_options=WITH_SESSION_USER, run_as_users_extra=EXTRA, facts_out=str(facts))
         assert recap["failed"] == 0 and recap["changed"] == 3, output
         found = accounts(lab)
         assert found["alice"][4:] == ["Session Manager Run As user", "/home/alice", "/bin/bash"]
         assert found["deploy"][4:] == ["CI deployments", "/home/deploy", "/bin/sh"]
         assert int(found["alice"][2]) >= 1000 and int(found["deploy"][2]) >= 1000
-        assert "users" in on_node(lab, "id -nG deploy").split()
+        # Without become, in the session the play used: its user's groups as they are now, and deploy's.
+        session_groups, deploy_groups = on_node(lab, "id -nG; id -nG deploy", become=False).splitlines()
+        assert "users" in session_groups.split() and "users" in deploy_groups.split(), (session_groups, deploy_groups)
         result = json.loads(facts.read_text())[node]
-        assert result["users"] == ["alice", "deploy"]
+        assert result["users"] == ["alice", "deploy", "ssm-user"]
         assert result["sudo"] == {"deploy": ["deploy ALL=(ALL) NOPASSWD: ALL"]}
         output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_sudo={"deploy": True},
-                             run_as_users_options=OPTIONS)
+                             run_as_users_options=WITH_SESSION_USER, run_as_users_extra=EXTRA)
         assert recap["failed"] == 0 and recap["changed"] == 0, output
 
     def test_now_the_tagged_iam_user_opens_a_session_as_herself(self, lab, node, run_as_on):

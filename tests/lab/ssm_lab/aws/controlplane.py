@@ -72,6 +72,7 @@ class LabApp:
         action = target.split(".", 1)[1] if "." in target else self._query_action(body, environ)
         self.registry.count_call(f"{service}:{action}", self._signed_region(environ))
         if service != "s3" and not internal and faults.throttled():
+            self.registry.count_throttled(f"{service}:{action}")
             return self._throttle(service, target, start_response)
         if service == "s3" or target.startswith("Logs_"):
             refused = self._authorize_read(service, target, body, environ, start_response)
@@ -424,8 +425,10 @@ class LabApp:
                 with registry.lock:
                     registry.api_calls.clear()
                     registry.api_regions.clear()
+                    registry.api_throttled.clear()
             return {"calls": dict(registry.api_calls), "total": sum(registry.api_calls.values()),
-                    "regions": {region: dict(calls) for region, calls in registry.api_regions.items()}}
+                    "regions": {region: dict(calls) for region, calls in registry.api_regions.items()},
+                    "throttled": dict(registry.api_throttled)}
         return None
 
     def _node_status(self, node: Node) -> dict:

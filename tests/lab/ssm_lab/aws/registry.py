@@ -220,6 +220,7 @@ class Registry:
         self.faults = FaultModel()
         self.api_calls: dict[str, int] = {}
         self.api_regions: dict[str, dict[str, int]] = {}  # the same calls by the region they were signed for
+        self.api_throttled: dict[str, int] = {}  # the calls the fault model throttled, by service:action
         # Listings that span several pages (DescribeInstanceInformation, GetInventory, GetResources) are taken
         # once, at their first page, and served from here by their NextToken, as a consistent snapshot.
         self.snapshots: dict[str, tuple[float, list]] = {}
@@ -284,3 +285,8 @@ class Registry:
             if region:
                 calls = self.api_regions.setdefault(region, {})
                 calls[action] = calls.get(action, 0) + 1
+
+    def count_throttled(self, action: str) -> None:
+        """A call the fault model throttled (counted by count_call too)."""
+        with self.lock:
+            self.api_throttled[action] = self.api_throttled.get(action, 0) + 1
