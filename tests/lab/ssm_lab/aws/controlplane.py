@@ -40,6 +40,7 @@ from .ssmapi import ApiError, SsmApi  # noqa: E402
 
 log = logging.getLogger("ssm_lab.controlplane")
 REBOOT_SECONDS = 2.0  # how long a rebooting node is away before its init runs
+SHUTDOWN_SECONDS = 1.0  # from a reboot command inside a node to the node going down
 
 
 class LabApp:
@@ -295,17 +296,22 @@ class LabApp:
             node = self.registry.nodes.get(instance_id)
             if node is None or node.kind != "ec2":
                 continue
-            with self.registry.lock:
-                if action == "StopInstances":
-                    node.agent_wanted = False  # until the next boot says otherwise
-                else:
-                    node.boot += 1
-                    node.agent_down_until = time.time() + REBOOT_SECONDS
-                node._cache = None
-                if node.agent is not None:
-                    node.agent.dropping = True
-                    node.agent.send({"t": "drop"})
+            self._power_cycle(node, stop=action == "StopInstances")
         return response
+
+    def _power_cycle(self, node: Node, stop: bool = False) -> None:
+        """The node goes down: its sessions and commands end; unless stopped, it boots again (a new boot id) after
+        REBOOT_SECONDS, and its init starts the agent if the agent's unit is enabled."""
+        with self.registry.lock:
+            if stop:
+                node.agent_wanted = False  # until the next boot says otherwise
+            else:
+                node.boot += 1
+                node.agent_down_until = time.time() + REBOOT_SECONDS
+            node._cache = None
+            if node.agent is not None:
+                node.agent.dropping = True
+                node.agent.send({"t": "drop"})
 
     def _simulate_principal_policy(self, body: bytes, environ, start_response):
         """moto does not implement SimulatePrincipalPolicy (its server answers 500); ``iamsim`` evaluates it."""
@@ -391,6 +397,16 @@ class LabApp:
             node.agent_wanted = True
             if node.agent is not None:
                 node.agent.send({"t": "restart"})
+            return self._node_status(node)
+        if len(parts) == 3 and parts[0] == "nodes" and parts[2] == "reboot" and method == "POST":
+            # shutdown -r / reboot / systemctl reboot inside the node: as on EC2, the command returns and the
+            # machine goes down a moment later, then boots as after RebootInstances.
+            node = registry.nodes.get(parts[1])
+            if node is None or node.kind != "ec2":
+                return None
+            timer = threading.Timer(float(request.get("after", SHUTDOWN_SECONDS)), self._power_cycle, (node,))
+            timer.daemon = True
+            timer.start()
             return self._node_status(node)
         if len(parts) == 3 and parts[0] == "nodes" and parts[2] == "booted":
             # The agent host booted the node: the agent runs from now on only if its unit is enabled.

@@ -406,6 +406,7 @@ class AgentHost:
             platform=spec.get("platform", "al2023"), endpoint=spec.get("endpoint", ""))
         try:
             await loop.run_in_executor(None, sandbox.ensure)
+            await loop.run_in_executor(None, sandbox.new_boot_id)
             enabled = await loop.run_in_executor(None, sandbox.agent_enabled)
             body = json.dumps({"agent": enabled, "boot": spec.get("boot", 0)}).encode()
             request = urllib.request.Request(f"{self.endpoint}/_lab/nodes/{spec['id']}/booted", data=body,

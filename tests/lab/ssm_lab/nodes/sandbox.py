@@ -12,12 +12,14 @@ import json
 import os
 import shlex
 import subprocess
+import uuid
 
 from .. import common
 from . import agent_package
 
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SSM_USER = "ssm-user"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
 SUDOERS_FILE = "/etc/sudoers.d/ssm-agent-users"
 
 
@@ -38,6 +40,8 @@ class Sandbox:
         self.upper = os.path.join(self.base, "upper")
         self.work = os.path.join(self.base, "work")
         self.root = os.path.join(self.base, "root")
+        # The node's /proc/sys/kernel/random/boot_id (bind-mounted over the machine's): new at every boot.
+        self.boot_id_file = os.path.join(self.base, "boot_id")
         self._mounted = False
 
     # --- the node's file system ----------------------------------------------------------------------------
@@ -55,7 +59,18 @@ class Sandbox:
             self._run(["mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", os.path.join(self.root, "run")])
             os.makedirs(os.path.join(self.root, "run", "lock"), exist_ok=True)
         self._mounted = True
+        if not os.path.exists(self.boot_id_file):
+            self.new_boot_id()
         self._install_agent_package()
+
+    def new_boot_id(self) -> str:
+        """A boot of the node: a new random boot id, as the kernel makes one at each boot."""
+        boot_id = str(uuid.uuid4())
+        with open(self.boot_id_file + ".new", "w", encoding="utf-8") as handle:
+            handle.write(boot_id + "\n")
+        os.chmod(self.boot_id_file + ".new", 0o444)
+        os.replace(self.boot_id_file + ".new", self.boot_id_file)
+        return boot_id
 
     def _seed(self) -> None:
         """Files that make the node itself: written into the upper layer before the first mount."""
@@ -179,6 +194,7 @@ class Sandbox:
         start = f"cd {shlex.quote(workdir or home)} 2>/dev/null || cd /; exec " + shlex.join(inside)
         script = (
             f"mount -t proc proc {shlex.quote(self.path('/proc'))} && "
+            f"mount --bind {shlex.quote(self.boot_id_file)} {shlex.quote(self.path(BOOT_ID))} && "
             f"hostname {shlex.quote(self.hostname)} && "
             f"exec chroot {shlex.quote(self.root)} /bin/sh -c {shlex.quote(start)}"
         )
