@@ -24,7 +24,6 @@ options:
     default: standard
     env:
       - name: BASTIONLESS_AWS_RETRY_MODE
-    version_added: 0.1.0
   aws_max_attempts:
     description:
       - How many times each AWS call is tried before the plugin gives up, the first attempt included (1 to 50).
@@ -33,5 +32,4 @@ options:
     default: 10
     env:
       - name: BASTIONLESS_AWS_MAX_ATTEMPTS
-    version_added: 0.1.0
 """

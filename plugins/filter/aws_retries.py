@@ -16,7 +16,7 @@ from ansible_collections.bastionless.ssm.plugins.plugin_utils._aws_retries impor
 
 
 def aws_retry_config(mode=None, max_attempts=None):
-    """``{"retries": {"mode": ..., "max_attempts": ...}}``, the defaults for what is None."""
+    """``{"retries": {"mode": ..., "total_max_attempts": ...}}``, the defaults for what is None."""
     try:
         return {"retries": retry_settings(mode, max_attempts)}
     except RetrySettingError as error:

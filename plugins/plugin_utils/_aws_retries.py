@@ -21,8 +21,8 @@ class RetrySettingError(ValueError):
 
 
 def retry_settings(mode, max_attempts) -> dict:
-    """``{"mode": ..., "max_attempts": ...}`` for botocore's ``Config(retries=...)``, or RetrySettingError naming the
-    option and what it takes. None means the default."""
+    """``{"mode": ..., "total_max_attempts": ...}`` for botocore's ``Config(retries=...)``, or RetrySettingError naming
+    the option and what it takes. None means the default."""
     mode = DEFAULT_RETRY_MODE if mode is None or mode == "" else mode
     if not isinstance(mode, str) or mode not in RETRY_MODES:
         raise RetrySettingError(
@@ -36,4 +36,5 @@ def retry_settings(mode, max_attempts) -> dict:
         raise RetrySettingError(
             f"aws_max_attempts (bastionless_aws_max_attempts) is {max_attempts!r}; use a whole number from 1 to "
             f"{MOST_ATTEMPTS}: the attempts of each AWS call, the first one included ({DEFAULT_MAX_ATTEMPTS} when unset)")
-    return {"mode": mode, "max_attempts": max_attempts}
+    # total_max_attempts counts the first attempt, as AWS_MAX_ATTEMPTS does (botocore's max_attempts would not).
+    return {"mode": mode, "total_max_attempts": max_attempts}

@@ -47,9 +47,9 @@ def test_the_examples_run_and_print_what_they_say(tmp_path):
                for task in json.loads(done.stdout)["plays"][0]["tasks"]}
 
     assert printed["The retry setting of a play when nothing is set, and an adaptive one"] == [
-        {"retries": {"mode": "standard", "max_attempts": 10}}, {"retries": {"mode": "adaptive", "max_attempts": 20}}]
+        {"retries": {"mode": "standard", "total_max_attempts": 10}}, {"retries": {"mode": "adaptive", "total_max_attempts": 20}}]
     assert printed["Every AWS module of a play retries as set in the inventory (bastionless_aws_retry_mode and "
-                   "_max_attempts)"] == {"retries": {"mode": "standard", "max_attempts": 15}}
+                   "_max_attempts)"] == {"retries": {"mode": "standard", "total_max_attempts": 15}}
     missing, problems = printed["Name what is missing"], printed["Every problem of the inputs, one sentence each"]
     assert missing == ["IAM group web-ops", "IAM user or role carol"]
     assert [p.split(";")[0] for p in problems] == [

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import urllib.request
 
 import pytest
 from ansible_cli import ROOT, run
@@ -53,6 +54,12 @@ def _warnings(output: str) -> list:
 
 def _nodes(lab):
     return [n["id"] for n in json.loads(lab.cli("status", "--json").stdout)["nodes"]]
+
+
+def _boot(lab, node):
+    """How many times the lab has booted the node again (its admin API)."""
+    with urllib.request.urlopen(f"{lab.endpoint}/_lab/nodes/{node}", timeout=10) as response:
+        return json.load(response)["booted"]
 
 
 def _buckets(lab):
@@ -197,3 +204,16 @@ def test_a_run_as_user_opens_a_session_as_themselves(lab, both_connections):  # 
     wait_until(lambda: any(s["Owner"].endswith(":user/alice")
                            for s in lab.client("ssm").describe_sessions(State="History")["Sessions"]),
                what="alice's session in the history")
+
+
+def test_reboot_with_its_defaults_over_both_connections(lab):
+    # Last: it ends every session. ansible.builtin.reboot runs /sbin/shutdown -r 0 and waits until the node's
+    # /proc/sys/kernel/random/boot_id changes, then runs whoami; only reboot_timeout is set (from 600 s), so that
+    # a node that never came back would fail this test in bounded time.
+    boots = {node: _boot(lab, node) for node in _nodes(lab)}
+    output, _recap = run(lab, "ansible", "-i", INVENTORY, "all", "-b", "-m", "ansible.builtin.reboot",
+                         "-a", "reboot_timeout=180")
+    assert _warnings(output) == [], output
+    for node, boot in boots.items():
+        assert f"{node} | CHANGED" in output and _boot(lab, node) == boot + 1, output
+    assert output.count('"rebooted": true') == 2, output

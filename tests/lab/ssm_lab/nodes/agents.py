@@ -405,6 +405,7 @@ class AgentHost:
             self.state_dir, spec["id"], spec["hostname"], spec["os_release"], spec.get("proxy", ""),
             platform=spec.get("platform", "al2023"), endpoint=spec.get("endpoint", ""))
         try:
+            await loop.run_in_executor(None, sandbox.stop_init)  # every process of the node ends
             await loop.run_in_executor(None, sandbox.ensure)
             await loop.run_in_executor(None, sandbox.new_boot_id)
             enabled = await loop.run_in_executor(None, sandbox.agent_enabled)

@@ -16,12 +16,12 @@ from ansible_collections.bastionless.ssm.plugins.plugin_utils._aws_retries impor
 
 
 @pytest.mark.parametrize("mode, attempts, expected", [
-    (None, None, {"mode": "standard", "max_attempts": 10}),
-    ("", "", {"mode": "standard", "max_attempts": 10}),
-    ("adaptive", 20, {"mode": "adaptive", "max_attempts": 20}),
-    ("legacy", "5", {"mode": "legacy", "max_attempts": 5}),
-    ("standard", 1, {"mode": "standard", "max_attempts": 1}),
-    ("standard", 50, {"mode": "standard", "max_attempts": 50}),
+    (None, None, {"mode": "standard", "total_max_attempts": 10}),
+    ("", "", {"mode": "standard", "total_max_attempts": 10}),
+    ("adaptive", 20, {"mode": "adaptive", "total_max_attempts": 20}),
+    ("legacy", "5", {"mode": "legacy", "total_max_attempts": 5}),
+    ("standard", 1, {"mode": "standard", "total_max_attempts": 1}),
+    ("standard", 50, {"mode": "standard", "total_max_attempts": 50}),
 ])
 def test_settings_botocore_takes(mode, attempts, expected):
     assert retry_settings(mode, attempts) == expected
