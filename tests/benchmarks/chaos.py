@@ -47,9 +47,17 @@ def site(lab, nodes: list, env: dict) -> tuple:
     return recap, done.stdout + done.stderr, time.monotonic() - start
 
 
+def online(lab, node: str) -> bool:
+    status = json.loads(lab.cli("status", "--json", check=False).stdout or "{}")
+    return any(n["id"] == node and n["ping_status"] == "Online" for n in status.get("nodes", []))
+
+
 def drop_later(lab, node: str, after: float, seconds: float) -> threading.Thread:
-    """Drop ``node``'s agent for ``seconds``, ``after`` seconds from now (once it is Online: mid-run)."""
+    """Drop ``node``'s agent for ``seconds``, ``after`` seconds after the run made it Online (while it is being
+    configured over Session Manager)."""
     def drop():
+        while not online(lab, node):
+            time.sleep(2)
         time.sleep(after)
         lab.cli("agent", "drop", node, "--seconds", str(int(seconds)), check=False)
         print(f"  dropped the agent of {node} for {seconds:g} s", flush=True)
@@ -63,8 +71,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n", maxsplit=1)[0])
     parser.add_argument("--nodes", type=int, default=6, help="lab nodes (default 6)")
     parser.add_argument("--throttle-rate", type=float, default=0.3, help="share of AWS calls throttled (default 0.3)")
-    parser.add_argument("--drop-after", type=float, default=90.0,
-                        help="seconds into the first run at which the last node's agent drops (default 90)")
+    parser.add_argument("--drop-after", type=float, default=15.0,
+                        help="seconds after the last node comes Online in the first run that its agent drops "
+                             "(default 15)")
     parser.add_argument("--drop-seconds", type=float, default=20.0, help="how long it stays away (default 20)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
@@ -72,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     work = tempfile.mkdtemp(prefix="bench-chaos-")
     print(f"{args.nodes} nodes, {args.throttle_rate:.0%} of AWS calls throttled, the last node's agent dropped for "
-          f"{args.drop_seconds:g} s at {args.drop_after:g} s", flush=True)
+          f"{args.drop_seconds:g} s, {args.drop_after:g} s after it came Online", flush=True)
     with running_lab(os.path.join(work, "lab"), "--nodes", str(args.nodes)) as lab:
         lab.client("iam").create_user(UserName="alice")  # the operator the lab inventory maps to the OS user alice
         nodes = sorted(lab.network["nodes"])
