@@ -13,6 +13,13 @@ The transports:
     pipelining; the lab's nodes run ``sshd -i`` for that document only, no port is open;
 (c) ``bastionless.ssm.session``: one session per host kept by a background process, files through the session,
     pipelining, modules run in a fork of the node's resident Python (``resident_python``); no bucket configured.
+    With its default ``transport: native`` the collection speaks the data channel itself;
+(c'') ``session_plugin``: (c) with ``transport: plugin``, the session-manager-plugin binary on a pty;
+(d) ``mitogen``: mitogen's ``mitogen_linear`` strategy over (b)'s ssh path, the anchor users compare against: a
+    persistent interpreter per host, modules imported once and run in-process. mitogen is not a dependency of the
+    collection; ``make bench-transport`` installs the version pinned in tests/benchmarks/requirements-bench.txt, and
+    the transport is skipped with a note when it cannot be imported. mitogen takes over the ssh connection by its
+    short name, so its inventory says ``ansible_connection: ssh``;
 (c') on request (``--transports ...,session_sh``): (c) with ``resident_python`` off, a plain sh reading commands.
 
 The lab's latency model is set to the figures of its ``aws`` profile, printed at the start: 100 ms per AWS API call,
@@ -38,6 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import yaml
 
@@ -49,10 +57,22 @@ from ssm_lab.aws.registry import FaultModel  # noqa: E402
 from ssm_lab.harness.testing import running_lab  # noqa: E402
 
 BUCKET = "bench-transfer"
-TRANSPORTS = ("aws_ssm", "ssh_over_ssm", "session")
+TRANSPORTS = ("aws_ssm", "ssh_over_ssm", "session", "session_plugin", "mitogen")
 OPTIONAL = ("session_sh",)  # (c) with resident_python off: what the node's resident Python is worth
 LABELS = {"aws_ssm": "(a) amazon.aws.aws_ssm", "ssh_over_ssm": "(b) ssh over SSM",
-          "session": "(c) bastionless.ssm.session", "session_sh": "(c') session, resident_python off"}
+          "session": "(c) bastionless.ssm.session", "session_plugin": "(c'') session, transport plugin",
+          "mitogen": "(d) mitogen over ssh over SSM", "session_sh": "(c') session, resident_python off"}
+SESSIONS = ("session", "session_plugin", "session_sh")
+SSH_PATHS = ("ssh_over_ssm", "mitogen")
+
+
+def mitogen_strategy_dir() -> str | None:
+    """The directory of mitogen's strategy plugins, or None when mitogen cannot be imported here."""
+    try:
+        import ansible_mitogen  # noqa: F401 pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    return os.path.join(os.path.dirname(ansible_mitogen.__file__), "plugins", "strategy")
 
 D = "{{ bench_dir }}"  # a directory per transport: each connects as another user (ssm-user, ec2-user)
 TASKS = [
@@ -92,13 +112,16 @@ def _inventory(work: str, transport: str, nodes: list[str], key: str, ssh_vars: 
               "ansible_aws_ssm_plugin": os.environ.get("AWS_SESSION_MANAGER_PLUGIN", "")}
     if transport == "aws_ssm":
         group = {**common, "ansible_connection": "amazon.aws.aws_ssm", "ansible_aws_ssm_bucket_name": BUCKET}
-    elif transport in ("session", "session_sh"):
+    elif transport in SESSIONS:
         group = {**common, "ansible_connection": "bastionless.ssm.session",
                  "ansible_aws_ssm_control_path_dir": os.path.join(work, f"cp-{transport}"),
-                 "ansible_aws_ssm_resident_python": transport == "session"}
+                 "ansible_aws_ssm_resident_python": transport != "session_sh",
+                 "ansible_aws_ssm_transport": "plugin" if transport == "session_plugin" else "native"}
     else:
         group = {**ssh_vars, "ansible_python_interpreter": "/usr/bin/python3",
                  "ansible_ssh_private_key_file": key, "ansible_host_key_checking": False}
+        if transport == "mitogen":  # mitogen recognises the ssh connection by its short name only
+            group["ansible_connection"] = "ssh"
     path = os.path.join(work, f"{transport}.yml")
     with open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump({"bench": {"hosts": {node: {} for node in nodes}, "vars": group}}, handle)
@@ -107,14 +130,14 @@ def _inventory(work: str, transport: str, nodes: list[str], key: str, ssh_vars: 
 
 def _cold(work: str, transport: str) -> None:
     """No control socket or session process left from an earlier run of this transport."""
-    if transport == "ssh_over_ssm":
+    if transport in SSH_PATHS:  # mitogen's own connections end with ansible-playbook; ssh masters it may have met
         control = os.path.join(work, "cp-ssh")
         for name in os.listdir(control) if os.path.isdir(control) else ():
             subprocess.run(["ssh", "-F", "none", "-o", f"ControlPath={os.path.join(control, name)}", "-O", "exit", "x"],
                            capture_output=True, check=False, timeout=30)
         shutil.rmtree(control, ignore_errors=True)
         os.makedirs(control, mode=0o700)
-    elif transport in ("session", "session_sh"):
+    elif transport in SESSIONS:
         control = os.path.join(work, f"cp-{transport}")
         for name in os.listdir(control) if os.path.isdir(control) else ():
             subprocess.run([sys.executable, "-c", "import socket,sys; s=socket.socket(socket.AF_UNIX); "
@@ -123,11 +146,21 @@ def _cold(work: str, transport: str) -> None:
         shutil.rmtree(control, ignore_errors=True)
 
 
+def lab_counts(lab, method: str = "GET") -> dict:
+    """The lab's count of API calls and of data channel traffic since the last reset (DELETE resets it)."""
+    request = urllib.request.Request(f"{lab.endpoint}/_lab/calls", method=method)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
 def run_playbook(lab, work: str, inventory: str, forks: int, transport: str, per_task: bool = False,
                  cpu: bool = False) -> dict:
     extra = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none",
              "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all"} if per_task else {}
+    if transport == "mitogen":
+        extra.update(ANSIBLE_STRATEGY_PLUGINS=mitogen_strategy_dir(), ANSIBLE_STRATEGY="mitogen_linear")
     account = CpuAccount() if cpu else contextlib.nullcontext()
+    lab_counts(lab, "DELETE")
     with account:
         started = time.monotonic()
         result = subprocess.run(["ansible-playbook", "-i", inventory, "-f", str(forks), "playbook.yml",
@@ -138,13 +171,19 @@ def run_playbook(lab, work: str, inventory: str, forks: int, transport: str, per
         wall = time.monotonic() - started
     if result.returncode != 0:
         raise RuntimeError(f"ansible-playbook -i {inventory} failed:\n{(result.stdout + result.stderr)[-4000:]}")
+    counts = lab_counts(lab)
+    host_tasks = len(TASKS) * forks  # every task on every node (the playbook runs with as many forks as nodes)
+    traffic = {"api_calls": counts["total"], "sessions": counts["stream"]["sessions"],
+               "round_trips_per_task": round(counts["stream"]["round_trips"] / host_tasks, 1),
+               "messages_per_task": round((counts["stream"]["input_messages"] + counts["stream"]["output_messages"])
+                                          / host_tasks, 1)}
     if per_task:
         print(result.stdout[result.stdout.rfind("==============================================================="):])
     if not cpu:
-        return {"wall_s": round(wall, 2)}
+        return {"wall_s": round(wall, 2), **traffic}
     if account.seconds is None:
-        return {"wall_s": round(wall, 2), "cpu": account.why_not}
-    return {"wall_s": round(wall, 2), "cpu_s": account.seconds}
+        return {"wall_s": round(wall, 2), **traffic, "cpu": account.why_not}
+    return {"wall_s": round(wall, 2), **traffic, "cpu_s": account.seconds}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         print("the lab runs as root; run this as root", file=sys.stderr)
         return 2
     transports = [t for t in args.transports.split(",") if t]
+    unknown = sorted(set(transports) - set(TRANSPORTS + OPTIONAL))
+    if unknown:
+        parser.error(f"--transports: unknown {', '.join(unknown)}; choose from {', '.join(TRANSPORTS + OPTIONAL)}")
+    if "mitogen" in transports and mitogen_strategy_dir() is None:
+        print("mitogen cannot be imported here: (d) is left out (make bench-transport installs it)", flush=True)
+        transports.remove("mitogen")
     work = tempfile.mkdtemp(prefix="bench-transport-")
     profile = FaultModel.PROFILES["aws"]
     print("latency model (the lab's aws profile): " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in profile.items()))
@@ -177,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["AWS_SESSION_MANAGER_PLUGIN"] = lab.environ()["AWS_SESSION_MANAGER_PLUGIN"]
         lab.client("s3").create_bucket(Bucket=BUCKET)
         nodes = [n["id"] for n in json.loads(lab.cli("status", "--json").stdout)["nodes"]]
-        key, ssh_vars = _ssh_over_ssm(lab, work) if "ssh_over_ssm" in transports else ("", {})
+        key, ssh_vars = _ssh_over_ssm(lab, work) if set(SSH_PATHS) & set(transports) else ("", {})
         lab.cli("faults", "--profile", "aws")
         inventories = {t: _inventory(work, t, nodes, key, ssh_vars) for t in transports}
         for attempt in range(args.repeat):
@@ -186,7 +231,10 @@ def main(argv: list[str] | None = None) -> int:
                 _cold(work, transport)
                 result = run_playbook(lab, work, inventories[transport], args.nodes, transport, args.per_task, args.cpu)
                 runs[transport].append(result)
-                print(f"  run {attempt + 1}: {LABELS[transport]:<30} {result['wall_s']:>8.2f} s", flush=True)
+                print(f"  run {attempt + 1}: {LABELS[transport]:<30} {result['wall_s']:>8.2f} s; "
+                      f"{result['api_calls']} API calls, {result['sessions']} sessions, per task on a node: "
+                      f"{result['round_trips_per_task']} stream round trips, {result['messages_per_task']} messages",
+                      flush=True)
                 if "cpu_s" in result:
                     used = result["cpu_s"]
                     print(f"    CPU {sum(used.values()):.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in used.items() if v),
@@ -203,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  (a)/(c) = {best['aws_ssm'] / best['session']:.2f}  (goal: at least 3)")
     if "ssh_over_ssm" in best and "session" in best:
         print(f"  (c)/(b) = {best['session'] / best['ssh_over_ssm']:.2f}  (goal: at most 1.25)")
+    if "session_plugin" in best and "session" in best:
+        print(f"  (c'')/(c) = {best['session_plugin'] / best['session']:.2f}  (native against the plugin binary)")
+    if "mitogen" in best and "session" in best:
+        print(f"  (d)/(c) = {best['mitogen'] / best['session']:.2f}  (goal: at least 1.2, the session connection ahead)")
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"profile": profile, "nodes": args.nodes, "runs": runs, "best": best}, handle, indent=2)

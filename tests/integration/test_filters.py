@@ -25,6 +25,7 @@ def test_every_filter_has_its_documentation_beside_it():
                      "instance_role_verify_problems", "instance_role_would_attach", "vpc_endpoints_problems", "vpc_endpoints_subnet_problems",
                      "vpc_endpoints_nat_lines", "vpc_endpoints_nat_message", "vpc_endpoints_dns_off",
                      "vpc_endpoints_dns_message", "vpc_endpoints_security_group_rules", "vpc_endpoints_verify_problems",
+                     "audit_report_html", "audit_report_csv",
                      "aws_retry_config"}
     for path in FILTER_DOCS:
         docs = yaml.safe_load(open(path, encoding="utf-8"))
@@ -145,6 +146,8 @@ def test_the_examples_run_and_print_what_they_say(tmp_path):
     assert printed["An ssm endpoint with private DNS off and no ssmmessages endpoint"] == [
         "The ssm endpoint of vpc-1 is not as it should be: private DNS is off.",
         "The ssmmessages endpoint of vpc-1 is not as it should be: missing or not available."]
+    assert printed["A report of one session, as a page"] == "<!DOCTYPE html>"
+    assert printed["The sessions of an audit as CSV"] == ["start_time", "2025-01-31T08:00:00Z"]
 
 
 def test_the_region_lookup_examples(tmp_path):

@@ -6,12 +6,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import socket
 import time
+import urllib.parse
+import urllib.request
 
 import pytest
 from labhelpers import wait_until
 from ssm_lab.codec import dc
+from websockets.client import ClientProtocol
+from websockets.frames import Opcode
+from websockets.protocol import State
 from websockets.sync.client import connect
+from websockets.uri import parse_uri
 
 WIRE_FAULTS = {"ack_timeout": 2, "resume_window": 2, "open_window": 3}
 
@@ -254,3 +261,76 @@ def test_a_session_whose_client_never_connects_fails_in_bounded_time(lab):
     assert session_state(lab, response["SessionId"])["Status"] == "Connecting"
     session = ended(lab, response["SessionId"], "Failed", timeout=WIRE_FAULTS["open_window"] + 10)
     assert "did not open the data channel" in session["Details"], session
+
+
+def test_the_lab_closes_with_the_closing_handshake_so_a_late_message_loses_nothing(lab):
+    """After channel_closed the lab sends its close frame and keeps TCP open until the client answers it. Were it to
+    close TCP at once, a message the client sent meanwhile (an acknowledgement, typed input) would meet a closed
+    socket, the kernel would answer with a reset, and the reset would discard what the client had not read yet:
+    channel_closed and its reason. A raw socket, read only at the end, plays the slow client."""
+    response = lab.ssm.start_session(Target=lab.node_ids[0])
+    url = urllib.parse.urlsplit(response["StreamUrl"])
+    protocol = ClientProtocol(parse_uri(response["StreamUrl"]), max_size=None)
+    with socket.create_connection((url.hostname, url.port), timeout=10) as sock:
+        def flush() -> None:
+            for data in protocol.data_to_send():
+                if data:
+                    sock.sendall(data)
+
+        def messages(timeout: float) -> list:
+            """What comes within ``timeout`` (or until EOF), every Output message acknowledged at once."""
+            sock.settimeout(timeout)
+            found = []
+            try:
+                while True:
+                    data = sock.recv(65536)
+                    protocol.receive_data(data) if data else protocol.receive_eof()
+                    for event in protocol.events_received():
+                        if getattr(event, "opcode", None) is Opcode.BINARY:
+                            found.append(message := dc.decode(event.data))
+                            if message.message_type == dc.OUTPUT and protocol.state is State.OPEN:
+                                protocol.send_binary(dc.acknowledge(message).encode())
+                    flush()
+                    if not data:
+                        return found
+            except TimeoutError:
+                return found
+
+        protocol.send_request(protocol.connect())
+        flush()
+        while protocol.state is not State.OPEN:
+            protocol.receive_data(sock.recv(65536))
+        protocol.events_received()  # the upgrade's Response
+        protocol.send_text(dc.token_message(response["TokenValue"], "slow-client").encode())
+        flush()
+        request = messages(0.2)[0]
+        payload, _session = dc.handshake_response(request.json())
+        protocol.send_binary(dc.data(dc.INPUT, 0, payload, dc.HANDSHAKE_RESPONSE).encode())
+        flush()
+        messages(0.5)  # HandshakeComplete and the shell's first output
+        lab.ssm.terminate_session(SessionId=response["SessionId"])
+        time.sleep(1.0)  # the lab has sent channel_closed and its close frame: nothing is read yet
+        protocol.send_binary(dc.data(dc.INPUT, 1, b"typed late\n").encode())
+        flush()
+        time.sleep(0.3)
+        kinds = [message.message_type for message in messages(5.0)]
+    assert dc.CHANNEL_CLOSED in kinds, kinds
+
+
+def test_the_lab_counts_the_data_channels_round_trips(lab):
+    """What the transport benchmark reads from /_lab/calls: data messages each way, and round trips (client data
+    that follows output): two commands, each typed after the answer to the one before, are two round trips."""
+    def stream(method: str = "GET") -> dict:
+        request = urllib.request.Request(f"{lab.endpoint}/_lab/calls", method=method)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)["stream"]
+
+    stream("DELETE")
+    with shell(lab) as client:
+        client.send_input(b"echo one-$((1))\n")
+        client.read_until(b"one-1")
+        client.send_input(b"echo two-$((1+1))\n")
+        client.read_until(b"two-2")
+        counts = stream()
+    assert counts["sessions"] == 1 and counts["input_messages"] == 2 and counts["round_trips"] == 2, counts
+    assert counts["output_messages"] >= 2, counts

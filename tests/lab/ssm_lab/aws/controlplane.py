@@ -32,7 +32,7 @@ from werkzeug.serving import make_server  # noqa: E402
 
 from .. import common  # noqa: E402
 from ..nodes import agent_package as nodepkg  # noqa: E402
-from . import authz, iamsim, prefs  # noqa: E402
+from . import authz, cloudtrail, iamsim, prefs  # noqa: E402
 from .instance_connect import InstanceConnect  # noqa: E402
 from .messages import MessageServer  # noqa: E402
 from .registry import Node, Registry  # noqa: E402
@@ -442,9 +442,10 @@ class LabApp:
                     registry.api_calls.clear()
                     registry.api_regions.clear()
                     registry.api_throttled.clear()
+                    registry.stream_counts.update(dict.fromkeys(registry.stream_counts, 0))
             return {"calls": dict(registry.api_calls), "total": sum(registry.api_calls.values()),
                     "regions": {region: dict(calls) for region, calls in registry.api_regions.items()},
-                    "throttled": dict(registry.api_throttled)}
+                    "throttled": dict(registry.api_throttled), "stream": dict(registry.stream_counts)}
         return None
 
     def _node_status(self, node: Node) -> dict:
@@ -695,7 +696,8 @@ def main(argv: list[str] | None = None) -> int:
     messages.endpoint_address = (args.host, args.port)
     messages.start()
     app = LabApp(registry, messages, endpoint)
-    server = make_server(args.host, args.port, Ec2RenderInvalidation(app), threaded=True,
+    trail = cloudtrail.Recorder(app, cloudtrail.Trail(registry.account_id), registry)
+    server = make_server(args.host, args.port, Ec2RenderInvalidation(trail), threaded=True,
                          request_handler=MotoRequestHandler)
 
     def stop(*_):

@@ -208,6 +208,9 @@ class Command:
         return len(done), len(errors), len(delivery)
 
 
+STREAM_COUNTS = ("sessions", "input_messages", "output_messages", "round_trips")
+
+
 class Registry:
     def __init__(self, account_id: str = common.ACCOUNT_ID, region: str = common.REGION) -> None:
         self.lock = threading.RLock()
@@ -221,6 +224,9 @@ class Registry:
         self.api_calls: dict[str, int] = {}
         self.api_regions: dict[str, dict[str, int]] = {}  # the same calls by the region they were signed for
         self.api_throttled: dict[str, int] = {}  # the calls the fault model throttled, by service:action
+        # The data channels' traffic (the benchmarks read it): data messages each way, and round trips, a round trip
+        # being client data that follows output the service sent (the client waited for an answer and spoke again).
+        self.stream_counts: dict[str, int] = dict.fromkeys(STREAM_COUNTS, 0)
         # Listings that span several pages (DescribeInstanceInformation, GetInventory, GetResources) are taken
         # once, at their first page, and served from here by their NextToken, as a consistent snapshot.
         self.snapshots: dict[str, tuple[float, list]] = {}
@@ -278,6 +284,10 @@ class Registry:
                 del self.snapshots[old]
             self.snapshots[key] = (now, rows)
         return key
+
+    def count_stream(self, name: str) -> None:
+        with self.lock:
+            self.stream_counts[name] += 1
 
     def count_call(self, action: str, region: str = "") -> None:
         with self.lock:

@@ -50,6 +50,7 @@ TOKEN_WAIT = 10.0  # seconds for the token message after the upgrade
 CLOSE_WAIT = 5.0  # seconds the end of a session waits for the acknowledgement of its last output
 CHUNK = 32768  # the largest Output payload the lab sends (the plugin has no read limit)
 WINDOW = 512  # unacknowledged output messages before the relay stops reading from the agent
+LINGER = 5.0  # seconds a closed WebSocket keeps reading for the client's close frame (the closing handshake)
 DROP_TICK = 0.1  # how often the drop_channel_every fault looks at a session's WebSocket
 MUX_AFTER = "3.0.196.0"  # agents newer than this multiplex port sessions (smux)
 
@@ -71,6 +72,8 @@ class Connection:
         self._events: list = []
         self._fragments: list = []
         self.closed = False
+        self._reading = False  # recv() is waiting on the stream: the closing handshake leaves the reading to it
+        self._linger: asyncio.Task | None = None
 
     def _flush(self) -> None:
         for data in self.protocol.data_to_send():
@@ -119,10 +122,13 @@ class Connection:
                     return ("text" if opcode == Opcode.TEXT else "binary"), b"".join(parts)
             if self.closed:
                 return None
+            self._reading = True
             try:
                 data = await self.reader.read(65536)
             except (ConnectionError, OSError):
                 data = b""
+            finally:
+                self._reading = False
             if data:
                 self.protocol.receive_data(data)
             else:
@@ -145,12 +151,41 @@ class Connection:
             self.writer.transport.abort()
 
     def close(self) -> None:
-        if not self.closed and not self.writer.is_closing() and self.protocol.state is State.OPEN:
+        """Start the closing handshake: a close frame, then TCP is closed once the client answers it (or after LINGER
+        seconds). Closing TCP at once would be a bug with real consequences: a client's message that arrives after
+        the close (an acknowledgement, typed input) makes the kernel answer with a reset, and a reset discards what
+        the client had not read yet, channel_closed and its reason included."""
+        if self.closed or self.writer.is_closing():
+            self.closed = True
+            return
+        self.closed = True
+        if self.protocol.state is State.OPEN:
             self.protocol.send_close()
             self._flush()
-        self.closed = True
         if not self.writer.is_closing():
-            self.writer.close()
+            self._linger = asyncio.ensure_future(self._read_until_closed())
+
+    async def _read_until_closed(self) -> None:
+        """Read (and drop) what the client still sends until its close frame or EOF, then close TCP."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + LINGER
+        try:
+            while not self.writer.is_closing() and loop.time() < deadline:
+                if self._reading:  # recv() reads the answer itself
+                    await asyncio.sleep(0.05)
+                    continue
+                try:
+                    data = await asyncio.wait_for(self.reader.read(65536), deadline - loop.time())
+                except (asyncio.TimeoutError, ConnectionError, OSError):
+                    break
+                if not data:
+                    break
+                self.protocol.receive_data(data)
+                self.protocol.events_received()
+                self._flush()
+        finally:
+            if not self.writer.is_closing():
+                self.writer.close()
 
 
 def handshake_properties(session) -> tuple[str, dict]:
@@ -199,6 +234,9 @@ class WireSession:
         self.attached_at = time.monotonic()
         self.drops = 0  # WebSockets broken by the drop_channel_every fault
         self.delay = max(self.faults.stream_rtt / 2, 0.0)
+        self.counts = server.registry.count_stream
+        self.answered = True  # output went out since the client's last data: its next data is a new round trip
+        self.counts("sessions")
         self.tasks: set = set()
         self.resender = self._spawn(self._resend())
         self.dropper = self._spawn(self._drop_channel())
@@ -285,6 +323,9 @@ class WireSession:
 
     def _send(self, payload: bytes, payload_type: int = dc.OUTPUT_DATA) -> None:
         _message, frame = self.out.message(payload, payload_type)
+        if payload_type == dc.OUTPUT_DATA:
+            self.counts("output_messages")
+            self.answered = True
         if self.conn is not None:
             if self.delay:
                 asyncio.get_running_loop().call_later(self.delay, self._send_late, frame)
@@ -355,6 +396,10 @@ class WireSession:
         elif not self.handshake_done:
             raise WireError(f"payload type {kind} before the handshake was complete")
         elif kind == dc.OUTPUT_DATA:
+            self.counts("input_messages")
+            if self.answered:
+                self.counts("round_trips")
+                self.answered = False
             await self._data(message.payload)
         elif kind == dc.SIZE:
             self._resize(message)
