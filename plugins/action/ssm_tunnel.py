@@ -11,12 +11,17 @@ is that main process, which lives for the whole run. The module runs a few proce
 connection's shell, AnsiballZ) and cannot tell which of its ancestors that is, so the action tells it, as the
 module's internal options _controller_pid and _controller_start added to the task's arguments (as async_status gets
 _async_dir from its action): they reach only this module run, and the worker's environment is left alone.
+
+It also names the collection's plugin_utils directory (internal option _native_client): the native transport's port
+forwarder and data channel client live there, and a module, which Ansible ships with its module_utils only, loads
+them from that path.
 """
 
 import os
 
 from ansible.plugins.action import ActionBase
 
+from ansible_collections.bastionless.ssm.plugins.plugin_utils import _controller_action
 from ansible_collections.bastionless.ssm.plugins.plugin_utils._controller_action import not_on_controller
 
 
@@ -42,7 +47,8 @@ class ActionModule(ActionBase):
             return result
 
         controller = os.getppid()
-        module_args = dict(self._task.args, _controller_pid=controller, _controller_start=process_start(controller))
+        module_args = dict(self._task.args, _controller_pid=controller, _controller_start=process_start(controller),
+                           _native_client=os.path.dirname(os.path.abspath(_controller_action.__file__)))
         result.update(self._execute_module(module_name="bastionless.ssm.ssm_tunnel", module_args=module_args,
                                            task_vars=task_vars))
         return result

@@ -718,7 +718,8 @@ class Connection(ConnectionBase):
         sock, lock = self._control_paths()
         timeout = self._command_timeout()
         marker = protocol.new_marker()
-        header = {"op": "run", "end": protocol.end_of_reply(marker).decode(), "timeout": timeout}
+        header = {"op": "run", "end": protocol.end_of_reply(marker).decode(), "timeout": timeout,
+                  "lost": protocol.lost_mark(marker)}
 
         def chunks():  # read once the master has answered, and said which reader the session has
             head, tail = protocol.request(cmd, marker, stdin_chunks is not None, self._reader, interpreter)
@@ -745,8 +746,9 @@ class Connection(ConnectionBase):
             result = protocol.parse_reply(reply, marker)
         except protocol.ProtocolError as e:
             self._terminate_session(self._session_id)
+            why = protocol.lost_reason(reply, marker) or to_native(e)  # the master's reason, a failed resume's say
             raise AnsibleConnectionFailure(f"the session to {self.instance_id} ended in the middle of a command "
-                                           f"({to_native(e)})") from e
+                                           f"({why})") from e
         if interpreter and display.verbosity >= 3 and protocol.ran_in_fork(reply, marker):
             self.verbosity_display(3, "module run in a fork of the node's resident Python (module_utils preloaded)")
         return result

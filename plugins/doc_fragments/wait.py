@@ -8,8 +8,8 @@ from __future__ import annotations
 
 class ModuleDocFragment:
     # wait and wait_timeout of the modules whose AWS request finishes later than the call that makes it
-    # (ssm_command, ssm_session, vpc_endpoint). A module states its own wait_timeout default (the option's other
-    # keys come from here) and says in its description what it waits for.
+    # (ssm_association, ssm_command, ssm_session, vpc_endpoint). A module states its own wait_timeout default
+    # (the option's other keys come from here) and says in its description what it waits for.
     DOCUMENTATION = r"""
 options:
   wait:

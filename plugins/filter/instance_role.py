@@ -19,6 +19,7 @@ from ansible_collections.bastionless.ssm.plugins.plugin_utils._names import (
     s3_bucket_name_ok,
 )
 from ansible_collections.bastionless.ssm.plugins.plugin_utils._role_inputs import role_inputs
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._session_key import SESSION_STREAM_CONTEXT, s3_key_condition
 
 DEFAULTS = {"region": "", "name": "bastionless-ssm-instance", "path": "/", "managed_policies": [],
             "permissions_boundary": "", "log_bucket": "", "log_prefix": "", "log_group": "", "kms_key_arn": "",
@@ -88,9 +89,13 @@ def logging_statements(inputs: dict, partition: str = "aws", account: str = "", 
             {"Sid": "SessionLogGroupEncryption", "Effect": "Allow", "Action": ["logs:DescribeLogGroups"],
              "Resource": ["*"]},
         ]
+    if key and bucket:
+        statements.append({"Sid": "SessionEncryptionKeyThroughS3", "Effect": "Allow",
+                           "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Resource": [key],
+                           "Condition": s3_key_condition(partition, region, bucket, prefix)})
     if key:
-        statements.append({"Sid": "SessionEncryptionKey", "Effect": "Allow",
-                           "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": [key]})
+        statements.append({"Sid": "SessionEncryptionKey", "Effect": "Allow", "Action": ["kms:Decrypt"],
+                           "Resource": [key], "Condition": dict(SESSION_STREAM_CONTEXT)})
     return statements
 
 

@@ -43,6 +43,14 @@ PRINCIPAL_KINDS = ("iam_groups", "iam_users", "iam_roles")
 # for a role.
 _OWN_SESSION = {"StringEquals": {"ssm:resourceTag/aws:ssmmessages:session-id": "${aws:userid}"}}
 
+# The data channel of a session (ssmmessages:OpenDataChannel on its session ARN), opened with the token that only
+# StartSession and ResumeSession hand out, so only to the session's starter or to whoever may resume it. AWS's
+# sample grants session/${aws:userid}-*, which matches no session id (those start with a name, never with a
+# unique id); the statement here names every session and asks for the same owner tag as above. IfExists: AWS's
+# service reference lists no condition key for this action, so where the tag is not in the request context the
+# token alone decides, as it does in the sample; where it is, only the owner's channel opens.
+_OWN_DATA_CHANNEL = {"StringEqualsIfExists": {"ssm:resourceTag/aws:ssmmessages:session-id": "${aws:userid}"}}
+
 # On every statement that allows ssm:StartSession, as AWS asks: a session that names no document would otherwise
 # get the default shell document on any node the first statement allows.
 _DOCUMENT_CHECK = {"BoolIfExists": {"ssm:SessionDocumentAccessCheck": "true"}}
@@ -165,7 +173,7 @@ def policy_document(group: dict, partition: str, account: str, region: str) -> d
              "Resource": [f"arn:{partition}:ssm:*:{account}:session/*"],
              "Condition": dict(_OWN_SESSION)},
             {"Sid": "OpenOwnDataChannels", "Effect": "Allow", "Action": ["ssmmessages:OpenDataChannel"],
-             "Resource": [f"arn:{partition}:ssm:*:{account}:session/${{aws:userid}}-*"]},
+             "Resource": [f"arn:{partition}:ssm:*:{account}:session/*"], "Condition": dict(_OWN_DATA_CHANNEL)},
         ],
     }
 

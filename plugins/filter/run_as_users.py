@@ -22,6 +22,9 @@ ABSOLUTE_PATH = re.compile(r"^/[^:\s]*$")
 VISUDO_PATH = re.compile(r"^/[^\s]*$")
 OPTION_KEYS = ("shell", "groups", "comment", "home")
 SUDO_ALL = "ALL=(ALL) NOPASSWD: ALL"  # a rule given as true
+# The SSM agent's own account: the agent creates it (with its sudo rule) the first time a session runs as it. A
+# principal may be mapped to it (the identity that runs Ansible, say); the role never creates or changes it.
+AGENT_USER = "ssm-user"
 # What the command module answers for an executable it cannot run: "Error executing command." (ansible-core 2.19)
 # or the errno's text (older cores).
 _NOT_RUNNABLE = re.compile(r"No such file|Error executing command")
@@ -124,10 +127,11 @@ def plan(run_as_map: dict, extra=(), options=None, shell: str = "/bin/bash", gro
          comment: str = "Session Manager Run As user", sudo=None) -> dict:
     """The accounts and sudo rules to make, from inputs that run_as_users_problems has passed: ``users`` (name,
     iam: the IAM principals mapped to it, shell, groups, comment, home: "" for useradd's default), sorted by name,
-    and ``sudo``: user name to the sudoers lines of that user. A user's options fall back to the role-wide ones."""
+    and ``sudo``: user name to the sudoers lines of that user. A user's options fall back to the role-wide ones.
+    ``ssm-user``, the agent's own account, is no account of the role's even when a principal is mapped to it."""
     run_as_map, options, sudo = run_as_map or {}, options or {}, sudo or {}
     users = []
-    for name in sorted(set(run_as_map.values()) | set(extra or ())):
+    for name in sorted((set(run_as_map.values()) | set(extra or ())) - {AGENT_USER}):
         own = options.get(name) or {}
         users.append({
             "name": name,

@@ -15,6 +15,7 @@ from ansible_collections.bastionless.ssm.plugins.plugin_utils._names import (
     s3_bucket_name_ok,
 )
 from ansible_collections.bastionless.ssm.plugins.plugin_utils._role_inputs import role_inputs
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._session_key import SESSION_STREAM_CONTEXT, s3_key_condition
 
 DEFAULTS = {"region": "", "s3": True, "bucket": "", "cloudwatch": True, "kms_key_arn": "",
             "kms_alias": "alias/bastionless-ssm-sessions", "idle_timeout": 20, "max_duration": 0,
@@ -68,9 +69,13 @@ def problems(inputs: dict) -> list:
     return found
 
 
-def key_policy(key_users, partition: str = "aws", account: str = "", region: str = "", log_group: str = "") -> dict:
+def key_policy(key_users, partition: str = "aws", account: str = "", region: str = "", log_group: str = "",
+               bucket: str = "", prefix: str = "") -> dict:
     """The session key's policy: the account administers it, CloudWatch Logs in ``region`` uses it for the log group
-    ``log_group`` only, and the roles ``key_users`` (ARNs; the instances' roles) encrypt what they upload."""
+    ``log_group`` only, and the roles ``key_users`` (ARNs; the instances' roles) use it only through S3 for the
+    transcripts under ``prefix`` in ``bucket``, and to decrypt Session Manager's session stream keys (the
+    encryption context Session Manager sets: aws:ssm:SessionId and aws:ssm:TargetId). The same conditions as the
+    instance role's own policy (the instance_role filters)."""
     log_group_arn = f"arn:{partition}:logs:{region}:{account}:log-group:{log_group}"
     statements = [
         {"Sid": "AccountAdministers", "Effect": "Allow", "Principal": {"AWS": f"arn:{partition}:iam::{account}:root"},
@@ -80,10 +85,14 @@ def key_policy(key_users, partition: str = "aws", account: str = "", region: str
          "Action": ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"],
          "Resource": "*", "Condition": {"ArnEquals": {"kms:EncryptionContext:aws:logs:arn": log_group_arn}}},
     ]
-    if key_users:
+    if key_users and bucket:
         statements.append({"Sid": "InstancesEncryptWhatTheyUpload", "Effect": "Allow",
-                           "Principal": {"AWS": list(key_users)}, "Action": ["kms:Decrypt", "kms:GenerateDataKey"],
-                           "Resource": "*"})
+                           "Principal": {"AWS": list(key_users)}, "Action": ["kms:GenerateDataKey", "kms:Decrypt"],
+                           "Resource": "*", "Condition": s3_key_condition(partition, region, bucket, prefix)})
+    if key_users:
+        statements.append({"Sid": "InstancesDecryptSessionStreams", "Effect": "Allow",
+                           "Principal": {"AWS": list(key_users)}, "Action": ["kms:Decrypt"], "Resource": "*",
+                           "Condition": dict(SESSION_STREAM_CONTEXT)})
     return {"Version": "2012-10-17", "Statement": statements}
 
 

@@ -11,6 +11,8 @@ documentation is in the .yml file of its name beside this one."""
 
 from __future__ import annotations
 
+import re
+
 from ansible_collections.bastionless.ssm.plugins.plugin_utils._names import VPC_ID
 from ansible_collections.bastionless.ssm.plugins.plugin_utils._role_inputs import role_inputs
 
@@ -257,6 +259,96 @@ def verify_problems(endpoints: list, services=(), subnet_ids=(), security_group=
     return found
 
 
+# The AWS-owned buckets the SSM agent reads from (s3:GetObject), per region: Systems Manager User Guide, "SSM Agent
+# communications with AWS managed S3 buckets". Through an S3 gateway endpoint with a policy, these are what the
+# agent needs besides the fleet's own buckets: Windows-only documents, agent and plugin updates, Distributor
+# packages, patch baselines and document attachments.
+AWS_AGENT_BUCKETS = (
+    "aws-ssm-{region}",
+    "aws-windows-downloads-{region}",
+    "amazon-ssm-{region}",
+    "amazon-ssm-packages-{region}",
+    "{region}-birdwatcher-prod",
+    "aws-ssm-distributor-file-{region}",
+    "aws-ssm-document-attachments-{region}",
+    "patch-baseline-snapshot-{region}",
+)
+# What the nodes do in the fleet's own buckets through the gateway endpoint: transcripts (the agent checks the
+# bucket's encryption, then uploads, in parts when large) and the aws_ssm connection's presigned transfers.
+FLEET_BUCKET_ACTIONS = ("s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload", "s3:GetEncryptionConfiguration",
+                        "s3:GetBucketLocation")
+_ORG_ID = re.compile(r"^o-[a-z0-9]{10,32}$")
+_ACCOUNT_ID = re.compile(r"^\d{12}$")
+# A bucket name of the extension list: a name, or a pattern with * and ? (IAM's wildcards in a resource ARN).
+_BUCKET_PATTERN = re.compile(r"^[a-z0-9*?][a-z0-9.*?-]{0,62}$")
+
+
+def _principal_condition(account: str, org_id: str = "") -> dict:
+    if org_id:
+        return {"StringEquals": {"aws:PrincipalOrgID": org_id}}
+    return {"StringEquals": {"aws:PrincipalAccount": account}}
+
+
+def interface_policy(account: str, org_id: str = "") -> dict:
+    """The policy of each interface endpoint (ssm, ssmmessages, ec2messages, ...): any action of the service, but
+    only by principals of ``account``, or of the organisation ``org_id`` when one is given."""
+    return {"Version": "2012-10-17", "Statement": [
+        {"Sid": "OwnPrincipalsOnly", "Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*",
+         "Condition": _principal_condition(account, org_id)}]}
+
+
+def _partition(region: str) -> str:
+    return "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
+def s3_buckets(region: str, fleet_buckets=(), extra_buckets=(), partition: str = "") -> dict:
+    """The buckets the S3 gateway endpoint lets through: ``fleet`` (the transcripts and transfer buckets, and the
+    extension list) and ``aws`` (the agent's AWS-owned buckets in ``region``), each as object ARNs
+    (``arn:...:s3:::NAME/*``) and bucket ARNs."""
+    partition = partition or _partition(region)
+    fleet = list(dict.fromkeys(name for name in [*(fleet_buckets or ()), *(extra_buckets or ())] if name))
+    aws = [name.format(region=region) for name in AWS_AGENT_BUCKETS]
+    return {"fleet": fleet, "aws": aws,
+            "fleet_arns": [f"arn:{partition}:s3:::{name}" for name in fleet]
+            + [f"arn:{partition}:s3:::{name}/*" for name in fleet],
+            "aws_arns": [f"arn:{partition}:s3:::{name}/*" for name in aws]}
+
+
+def gateway_policy(region: str, fleet_buckets=(), extra_buckets=(), partition: str = "") -> dict:
+    """The S3 gateway endpoint's policy: the fleet's own buckets (transcripts, transfers, the extension list) for
+    what the nodes do there, and the agent's AWS-owned buckets for reading; nothing else is reachable through it.
+    No principal condition: the agent reads AWS's public buckets, and presigned transfer URLs carry the signer's
+    identity, which the buckets' own policies judge."""
+    buckets = s3_buckets(region, fleet_buckets, extra_buckets, partition)
+    statements = []
+    if buckets["fleet"]:
+        statements.append({"Sid": "FleetBuckets", "Effect": "Allow", "Principal": "*",
+                           "Action": list(FLEET_BUCKET_ACTIONS), "Resource": buckets["fleet_arns"]})
+    statements.append({"Sid": "AgentBuckets", "Effect": "Allow", "Principal": "*", "Action": ["s3:GetObject"],
+                       "Resource": buckets["aws_arns"]})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def policy_problems(account: str = "", org_id: str = "", fleet_buckets=(), extra_buckets=()) -> list:
+    """The endpoint policies' inputs that cannot work, one sentence each naming the variable and the fix."""
+    found = []
+    if org_id and not (isinstance(org_id, str) and _ORG_ID.match(org_id)):
+        found.append(f"vpc_endpoints_principal_org_id: '{org_id}' is not an organization id; give the id "
+                     "(o-, then 10 to 32 lower-case letters and digits: aws organizations describe-organization), "
+                     "or leave it empty to allow the account's own principals only.")
+    if not org_id and not (isinstance(account, str) and _ACCOUNT_ID.match(account)):
+        found.append(f"vpc_endpoints policies: the account id '{account}' is not 12 digits; check the credentials "
+                     "(aws sts get-caller-identity).")
+    given = (("vpc_endpoints_s3_buckets", fleet_buckets), ("vpc_endpoints_s3_extra_buckets", extra_buckets))
+    for variable, names in given:
+        bad = [name for name in names or () if not isinstance(name, str) or not _BUCKET_PATTERN.match(name)]
+        if bad:
+            found.append(f"{variable}: {', '.join(repr(name) for name in bad)} "
+                         f"{_one(bad, 'is not a bucket name', 'are not bucket names')}; give names (lower-case "
+                         "letters, digits, . and -, * and ? as wildcards), not ARNs or s3:// URLs.")
+    return found
+
+
 class FilterModule:
     """The vpc_endpoints filters."""
 
@@ -266,4 +358,6 @@ class FilterModule:
                 "vpc_endpoints_subnet_problems": subnet_problems, "vpc_endpoints_nat_lines": nat_lines,
                 "vpc_endpoints_nat_message": nat_message, "vpc_endpoints_dns_off": dns_off,
                 "vpc_endpoints_dns_message": dns_message, "vpc_endpoints_security_group_rules": security_group_rules,
-                "vpc_endpoints_verify_problems": verify_problems}
+                "vpc_endpoints_verify_problems": verify_problems,
+                "vpc_endpoints_interface_policy": interface_policy, "vpc_endpoints_gateway_policy": gateway_policy,
+                "vpc_endpoints_policy_problems": policy_problems}

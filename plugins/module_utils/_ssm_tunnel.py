@@ -3,12 +3,16 @@
 # Copyright: Contributors to the bastionless.ssm project
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""Port forwarding tunnels for ssm_tunnel: the session-manager-plugin run detached under a small supervisor.
+"""Port forwarding tunnels for ssm_tunnel, held detached by a small supervisor.
 
 The supervisor is a double-forked copy of the module process (so it keeps the module's boto3 client, and no
-credentials go on any command line). It starts the plugin, records the tunnel in a JSON file, and ends the
-tunnel, the plugin and the session when one of these happens: it is told to (SIGTERM, from state=absent); the
-Ansible controller process it watches exits; the tunnel's maximum lifetime passes; the plugin exits by itself.
+credentials go on any command line). It carries the tunnel by one of two transports: ``native``, the collection's
+own port forwarder (plugin_utils/_port_forward.py, over the data channel client; loaded by path from the directory
+the action plugin names, since a module cannot import plugin_utils) run in the supervisor itself, which calls
+ResumeSession with the module's client when the data channel drops; or ``plugin``, the session-manager-plugin run as
+its child. It records the tunnel in a JSON file, and ends the tunnel and the session when one of these happens: it is
+told to (SIGTERM, from state=absent); the Ansible controller process it watches exits; the tunnel's maximum lifetime
+passes; the plugin exits, or the native session ends, by itself.
 
 Internal to bastionless.ssm: no compatibility promise. Linux and macOS; process checks read /proc on Linux and
 fall back to signals elsewhere.
@@ -17,12 +21,14 @@ fall back to signals elsewhere.
 import contextlib
 import datetime
 import fcntl
+import importlib.util
 import json
 import os
 import select
 import signal
 import socket
 import subprocess
+import sys
 import time
 from typing import Any
 from typing import Callable
@@ -41,6 +47,11 @@ PLUGIN_STOP_SECONDS = 5.0
 REPORT_SECONDS = 30.0
 LOG_DAYS = 7
 PR_SET_PDEATHSIG = 1
+TRANSPORTS = ("native", "plugin")
+# The files of the native transport, in plugin_utils, and the names they import each other by outside Ansible.
+NATIVE_FILES = (("bastionless_data_channel", "_data_channel.py"),
+                ("bastionless_data_channel_client", "_data_channel_client.py"),
+                ("bastionless_port_forward", "_port_forward.py"))
 # What identifies a tunnel's destination; two tunnels with the same values are the same tunnel.
 IDENTITY = ("target", "document_name", "remote_host", "remote_port")
 
@@ -121,7 +132,7 @@ def public_record(record: Dict[str, Any]) -> Dict[str, Any]:
     """What the module returns of a record."""
     keys = ("name", "target", "document_name", "remote_host", "remote_port", "local_port", "local_address",
             "session_id", "pid", "plugin_pid", "controller_pid", "started", "expires", "keep_after_play",
-            "log", "reason")
+            "log", "reason", "transport")
     return {k: record.get(k) for k in keys}
 
 
@@ -191,6 +202,55 @@ def find_plugin(configured: Optional[str]) -> str:
         f"SessionManagerPlugin is not found: install the session-manager-plugin on the controller "
         f"({_plugin_path.INSTALL_URL}) or set the plugin option (or AWS_SESSION_MANAGER_PLUGIN) to its path."
     )
+
+
+def choose_transport(option: Optional[str], native_problem: str, plugin_found: Optional[str]) -> str:
+    """The transport of a new tunnel: the transport option when set, else ``native`` where it can run (native_problem
+    is "") and ``plugin`` where it cannot. TunnelError naming the fix when the chosen transport cannot run (the plugin
+    missing is find_plugin's error, raised by the caller)."""
+    if option not in (None, "") and option not in TRANSPORTS:
+        raise TunnelError(f"transport must be one of {', '.join(TRANSPORTS)}, not {option!r}.")
+    if option == "native":
+        if native_problem:
+            raise TunnelError(f"transport native cannot run: {native_problem}; or set transport: plugin to use the "
+                              "session-manager-plugin.")
+        return "native"
+    if option == "plugin" or native_problem and plugin_found:
+        return "plugin"
+    if native_problem:
+        raise TunnelError(f"ssm_tunnel cannot reach Session Manager: {native_problem}, and no session-manager-plugin "
+                          f"was found. Install websockets (transport native, no binary needed), or the "
+                          f"session-manager-plugin ({_plugin_path.INSTALL_URL}) and set transport: plugin.")
+    return "native"
+
+
+def plugin_if_found(configured: Optional[str]) -> Optional[str]:
+    """The session-manager-plugin find_plugin would run, or None (no error: for choosing a transport)."""
+    return _plugin_path.find(configured)[0]
+
+
+def load_native(directory: Optional[str]):
+    """The native port forwarder module (plugin_utils/_port_forward.py and the client it uses), loaded from the
+    directory the action plugin passes; (module, "") or (None, why it cannot run)."""
+    if not directory or not os.path.isfile(os.path.join(directory, "_port_forward.py")):
+        return None, ("the native port forwarder was not found (ssm_tunnel runs it through its action plugin: run the "
+                      "module as bastionless.ssm.ssm_tunnel, not by path)")
+    if importlib.util.find_spec("websockets") is None:
+        return None, (f"the Python package websockets is not installed for the module's Python ({sys.executable}): "
+                      "pip install websockets (the collection's requirements.txt lists it)")
+    module = None
+    for name, filename in NATIVE_FILES:
+        module = sys.modules.get(name)
+        if module is None:
+            spec = importlib.util.spec_from_file_location(name, os.path.join(directory, filename))
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module
+            try:
+                spec.loader.exec_module(module)
+            except Exception as error:  # pylint: disable=broad-exception-caught
+                del sys.modules[name]
+                return None, f"the native port forwarder does not load ({filename}): {error}"
+    return module, ""
 
 
 # --- records ---------------------------------------------------------------------------------------------
@@ -312,7 +372,62 @@ def _stop_plugin(plugin: subprocess.Popen) -> None:
         plugin.wait()
 
 
-def _supervise(record: Dict[str, Any], argv: List[str], records: Records, report: int,
+class PluginCarrier:
+    """transport plugin: the session-manager-plugin as the supervisor's child, its output in the tunnel's log."""
+
+    def __init__(self, argv: List[str], log) -> None:
+        self.process = subprocess.Popen(  # pylint: disable=consider-using-with
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
+            preexec_fn=_set_parent_death_signal,
+        )
+        self.pid = self.process.pid
+
+    def ended(self) -> Optional[str]:
+        code = self.process.poll()
+        return None if code is None else f"the session-manager-plugin exited with code {code}"
+
+    def stop(self) -> None:
+        _stop_plugin(self.process)
+
+
+class NativeCarrier:
+    """transport native: the collection's port forwarder, in the supervisor's own process (threads)."""
+
+    pid = None
+
+    def __init__(self, forward, response: Dict[str, Any], local_port: int, resume, log) -> None:
+        self.forwarder = forward.PortForwarder(response["SessionId"], response["TokenValue"], response["StreamUrl"],
+                                               local_port, resume=resume, log=lambda message: _log(log, message))
+        self.error = forward.PortForwardError
+        self.failed = ""
+
+    def open(self) -> None:
+        try:
+            self.forwarder.start()
+        except self.error as error:
+            self.failed = str(error)
+
+    def ended(self) -> Optional[str]:
+        if self.failed:
+            return f"the native session did not start: {self.failed}"
+        return self.forwarder.why() if self.forwarder.closed.is_set() else None
+
+    def stop(self) -> None:
+        self.forwarder.stop()
+
+
+def plugin_launcher(argv: List[str]) -> Callable:
+    """What starts a plugin tunnel in the supervisor (see start)."""
+    return lambda log: PluginCarrier(argv, log)
+
+
+def native_launcher(forward, response: Dict[str, Any], local_port: int, resume: Callable[[], str]) -> Callable:
+    """What starts a native tunnel in the supervisor (see start). ``response`` is StartSession's (its token stays in
+    memory, never in the record); ``resume`` returns ResumeSession's new token."""
+    return lambda log: NativeCarrier(forward, response, local_port, resume, log)
+
+
+def _supervise(record: Dict[str, Any], launch: Callable, records: Records, report: int,
                terminate: Callable[[str], None]) -> None:
     """The supervisor's life; runs in the detached grandchild and never returns."""
     stop = {"why": ""}
@@ -330,25 +445,25 @@ def _supervise(record: Dict[str, Any], argv: List[str], records: Records, report
     _close_fds_except({report, log.fileno()})  # nothing of the module's (its result pipe above all) stays open
     os.chdir("/")
     _log(log, f"starting {record['document_name']} to {record['target']} "
-              f"(session {record['session_id']}) on {LOCAL_ADDRESS}:{record['local_port']}")
-    plugin = subprocess.Popen(  # pylint: disable=consider-using-with
-        argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, close_fds=True,
-        preexec_fn=_set_parent_death_signal,
-    )
-    record.update(pid=os.getpid(), pid_start=process_start(os.getpid()), plugin_pid=plugin.pid,
-                  plugin_start=process_start(plugin.pid))
+              f"(session {record['session_id']}, transport {record.get('transport') or 'plugin'}) on "
+              f"{LOCAL_ADDRESS}:{record['local_port']}")
+    carrier = launch(log)
+    record.update(pid=os.getpid(), pid_start=process_start(os.getpid()), plugin_pid=carrier.pid,
+                  plugin_start=process_start(carrier.pid))
     records.save(record)
-    os.write(report, (json.dumps({"pid": record["pid"], "plugin_pid": plugin.pid}) + "\n").encode())
+    os.write(report, (json.dumps({"pid": record["pid"], "plugin_pid": carrier.pid}) + "\n").encode())
     os.close(report)
+    if hasattr(carrier, "open"):
+        carrier.open()  # after the report: the module waits for the local port (wait_ready) and reads the log
 
     deadline = None
     if record.get("max_lifetime"):
         deadline = time.monotonic() + record["max_lifetime"]
     watched = record.get("controller_pid") if not record.get("keep_after_play") else None
     while not stop["why"]:
-        code = plugin.poll()
-        if code is not None:
-            stop["why"] = f"the session-manager-plugin exited with code {code}"
+        ended = carrier.ended()
+        if ended:
+            stop["why"] = ended
         elif watched and not alive(watched, record.get("controller_start")):
             stop["why"] = f"the Ansible process that opened the tunnel (pid {watched}) has exited"
         elif deadline is not None and time.monotonic() >= deadline:
@@ -356,7 +471,7 @@ def _supervise(record: Dict[str, Any], argv: List[str], records: Records, report
         else:
             time.sleep(POLL_SECONDS)
     _log(log, f"closing: {stop['why']}")
-    _stop_plugin(plugin)
+    carrier.stop()
     try:
         terminate(record["session_id"])
         _log(log, f"session {record['session_id']} terminated")
@@ -367,9 +482,10 @@ def _supervise(record: Dict[str, Any], argv: List[str], records: Records, report
     log.close()
 
 
-def start(record: Dict[str, Any], argv: List[str], records: Records, terminate: Callable[[str], None]) -> Dict[str, Any]:
-    """Start the supervisor (and through it the plugin) detached from this process; return the record with
-    the supervisor's and the plugin's PIDs. ``terminate`` ends the session; it runs in the supervisor."""
+def start(record: Dict[str, Any], launch: Callable, records: Records, terminate: Callable[[str], None]) -> Dict[str, Any]:
+    """Start the supervisor (and through it the tunnel: plugin_launcher or native_launcher) detached from this
+    process; return the record with the supervisor's and the plugin's PIDs (None for native). ``terminate`` ends
+    the session; it runs in the supervisor."""
     records.ensure()
     read_end, write_end = os.pipe()
     child = os.fork()
@@ -381,7 +497,7 @@ def start(record: Dict[str, Any], argv: List[str], records: Records, terminate: 
             if os.fork() == 0:
                 code = 0
                 try:
-                    _supervise(record, argv, records, write_end, terminate)
+                    _supervise(record, launch, records, write_end, terminate)
                 except BaseException as error:  # pylint: disable=broad-exception-caught
                     code = 1
                     with contextlib.suppress(OSError):

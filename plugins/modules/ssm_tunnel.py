@@ -15,8 +15,13 @@ description:
     database or an ElastiCache cluster (C(AWS-StartPortForwardingSessionToRemoteHost)). Nothing listens on the
     node and no security group opens a port to the controller.
   - Runs on the controller, in a play on C(localhost) or with C(delegate_to) set to C(localhost). It calls
-    C(StartSession), then starts the C(session-manager-plugin) detached, under a small supervisor that records
-    the tunnel in O(state_dir), and returns once the local port accepts connections.
+    C(StartSession), then carries the session detached, under a small supervisor that records the tunnel in
+    O(state_dir), and returns once the local port accepts connections.
+  - No C(session-manager-plugin) needed. With O(transport=native) (the default where the Python package
+    C(websockets) is installed) the supervisor speaks Session Manager's data channel itself, resumes the session
+    with C(ResumeSession) when the service drops its WebSocket, and carries many TCP connections at once over the
+    one session (multiplexed, as current SSM Agents offer). O(transport=plugin) runs the C(session-manager-plugin)
+    instead.
   - Picks a free local port when O(local_port) is not given, and returns it in RV(tunnel.local_port).
   - A tunnel never outlives its play by accident. Its supervisor ends it, the plugin and the session when the
     C(ansible-playbook) (or C(ansible)) process that opened it exits, however it exits, unless
@@ -85,6 +90,17 @@ options:
         timeout ends a tunnel that carries nothing, 20 minutes by default).
     type: bool
     default: false
+  transport:
+    description:
+      - How the supervisor carries the session.
+      - V(native) speaks Session Manager's data channel itself (the Python package C(websockets) on the
+        controller; no binary). Connections share the session, multiplexed, with SSM Agents newer than 3.0.196.0,
+        and go one at a time with older ones.
+      - V(plugin) runs the C(session-manager-plugin) (see O(plugin)).
+      - Unset, V(native) where C(websockets) can be imported by the module's Python, else V(plugin). When the
+        chosen transport cannot run, the task fails naming what to install.
+    type: str
+    choices: [native, plugin]
   state_dir:
     description:
       - Where the tunnels are recorded (a JSON file and a log per tunnel, named after the local port). Created
@@ -101,6 +117,11 @@ options:
       - Internal, set by the module's action plugin; do not set it. The start time of O(_controller_pid), so that
         another process that gets the same id later is not taken for it.
     type: int
+  _native_client:
+    description:
+      - Internal, set by the module's action plugin; do not set it. The collection's directory that holds the
+        native transport's port forwarder.
+    type: path
 attributes:
   check_mode:
     description:
@@ -118,7 +139,8 @@ notes:
     often allow port forwarding to some nodes only (resource tags); see the operator_access role.
   - The readiness check opens one TCP connection through the tunnel and closes it at once; the service at the
     far end sees a connection that sends nothing.
-  - The plugin's output and the supervisor's events (why a tunnel closed) are in RV(tunnel.log).
+  - The supervisor's events (why a tunnel closed, a destination port the node could not connect to) and, with
+    O(transport=plugin), the plugin's output are in RV(tunnel.log).
   - On the controller, needs a POSIX system (Linux or macOS).
 extends_documentation_fragment:
   - bastionless.ssm.session_manager_plugin
@@ -209,9 +231,13 @@ tunnel:
       type: int
       sample: 12345
     plugin_pid:
-      description: The session-manager-plugin's process ID.
+      description: The session-manager-plugin's process ID; null with O(transport=native).
       type: int
       sample: 12346
+    transport:
+      description: The transport that carries the tunnel (V(native) or V(plugin)); null in check mode.
+      type: str
+      sample: native
     controller_pid:
       description: The Ansible process whose exit closes the tunnel; null with O(keep_after_play).
       type: int
@@ -323,8 +349,20 @@ def new_record(params: Dict[str, Any], local_port: Optional[int], records: tunne
         keep_after_play=keep,
         reason=params.get("reason") or "",
         log=records.path(local_port, ".log") if local_port else None,
+        transport=None,
     )
     return record
+
+
+def choose_transport(params: Dict[str, Any]):
+    """(transport, the native forwarder module or None, the plugin's path or None); TunnelError naming the fix."""
+    option = params.get("transport")
+    forward, native_problem = (None, "") if option == "plugin" else tunnels.load_native(params.get("_native_client"))
+    found = tunnels.plugin_if_found(params.get("plugin")) if native_problem and option != "native" else None
+    transport = tunnels.choose_transport(option, native_problem, found)
+    if transport == "plugin":
+        return transport, None, tunnels.find_plugin(params.get("plugin"))
+    return transport, forward, None
 
 
 # --- AWS calls -------------------------------------------------------------------------------------------
@@ -384,7 +422,7 @@ def ensure_present(module: AnsibleAWSModule, records: tunnels.Records) -> None:
                 "watch; run it as a task of ansible-playbook or ansible, or set keep_after_play: true."
             ))
         try:
-            plugin = tunnels.find_plugin(params.get("plugin"))
+            transport, forward, plugin = choose_transport(params)
         except tunnels.TunnelError as error:
             module.fail_json(msg=str(error))
         client = module.client("ssm", retry_decorator=AWSRetry.jittered_backoff())
@@ -401,11 +439,18 @@ def ensure_present(module: AnsibleAWSModule, records: tunnels.Records) -> None:
         parameters = tunnels.session_parameters(wanted["remote_port"], local_port, wanted["remote_host"])
         response = start_session(client, wanted["target"], wanted["document_name"], parameters, record["reason"])
         record["session_id"] = response["SessionId"]
-        record["plugin"] = plugin
-        argv = tunnels.plugin_argv(plugin, response, module.region, params.get("profile"), wanted["target"],
-                                   wanted["document_name"], parameters, client.meta.endpoint_url)
+        record["transport"] = transport
+        if transport == "native":
+            launch = tunnels.native_launcher(
+                forward, response, local_port,
+                lambda: closer.resume_session(SessionId=response["SessionId"]).get("TokenValue"))
+        else:
+            record["plugin"] = plugin
+            launch = tunnels.plugin_launcher(tunnels.plugin_argv(
+                plugin, response, module.region, params.get("profile"), wanted["target"], wanted["document_name"],
+                parameters, client.meta.endpoint_url))
         try:
-            record = tunnels.start(record, argv, records,
+            record = tunnels.start(record, launch, records,
                                    lambda session_id: closer.terminate_session(SessionId=session_id))
         except (tunnels.TunnelError, OSError) as error:
             terminate_quietly(client, record["session_id"])
@@ -456,6 +501,8 @@ def main() -> None:
         # closes the tunnel, and its start time (against PID reuse).
         _controller_pid=dict(type="int"),
         _controller_start=dict(type="int"),
+        _native_client=dict(type="path"),
+        transport=dict(type="str", choices=["native", "plugin"]),
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
     problem = validate(module.params)

@@ -295,13 +295,14 @@ class Resender:
         self.message_type = message_type
         self.timeout = timeout
         self.next_sequence = 0
-        self._unacked: dict[int, list] = {}  # sequence -> [message, frame, last sent (monotonic)]
+        self._unacked: dict[int, list] = {}  # sequence -> [message, frame, last sent, first sent (monotonic)]
 
     def message(self, payload: bytes, payload_type: int = OUTPUT_DATA) -> tuple[AgentMessage, bytes]:
         """The next sequenced message and its frame, kept until acknowledged."""
         message = data(self.message_type, self.next_sequence, payload, payload_type)
         frame = message.encode()
-        self._unacked[self.next_sequence] = [message, frame, time.monotonic()]
+        now = time.monotonic()
+        self._unacked[self.next_sequence] = [message, frame, now, now]
         self.next_sequence += 1
         return message, frame
 
@@ -333,6 +334,14 @@ class Resender:
             return 0.0
         now = time.monotonic() if now is None else now
         return now - min(entry[2] for entry in self._unacked.values())
+
+    def oldest_wait(self, now: float | None = None) -> float:
+        """How long the oldest unacknowledged message has waited since it was first sent, resends included (0 when
+        none): how long the other end has not acknowledged it."""
+        if not self._unacked:
+            return 0.0
+        now = time.monotonic() if now is None else now
+        return now - min(entry[3] for entry in self._unacked.values())
 
 
 # --- smux v1, the stream multiplexer of port forwarding sessions --------------------------------------------------

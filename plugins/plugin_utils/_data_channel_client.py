@@ -17,7 +17,9 @@ What it does, as AWS's session-manager-plugin does (see _data_channel.py for the
 - keeps every input message until it is acknowledged and resends the oldest ones every RESEND_TICK seconds once
   they are RESEND_AFTER seconds old; stops taking input while WINDOW messages are unacknowledged;
 - when the WebSocket breaks, asks ``resume`` (a callable doing ResumeSession, returning the new token or None) and
-  carries on over a new WebSocket with both sequence counters and the unacknowledged input.
+  carries on over a new WebSocket with both sequence counters and the unacknowledged input;
+- ends the channel, with the reason in ``lost``, when the far end acknowledges no input for ``ack_timeout`` seconds
+  (the node or the service stopped answering), and refuses a StreamUrl that is not a WebSocket URL.
 
 Threads: one reads the WebSocket, one resends; ``send`` may be called from any thread. Callbacks run on the reader
 thread and must not block for long.
@@ -25,6 +27,7 @@ thread and must not block for long.
 
 import threading
 import time
+import urllib.parse
 import uuid
 
 try:
@@ -33,7 +36,7 @@ except ImportError:  # loaded by path, beside the codec (the lab's session-manag
     import bastionless_data_channel as dc  # pylint: disable=import-error
 
 try:
-    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
     from websockets.sync.client import connect
     HAS_WEBSOCKETS = True
 except ImportError:  # pragma: no cover - reported by the caller
@@ -44,6 +47,7 @@ RESEND_TICK = 0.1
 WINDOW = 2000  # unacknowledged input messages before send() waits
 CONNECT_TIMEOUT = 45.0  # the plugin's dial timeout
 HANDSHAKE_TIMEOUT = 30.0
+ACK_TIMEOUT = 60.0  # seconds the oldest input may wait for its acknowledgement before the channel is given up
 
 
 class DataChannelClosed(Exception):
@@ -54,7 +58,7 @@ class DataChannelClient:
     """One session's data channel (see the module's description)."""
 
     def __init__(self, session_id: str, token: str, stream_url: str, on_data=None, on_flag=None, resume=None,
-                 chunk: int = dc.MAX_CHUNK, client_id: str | None = None) -> None:
+                 chunk: int = dc.MAX_CHUNK, client_id: str | None = None, ack_timeout: float = ACK_TIMEOUT) -> None:
         if not HAS_WEBSOCKETS:
             raise DataChannelClosed("the Python package websockets is required for Session Manager's data channel: "
                                     "pip install websockets")
@@ -65,6 +69,7 @@ class DataChannelClient:
         self.on_flag = on_flag or (lambda value: None)
         self.resume = resume
         self.chunk = chunk
+        self.ack_timeout = ack_timeout
         self.client_id = client_id or str(uuid.uuid4())
         self.session_type = ""
         self.properties: dict = {}
@@ -73,23 +78,38 @@ class DataChannelClient:
         self.handshake_done = threading.Event()
         self.closed = threading.Event()
         self.close_output = ""  # channel_closed's Output: the reason the service gave, if any
+        self.service_closed = False  # whether the service ended the channel (channel_closed), with a reason or not
         self.lost = ""  # why the connection was lost for good (no channel_closed)
         self._out = dc.Resender(dc.INPUT, timeout=RESEND_AFTER)
         self._inbound = dc.InOrder()
         self._lock = threading.Lock()  # the Resender and the WebSocket's sends
         self._acked = threading.Condition(self._lock)
         self._ws = None
+        self._connected_at = time.monotonic()
         self._threads: list = []
 
     # --- the connection ----------------------------------------------------------------------------------
     def _connect(self) -> None:
+        problem = stream_url_problem(self.stream_url)
+        if problem:
+            raise DataChannelClosed(problem)
         try:
             # Entered as a context manager (websockets 17 deprecates a bare connect()); closed by close().
             ws = connect(self.stream_url, open_timeout=CONNECT_TIMEOUT, close_timeout=1, max_size=None,
                          compression=None, ping_interval=None, user_agent_header=None).__enter__()
-        except (OSError, InvalidHandshake, InvalidURI, TimeoutError) as error:
-            raise DataChannelClosed(f"cannot open the data channel {self.stream_url}: {error}") from None
+        except InvalidStatus as error:
+            status = error.response.status_code
+            why = (" (the session's token is not valid or has expired: start a new session)"
+                   if status in (401, 403) else "")
+            raise DataChannelClosed(f"the service refused the data channel of session {self.session_id}: "
+                                    f"HTTP {status} from {_host(self.stream_url)}{why}") from None
+        except (InvalidHandshake, InvalidURI) as error:
+            raise DataChannelClosed(f"the StreamUrl {_host(self.stream_url)} did not answer as a WebSocket: "
+                                    f"{error}") from None
+        except (OSError, TimeoutError) as error:
+            raise DataChannelClosed(f"cannot open the data channel {_host(self.stream_url)}: {error}") from None
         ws.send(dc.token_message(self.token, self.client_id))
+        self._connected_at = time.monotonic()
         self._ws = ws
 
     def open(self, timeout: float = HANDSHAKE_TIMEOUT) -> None:
@@ -102,7 +122,10 @@ class DataChannelClient:
         deadline = time.monotonic() + timeout
         while not self.handshake_done.wait(0.05):
             if self.closed.is_set():
-                raise DataChannelClosed(self.close_output or self.lost or "the service closed the data channel")
+                if self.close_output:
+                    raise DataChannelClosed(f"the service closed the data channel of session {self.session_id}: "
+                                            f"{self.close_output}")
+                raise DataChannelClosed(self.lost or "the service closed the data channel")
             if time.monotonic() > deadline:
                 self.close()
                 raise DataChannelClosed(f"no handshake from the service in {timeout:g} s")
@@ -175,6 +198,13 @@ class DataChannelClient:
             with self._lock:
                 for frame in self._out.due():
                     self._send_frame(frame)
+                # Counted from the last (re)connection too: a resume does not use up the far end's time to answer.
+                waited = min(self._out.oldest_wait(), time.monotonic() - self._connected_at)
+            if waited > self.ack_timeout:
+                self.lost = (f"the session's far end acknowledged no input for {self.ack_timeout:g} s: the node or "
+                             "the service stopped answering")
+                self.close()
+                return
 
     # --- receiving ---------------------------------------------------------------------------------------
     def _read(self) -> None:
@@ -227,6 +257,7 @@ class DataChannelClient:
                     self._acked.notify_all()
         elif kind == dc.CHANNEL_CLOSED:
             self.close_output = _text_field(message, "Output")
+            self.service_closed = True
             self._set_closed()
         elif kind == dc.OUTPUT:
             acknowledge, ready = self._inbound.receive(message)
@@ -252,6 +283,21 @@ class DataChannelClient:
             self.on_flag(message.flag())
         elif kind in (dc.OUTPUT_DATA, dc.STDERR, dc.EXIT_CODE):
             self.on_data(message.payload)
+
+
+def stream_url_problem(url) -> str:
+    """Why a StreamUrl cannot be a data channel ("" when it can): it must be a ws:// or wss:// URL with a host."""
+    parts = urllib.parse.urlsplit(str(url or ""))
+    if parts.scheme in ("ws", "wss") and parts.hostname:
+        return ""
+    return (f"the StreamUrl {_host(url) or '(empty)'} is not a WebSocket URL (ws:// or wss:// with a host): pass the "
+            "StreamUrl of the StartSession or ResumeSession response unchanged")
+
+
+def _host(url) -> str:
+    """A URL without its query (the service's StreamUrl carries nothing secret there, but nobody needs it in a
+    message)."""
+    return str(url or "").split("?", 1)[0]
 
 
 def _text_field(message, name: str) -> str:

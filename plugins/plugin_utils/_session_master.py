@@ -344,9 +344,21 @@ class Master:
             _send(client, {"ok": False, "error": f"unknown request {op!r}"})
             return None
         _send(client, {"ok": True, "session": self.config.get("session_id"), "reader": self.reader})
-        return self.run(client, header["end"].encode(), float(header.get("timeout", 60)) + 5)
+        return self.run(client, header["end"].encode(), float(header.get("timeout", 60)) + 5,
+                        str(header.get("lost") or "").encode())
 
-    def run(self, client: socket.socket, end: bytes, timeout: float):
+    def _lost(self, client: socket.socket, pending: bytes, lost: bytes) -> str:
+        """The session ended in the middle of a command: hand the client what it has not had yet and, when it asked
+        for it (the header's ``lost``), a line that says why (a failed ResumeSession's error, say)."""
+        if lost:
+            try:
+                client.settimeout(5)
+                client.sendall(pending + b"\n" + lost + " ".join(self._why_ended().split()).encode() + b"\n")
+            except OSError:
+                pass
+        return "session ended"
+
+    def run(self, client: socket.socket, end: bytes, timeout: float, lost: bytes = b""):
         client.setblocking(False)
         stdin = None if self.native else self.proc.stdin
         deadline = time.monotonic() + timeout
@@ -405,11 +417,11 @@ class Master:
                 except BlockingIOError:
                     pass
                 except OSError:
-                    return "session ended"
+                    return self._lost(client, bytes(to_client), lost)
             if self.pty_fd in readable:
                 data = self._read_pty()
                 if data is None:
-                    return "session ended"
+                    return self._lost(client, bytes(to_client), lost) if done_at is None else "session ended"
                 if done_at is None:
                     reply += data
                     found = reply.find(end, scan_from)
@@ -433,7 +445,7 @@ class Master:
                 except OSError:
                     return "the client went away in the middle of a command"
             if self._ended() and not readable:
-                return "session ended"
+                return self._lost(client, bytes(to_client), lost) if done_at is None else "session ended"
 
     # --- the end ---------------------------------------------------------------------------------------
     def stop(self, graceful: bool) -> None:

@@ -155,6 +155,18 @@ def end_of_reply(marker: str) -> bytes:
     return f"{marker}:R ".encode()
 
 
+def lost_mark(marker: str) -> str:
+    """What starts the line the master sends, instead of the rest of a reply, when the session ends in the middle of a
+    command: ``<marker>:L <why>`` (the request header's ``lost``)."""
+    return f"{marker}:L "
+
+
+def lost_reason(output: bytes, marker: str) -> str:
+    """The master's reason for a session that ended in the middle of this command (see lost_mark); "" when none."""
+    found = re.search(re.escape(lost_mark(marker).encode()) + rb"([^\n]*)", output)
+    return found.group(1).decode("utf-8", "replace").strip() if found else ""
+
+
 def parse_reply(output: bytes, marker: str) -> tuple:
     """(rc, stdout, stderr) from a framed reply; ProtocolError when it is not one."""
     lines = output.replace(b"\r", b"").split(b"\n")

@@ -26,6 +26,7 @@ def test_every_filter_has_its_documentation_beside_it():
                      "vpc_endpoints_nat_lines", "vpc_endpoints_nat_message", "vpc_endpoints_dns_off",
                      "vpc_endpoints_dns_message", "vpc_endpoints_security_group_rules", "vpc_endpoints_verify_problems",
                      "audit_report_html", "audit_report_csv",
+                     "vpc_endpoints_interface_policy", "vpc_endpoints_gateway_policy", "vpc_endpoints_policy_problems",
                      "aws_retry_config"}
     for path in FILTER_DOCS:
         docs = yaml.safe_load(open(path, encoding="utf-8"))
@@ -81,6 +82,14 @@ def test_the_examples_run_and_print_what_they_say(tmp_path):
     assert printed["Why the nodes are not Online"] == [
         "i-0123456789abcdef0 (ConnectionLost): AGENT_CONNECTION_LOST - The agent last reported 2 h ago. Fix: Restart "
         "the agent."]
+    interface = printed["The interface endpoints' policy for one account"]
+    assert interface["Statement"][0]["Condition"] == {"StringEquals": {"aws:PrincipalAccount": "123456789012"}}
+    gateway = printed["The S3 gateway endpoint's policy for the transcripts and transfer buckets"]
+    assert [s["Sid"] for s in gateway["Statement"]] == ["FleetBuckets", "AgentBuckets"]
+    assert "arn:aws:s3:::acme-sessions/*" in gateway["Statement"][0]["Resource"]
+    assert gateway["Statement"][1]["Resource"][-1] == "arn:aws:s3:::patch-baseline-snapshot-eu-west-1/*"
+    assert printed["An ARN where a bucket name belongs"][0].startswith(
+        "vpc_endpoints_s3_extra_buckets: 'arn:aws:s3:::logs' is not a bucket name;")
     paths = printed["One subnet routed to an available NAT gateway, one on the main table without a route out"]
     assert {s: (p["route_table_id"], p["nat_gateway_id"], p["ok"]) for s, p in paths.items()} == {
         "subnet-a": ("rtb-private", "nat-1", True), "subnet-b": ("rtb-main", "", False)}
@@ -110,7 +119,9 @@ def test_the_examples_run_and_print_what_they_say(tmp_path):
         "session_logging_idle_timeout: 90 is out of range"]
     key_policy = printed["The session key's policy for one instance role"]["Statement"]
     assert [s["Sid"] for s in key_policy] == ["AccountAdministers", "CloudWatchLogsEncryptsTheSessionLogGroup",
-                                              "InstancesEncryptWhatTheyUpload"]
+                                              "InstancesEncryptWhatTheyUpload", "InstancesDecryptSessionStreams"]
+    assert key_policy[2]["Condition"]["StringLike"] == {"kms:EncryptionContext:aws:s3:arn": [
+        "arn:aws:s3:::acme-sessions", "arn:aws:s3:::acme-sessions/sessions/*"]}
     assert key_policy[1]["Condition"]["ArnEquals"] == {
         "kms:EncryptionContext:aws:logs:arn": "arn:aws:logs:us-east-1:123456789012:log-group:/bastionless/ssm/sessions"}
 

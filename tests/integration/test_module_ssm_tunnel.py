@@ -1,7 +1,8 @@
 """bastionless.ssm.ssm_tunnel against the lab, through ansible-playbook: tunnels to a TCP service behind a node and
-to a port on the node carry data both ways, are gone after state=absent and after the play ends (also when the
-Ansible process is killed), pick a free local port, are idempotent, can outlive the play only when asked and then
-end at max_lifetime; each failure class; the documented examples and playbooks/db-migration-tunnel.yml."""
+to a port on the node carry data both ways (over the native transport, the default, and over the plugin), are gone
+after state=absent and after the play ends (also when the Ansible process is killed), pick a free local port, are
+idempotent, can outlive the play only when asked and then end at max_lifetime; each failure class; the documented
+examples and playbooks/db-migration-tunnel.yml."""
 
 import ast
 import hashlib
@@ -155,6 +156,7 @@ def test_a_tunnel_to_a_host_behind_the_node_carries_data_and_ends_with_the_play(
     assert tunnel["document_name"] == TO_HOST
     assert (tunnel["target"], tunnel["remote_host"], tunnel["remote_port"]) == (node, "127.0.0.1", echo.port)
     assert 1024 <= tunnel["local_port"] <= 65535 and tunnel["local_port"] != echo.port  # picked
+    assert (tunnel["transport"], tunnel["plugin_pid"]) == ("native", None)  # the default: no binary
     sent = echo_ok(json.loads((tmp_path / "echo.json").read_text()))
     assert echo.saw(sent)  # the service behind the node got the bytes, and sent them back
     [active] = [s for s in json.loads((tmp_path / "active.json").read_text())["sessions"]
@@ -168,12 +170,14 @@ def test_a_tunnel_to_a_host_behind_the_node_carries_data_and_ends_with_the_play(
     with open(tunnel["log"], encoding="utf-8") as handle:
         log = handle.read()
     assert "the Ansible process that opened the tunnel" in log and "has exited" in log
+    assert f"port {tunnel['local_port']} opened, multiplexed" in log, log
 
 
 def test_a_tunnel_to_a_port_on_the_node_is_idempotent_and_closed_by_state_absent(
         lab, node, echo, state_dir, tmp_path):
     port = free_port()
-    args = {"target": node, "remote_port": echo.port, "local_port": port, "state_dir": state_dir}
+    args = {"target": node, "remote_port": echo.port, "local_port": port, "state_dir": state_dir,
+            "transport": "plugin"}
     output, recap = controller_play(lab, tmp_path, [
         {"name": "Open the tunnel", MODULE: args, "register": "__first"},
         {"name": "Open it again", MODULE: args, "register": "__again"},
@@ -196,6 +200,7 @@ def test_a_tunnel_to_a_port_on_the_node_is_idempotent_and_closed_by_state_absent
     results = json.loads((tmp_path / "results.json").read_text())
     first = results["first"]["tunnel"]
     assert results["first"]["changed"] and first["document_name"] == TO_NODE and first["local_port"] == port
+    assert first["transport"] == "plugin" and first["plugin_pid"]
     assert first["remote_host"] == ""
     for name in ("again", "any"):
         assert not results[name]["changed"] and results[name]["tunnel"] == first
@@ -282,8 +287,9 @@ def test_a_killed_ansible_playbook_takes_its_tunnel_with_it(lab, node, echo, sta
 def test_a_killed_supervisor_takes_the_plugin_with_it_and_its_record_is_cleared(
         lab, node, echo, state_dir, tmp_path):
     args = {"target": node, "remote_port": echo.port, "keep_after_play": True, "max_lifetime": 300,
-            "state_dir": state_dir}
+            "state_dir": state_dir, "transport": "plugin"}
     tunnel = play(lab, tmp_path, args)[0]["tunnel"]
+    assert tunnel["transport"] == "plugin" and tunnel["plugin_pid"]
     os.kill(tunnel["pid"], signal.SIGKILL)  # no clean-up of its own: the plugin gets SIGTERM from the kernel
     wait_until(lambda: gone(tunnel), what="the plugin of a killed supervisor to exit")
     assert records(state_dir) == [f"tunnel-{tunnel['local_port']}.json"]  # stale, nobody removed it
@@ -330,6 +336,7 @@ def test_a_node_that_is_not_connected(lab, other_node, echo, state_dir, tmp_path
 
 def test_a_plugin_that_is_not_there(lab, node, echo, state_dir, tmp_path):
     result, output = play(lab, tmp_path, {"target": node, "remote_port": echo.port, "state_dir": state_dir,
+                                          "transport": "plugin",
                                           "plugin": str(tmp_path / "session-manager-plugin")}, fails=True)
     assert "is not an executable file; install the session-manager-plugin" in result["msg"]
     assert sessions(lab, "Active", Target=node) == []  # no session was started
@@ -340,6 +347,7 @@ def test_a_plugin_that_is_not_there(lab, node, echo, state_dir, tmp_path):
 def test_no_plugin_anywhere(lab, node, echo, state_dir, tmp_path):
     """Neither AWS_SESSION_MANAGER_PLUGIN nor a plugin on PATH: the symptom users meet first."""
     path = write_controller_playbook(tmp_path, [{"name": "Open", MODULE: {"target": node, "remote_port": echo.port,
+                                                                          "transport": "plugin",
                                                                           "state_dir": state_dir}}])
     env = lab.environ(AWS_SESSION_MANAGER_PLUGIN="", ANSIBLE_NOCOLOR="1")
     venv = os.path.dirname(subprocess.check_output(["which", "ansible-playbook"], text=True).strip())
@@ -366,7 +374,8 @@ def test_a_plugin_that_never_listens(lab, node, echo, state_dir, tmp_path, scrip
     plugin.write_text(f"#!/bin/sh\n{script}\n")
     plugin.chmod(0o755)
     result, output = play(lab, tmp_path, {"target": node, "remote_port": echo.port, "state_dir": state_dir,
-                                          "plugin": str(plugin), "wait_timeout": 2}, fails=True)
+                                          "transport": "plugin", "plugin": str(plugin), "wait_timeout": 2},
+                          fails=True)
     assert message in result["msg"], result["msg"]
     if "boom" in script:
         assert "Cannot perform start session: boom" in result["msg"]  # the plugin's own words, from its log

@@ -93,7 +93,9 @@ class TestInstanceProfile:
         assert statements["SessionTranscriptsToS3"]["Resource"] == ["arn:aws:s3:::audit-logs/sessions/*"]
         assert statements["SessionLogsToCloudWatch"]["Resource"] == [
             "arn:aws:logs:us-east-1:123456789012:log-group:/ssm/sessions:*"]
-        assert statements["SessionEncryptionKey"]["Action"] == ["kms:Decrypt", "kms:GenerateDataKey"]
+        assert statements["SessionEncryptionKey"]["Action"] == ["kms:Decrypt"]  # session streams, their context only
+        assert statements["SessionEncryptionKeyThroughS3"]["Condition"]["StringEquals"] == {
+            "kms:ViaService": "s3.us-east-1.amazonaws.com"}
         output, recap = _role_only(lab, instance_role_log_bucket="audit-logs", instance_role_log_prefix="sessions/",
                                    instance_role_log_group="/ssm/sessions", instance_role_kms_key_arn=key,
                                    instance_role_permissions_boundary=boundary,

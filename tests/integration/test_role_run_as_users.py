@@ -37,9 +37,11 @@ def lab(tmp_path_factory):
         lab.client("s3").create_bucket(Bucket="bastionless-lab-transfer")
         iam = lab.client("iam")
         iam.create_user(UserName="alice")
-        # The lab judges an IAM user's own policies: alice may start sessions (which account they run as is the test).
+        # The lab judges an IAM user's own policies: alice may start sessions and open their data channels (which
+        # account they run as is the test).
         iam.put_user_policy(UserName="alice", PolicyName="start-sessions", PolicyDocument=json.dumps(
-            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ssm:StartSession", "Resource": "*"}]}))
+            {"Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": ["ssm:StartSession", "ssmmessages:OpenDataChannel"], "Resource": "*"}]}))
         trust = {"Version": "2012-10-17", "Statement": [
             {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
         iam.create_role(RoleName="ci-deployer", AssumeRolePolicyDocument=json.dumps(trust))
@@ -53,7 +55,10 @@ def node(lab):
 
 
 def play(lab, *options, check=True, **extra):
-    """The role over Session Manager with ``extra`` as extra vars; return (flattened output, the node's recap)."""
+    """The role over Session Manager with ``extra`` as extra vars; return (flattened output, the node's recap).
+    The lab inventory's run_as_users_extra (session-user, its default Run As account) is left out: the accounts
+    here are the map's."""
+    extra = {"run_as_users_extra": [], **extra}
     output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, PLAYBOOK, "-e", json.dumps(extra), *options,
                         check=check)
     [node] = lab.network["nodes"]

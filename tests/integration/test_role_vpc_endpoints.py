@@ -1,6 +1,8 @@
 """bastionless.ssm.vpc_endpoints (with instance_role) against the lab: each mode brings offline nodes Online,
 breaking the path takes them offline and a rerun brings them back, and bad input fails cleanly."""
 
+import json
+
 import pytest
 from ansible_cli import run_cases
 from roles_helpers import ping_status, provision, wait_for
@@ -53,6 +55,9 @@ class TestEndpointsMode:
         endpoints = _endpoints(endpoints_lab)
         assert sorted(endpoints) == ["ec2messages", "ssm", "ssmmessages"]
         assert all(e["PrivateDnsEnabled"] for e in endpoints.values())
+        for endpoint in endpoints.values():  # the account's own principals only, not AWS's default full access
+            [statement] = json.loads(endpoint["PolicyDocument"])["Statement"]
+            assert statement["Condition"] == {"StringEquals": {"aws:PrincipalAccount": "123456789012"}}, endpoint
         assert "Monthly cost estimate, us-east-1" in output
         assert "endpoints $   43.90" in output
 

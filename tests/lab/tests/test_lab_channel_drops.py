@@ -71,3 +71,50 @@ def test_a_command_running_across_drops_completes_with_its_output_exactly_once(l
         assert resumes(lab) - before >= 2, "the channel dropped and resumed while the command ran"
     finally:
         lab.cli("faults", "--drop-channel-every", "0")
+
+
+def test_a_native_port_forward_keeps_its_connection_across_drops(lab):
+    """ssm_tunnel's native transport (plugins/plugin_utils/_port_forward.py): one TCP connection through a
+    multiplexed port session, used while the channel drops and resumes, loses and repeats nothing."""
+    import socket
+    import urllib.request
+
+    from ssm_lab.codec import load_collection_module
+    from ssm_lab.harness.testing import EchoServer
+
+    forward = load_collection_module("_port_forward.py", "bastionless_port_forward")
+    node = lab.node_ids[0]
+    lab.wait_online(node)
+    with EchoServer() as echo:
+        response = lab.ssm.start_session(Target=node, DocumentName="AWS-StartPortForwardingSession",
+                                         Parameters={"portNumber": [str(echo.port)], "localPortNumber": ["0"]})
+        forwarder = forward.PortForwarder(
+            response["SessionId"], response["TokenValue"], response["StreamUrl"], 0,
+            resume=lambda: lab.ssm.resume_session(SessionId=response["SessionId"])["TokenValue"])
+        forwarder.start()
+
+        def drop_every(seconds: float) -> None:  # the lab's faults endpoint: no ssm-lab process to start
+            request = urllib.request.Request(f"{lab.endpoint}/_lab/faults", method="POST",
+                                             data=json.dumps({"drop_channel_every": seconds}).encode())
+            with urllib.request.urlopen(request, timeout=10) as response:
+                response.read()
+
+        drop_every(1)
+        try:
+            before = resumes(lab)
+            with socket.create_connection(("127.0.0.1", forwarder.port), timeout=20) as connection:
+                for round_number in range(12):  # about 3.5 s: across several 1-second drops
+                    piece = f"round-{round_number:02d}-".encode() * 200
+                    connection.sendall(piece)
+                    received = bytearray()
+                    while len(received) < len(piece):
+                        chunk = connection.recv(65536)
+                        assert chunk, f"the connection ended in round {round_number}: {forwarder.why()}"
+                        received.extend(chunk)
+                    assert bytes(received) == piece, f"round {round_number}"
+                    threading.Event().wait(0.3)
+            assert not forwarder.closed.is_set(), forwarder.why()
+            assert resumes(lab) - before >= 2, "the channel dropped and resumed while the connection was used"
+        finally:
+            drop_every(0)
+            forwarder.stop()

@@ -1,8 +1,8 @@
 """IAM on the calls the lab serves (``ssm_lab.aws.authz``): an operator with the policy the operator_access role
 compiles (its filter, called here without a play) opens a shell on a node tagged for her and is refused, with
 AWS's error codes and messages, everywhere else: untagged nodes, documents she was not given, other principals'
-sessions (also one whose name starts with hers, and a role session that bears her name), the transcripts in S3 and
-CloudWatch Logs, and Run Command. The lab's default credentials stay all-powerful.
+sessions (also one whose name starts with hers, and a role session that bears her name) and their data channels,
+the transcripts in S3 and CloudWatch Logs, and Run Command. The lab's default credentials stay all-powerful.
 
 Over real HTTP with boto3 against the shared lab; each principal, tag and document is this module's own."""
 
@@ -155,6 +155,47 @@ def test_own_sessions_only_for_users_and_role_sessions(world):
     finally:
         for session_id in sessions.values():
             lab.ssm.terminate_session(SessionId=session_id)  # the lab's default credentials may end any
+
+
+def _open_data_channel(response: dict):
+    """The first message on a session's StreamUrl after its token: the agent's handshake request when the channel
+    opened, channel_closed (with AWS's reason) when it was refused."""
+    from ssm_lab.codec import dc  # pylint: disable=import-outside-toplevel
+    from websockets.sync.client import connect  # pylint: disable=import-outside-toplevel
+
+    with connect(response["StreamUrl"], open_timeout=10, max_size=None, compression=None) as ws:
+        ws.send(dc.token_message(response["TokenValue"], "iam-test"))
+        return dc.decode(ws.recv(10)), dc
+
+
+@pytest.mark.parametrize("holder", ["admin", "role"])
+def test_a_token_for_someone_elses_session_does_not_open_its_data_channel(world, holder):
+    """A broader grant of ResumeSession (a helpdesk's, say) hands out the token of alice's session, but the operator
+    policy's OpenOwnDataChannels lets nobody but alice open its data channel: for an IAM user and a role session."""
+    lab, iam, name = world["lab"], world["lab"].client("iam"), world["alice_name"]
+    principal = world[holder]
+    grant = json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "ssm:ResumeSession", "Resource": "arn:aws:ssm:*:*:session/*"}]})
+    role_name = f"oncall-{world['token']}"
+    if holder == "admin":
+        iam.put_user_policy(UserName=f"{name}-admin", PolicyName="resume-any", PolicyDocument=grant)
+    else:
+        iam.put_role_policy(RoleName=role_name, PolicyName="resume-any", PolicyDocument=grant)
+    session_id = world["alice"].client("ssm").start_session(Target=world["mine"])["SessionId"]
+    try:
+        resumed = principal.client("ssm").resume_session(SessionId=session_id)
+        first, dc = _open_data_channel(resumed)
+        assert first.message_type == dc.CHANNEL_CLOSED, first
+        assert first.json()["Output"] == "AccessDeniedException: " + _message(
+            principal, "ssmmessages:OpenDataChannel", _session(session_id))
+        own, dc = _open_data_channel(world["alice"].client("ssm").resume_session(SessionId=session_id))
+        assert (own.message_type, own.payload_type) == (dc.OUTPUT, dc.HANDSHAKE_REQUEST), own
+    finally:
+        lab.ssm.terminate_session(SessionId=session_id)
+        if holder == "admin":
+            iam.delete_user_policy(UserName=f"{name}-admin", PolicyName="resume-any")
+        else:
+            iam.delete_role_policy(RoleName=role_name, PolicyName="resume-any")
 
 
 def test_the_default_credentials_may_end_anyones_session(world):

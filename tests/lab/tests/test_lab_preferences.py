@@ -62,9 +62,11 @@ def test_run_as_default_user_and_run_as_tag(main_lab, shell, preferences):
     iam = main_lab.client("iam")
     iam_user = f"lab-runas-{token}"
     iam.create_user(UserName=iam_user, Tags=[{"Key": "SSMSessionRunAs", "Value": tagged_user}])
-    # The lab judges an IAM user's own policies (test_lab_iam_enforcement.py): this one may start sessions.
+    # The lab judges an IAM user's own policies (test_lab_iam_enforcement.py): this one may start sessions and
+    # open their data channels.
     iam.put_user_policy(UserName=iam_user, PolicyName="start-sessions", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ssm:StartSession", "Resource": "*"}]}))
+        {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["ssm:StartSession", "ssmmessages:OpenDataChannel"], "Resource": "*"}]}))
     key = iam.create_access_key(UserName=iam_user)["AccessKey"]
     as_user = main_lab.client("ssm", access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"])
     assert _whoami(main_lab, shell, node, as_user) == tagged_user

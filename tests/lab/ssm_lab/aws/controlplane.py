@@ -36,6 +36,7 @@ from . import authz, cloudtrail, iamsim, prefs  # noqa: E402
 from .instance_connect import InstanceConnect  # noqa: E402
 from .messages import MessageServer  # noqa: E402
 from .registry import Node, Registry  # noqa: E402
+from .associations import Associations  # noqa: E402
 from .ssmapi import ApiError, SsmApi  # noqa: E402
 
 log = logging.getLogger("ssm_lab.controlplane")
@@ -52,6 +53,7 @@ class LabApp:
         self.endpoint = endpoint
         self.moto = DomainDispatcherApplication(create_backend_app)
         self.ssm = SsmApi(registry, messages, endpoint)
+        self.associations = Associations(self.ssm)
         self.instance_connect = InstanceConnect(registry.account_id, registry.region)
 
     # --- WSGI ----------------------------------------------------------------------------------------------
@@ -84,6 +86,8 @@ class LabApp:
                 request = json.loads(body or b"{}")
             except ValueError:
                 request = {}
+            if self.associations.handles(action):
+                return self._ssm_call(action, request, environ, start_response, self.associations.handler(action))
             if self.ssm.handles(action, request):
                 return self._ssm_call(action, request, environ, start_response)
         if target == "AWSEC2InstanceConnectService.SendSSHPublicKey":

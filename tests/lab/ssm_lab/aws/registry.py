@@ -153,6 +153,8 @@ class Session:
     run_as: str
     preferences: dict
     owner_id: str = ""  # the starter's aws:userid: the session's aws:ssmmessages:session-id tag
+    token_key: str = ""  # the access key that was handed the current token (StartSession, ResumeSession)
+    token_region: str = ""  # and the region it asked in
     started: float = field(default_factory=time.time)
     ended: float | None = None
     status: str = "Connecting"  # Connecting | Connected | Disconnected | Terminating | Terminated | Failed

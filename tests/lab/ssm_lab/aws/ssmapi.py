@@ -260,6 +260,8 @@ class SsmApi:
             preferences=preferences,
             owner_id=authz.identity(self.registry.account_id, self._region(authorization),
                                     authz.access_key(authorization))[0],
+            token_key=authz.access_key(authorization),
+            token_region=self._region(authorization),
         )
         session.output_url = prefs.output_urls(self.registry, session) if session_type == "Standard_Stream" else {}
         with self.registry.lock:
@@ -278,6 +280,7 @@ class SsmApi:
         if not session.active():
             raise ApiError("InvalidParameters", f"Session {session.id} is {session.status} and cannot be resumed.")
         session.token = common.random_hex(64)
+        session.token_key, session.token_region = authz.access_key(authorization), self._region(authorization)
         host, port = self.messages.host, self.messages.port
         return {
             "SessionId": session.id,

@@ -41,6 +41,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ..codec import dc
+from . import authz
 
 log = logging.getLogger("ssm_lab.wire")
 
@@ -601,6 +602,8 @@ async def serve(server, first: bytes, reader: asyncio.StreamReader, writer: asyn
             problem = "InvalidToken: the session token is not valid"
         elif not problem and not session.active():
             problem = f"InvalidToken: session {session.id} is {session.status}"
+        if not problem:
+            problem = data_channel_denial(server.registry, session)
     if problem:
         log.warning("data channel for %r refused: %s", session_id, problem)
         if received is not None:
@@ -610,6 +613,22 @@ async def serve(server, first: bytes, reader: asyncio.StreamReader, writer: asyn
             session.details = problem
         return
     await server.attach_wire(session, conn)
+
+
+def data_channel_denial(registry, session) -> str:
+    """ssmmessages:OpenDataChannel on the session, judged for whoever was handed its token (``authz``): "" when
+    allowed (the lab's default credentials always are), else AWS's AccessDeniedException message."""
+    region = session.token_region or registry.region
+    who = authz.caller(registry.account_id, region, session.token_key)
+    if who is None:
+        return ""
+    resource = authz.session_arn(authz.partition_of(region), region, registry.account_id, session.id)
+    try:
+        authz.require(who, "ssmmessages:OpenDataChannel",
+                      [(resource, authz.session_context(session.owner_id, session.target))])
+    except authz.Denied as denied:
+        return f"AccessDeniedException: {denied.message()}"
+    return ""
 
 
 def looks_like_websocket(first: bytes) -> bool:

@@ -54,6 +54,7 @@ def test_ssm_tunnel_gets_the_controller_process_as_internal_options():
     args = module._execute_module.call_args.kwargs["module_args"]
     assert args["_controller_pid"] == os.getppid()
     assert args["_controller_start"] == ssm_tunnel.process_start(os.getppid())
+    assert os.path.isfile(os.path.join(args["_native_client"], "_port_forward.py"))  # the native transport's code
     given = {k: v for k, v in args.items() if not k.startswith("_")}
     assert given == {"target": "i-0123456789abcdef0", "remote_port": 22}
 

@@ -521,9 +521,10 @@ class ShellService:
 
 
 class ResumeEndpoint:
-    """An SSM API endpoint that answers ResumeSession with a new token (and records the requests)."""
+    """An SSM API endpoint that answers ResumeSession with a new token (and records the requests), or, with
+    ``refuse``, with that error (as the service answers for a session it has ended)."""
 
-    def __init__(self, service: ShellService) -> None:
+    def __init__(self, service: ShellService, refuse: str = "") -> None:
         requests = self.requests = []
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -532,7 +533,9 @@ class ResumeEndpoint:
                 requests.append((self.headers["X-Amz-Target"], json.loads(body)))
                 answer = json.dumps({"SessionId": "test-1", "TokenValue": f"token-{len(requests) + 1}",
                                      "StreamUrl": service.url}).encode()
-                self.send_response(200)
+                if refuse:
+                    answer = json.dumps({"__type": "InvalidParameters", "message": refuse}).encode()
+                self.send_response(400 if refuse else 200)
                 self.send_header("Content-Type", "application/x-amz-json-1.1")
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
@@ -663,6 +666,56 @@ def test_the_native_master_resumes_a_dropped_data_channel_with_the_same_shell(tm
         master.kill()
         master.wait()
         endpoint.close()
+
+
+def test_a_failed_resume_in_the_middle_of_a_command_is_named_to_the_client(tmp_path, shell_service):
+    """The WebSocket breaks while a command runs and ResumeSession fails: the client gets the lost line with
+    ResumeSession's error (the connection's task names it), in bounded time, instead of a reply without a frame."""
+    service = shell_service()
+    endpoint = ResumeEndpoint(service, refuse="Session test-1 is Terminated and cannot be resumed.")
+    sock = str(tmp_path / "master.sock")
+    config = _master_config("native", sock, False, service)
+    config["resume"] = {"region": "us-east-1", "endpoint": endpoint.url, "aws_access_key_id": "AKIDEXAMPLE",
+                        "aws_secret_access_key": "not-a-secret"}
+    master = subprocess.Popen([sys.executable, os.path.join(ROOT, "plugins", "plugin_utils", "_session_master.py")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        master.stdin.write(json.dumps(config).encode())
+        master.stdin.close()
+        assert json.loads(master.stdout.readline())["ok"]
+        marker = protocol.new_marker()
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(30)
+            client.connect(sock)
+            client.sendall(json.dumps({"op": "run", "end": protocol.end_of_reply(marker).decode(), "timeout": 20,
+                                       "lost": protocol.lost_mark(marker)}).encode() + b"\n")
+            answer = json.loads(_recv_until(client, b"\n"))
+            head, tail = protocol.request(b"sleep 5; echo done", marker, False, answer["reader"])
+            client.sendall(b"".join(_frame(part) for part in (head, tail) if part) + struct.pack(">I", 0))
+            time.sleep(1)  # the command runs (its reply comes at its end)
+            service.drop()
+            reply = b""
+            while chunk := client.recv(65536):
+                reply += chunk
+        with pytest.raises(protocol.ProtocolError):
+            protocol.parse_reply(reply, marker)
+        why = protocol.lost_reason(reply, marker)
+        assert why.startswith("the data channel closed: ResumeSession failed: "), why
+        assert "InvalidParameters" in why and "cannot be resumed" in why, why
+        assert endpoint.requests == [("AmazonSSM.ResumeSession", {"SessionId": "test-1"})]
+        assert master.wait(10) == 0
+    finally:
+        if master.poll() is None:
+            master.kill()
+        endpoint.close()
+
+
+def test_the_lost_line_is_read_only_after_its_marker():
+    marker = protocol.new_marker()
+    reply = b"partial output\n" + protocol.lost_mark(marker).encode() + b"the data channel closed: gone\n"
+    assert protocol.lost_reason(reply, marker) == "the data channel closed: gone"
+    assert protocol.lost_reason(reply, protocol.new_marker()) == ""
+    assert protocol.lost_reason(b"", marker) == ""
 
 
 def test_the_native_master_refuses_a_session_that_is_not_a_shell(tmp_path, shell_service):

@@ -10,6 +10,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.bastionless.ssm.plugins.filter import instance_role as ir
+from ansible_collections.bastionless.ssm.plugins.module_utils._iam_policy import ALLOWED, IMPLICIT_DENY, decide
 
 GOOD = {"region": "us-east-1"}
 KEY = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
@@ -96,8 +97,15 @@ def test_every_logging_statement():
         ("SessionBucketEncryption", ["arn:aws-cn:s3:::audit-logs"]),
         ("SessionLogsToCloudWatch", ["arn:aws-cn:logs:cn-north-1:1:log-group:/ssm/s:*"]),
         ("SessionLogGroupEncryption", ["*"]),
+        ("SessionEncryptionKeyThroughS3", [KEY]),
         ("SessionEncryptionKey", [KEY]),
     ]
+    through_s3, stream = statements[-2:]
+    assert through_s3["Condition"] == {
+        "StringEquals": {"kms:ViaService": "s3.cn-north-1.amazonaws.com"},
+        "StringLike": {"kms:EncryptionContext:aws:s3:arn": ["arn:aws-cn:s3:::audit-logs",
+                                                            "arn:aws-cn:s3:::audit-logs/sessions/*"]}}
+    assert stream["Action"] == ["kms:Decrypt"]
     assert ir.logging_statements({"log_bucket": "audit-logs"})[0]["Resource"] == ["arn:aws:s3:::audit-logs/*"]
 
 
@@ -175,3 +183,41 @@ def test_verify_the_instances():
     assert ir.verify_problems(role(profiles=()), [instance(A, "optional"), instance(B)], role_name="r",
                               service="ec2.amazonaws.com", mode="default_host_management") == [
         f"{A} still do not require IMDSv2."]
+
+
+# --- what a node may do with the session key, judged ---------------------------------------------------------------
+
+BUCKET_KEY_CONTEXT = "arn:aws:s3:::audit-logs"  # an S3 Bucket Key's encryption context: the bucket
+
+
+def _node_policy():
+    statements = ir.logging_statements({"log_bucket": "audit-logs", "log_prefix": "sessions/", "kms_key_arn": KEY},
+                                       account="123456789012", region="us-east-1")
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+@pytest.mark.parametrize("action, context, allowed", [
+    # S3 encrypting a transcript the node uploads, with a bucket key and without one
+    ("kms:GenerateDataKey", {"kms:ViaService": "s3.us-east-1.amazonaws.com",
+                             "kms:EncryptionContext:aws:s3:arn": BUCKET_KEY_CONTEXT}, True),
+    ("kms:GenerateDataKey", {"kms:ViaService": "s3.us-east-1.amazonaws.com",
+                             "kms:EncryptionContext:aws:s3:arn": "arn:aws:s3:::audit-logs/sessions/alice-01.log"},
+     True),
+    # the agent decrypting a session stream's data key
+    ("kms:Decrypt", {"kms:EncryptionContext:aws:ssm:SessionId": "alice-0123456789abcdef0",
+                     "kms:EncryptionContext:aws:ssm:TargetId": "i-0123456789abcdef0"}, True),
+    # the node calling KMS itself for anything else: no
+    ("kms:GenerateDataKey", {}, False),
+    ("kms:Decrypt", {}, False),
+    ("kms:Decrypt", {"kms:ViaService": "s3.us-east-1.amazonaws.com",
+                     "kms:EncryptionContext:aws:s3:arn": "arn:aws:s3:::other-bucket/x"}, False),
+    ("kms:GenerateDataKey", {"kms:ViaService": "s3.us-east-1.amazonaws.com",
+                             "kms:EncryptionContext:aws:s3:arn": "arn:aws:s3:::audit-logs/elsewhere/x"}, False),
+    ("kms:GenerateDataKey", {"kms:ViaService": "s3.eu-west-1.amazonaws.com",
+                             "kms:EncryptionContext:aws:s3:arn": BUCKET_KEY_CONTEXT}, False),
+    ("kms:GenerateDataKey", {"kms:EncryptionContext:aws:ssm:SessionId": "alice-0123456789abcdef0",
+                             "kms:EncryptionContext:aws:ssm:TargetId": "i-0123456789abcdef0"}, False),
+    ("kms:Decrypt", {"kms:EncryptionContext:aws:ssm:TargetId": "i-0123456789abcdef0"}, False),
+])
+def test_the_node_uses_the_session_key_only_as_session_manager_and_s3_do(action, context, allowed):
+    assert decide([_node_policy()], action, KEY, context) == (ALLOWED if allowed else IMPLICIT_DENY)

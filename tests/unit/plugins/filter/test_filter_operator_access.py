@@ -82,8 +82,9 @@ def test_own_sessions_by_the_session_id_tag_session_manager_sets():
     assert own["Resource"] == [f"arn:aws:ssm:*:{ACCOUNT}:session/*"]
     assert own["Condition"] == {"StringEquals": {"ssm:resourceTag/aws:ssmmessages:session-id": "${aws:userid}"}}
     assert statement(document, "OpenOwnDataChannels")["Action"] == ["ssmmessages:OpenDataChannel"]
-    assert statement(document, "OpenOwnDataChannels")["Resource"] == [
-        f"arn:aws:ssm:*:{ACCOUNT}:session/${{aws:userid}}-*"]
+    assert statement(document, "OpenOwnDataChannels")["Resource"] == [f"arn:aws:ssm:*:{ACCOUNT}:session/*"]
+    assert statement(document, "OpenOwnDataChannels")["Condition"] == {
+        "StringEqualsIfExists": {"ssm:resourceTag/aws:ssmmessages:session-id": "${aws:userid}"}}
 
 
 ALICE = {"aws:username": "alice", "aws:userid": "AIDAALICEEXAMPLE0001"}
@@ -115,6 +116,34 @@ def test_own_sessions_only_exactly(action, caller, session_id, starter, allowed)
     resource = f"arn:aws:ssm:eu-west-1:{ACCOUNT}:session/{session_id}"
     decision = decide([document], action, resource, {**caller, **_owned_by(starter)})
     assert decision == (ALLOWED if allowed else IMPLICIT_DENY)
+
+
+@pytest.mark.parametrize("caller, session_id, starter, allowed", [
+    (ALICE, "alice-0123456789abcdef0", ALICE, True),
+    (ALICE, "alice-admin-0123456789abcdef0", ALICE_ADMIN, False),
+    (ROLE_SESSION, "alice-0123456789abcdef0", ROLE_SESSION, True),
+    (ROLE_SESSION, "alice-0123456789abcdef0", ALICE, False),
+    (FEDERATED, "alice-0123456789abcdef0", FEDERATED, True),
+    (FEDERATED, "alice-0123456789abcdef0", ROLE_SESSION, False),
+])
+def test_own_data_channels_only_where_the_owner_tag_is_known(caller, session_id, starter, allowed):
+    _plan, document = compile_one()
+    resource = f"arn:aws:ssm:eu-west-1:{ACCOUNT}:session/{session_id}"
+    decision = decide([document], "ssmmessages:OpenDataChannel", resource, {**caller, **_owned_by(starter)})
+    assert decision == (ALLOWED if allowed else IMPLICIT_DENY)
+
+
+@pytest.mark.parametrize("caller", [ALICE, ROLE_SESSION, FEDERATED])
+def test_the_samples_data_channel_resource_matches_no_session_id(caller):
+    """AWS's sample grants OpenDataChannel on session/${aws:userid}-*: session ids start with a name (user, role
+    session or federated user), never with the unique id, so that resource matches none of the caller's own."""
+    sample = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ssmmessages:OpenDataChannel",
+                                                      "Resource": "arn:aws:ssm:*:*:session/${aws:userid}-*"}]}
+    resource = f"arn:aws:ssm:eu-west-1:{ACCOUNT}:session/alice-0123456789abcdef0"
+    assert decide([sample], "ssmmessages:OpenDataChannel", resource, {**caller, **_owned_by(caller)}) \
+        == IMPLICIT_DENY
+    _plan, document = compile_one()
+    assert decide([document], "ssmmessages:OpenDataChannel", resource, {**caller, **_owned_by(caller)}) == ALLOWED
 
 
 def test_a_session_without_the_tag_is_nobodys():

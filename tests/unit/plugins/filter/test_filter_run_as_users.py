@@ -99,6 +99,13 @@ def test_the_plan_sorts_users_gathers_their_principals_and_falls_back_to_the_rol
     ]
 
 
+def test_a_principal_mapped_to_the_agents_own_account_makes_no_account():
+    """The identity that runs Ansible mapped to ssm-user: the agent makes that account and its sudo rule."""
+    made = ru.plan({"alice": "alice", "ci-deployer": "ssm-user"}, extra=["ssm-user", "session-user"])
+    assert [user["name"] for user in made["users"]] == ["alice", "session-user"]
+    assert ru.problems({"alice": "alice", "ci-deployer": "ssm-user"}, extra=["session-user"]) == []
+
+
 def test_an_empty_group_list_of_a_user_wins_over_the_role_wide_one():
     [user] = ru.plan({"alice": "alice"}, options={"alice": {"groups": []}}, groups=["wheel"])["users"]
     assert user["groups"] == []

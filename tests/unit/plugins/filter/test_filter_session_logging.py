@@ -70,14 +70,22 @@ def test_an_unknown_input_is_an_error():
 
 def test_the_key_policy():
     policy = sl.key_policy(["arn:aws:iam::123456789012:role/r"], partition="aws-cn", account="123456789012",
-                           region="cn-north-1", log_group="/ssm/sessions")
-    admin, logs, users = policy["Statement"]
+                           region="cn-north-1", log_group="/ssm/sessions", bucket="audit", prefix="sessions/")
+    admin, logs, users, streams = policy["Statement"]
     assert admin["Principal"] == {"AWS": "arn:aws-cn:iam::123456789012:root"} and admin["Action"] == "kms:*"
     assert logs["Principal"] == {"Service": "logs.cn-north-1.amazonaws.com"}
     assert logs["Condition"] == {"ArnEquals": {
         "kms:EncryptionContext:aws:logs:arn": "arn:aws-cn:logs:cn-north-1:123456789012:log-group:/ssm/sessions"}}
     assert users == {"Sid": "InstancesEncryptWhatTheyUpload", "Effect": "Allow",
                      "Principal": {"AWS": ["arn:aws:iam::123456789012:role/r"]},
-                     "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": "*"}
+                     "Action": ["kms:GenerateDataKey", "kms:Decrypt"], "Resource": "*",
+                     "Condition": {"StringEquals": {"kms:ViaService": "s3.cn-north-1.amazonaws.com"},
+                                   "StringLike": {"kms:EncryptionContext:aws:s3:arn": [
+                                       "arn:aws-cn:s3:::audit", "arn:aws-cn:s3:::audit/sessions/*"]}}}
+    assert streams["Sid"] == "InstancesDecryptSessionStreams" and streams["Action"] == ["kms:Decrypt"]
+    assert streams["Condition"] == {"Null": {"kms:EncryptionContext:aws:ssm:SessionId": "false"},
+                                    "StringLike": {"kms:EncryptionContext:aws:ssm:TargetId": ["i-*", "mi-*"]}}
+    no_bucket = sl.key_policy(["arn:aws:iam::1:role/r"], account="1", region="r", log_group="g")
+    assert [s["Sid"] for s in no_bucket["Statement"]][-1] == "InstancesDecryptSessionStreams"
     assert [s["Sid"] for s in sl.key_policy([], account="1", region="r", log_group="g")["Statement"]] == [
         "AccountAdministers", "CloudWatchLogsEncryptsTheSessionLogGroup"]

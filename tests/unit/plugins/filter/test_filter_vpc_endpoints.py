@@ -11,6 +11,7 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 from ansible_collections.bastionless.ssm.plugins.filter import vpc_endpoints as ve
+from ansible_collections.bastionless.ssm.plugins.module_utils._iam_policy import ALLOWED, IMPLICIT_DENY, decide
 
 PRICE = {"nat_gateway_hour": 0.045, "nat_gateway_gb": 0.045, "interface_endpoint_hour": 0.01,
          "interface_endpoint_gb": 0.01}
@@ -262,3 +263,80 @@ def test_verify_names_every_problem():
         "The ssm endpoint of vpc-1 is not as it should be: its subnets are subnet-a.",
         "The ssmmessages endpoint of vpc-1 is not as it should be: its security groups lack sg-1.",
     ]
+
+
+# --- endpoint policies ------------------------------------------------------------------------------------------
+
+ACCOUNT = "123456789012"
+
+
+def _endpoint_decision(policy: dict, action: str, resource: str, context: dict) -> str:
+    """An endpoint policy judged like an identity policy: its Principal is "*" for every statement here."""
+    statements = [{key: value for key, value in statement.items() if key != "Principal"}
+                  for statement in policy["Statement"]]
+    return decide([{"Version": policy["Version"], "Statement": statements}], action, resource, context)
+
+
+@pytest.mark.parametrize("caller, org, allowed", [
+    ({"aws:PrincipalAccount": ACCOUNT}, "", True),
+    ({"aws:PrincipalAccount": "210987654321"}, "", False),
+    ({}, "", False),  # an anonymous request
+    ({"aws:PrincipalAccount": "210987654321", "aws:PrincipalOrgID": "o-abcdefghij"}, "o-abcdefghij", True),
+    ({"aws:PrincipalAccount": ACCOUNT, "aws:PrincipalOrgID": "o-otherorgxyz"}, "o-abcdefghij", False),
+])
+def test_interface_endpoints_admit_the_accounts_or_the_organizations_principals_only(caller, org, allowed):
+    policy = ve.interface_policy(ACCOUNT, org)
+    decision = _endpoint_decision(policy, "ssm:StartSession", f"arn:aws:ssm:eu-west-1:{ACCOUNT}:document/x", caller)
+    assert decision == (ALLOWED if allowed else IMPLICIT_DENY)
+    assert [s["Principal"] for s in policy["Statement"]] == ["*"]
+
+
+@pytest.mark.parametrize("action, resource, allowed", [
+    ("s3:PutObject", "arn:aws:s3:::acme-sessions/sessions/alice-0123.log", True),
+    ("s3:GetEncryptionConfiguration", "arn:aws:s3:::acme-sessions", True),
+    ("s3:GetObject", "arn:aws:s3:::acme-transfer/i-0123/module.py", True),
+    ("s3:GetObject", "arn:aws:s3:::amazon-ssm-eu-west-1/latest/debian_amd64/amazon-ssm-agent.deb", True),
+    ("s3:GetObject", "arn:aws:s3:::eu-west-1-birdwatcher-prod/inventory/x", True),
+    ("s3:GetObject", "arn:aws:s3:::patch-baseline-snapshot-eu-west-1/x", True),
+    ("s3:GetObject", "arn:aws:s3:::reports-2026/q4.csv", True),  # the extension list, with a wildcard
+    ("s3:PutObject", "arn:aws:s3:::attacker-drop/loot.tar", False),  # exfiltration through the endpoint
+    ("s3:GetObject", "arn:aws:s3:::amazon-ssm-us-east-1/x", False),  # another region's agent bucket
+    ("s3:PutObject", "arn:aws:s3:::amazon-ssm-eu-west-1/x", False),  # AWS's buckets are read only
+    ("s3:DeleteObject", "arn:aws:s3:::acme-sessions/sessions/alice-0123.log", False),  # nor are transcripts deleted
+])
+def test_the_gateway_endpoint_lets_through_the_fleets_and_the_agents_buckets_only(action, resource, allowed):
+    policy = ve.gateway_policy("eu-west-1", ["acme-sessions", "acme-transfer"], ["reports-*"])
+    assert _endpoint_decision(policy, action, resource, {}) == (ALLOWED if allowed else IMPLICIT_DENY)
+
+
+def test_the_agents_buckets_follow_aws_list_and_the_partition():
+    policy = ve.gateway_policy("cn-north-1", [], [])  # the partition follows the region
+    [agent] = policy["Statement"]
+    assert agent["Sid"] == "AgentBuckets" and agent["Action"] == ["s3:GetObject"]
+    assert agent["Resource"] == [f"arn:aws-cn:s3:::{name}/*" for name in (
+        "aws-ssm-cn-north-1", "aws-windows-downloads-cn-north-1", "amazon-ssm-cn-north-1",
+        "amazon-ssm-packages-cn-north-1", "cn-north-1-birdwatcher-prod", "aws-ssm-distributor-file-cn-north-1",
+        "aws-ssm-document-attachments-cn-north-1", "patch-baseline-snapshot-cn-north-1")]
+
+
+def test_fleet_buckets_once_each_and_empty_names_dropped():
+    buckets = ve.s3_buckets("eu-west-1", ["acme-sessions", "", "acme-transfer"], ["acme-sessions"])
+    assert buckets["fleet"] == ["acme-sessions", "acme-transfer"]
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    ({"org_id": "org-1"}, "vpc_endpoints_principal_org_id: 'org-1' is not an organization id;"),
+    ({"account": "12345"}, "vpc_endpoints policies: the account id '12345' is not 12 digits;"),
+    ({"extra_buckets": ["s3://logs"]}, "vpc_endpoints_s3_extra_buckets: 's3://logs' is not a bucket name;"),
+    ({"fleet_buckets": ["arn:aws:s3:::a", "B"]},
+     "vpc_endpoints_s3_buckets: 'arn:aws:s3:::a', 'B' are not bucket names;"),
+])
+def test_policy_input_problems_name_the_variable(kwargs, expected):
+    given = {"account": ACCOUNT, **kwargs}
+    [problem] = ve.policy_problems(given.pop("account"), **given)
+    assert problem.startswith(expected), problem
+
+
+def test_good_policy_inputs_have_no_problem():
+    assert ve.policy_problems(ACCOUNT, "", ["acme-sessions"], ["reports-*"]) == []
+    assert ve.policy_problems("", "o-abcdefghij") == []  # the organization replaces the account

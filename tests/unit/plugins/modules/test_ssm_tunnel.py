@@ -291,3 +291,52 @@ def test_old_logs_of_closed_tunnels_are_pruned(tmp_path):
     os.utime(tmp_path / "other.log", (os.path.getmtime(tmp_path / "other.log") - old,) * 2)
     records.prune_logs({41001})  # 41001 is open: its log stays, however old
     assert sorted(p.name for p in tmp_path.iterdir()) == ["other.log", "tunnel-41001.log", "tunnel-41003.log"]
+
+
+# --- the transport ----------------------------------------------------------------------------------------
+
+PLUGIN_UTILS = os.path.join(os.path.dirname(os.path.abspath(tunnels.__file__)), "..", "plugin_utils")
+
+
+@pytest.mark.parametrize("option, native_problem, plugin, expected", [
+    (None, "", None, "native"),
+    ("", "", "/usr/local/bin/session-manager-plugin", "native"),
+    (None, "no websockets", "/usr/local/bin/session-manager-plugin", "plugin"),
+    ("native", "", None, "native"),
+    ("plugin", "", None, "plugin"),  # find_plugin then names the missing plugin
+])
+def test_the_transport_is_the_option_else_native_where_it_can_run(option, native_problem, plugin, expected):
+    assert tunnels.choose_transport(option, native_problem, plugin) == expected
+
+
+@pytest.mark.parametrize("option, message", [
+    ("native", "transport native cannot run: no websockets; or set transport: plugin"),
+    (None, "cannot reach Session Manager: no websockets, and no session-manager-plugin was found. Install websockets"),
+    ("ssh", "transport must be one of native, plugin, not 'ssh'"),
+])
+def test_a_transport_that_cannot_run_is_named_with_the_fix(option, message):
+    with pytest.raises(tunnels.TunnelError, match=message.replace(".", r"\.")):
+        tunnels.choose_transport(option, "no websockets", None)
+
+
+def test_the_native_forwarder_loads_from_the_directory_the_action_names():
+    forward, problem = tunnels.load_native(PLUGIN_UTILS)
+    assert problem == "" and forward.__name__ == "bastionless_port_forward"
+    assert hasattr(forward, "PortForwarder") and forward.MUX_AFTER == "3.0.196.0"
+
+
+@pytest.mark.parametrize("directory", [None, "", "/nonexistent"])
+def test_without_the_action_plugin_the_native_forwarder_is_missing_by_name(directory):
+    forward, problem = tunnels.load_native(directory)
+    assert forward is None and "run the module as bastionless.ssm.ssm_tunnel" in problem
+
+
+def test_the_module_falls_back_to_the_plugin_only_when_native_cannot_run(tmp_path):
+    plugin = tmp_path / "session-manager-plugin"
+    plugin.write_text("#!/bin/sh\n")
+    plugin.chmod(0o755)
+    assert ssm_tunnel.choose_transport(params(_native_client=PLUGIN_UTILS))[0] == "native"
+    assert ssm_tunnel.choose_transport(params(_native_client=None, plugin=str(plugin))) == ("plugin", None,
+                                                                                            str(plugin))
+    with pytest.raises(tunnels.TunnelError, match="transport native cannot run: the native port forwarder was not"):
+        ssm_tunnel.choose_transport(params(_native_client=None, transport="native"))

@@ -140,3 +140,107 @@ def test_a_broken_connection_without_resume_ends_the_channel(service):
     assert channel.lost == "Session: s-1 timed out."
     with pytest.raises(client_module.DataChannelClosed):
         channel.send(b"too late")
+
+
+# --- bad input: each a clear failure in bounded time ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", [
+    "https://ssmmessages.eu-west-1.amazonaws.com/v1/data-channel/s-1?role=publish_subscribe",
+    "",
+    "ws:///v1/data-channel/s-1",
+    "s-1",
+])
+def test_a_stream_url_that_is_not_a_websocket_url_is_refused_by_name(url):
+    channel = client_module.DataChannelClient("s-1", "token-1", url)
+    with pytest.raises(client_module.DataChannelClosed, match="is not a WebSocket URL .*StartSession"):
+        channel.open(timeout=5)
+    assert "role=" not in client_module.stream_url_problem(url)
+
+
+def test_a_stream_url_that_answers_plain_http_is_named(tmp_path):
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the name http.server calls
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"not a websocket")
+
+        def log_message(self, *_args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"ws://127.0.0.1:{server.server_address[1]}/v1/data-channel/s-1"
+        channel = client_module.DataChannelClient("s-1", "token-1", url)
+        with pytest.raises(client_module.DataChannelClosed, match=f"StreamUrl {url} did not answer as a WebSocket"):
+            channel.open(timeout=5)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_refused_upgrade_names_the_token():
+    server = serve(lambda ws: None, "127.0.0.1", 0,
+                   process_request=lambda connection, request: connection.respond(403, "Forbidden\n"))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"ws://127.0.0.1:{server.socket.getsockname()[1]}/v1/data-channel/s-1?role=publish_subscribe"
+        channel = client_module.DataChannelClient("s-1", "token-1", url)
+        with pytest.raises(client_module.DataChannelClosed) as failure:
+            channel.open(timeout=5)
+        assert "refused the data channel of session s-1: HTTP 403" in str(failure.value)
+        assert "token is not valid or has expired" in str(failure.value)
+        assert "role=" not in str(failure.value)
+    finally:
+        server.shutdown()
+
+
+def test_an_expired_token_fails_the_open_with_the_service_reason(service):
+    def script(ws):  # as the service answers a token it no longer takes: channel_closed, then the end
+        ws.send(dc.channel_closed("s-1", "i-1", "InvalidToken: the session token is not valid").encode())
+
+    server = service(script)
+    channel = client_module.DataChannelClient("s-1", "expired-token", server.url)
+    with pytest.raises(client_module.DataChannelClosed,
+                       match="the service closed the data channel of session s-1: InvalidToken"):
+        channel.open(timeout=5)
+    assert server.tokens == ["expired-token"] and server.errors == []
+
+
+def test_a_session_terminated_mid_task_ends_sends_with_the_reason(service):
+    def script(ws):
+        handshake(ws)
+        recv(ws)  # the HandshakeComplete's acknowledgement
+        ws.send(dc.channel_closed("s-1", "i-1", "Session terminated by alice").encode())
+
+    server = service(script)
+    channel = client_module.DataChannelClient("s-1", "token-1", server.url)
+    channel.open()
+    assert channel.closed.wait(5)
+    with pytest.raises(client_module.DataChannelClosed, match="Session terminated by alice"):
+        channel.send(b"more input")
+    assert server.errors == []
+
+
+def test_a_far_end_that_stops_acknowledging_ends_the_channel_in_bounded_time(service):
+    stop = threading.Event()
+
+    def script(ws):
+        handshake(ws)
+        stop.wait(10)  # reads nothing more, acknowledges nothing
+
+    server = service(script)
+    channel = client_module.DataChannelClient("s-1", "token-1", server.url, ack_timeout=1.0)
+    channel.open()
+    channel.send(b"echo never acknowledged\r")
+    try:
+        assert channel.closed.wait(5)
+        assert channel.lost == "the session's far end acknowledged no input for 1 s: the node or the service " \
+                               "stopped answering"
+        with pytest.raises(client_module.DataChannelClosed, match="acknowledged no input"):
+            channel.send(b"more")
+    finally:
+        stop.set()

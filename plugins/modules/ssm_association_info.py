@@ -1,0 +1,224 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+
+# Copyright: Contributors to the bastionless.ssm project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+DOCUMENTATION = r"""
+---
+module: ssm_association_info
+version_added: 0.1.0
+short_description: List State Manager associations and the status of their runs on each node
+description:
+  - Lists the State Manager associations of the account and region (C(ListAssociations)), or the one named, each
+    with its settings (C(DescribeAssociation)) and its latest runs (C(DescribeAssociationExecutions)) with every
+    node's status (C(DescribeAssociationExecutionTargets)).
+author:
+  - bastionless.ssm maintainers (@bastionless)
+options:
+  name:
+    description:
+      - Only the associations with this association name.
+    type: str
+  document_name:
+    description:
+      - Only the associations that run this document.
+    type: str
+  executions:
+    description:
+      - How many of each association's latest runs to return, newest first, each with its nodes. V(0) returns
+        none and makes no call per run.
+    type: int
+    default: 1
+attributes:
+  check_mode:
+    description: The module changes nothing; it runs in check mode as it does otherwise.
+    support: full
+notes:
+  - Needs C(ssm:ListAssociations), C(ssm:DescribeAssociation), C(ssm:DescribeAssociationExecutions) and
+    C(ssm:DescribeAssociationExecutionTargets).
+seealso:
+  - module: bastionless.ssm.ssm_association
+extends_documentation_fragment:
+  - amazon.aws.common.modules
+  - amazon.aws.region.modules
+  - amazon.aws.boto3
+"""
+
+EXAMPLES = r"""
+- name: List every association with the status of its last run on each node
+  bastionless.ssm.ssm_association_info:
+  register: __associations
+
+- name: The last three runs of one association
+  bastionless.ssm.ssm_association_info:
+    name: web-chrony
+    executions: 3
+  register: __chrony
+
+- name: Show the nodes where the last run failed
+  ansible.builtin.debug:
+    msg: "{{ __chrony.associations[0].executions[0].targets | rejectattr('status', 'eq', 'Success') | list }}"
+  when: __chrony.associations and __chrony.associations[0].executions
+"""
+
+RETURN = r"""
+associations:
+  description: The associations, oldest first; V([]) when none matches.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    association_id:
+      description: The association's ID.
+      type: str
+      sample: 8dfe3659-4309-493a-8755-0123456789ab
+    association_name:
+      description: The association name.
+      type: str
+      sample: web-chrony
+    name:
+      description: The document.
+      type: str
+      sample: AWS-RunShellScript
+    parameters:
+      description: The document's parameters, their names as the document has them.
+      type: dict
+      sample: {"commands": ["uptime"]}
+    overview:
+      description: The status of the last run, with its count of nodes by status.
+      type: dict
+      sample: {"status": "Failed", "detailed_status": "Failed", "association_status_aggregated_count": {"Failed": 1}}
+    executions:
+      description: The latest runs, newest first, each with C(targets), the status of every node.
+      type: list
+      elements: dict
+      sample: [{"execution_id": "4a8f1e59-1a0c-4a5e-9c6e-0123456789ab", "status": "Success",
+                "resource_count_by_status": "{Success=1}",
+                "targets": [{"resource_id": "i-0123456789abcdef0", "status": "Success"}]}]
+"""
+
+from typing import Any
+from typing import Dict
+from typing import List
+from typing import Optional
+
+from ansible.module_utils.common.dict_transformations import camel_dict_to_snake_dict
+
+from ansible_collections.amazon.aws.plugins.module_utils.errors import AWSErrorHandler
+from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
+from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
+
+PAGE_SIZE = 50
+
+
+class AnsibleSSMAssociationInfoError(AnsibleAWSError):
+    pass
+
+
+class SSMAssociationInfoErrorHandler(AWSErrorHandler):
+    _CUSTOM_EXCEPTION = AnsibleSSMAssociationInfoError
+
+
+@SSMAssociationInfoErrorHandler.common_error_handler("list associations")
+@AWSRetry.jittered_backoff()
+def list_page(client, filters: List[Dict[str, str]], token: Optional[str]) -> Dict[str, Any]:
+    args: Dict[str, Any] = {"MaxResults": PAGE_SIZE}
+    if filters:
+        args["AssociationFilterList"] = filters
+    if token:
+        args["NextToken"] = token
+    return client.list_associations(**args)
+
+
+@SSMAssociationInfoErrorHandler.common_error_handler("describe association")
+@AWSRetry.jittered_backoff()
+def describe(client, association_id: str) -> Dict[str, Any]:
+    return client.describe_association(AssociationId=association_id)["AssociationDescription"]
+
+
+@SSMAssociationInfoErrorHandler.common_error_handler("describe association executions")
+@AWSRetry.jittered_backoff()
+def executions_page(client, association_id: str, size: int) -> List[Dict[str, Any]]:
+    return client.describe_association_executions(AssociationId=association_id,
+                                                  MaxResults=size)["AssociationExecutions"]
+
+
+@SSMAssociationInfoErrorHandler.common_error_handler("describe association execution targets")
+@AWSRetry.jittered_backoff()
+def targets_page(client, association_id: str, execution_id: str, token: Optional[str]) -> Dict[str, Any]:
+    args: Dict[str, Any] = {"AssociationId": association_id, "ExecutionId": execution_id, "MaxResults": PAGE_SIZE}
+    if token:
+        args["NextToken"] = token
+    return client.describe_association_execution_targets(**args)
+
+
+def list_associations(client, filters: List[Dict[str, str]]) -> List[Dict[str, Any]]:
+    found: List[Dict[str, Any]] = []
+    token = None
+    while True:
+        page = list_page(client, filters, token)
+        found.extend(page.get("Associations") or [])
+        token = page.get("NextToken")
+        if not token:
+            return found
+
+
+def execution_targets(client, association_id: str, execution_id: str) -> List[Dict[str, Any]]:
+    rows: List[Dict[str, Any]] = []
+    token = None
+    while True:
+        page = targets_page(client, association_id, execution_id, token)
+        rows.extend(page.get("AssociationExecutionTargets") or [])
+        token = page.get("NextToken")
+        if not token:
+            return sorted(rows, key=lambda row: row["ResourceId"])
+
+
+def association_result(client, description: Dict[str, Any], count: int) -> Dict[str, Any]:
+    parameters = description.get("Parameters")
+    result = camel_dict_to_snake_dict({k: v for k, v in description.items() if k != "Parameters"})
+    if parameters is not None:
+        result["parameters"] = parameters
+    result["targets"] = [{"key": t["Key"], "values": t["Values"]} for t in description.get("Targets") or []]
+    result["executions"] = []
+    if count > 0:
+        for execution in executions_page(client, description["AssociationId"], max(count, 1))[:count]:
+            item = camel_dict_to_snake_dict(execution)
+            item["targets"] = [camel_dict_to_snake_dict(row) for row in
+                               execution_targets(client, description["AssociationId"], execution["ExecutionId"])]
+            result["executions"].append(item)
+    return result
+
+
+def run(module: AnsibleAWSModule) -> None:
+    params = module.params
+    if params["executions"] < 0 or params["executions"] > PAGE_SIZE:
+        module.fail_json(msg=f"executions must be from 0 to {PAGE_SIZE}, not {params['executions']}.")
+    client = module.client("ssm", retry_decorator=AWSRetry.jittered_backoff())
+    filters = []
+    if params.get("name"):
+        filters.append({"key": "AssociationName", "value": params["name"]})
+    if params.get("document_name"):
+        filters.append({"key": "Name", "value": params["document_name"]})
+    associations = [association_result(client, describe(client, item["AssociationId"]), params["executions"])
+                    for item in list_associations(client, filters)]
+    module.exit_json(changed=False, associations=associations)
+
+
+def main() -> None:
+    argument_spec = dict(
+        name=dict(type="str"),
+        document_name=dict(type="str"),
+        executions=dict(type="int", default=1),
+    )
+    module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
+    try:
+        run(module)
+    except AnsibleAWSError as e:
+        module.fail_json_aws_error(e)
+
+
+if __name__ == "__main__":
+    main()
