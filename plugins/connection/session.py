@@ -56,6 +56,8 @@ requirements:
 seealso:
   - plugin: amazon.aws.aws_ssm
     plugin_type: connection
+extends_documentation_fragment:
+  - bastionless.ssm.aws_retries
 options:
   access_key_id:
     description:
@@ -159,6 +161,12 @@ options:
     default: 3
     vars:
     - name: ansible_aws_ssm_retries
+  aws_retry_mode:
+    vars:
+    - name: bastionless_aws_retry_mode
+  aws_max_attempts:
+    vars:
+    - name: bastionless_aws_max_attempts
   ssm_timeout:
     description:
       - Seconds a new session may take to be ready (StartSession, the plugin's connection, the shell), and the default
@@ -338,6 +346,8 @@ from ansible.release import __version__ as ansible_core_version
 from ansible.utils.display import Display
 
 from ansible_collections.bastionless.ssm.plugins.module_utils import _plugin_path
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._aws_retries import RetrySettingError
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._aws_retries import retry_settings
 from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_protocol as protocol
 from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_support as support
 from ansible_collections.bastionless.ssm.plugins.plugin_utils import _target_diagnosis as diagnosis
@@ -469,10 +479,20 @@ class Connection(ConnectionBase):
                 args[arg] = self.get_option(option)
         return boto3.session.Session(**args)
 
+    def _retries(self) -> dict:
+        """botocore's retries setting from O(aws_retry_mode) and O(aws_max_attempts)."""
+        try:
+            return retry_settings(self.get_option("aws_retry_mode"), self.get_option("aws_max_attempts"))
+        except RetrySettingError as e:
+            raise AnsibleError(f"bastionless.ssm.session: {e}") from None
+
     @property
     def ssm_client(self):
         if self._ssm_client is None:
-            self._ssm_client = self._aws_session(self.get_option("region")).client("ssm")
+            from botocore.config import Config  # pylint: disable=import-outside-toplevel
+
+            self._ssm_client = self._aws_session(self.get_option("region")).client(
+                "ssm", config=Config(retries=self._retries()))
         return self._ssm_client
 
     @property
@@ -482,7 +502,8 @@ class Connection(ConnectionBase):
         if self._s3_client is None:
             from botocore.config import Config  # pylint: disable=import-outside-toplevel
 
-            config = Config(signature_version="s3v4", s3={"addressing_style": self.get_option("s3_addressing_style")})
+            config = Config(signature_version="s3v4", s3={"addressing_style": self.get_option("s3_addressing_style")},
+                            retries=self._retries())
             endpoint = self.get_option("bucket_endpoint_url") or None
             region = self.get_option("region") or "us-east-1"
             client = self._aws_session(region).client("s3", endpoint_url=endpoint, config=config)
@@ -639,7 +660,7 @@ class Connection(ConnectionBase):
     def _resume_options(self, endpoint: str) -> dict:
         """What the native master needs to call ResumeSession as this connection called StartSession (through the
         master's stdin pipe, as the StartSession response)."""
-        options = {"region": self.get_option("region"), "endpoint": endpoint}
+        options = {"region": self.get_option("region"), "endpoint": endpoint, "retries": self._retries()}
         for arg, option in (("aws_access_key_id", "access_key_id"), ("aws_secret_access_key", "secret_access_key"),
                             ("aws_session_token", "session_token"), ("profile_name", "profile")):
             if self.get_option(option):

@@ -40,6 +40,7 @@ extends_documentation_fragment:
   - amazon.aws.common.plugins
   - amazon.aws.region.plugins
   - amazon.aws.assume_role.plugins
+  - bastionless.ssm.aws_retries
 options:
   plugin:
     description: The name of this plugin; it must be V(bastionless.ssm.managed_nodes).
@@ -281,6 +282,8 @@ from ansible_collections.amazon.aws.plugins.module_utils.retries import Retrying
 from ansible_collections.amazon.aws.plugins.plugin_utils.botocore import get_aws_connection_info
 from ansible_collections.amazon.aws.plugins.plugin_utils.inventory import AWSInventoryBase
 
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._aws_retries import RetrySettingError
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._aws_retries import retry_settings
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import ManagedNodesError
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import RegionFetch
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import assign_hostnames
@@ -350,7 +353,7 @@ class InventoryModule(AWSInventoryBase):
         super().parse(inventory, loader, path, cache=cache)
         try:
             settings = self._settings()
-        except ManagedNodesError as error:
+        except (ManagedNodesError, RetrySettingError) as error:
             self.fail_aws(str(error))
         was_cached, results = self.get_cached_result(path, cache)
         if not was_cached:
@@ -378,6 +381,7 @@ class InventoryModule(AWSInventoryBase):
             "exclude": list(exclude),
             "hostnames": check_hostnames(self.get_option("hostnames")),
             "concurrency": concurrency,
+            "retries": retry_settings(self.get_option("aws_retry_mode"), self.get_option("aws_max_attempts")),
         }
 
     # --- AWS ----------------------------------------------------------------------------------------------
@@ -408,7 +412,8 @@ class InventoryModule(AWSInventoryBase):
         """List every region's nodes, the regions in parallel, each with its own pool of calls."""
         regions = self._boto3_regions(service="ssm")
         config = botocore.config.Config(max_pool_connections=settings["concurrency"] + 4,
-                                        user_agent_extra="bastionless.ssm.managed_nodes")
+                                        user_agent_extra="bastionless.ssm.managed_nodes",
+                                        retries=settings["retries"])
         clients = self._clients(regions, config)
         for region in regions:
             clients[region]["ec2"].client.meta.events.register("before-parse.ec2.DescribeInstances",

@@ -80,7 +80,11 @@ def resume_with(config: dict):
         for arg in ("profile_name", "aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
             if options.get(arg):
                 args[arg] = options[arg]
-        client = boto3.session.Session(**args).client("ssm", endpoint_url=options.get("endpoint") or None)
+        from botocore.config import Config  # pylint: disable=import-outside-toplevel
+
+        client = boto3.session.Session(**args).client("ssm", endpoint_url=options.get("endpoint") or None,
+                                                      config=Config(retries=options["retries"])
+                                                      if options.get("retries") else None)
         return client.resume_session(SessionId=config["session_id"]).get("TokenValue")
 
     return resume

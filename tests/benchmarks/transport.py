@@ -74,6 +74,7 @@ def mitogen_strategy_dir() -> str | None:
         return None
     return os.path.join(os.path.dirname(ansible_mitogen.__file__), "plugins", "strategy")
 
+
 D = "{{ bench_dir }}"  # a directory per transport: each connects as another user (ssm-user, ec2-user)
 TASKS = [
     ("1 file: a directory", "ansible.builtin.file", {"path": D, "state": "directory", "mode": "0755"}),

@@ -26,7 +26,8 @@ def test_every_filter_has_its_documentation_beside_it():
                      "vpc_endpoints_nat_lines", "vpc_endpoints_nat_message", "vpc_endpoints_dns_off",
                      "vpc_endpoints_dns_message", "vpc_endpoints_security_group_rules", "vpc_endpoints_verify_problems",
                      "audit_report_html", "audit_report_csv",
-                     "vpc_endpoints_interface_policy", "vpc_endpoints_gateway_policy", "vpc_endpoints_policy_problems"}
+                     "vpc_endpoints_interface_policy", "vpc_endpoints_gateway_policy", "vpc_endpoints_policy_problems",
+                     "aws_retry_config"}
     for path in FILTER_DOCS:
         docs = yaml.safe_load(open(path, encoding="utf-8"))
         assert docs["DOCUMENTATION"]["name"] == os.path.basename(path)[:-4]
@@ -47,6 +48,10 @@ def test_the_examples_run_and_print_what_they_say(tmp_path):
     printed = {task["task"]["name"]: task["hosts"]["localhost"]["msg"]
                for task in json.loads(done.stdout)["plays"][0]["tasks"]}
 
+    assert printed["The retry setting of a play when nothing is set, and an adaptive one"] == [
+        {"retries": {"mode": "standard", "total_max_attempts": 10}}, {"retries": {"mode": "adaptive", "total_max_attempts": 20}}]
+    assert printed["Every AWS module of a play retries as set in the inventory (bastionless_aws_retry_mode and "
+                   "_max_attempts)"] == {"retries": {"mode": "standard", "total_max_attempts": 15}}
     missing, problems = printed["Name what is missing"], printed["Every problem of the inputs, one sentence each"]
     assert missing == ["IAM group web-ops", "IAM user or role carol"]
     assert [p.split(";")[0] for p in problems] == [

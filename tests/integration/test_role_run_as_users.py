@@ -15,7 +15,7 @@ import sys
 import pytest
 from ansible_cli import node_variables, run, run_cases
 from session_connection import CONNECTION, session_connection  # noqa: F401 pylint: disable=unused-import
-from ssm_lab.harness.testing import run_plugin, running_lab
+from ssm_lab.harness.testing import run_plugin, running_lab, wait_until
 
 PLAYBOOK = os.path.join(os.path.dirname(__file__), "playbooks", "run_as_users.yml")
 OPERATOR_ACCESS = os.path.join(os.path.dirname(__file__), "playbooks", "operator_access.yml")
@@ -70,6 +70,13 @@ def on_node(lab, command: str) -> str:
     header, _sep, body = result.stdout.replace("\r", "").partition("\n")
     assert " | CHANGED | rc=0 >>" in header, result.stdout + result.stderr
     return body.strip()
+
+
+def active_sessions(lab, node: str) -> list:
+    """The ids of the node's active sessions (the persistent connection's)."""
+    pages = lab.client("ssm").get_paginator("describe_sessions")
+    return sorted(s["SessionId"] for page in pages.paginate(State="Active") for s in page["Sessions"]
+                  if s["Target"] == node)
 
 
 def _passwd(text: str) -> dict:
@@ -147,9 +154,15 @@ class TestRunAs:
     def test_the_role_makes_the_accounts_of_the_map_and_a_second_run_changes_nothing(
             self, lab, node, run_as_on, tmp_path):
         facts = tmp_path / "facts.json"
+        accounts(lab)  # the persistent session the play finds open
+        before = set(active_sessions(lab, node))
         output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_sudo={"deploy": True},
                              run_as_users_options=OPTIONS, facts_out=str(facts))
         assert recap["failed"] == 0 and recap["changed"] == 3, output
+        # The accounts changed, so the role ended that session (a session keeps the groups its user had when it
+        # started) and the tasks after it started a new one.
+        assert before and wait_until(lambda: not before & set(active_sessions(lab, node)),
+                                     what="the session of before the accounts changed to end"), output
         found = accounts(lab)
         assert found["alice"][4:] == ["Session Manager Run As user", "/home/alice", "/bin/bash"]
         assert found["deploy"][4:] == ["CI deployments", "/home/deploy", "/bin/sh"]
@@ -158,9 +171,11 @@ class TestRunAs:
         result = json.loads(facts.read_text())[node]
         assert result["users"] == ["alice", "deploy"]
         assert result["sudo"] == {"deploy": ["deploy ALL=(ALL) NOPASSWD: ALL"]}
+        kept = set(active_sessions(lab, node))
         output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_sudo={"deploy": True},
                              run_as_users_options=OPTIONS)
         assert recap["failed"] == 0 and recap["changed"] == 0, output
+        assert kept and kept <= set(active_sessions(lab, node)), output  # nothing changed: the session goes on
 
     def test_now_the_tagged_iam_user_opens_a_session_as_herself(self, lab, node, run_as_on):
         assert whoami(lab, node, "alice") == "alice"

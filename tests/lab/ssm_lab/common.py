@@ -24,6 +24,10 @@ HEARTBEAT_SECONDS = 2.0
 # The real agent's ping happens every 5 minutes, but status follows a broken prerequisite within seconds
 # because the control channel drops. The lab re-evaluates on every read, cached this long.
 STATUS_CACHE_SECONDS = 1.0
+# The lab's own AWS calls (what `ssm-lab up` builds, transcripts and Run Command output the service writes) say so
+# in their User-Agent; the fault model (throttling, API delays) leaves them alone, so a lab started with faults on
+# is built all the same, and only the calls of the code under test meet the faults.
+INTERNAL_USER_AGENT = "ssm-lab-internal"
 
 AMAZON_LINUX_2023 = {
     "PlatformType": "Linux",
@@ -69,6 +73,13 @@ def now() -> _dt.datetime:
 def epoch(value: _dt.datetime | None) -> float | None:
     """AWS JSON protocols carry timestamps as epoch seconds."""
     return None if value is None else value.timestamp()
+
+
+def internal_config(**settings):
+    """botocore configuration for the lab's own calls (INTERNAL_USER_AGENT)."""
+    from botocore.config import Config
+
+    return Config(user_agent_extra=INTERNAL_USER_AGENT, **settings)
 
 
 def random_hex(n: int) -> str:

@@ -63,3 +63,19 @@ def test_connection_status_of_an_unknown_target(main_lab):
     assert status["Status"] == "notconnected"
     wait_until(lambda: main_lab.ssm.get_connection_status(Target=main_lab.ec2_ids[0])["Status"] == "connected",
                what="a healthy node to be connected")
+
+
+def test_a_lab_started_with_every_call_throttled_provisions_anyway(start_lab):
+    # The lab's own set-up (ssm-lab up: network, role, nodes) is not subject to the faults it injects: with every
+    # call of its clients throttled, it still starts a provisioned node, and a client that does not retry meets the
+    # throttling from the first call.
+    with start_lab("throttled", "--nodes", "1", "--provisioned", "--faults", '{"throttle_rate": 1.0}') as lab:
+        [node] = lab.ec2_ids
+        assert json.loads(lab.cli("faults").stdout)["throttle_rate"] == 1.0
+        with pytest.raises(ClientError) as raised:
+            lab.client("ec2", config=NO_RETRIES).describe_instances(InstanceIds=[node])
+        assert raised.value.response["Error"]["Code"] == "RequestLimitExceeded"
+        lab.cli("faults", "--throttle-rate", "0")
+        lab.wait_online(node)
+        assert lab.instance(node)["IamInstanceProfile"]["Arn"].endswith("/ssm-lab-node")
+        assert lab.run_ok(node, "echo provisioned") == "provisioned\n"

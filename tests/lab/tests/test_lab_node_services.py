@@ -104,3 +104,42 @@ def test_upgrading_the_package_restarts_the_agent_without_ending_sessions_and_re
     wait_until(lambda: _info(lab, node)["AgentVersion"] == agent_package.AGENT_LATEST, timeout=15,
                what="the restarted agent to report the new version")
     assert _info(lab, node)["IsLatestVersion"] is True
+
+
+def test_acls_work_in_a_node_as_ansible_needs_them_to_become_an_unprivileged_user(lab):
+    # Ansible hands its temporary files to an unprivileged become user with setfacl (the acl package, which EC2's
+    # AMIs ship): the node has it, and the ACL it sets lets that user, and only that user, read a file in a
+    # directory of someone else's.
+    node = _by_platform(lab, "al2023")
+    out = lab.run_ok(node, "install -d -m 0700 /tmp/acl-test",
+                     "echo secret > /tmp/acl-test/file && chmod 0600 /tmp/acl-test/file",
+                     "setfacl -m u:nobody:x /tmp/acl-test && setfacl -m u:nobody:r /tmp/acl-test/file",
+                     "getfacl -cp /tmp/acl-test/file | grep '^user:nobody:'",
+                     "setpriv --reuid=nobody --regid=nogroup --clear-groups cat /tmp/acl-test/file",
+                     "setpriv --reuid=daemon --regid=daemon --clear-groups cat /tmp/acl-test/file 2>&1 || true")
+    lines = out.splitlines()
+    assert lines[:2] == ["user:nobody:r--", "secret"], out
+    assert "Permission denied" in lines[2], out
+
+
+def test_a_reboot_inside_the_node_boots_it_with_a_new_boot_id(lab):
+    # ansible.builtin.reboot's defaults: /sbin/shutdown -r 0 (a link to systemctl, the lab's) and
+    # /proc/sys/kernel/random/boot_id, which is the node's own and changes at every boot, RebootInstances or not.
+    node = _by_platform(lab, "al2023")
+    lab.wait_online(node, timeout=30)
+    with open("/proc/sys/kernel/random/boot_id", encoding="utf-8") as handle:
+        machine = handle.read().strip()
+    first = lab.run_ok(node, "cat /proc/sys/kernel/random/boot_id").strip()
+    assert first != machine and lab.run_ok(node, "cat /proc/sys/kernel/random/boot_id").strip() == first
+    boot = lab.admin(f"nodes/{node}")["boot"]
+    assert lab.run_ok(node, '/sbin/shutdown -r 0 "Reboot initiated by Ansible"; echo rc=$?').strip() == "rc=0"
+    wait_until(lambda: lab.admin(f"nodes/{node}")["booted"] == boot + 1, timeout=20, what="the node to reboot")
+    lab.wait_online(node, timeout=30)
+    second = lab.run_ok(node, "cat /proc/sys/kernel/random/boot_id").strip()
+    assert second not in (first, machine)
+    lab.ec2.reboot_instances(InstanceIds=[node])
+    wait_until(lambda: lab.admin(f"nodes/{node}")["booted"] == boot + 2, timeout=20, what="RebootInstances")
+    lab.wait_online(node, timeout=30)
+    assert lab.run_ok(node, "cat /proc/sys/kernel/random/boot_id").strip() not in (first, second)
+    invocation = lab.run(node, "shutdown -h now")
+    assert invocation["Status"] == "Failed" and "is not modelled in the lab" in invocation["StandardErrorContent"]

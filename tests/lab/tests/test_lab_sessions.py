@@ -59,3 +59,20 @@ def test_start_session_to_unknown_target(main_lab):
     with pytest.raises(ClientError) as raised:
         main_lab.ssm.start_session(Target="i-0123456789abcdef0")
     assert raised.value.response["Error"]["Code"] == "TargetNotConnected"
+
+
+def test_a_job_detached_with_setsid_outlives_its_session(main_lab, shell):
+    # As on EC2: a session's shell ends with the session, but what it detached (setsid, Ansible's async jobs) runs
+    # on in the node until it ends or the node reboots. The node's processes share one PID namespace, so a later
+    # command sees the job, and the machine's processes stay out of sight.
+    node = main_lab.ec2_ids[2]
+    response, process = shell(main_lab, node)
+    process.write("setsid sleep 613 </dev/null >/dev/null 2>&1 & echo detached-$((6*7))\n")
+    process.wait_for(r"detached-42")
+    main_lab.ssm.terminate_session(SessionId=response["SessionId"])
+    assert process.wait_exit() == 0
+    wait_until(lambda: _history(main_lab, response["SessionId"]), what="the session to end")
+    listing = main_lab.run_ok(node, "ps -eo pid,args")
+    assert [line.split(None, 1)[1] for line in listing.splitlines() if line.endswith("sleep 613")] == ["sleep 613"]
+    assert "ssm_lab" not in listing  # the agent host and control plane are the machine's, not the node's
+    assert main_lab.run_ok(node, "pkill -x -f 'sleep 613'; echo rc=$?") == "rc=0\n"

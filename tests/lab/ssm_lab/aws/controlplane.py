@@ -41,6 +41,7 @@ from .ssmapi import ApiError, SsmApi  # noqa: E402
 
 log = logging.getLogger("ssm_lab.controlplane")
 REBOOT_SECONDS = 2.0  # how long a rebooting node is away before its init runs
+SHUTDOWN_SECONDS = 1.0  # from a reboot command inside a node to the node going down
 
 
 class LabApp:
@@ -66,12 +67,15 @@ class LabApp:
         target = environ.get("HTTP_X_AMZ_TARGET", "")
         service = self._service(environ)
         faults = self.registry.faults
-        delay = faults.s3_delay if service == "s3" else faults.api_delay
+        # The lab's own calls (its set-up, transcripts, command output) are not the code under test: no faults.
+        internal = common.INTERNAL_USER_AGENT in environ.get("HTTP_USER_AGENT", "")
+        delay = 0 if internal else faults.s3_delay if service == "s3" else faults.api_delay
         if delay:
             time.sleep(delay)
         action = target.split(".", 1)[1] if "." in target else self._query_action(body, environ)
         self.registry.count_call(f"{service}:{action}", self._signed_region(environ))
-        if service != "s3" and faults.throttled():
+        if service != "s3" and not internal and faults.throttled():
+            self.registry.count_throttled(f"{service}:{action}")
             return self._throttle(service, target, start_response)
         refused = refusals.refuse(service, action, target, body, self._signed_region(environ), self.registry.account_id,
                                   self.registry.region)
@@ -303,17 +307,22 @@ class LabApp:
             node = self.registry.nodes.get(instance_id)
             if node is None or node.kind != "ec2":
                 continue
-            with self.registry.lock:
-                if action == "StopInstances":
-                    node.agent_wanted = False  # until the next boot says otherwise
-                else:
-                    node.boot += 1
-                    node.agent_down_until = time.time() + REBOOT_SECONDS
-                node._cache = None
-                if node.agent is not None:
-                    node.agent.dropping = True
-                    node.agent.send({"t": "drop"})
+            self._power_cycle(node, stop=action == "StopInstances")
         return response
+
+    def _power_cycle(self, node: Node, stop: bool = False) -> None:
+        """The node goes down: its sessions and commands end; unless stopped, it boots again (a new boot id) after
+        REBOOT_SECONDS, and its init starts the agent if the agent's unit is enabled."""
+        with self.registry.lock:
+            if stop:
+                node.agent_wanted = False  # until the next boot says otherwise
+            else:
+                node.boot += 1
+                node.agent_down_until = time.time() + REBOOT_SECONDS
+            node._cache = None
+            if node.agent is not None:
+                node.agent.dropping = True
+                node.agent.send({"t": "drop"})
 
     def _simulate_principal_policy(self, body: bytes, environ, start_response):
         """moto does not implement SimulatePrincipalPolicy (its server answers 500); ``iamsim`` evaluates it."""
@@ -400,6 +409,16 @@ class LabApp:
             if node.agent is not None:
                 node.agent.send({"t": "restart"})
             return self._node_status(node)
+        if len(parts) == 3 and parts[0] == "nodes" and parts[2] == "reboot" and method == "POST":
+            # shutdown -r / reboot / systemctl reboot inside the node: as on EC2, the command returns and the
+            # machine goes down a moment later, then boots as after RebootInstances.
+            node = registry.nodes.get(parts[1])
+            if node is None or node.kind != "ec2":
+                return None
+            timer = threading.Timer(float(request.get("after", SHUTDOWN_SECONDS)), self._power_cycle, (node,))
+            timer.daemon = True
+            timer.start()
+            return self._node_status(node)
         if len(parts) == 3 and parts[0] == "nodes" and parts[2] == "booted":
             # The agent host booted the node: the agent runs from now on only if its unit is enabled.
             node = registry.nodes.get(parts[1])
@@ -433,10 +452,11 @@ class LabApp:
                 with registry.lock:
                     registry.api_calls.clear()
                     registry.api_regions.clear()
+                    registry.api_throttled.clear()
                     registry.stream_counts.update(dict.fromkeys(registry.stream_counts, 0))
             return {"calls": dict(registry.api_calls), "total": sum(registry.api_calls.values()),
                     "regions": {region: dict(calls) for region, calls in registry.api_regions.items()},
-                    "stream": dict(registry.stream_counts)}
+                    "throttled": dict(registry.api_throttled), "stream": dict(registry.stream_counts)}
         return None
 
     def _node_status(self, node: Node) -> dict:

@@ -141,7 +141,8 @@ def upload_transcript(registry: Registry, endpoint: str, session: Session) -> No
 
     text = bytes(session.transcript).decode("utf-8", errors="replace")
     kwargs = dict(endpoint_url=endpoint, region_name=registry.region,
-                  aws_access_key_id=common.ACCESS_KEY, aws_secret_access_key=common.SECRET_KEY)
+                  aws_access_key_id=common.ACCESS_KEY, aws_secret_access_key=common.SECRET_KEY,
+                  config=common.internal_config())
     if prefs.get("s3BucketName"):
         try:
             boto3.client("s3", **kwargs).put_object(

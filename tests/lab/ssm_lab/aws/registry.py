@@ -225,6 +225,7 @@ class Registry:
         self.faults = FaultModel()
         self.api_calls: dict[str, int] = {}
         self.api_regions: dict[str, dict[str, int]] = {}  # the same calls by the region they were signed for
+        self.api_throttled: dict[str, int] = {}  # the calls the fault model throttled, by service:action
         # The data channels' traffic (the benchmarks read it): data messages each way, and round trips, a round trip
         # being client data that follows output the service sent (the client waited for an answer and spoke again).
         self.stream_counts: dict[str, int] = dict.fromkeys(STREAM_COUNTS, 0)
@@ -296,3 +297,8 @@ class Registry:
             if region:
                 calls = self.api_regions.setdefault(region, {})
                 calls[action] = calls.get(action, 0) + 1
+
+    def count_throttled(self, action: str) -> None:
+        """A call the fault model throttled (counted by count_call too)."""
+        with self.lock:
+            self.api_throttled[action] = self.api_throttled.get(action, 0) + 1

@@ -760,7 +760,8 @@ class SsmApi:
 
         failed = ""
         kwargs = dict(endpoint_url=self.endpoint, region_name=self.registry.region,
-                      aws_access_key_id=common.ACCESS_KEY, aws_secret_access_key=common.SECRET_KEY)
+                      aws_access_key_id=common.ACCESS_KEY, aws_secret_access_key=common.SECRET_KEY,
+                      config=common.internal_config())
         plugin = COMMAND_DOCUMENTS[command.document]
         step = plugin.replace(":", "")
         if command.output_bucket:

@@ -81,7 +81,7 @@ def client(service: str, env: dict):
 
     return boto3.client(service, endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_DEFAULT_REGION"],
                         aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-                        aws_session_token=env.get("AWS_SESSION_TOKEN"))
+                        aws_session_token=env.get("AWS_SESSION_TOKEN"), config=common.internal_config())
 
 
 def _wait(predicate, timeout: float, interval: float = 0.2) -> bool:

@@ -405,7 +405,9 @@ class AgentHost:
             self.state_dir, spec["id"], spec["hostname"], spec["os_release"], spec.get("proxy", ""),
             platform=spec.get("platform", "al2023"), endpoint=spec.get("endpoint", ""))
         try:
+            await loop.run_in_executor(None, sandbox.stop_init)  # every process of the node ends
             await loop.run_in_executor(None, sandbox.ensure)
+            await loop.run_in_executor(None, sandbox.new_boot_id)
             enabled = await loop.run_in_executor(None, sandbox.agent_enabled)
             body = json.dumps({"agent": enabled, "boot": spec.get("boot", 0)}).encode()
             request = urllib.request.Request(f"{self.endpoint}/_lab/nodes/{spec['id']}/booted", data=body,

@@ -2,23 +2,54 @@
 
 Each node is an overlay over ``/`` (so it has the machine's programs) with its own upper directory under the
 lab's state directory (so what a task writes stays in the node), mounted in the agent host's private mount
-namespace. Every shell or command runs chrooted into it, in new UTS, IPC, PID and mount namespaces, with
-its own hostname and /proc. Nothing listens on a port.
+namespace. Each node has an init of its own in new UTS, IPC, PID and mount namespaces (its hostname, its /proc,
+its boot id); every shell or command enters them and runs chrooted into the overlay, so what a session leaves
+running detached (setsid, ``async``) lives on after it, until the node reboots. Nothing listens on a port.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
+import signal
 import subprocess
+import sys
+import threading
+import uuid
 
 from .. import common
 from . import agent_package
 
 SAFE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SSM_USER = "ssm-user"
+BOOT_ID = "/proc/sys/kernel/random/boot_id"
 SUDOERS_FILE = "/etc/sudoers.d/ssm-agent-users"
+
+
+# PID 1 of a node: its /proc, its boot id and hostname, then reaping the orphans of the node's detached jobs until
+# the node goes down (SIGKILL from the agent host at a reboot, which ends every process of the namespace).
+NODE_INIT = """
+import os, signal, subprocess, sys
+root, hostname, boot_id, target = sys.argv[1:5]
+subprocess.run(["mount", "-t", "proc", "proc", root + "/proc"], check=True)
+subprocess.run(["mount", "--bind", boot_id, root + target], check=True)
+subprocess.run(["hostname", hostname], check=True)
+signal.signal(signal.SIGCHLD, lambda *_: None)
+signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+sys.stdout.write("ready\\n")
+sys.stdout.flush()
+os.close(1)
+os.close(2)
+while True:
+    try:
+        os.waitpid(-1, 0)
+    except ChildProcessError:
+        signal.pause()
+    except InterruptedError:
+        pass
+"""
 
 
 class SandboxError(Exception):
@@ -38,6 +69,11 @@ class Sandbox:
         self.upper = os.path.join(self.base, "upper")
         self.work = os.path.join(self.base, "work")
         self.root = os.path.join(self.base, "root")
+        # The node's /proc/sys/kernel/random/boot_id (bind-mounted over the machine's): new at every boot.
+        self.boot_id_file = os.path.join(self.base, "boot_id")
+        self.init_file = os.path.join(self.base, "init.pid")  # the node's init and its launcher, as the machine sees them
+        self._init_lock = threading.Lock()
+        self._launcher = None
         self._mounted = False
 
     # --- the node's file system ----------------------------------------------------------------------------
@@ -55,7 +91,18 @@ class Sandbox:
             self._run(["mount", "-t", "tmpfs", "-o", "mode=755", "tmpfs", os.path.join(self.root, "run")])
             os.makedirs(os.path.join(self.root, "run", "lock"), exist_ok=True)
         self._mounted = True
+        if not os.path.exists(self.boot_id_file):
+            self.new_boot_id()
         self._install_agent_package()
+
+    def new_boot_id(self) -> str:
+        """A boot of the node: a new random boot id, as the kernel makes one at each boot."""
+        boot_id = str(uuid.uuid4())
+        with open(self.boot_id_file + ".new", "w", encoding="utf-8") as handle:
+            handle.write(boot_id + "\n")
+        os.chmod(self.boot_id_file + ".new", 0o444)
+        os.replace(self.boot_id_file + ".new", self.boot_id_file)
+        return boot_id
 
     def _seed(self) -> None:
         """Files that make the node itself: written into the upper layer before the first mount."""
@@ -161,9 +208,62 @@ class Sandbox:
             os.chmod(sudoers, 0o440)
 
     # --- processes -----------------------------------------------------------------------------------------
+    def init_pid(self) -> int:
+        """The node's init (PID 1 of its PID namespace, as the machine sees it), started when the node has none:
+        the node's processes live in its namespaces, not a session's, so a job detached with setsid outlives the
+        session that started it, as on EC2. A reboot ends them all (``stop_init``)."""
+        self.ensure()
+        with self._init_lock:
+            pid = self._running_init()
+            if pid:
+                return pid
+            launcher = subprocess.Popen(
+                ["unshare", "--uts", "--ipc", "--pid", "--fork", "--mount", "--propagation", "private", "--",
+                 sys.executable, "-c", NODE_INIT, self.root, self.hostname, self.boot_id_file, BOOT_ID],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            ready = launcher.stdout.readline()
+            launcher.stdout.close()
+            if ready.strip() != b"ready":
+                launcher.kill()
+                error = launcher.stderr.read().decode(errors="replace").strip()
+                launcher.wait()
+                raise SandboxError(f"the init of {self.node_id} did not start: {error or ready!r}")
+            launcher.stderr.close()
+            with open(f"/proc/{launcher.pid}/task/{launcher.pid}/children", encoding="utf-8") as handle:
+                pid = int(handle.read().split()[0])
+            with open(self.init_file, "w", encoding="utf-8") as handle:
+                handle.write(f"{pid} {launcher.pid}\n")
+            self._launcher = launcher
+            return pid
+
+    def _running_init(self) -> int:
+        try:
+            with open(self.init_file, encoding="utf-8") as handle:
+                pid = int(handle.read().split()[0])
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                if self.root.encode() in handle.read():
+                    return pid
+        except (OSError, ValueError, IndexError):
+            pass
+        return 0
+
+    def stop_init(self) -> None:
+        """The node goes down: its init ends, and with it every process of its PID namespace."""
+        with self._init_lock:
+            pid = self._running_init()
+            if pid:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            if self._launcher is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._launcher.wait(5)
+                self._launcher = None
+            with contextlib.suppress(OSError):
+                os.unlink(self.init_file)
+
     def argv(self, inner: list[str], user: str = "root", workdir: str = "", env: dict | None = None) -> list[str]:
         """The command line that runs ``inner`` inside the node as ``user``."""
-        self.ensure()
+        init = self.init_pid()
         found = self.user(user)
         if found is None:
             raise SandboxError(f"user {user} does not exist on {self.node_id}")
@@ -177,10 +277,5 @@ class Sandbox:
             inside += ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
         inside += inner
         start = f"cd {shlex.quote(workdir or home)} 2>/dev/null || cd /; exec " + shlex.join(inside)
-        script = (
-            f"mount -t proc proc {shlex.quote(self.path('/proc'))} && "
-            f"hostname {shlex.quote(self.hostname)} && "
-            f"exec chroot {shlex.quote(self.root)} /bin/sh -c {shlex.quote(start)}"
-        )
-        return ["unshare", "--uts", "--ipc", "--pid", "--fork", "--mount", "--propagation", "private",
-                "--kill-child", "--", "/bin/sh", "-c", script]
+        return ["nsenter", f"--target={init}", "--uts", "--ipc", "--pid", "--mount", "--",
+                "chroot", self.root, "/bin/sh", "-c", start]

@@ -173,7 +173,32 @@ def control(verb: str, unit: str) -> int:
     return 0
 
 
+def reboot(command: str) -> int:
+    """The node reboots as an EC2 instance does: the command returns, the machine goes down a moment later (its
+    sessions and commands end), and it boots with a new boot id; its init starts the agent if the unit is enabled."""
+    if os.geteuid() != 0:
+        return _err(f"Failed to {command}: Access denied. (must be root)", 4)
+    if _lab("reboot", "POST") is None:
+        return _err(f"Failed to {command}: the lab's control plane did not answer.")
+    return 0
+
+
+def shutdown(name: str, args: list[str]) -> int:
+    """shutdown(8) and reboot(8), which are links to systemctl on the machines the nodes copy: a reboot now (or at
+    a time, which the lab takes as now) is modelled; halting and powering off are not (stop the instance instead)."""
+    flags = [a for a in args if a.startswith("-")]
+    if "-c" in flags:
+        return 0  # nothing is scheduled: a reboot happens at once
+    if name == "reboot" or "-r" in flags or "--reboot" in flags:
+        return reboot(name)
+    return _err(f"ssm-lab node: {name} {' '.join(args)} is not modelled in the lab; reboot with shutdown -r, "
+                "or stop the instance through EC2")
+
+
 def main(argv: list[str]) -> int:
+    name = os.path.basename(sys.argv[0]) if sys.argv else "systemctl"
+    if name in ("shutdown", "reboot"):
+        return shutdown(name, argv)
     args = [a for a in argv if a not in IGNORED_FLAGS]
     now = "--now" in args
     args = [a for a in args if a != "--now"]
@@ -182,6 +207,8 @@ def main(argv: list[str]) -> int:
     verb, units = args[0], [unit_name(a.strip("'\"")) for a in args[1:] if not a.startswith("-")]
     if verb in ("daemon-reload", "daemon-reexec", "reset-failed"):
         return 0
+    if verb == "reboot":
+        return reboot("systemctl reboot")
     if verb == "is-system-running":
         print("running")
         return 0

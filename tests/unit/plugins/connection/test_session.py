@@ -41,6 +41,20 @@ def _doc(path: str) -> dict:
     return yaml.safe_load(text)
 
 
+def _with_fragments(doc: dict) -> dict:
+    """``doc`` with the options of the collection's doc fragments it extends, merged key by key as ansible-doc does."""
+    for name in doc.get("extends_documentation_fragment") or []:
+        if not name.startswith("bastionless.ssm."):
+            continue
+        path = os.path.join(ROOT, "plugins", "doc_fragments", name.split(".")[-1] + ".py")
+        with open(path, encoding="utf-8") as handle:
+            tree = ast.parse(handle.read())
+        [text] = [n.value.value for n in ast.walk(tree) if isinstance(n, ast.Assign) and n.targets[0].id == "DOCUMENTATION"]
+        for option, spec in yaml.safe_load(text)["options"].items():
+            doc["options"][option] = {**spec, **doc["options"].get(option, {})}
+    return doc
+
+
 def _sh(script: bytes) -> bytes:
     """What a node's sh prints for the script (with CRLF, as a pty with onlcr sends it)."""
     result = subprocess.run(["/bin/sh"], input=script, capture_output=True, timeout=30, check=True)
@@ -238,7 +252,7 @@ def test_every_option_of_aws_ssm_is_an_option_of_session():
 
 
 def test_the_options_are_documented_in_our_words_with_the_plugin_version_only():
-    doc = _doc(os.path.join(ROOT, "plugins", "connection", "session.py"))
+    doc = _with_fragments(_doc(os.path.join(ROOT, "plugins", "connection", "session.py")))
     assert doc["version_added"] == "0.1.0" and "version_added_collection" not in doc
     base = _doc(BASE)["options"]
     for name, spec in doc["options"].items():
@@ -763,3 +777,38 @@ def test_a_transport_that_cannot_run_is_one_error_naming_the_fix(option, websock
     with pytest.raises(ValueError) as failure:
         support.choose_transport(option, websockets, *plugin, "https://install")
     assert str(failure.value).startswith(message)
+
+
+_RETRIES = r"""
+import json, sys
+from ansible.errors import AnsibleError
+from ansible.plugins.loader import connection_loader, init_plugin_loader
+from ansible.playbook.play_context import PlayContext
+init_plugin_loader()
+pc = PlayContext()
+pc.remote_addr = "i-0123456789abcdef0"
+out = {}
+for name, variables in (("default", {}), ("set", {"bastionless_aws_retry_mode": "adaptive",
+                                                  "bastionless_aws_max_attempts": 15}),
+                        ("bad", {"bastionless_aws_max_attempts": 0})):
+    conn = connection_loader.get("bastionless.ssm.session", pc)
+    conn.set_options(var_options={"ansible_aws_ssm_region": "eu-west-1", **variables})
+    try:
+        client = conn.ssm_client
+        out[name] = {"client": client.meta.config.retries, "resume": conn._resume_options("https://e")["retries"]}
+    except AnsibleError as error:
+        out[name] = str(error.message)
+print(json.dumps(out))
+"""
+
+
+def test_the_aws_clients_retry_as_the_variables_say():
+    collections = os.path.abspath(os.path.join(protocol.__file__, *[".."] * 6))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections)
+    done = subprocess.run([sys.executable, "-c", _RETRIES], env=env, capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["default"]["client"] == out["default"]["resume"] == {"mode": "standard", "total_max_attempts": 10}
+    assert out["set"]["client"] == out["set"]["resume"] == {"mode": "adaptive", "total_max_attempts": 15}
+    assert out["bad"].startswith("bastionless.ssm.session: aws_max_attempts (bastionless_aws_max_attempts) is 0;")
