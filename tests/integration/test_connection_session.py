@@ -283,10 +283,15 @@ def test_a_session_that_cannot_start_names_the_region_the_instance_and_its_agent
         wait_until(lambda: lab.client("ssm").describe_instance_information(
             Filters=[{"Key": "InstanceIds", "Values": [offline]}])["InstanceInformationList"][0]["PingStatus"]
             != "Online", timeout=30, what=f"{offline} to go offline")
+        # A control directory of its own: a session master an earlier test left for the offline node would
+        # otherwise serve this run, and no StartSession would be made.
+        control = lab.work / "control-mistakes"
+        control.mkdir(mode=0o700, exist_ok=True)
         output, recap = play(lab, "unused", """
             - name: Reach each host
               ansible.builtin.ping:
-            """, "-i", str(inventory), "--limit", "bad-region,wrong-region,missing,offline", timeout=180)
+            """, "-i", str(inventory), "--limit", "bad-region,wrong-region,missing,offline",
+                             "-e", f"ansible_aws_ssm_control_path_dir={control}", timeout=180)
     finally:
         lab.cli("agent", "start", offline)
     assert {host: counts["unreachable"] for host, counts in recap.items()} == {

@@ -131,7 +131,8 @@ def test_ssm_lab_shell_opens_a_terminal_as_an_iam_user_with_her_run_as_user(main
     iam = main_lab.client("iam")
     iam.create_user(UserName=iam_user, Tags=[{"Key": "SSMSessionRunAs", "Value": os_user}])
     iam.put_user_policy(UserName=iam_user, PolicyName="sessions", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ssm:StartSession", "Resource": "*"}]}))
+        {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": ["ssm:StartSession", "ssmmessages:OpenDataChannel"], "Resource": "*"}]}))
     ssm_lab = [testing.SSM_LAB, "--state-dir", main_lab.state_dir, "shell"]
     terminal = Terminal([*ssm_lab, node, "--as", iam_user], testing.clean_environ())
     try:
