@@ -287,11 +287,12 @@ def test_a_session_that_cannot_start_names_the_region_the_instance_and_its_agent
         # otherwise serve this run, and no StartSession would be made.
         control = lab.work / "control-mistakes"
         control.mkdir(mode=0o700, exist_ok=True)
+        options = ("-i", str(inventory), "--limit", "bad-region,wrong-region,missing,offline",
+                   "-e", f"ansible_aws_ssm_control_path_dir={control}")
         output, recap = play(lab, "unused", """
             - name: Reach each host
               ansible.builtin.ping:
-            """, "-i", str(inventory), "--limit", "bad-region,wrong-region,missing,offline",
-                             "-e", f"ansible_aws_ssm_control_path_dir={control}", timeout=180)
+            """, *options, timeout=180)
     finally:
         lab.cli("agent", "start", offline)
     assert {host: counts["unreachable"] for host, counts in recap.items()} == {
