@@ -145,6 +145,8 @@ def test_ssm_lab_shell_opens_a_terminal_as_an_iam_user_with_her_run_as_user(main
         terminal.type("sleep 30\n")
         time.sleep(1)
         terminal.type("\x03")  # Ctrl-C: SIGINT for the terminal's processes; it ends the node's sleep, not the session
+        # The next prompt before the next line: the node's terminal discards what was typed ahead of a Ctrl-C.
+        terminal.read_until(r"\^C[\s\S]*\$ $")
         terminal.type("echo after=$?\n")
         terminal.read_until(r"after=130")
         terminal.type("exit\n")

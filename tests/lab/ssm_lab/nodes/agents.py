@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -178,7 +179,8 @@ class Agent:
         elif self.sandbox.user(user) is None:
             raise SandboxError(f"Failed to start pty since RunAs user {user} does not exist")
         inner = ["/bin/bash", "--noprofile", "--norc"] + (["-c", command] if command else [])
-        argv = self.sandbox.argv(inner, user=user)
+        # argv() may start the node's init (and wait for it): never on the event loop that serves every agent.
+        argv = await loop.run_in_executor(None, functools.partial(self.sandbox.argv, inner, user=user))
         master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, self.sizes.get(message["session"]) or struct.pack("HHHH", 50, 200, 0, 0))
         process = await asyncio.create_subprocess_exec(
@@ -204,7 +206,8 @@ class Agent:
     async def _sshd(self, message, hello, reader, writer) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, sshd.prepare, self.sandbox)
-        argv = self.sandbox.argv(["/usr/sbin/sshd", "-i", "-e"], user="root")
+        argv = await loop.run_in_executor(None, functools.partial(self.sandbox.argv, ["/usr/sbin/sshd", "-i", "-e"],
+                                                                  user="root"))
         process = await asyncio.create_subprocess_exec(
             *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, start_new_session=True
         )
@@ -256,8 +259,9 @@ class Agent:
             with open(script, "w", encoding="utf-8") as handle:
                 handle.write("\n".join(message.get("commands") or []) + "\n")
             os.chmod(script, 0o700)
-            argv = self.sandbox.argv(["/bin/sh", folder + "/_script.sh"], user="root",
-                                     workdir=message.get("working_directory") or "/")
+            argv = await loop.run_in_executor(None, functools.partial(
+                self.sandbox.argv, ["/bin/sh", folder + "/_script.sh"], user="root",
+                workdir=message.get("working_directory") or "/"))
             process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, start_new_session=True,
