@@ -1,6 +1,6 @@
 """bastionless.ssm.operator_access against the lab: the operator groups' policies, their attachments to IAM
-groups, users and roles, the Run As tags, check mode, bad input (a second run is the molecule scenario's
-idempotence step, with the same groups); the generated policies judged by
+groups, users and roles, the Run As tags, check mode, bad input (a second run is test_site.py's second
+site.yml run, and the molecule scenario's idempotence step with the same groups); the generated policies judged by
 an IAM evaluator (the lab does not enforce IAM) and linted by parliament; and a session that runs as the OS user
 the role's tag names."""
 

@@ -1,6 +1,6 @@
 """bastionless.ssm.session_logging against the lab: a session's transcript lands in the bucket, encrypted with the
-role's key, and in the log group; Run As follows the preferences; check mode and bad input (idempotence: the
-molecule scenario)."""
+role's key, and in the log group; Run As follows the preferences; check mode and bad input (idempotence: test_site.py's
+second site.yml run, and the molecule scenario)."""
 
 import json
 import os
@@ -53,7 +53,7 @@ def test_check_mode_on_a_fresh_lab_predicts_and_changes_nothing(lab):
         a["AliasName"] for a in lab.client("kms").list_aliases()["Aliases"]]
 
 
-def test_the_role_sets_up_logging(lab):  # a second run: the molecule scenario's idempotence step
+def test_the_role_sets_up_logging(lab):  # a second run: test_site.py's second site.yml run; the molecule scenario
     output, recap = _apply(lab)
     assert recap["failed"] == 0, output
     key = _key_arn(lab)

@@ -62,7 +62,8 @@ class TestEndpointsMode:
         assert "endpoints $   43.90" in output
 
     # From here on the instance role is in place: only the network role runs. A second run of both roles in this
-    # mode is the molecule scenario's idempotence step (extensions/molecule/vpc_endpoints).
+    # mode is the molecule scenario's idempotence step (extensions/molecule/vpc_endpoints, make molecule); in make test,
+    # test_site.py's second site.yml run, which must change nothing.
     def test_a_broken_path_takes_the_nodes_offline_and_a_rerun_repairs_each_break(self, endpoints_lab):
         """Three breaks at once (an endpoint deleted, private DNS off on another, the 443 rule revoked): the nodes
         go offline, and one rerun repairs all three."""
