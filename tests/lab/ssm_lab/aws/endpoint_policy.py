@@ -24,6 +24,7 @@ the request context ``aws:PrincipalAccount``, ``aws:PrincipalArn``, ``aws:userid
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -182,16 +183,32 @@ def context(who: Principal, endpoint: Any) -> dict:
     return found
 
 
+@functools.lru_cache(maxsize=256)
+def _statements(document: str) -> tuple:
+    """The statements of a stored policy document, parsed once (a node's status is judged every second)."""
+    return tuple(iamsim.statements(document))
+
+
 def decide(document: Any, who: Principal, action: str, resource: str, request: dict | None = None) -> str:
     """ALLOWED, EXPLICIT_DENY or IMPLICIT_DENY of one endpoint policy for one request (``request``: its context)."""
-    covering = [s for s in iamsim.statements(document) if principal_covers(s, who)]
+    parsed = _statements(document) if isinstance(document, str) else iamsim.statements(document)
+    covering = [s for s in parsed if principal_covers(s, who)]
     policies = [("VpcEndpointPolicy", "vpc-endpoint", {"Statement": covering})]
     return iamsim.engine.evaluate(policies, action, resource, request or {}, set())[0]
 
 
+def refusals(endpoint: Any, who: Principal, requests: list[tuple[str, str]]) -> list[Denial]:
+    """The endpoint's refusals of the (action, resource) requests of ``who``, in their order (empty: all allowed)."""
+    request = context(who, endpoint)
+    found = []
+    for action, resource in requests:
+        decision = decide(endpoint.policy_document, who, action, resource, request)
+        if decision != iamsim.ALLOWED:
+            found.append(Denial(endpoint.id, who, action, resource, decision))
+    return found
+
+
 def check(endpoint: Any, who: Principal, action: str, resource: str) -> Denial | None:
     """The endpoint's refusal of the request, or None when its policy allows it."""
-    decision = decide(endpoint.policy_document, who, action, resource, context(who, endpoint))
-    if decision == iamsim.ALLOWED:
-        return None
-    return Denial(endpoint.id, who, action, resource, decision)
+    found = refusals(endpoint, who, [(action, resource)])
+    return found[0] if found else None

@@ -528,7 +528,7 @@ def _endpoint_policy_problems(node: _Node, dhmc_role: str | None) -> list[Proble
         if endpoint is None:
             continue
         actions = [a for a in CORE_ACTIONS if a.split(":", 1)[0] == service]
-        denials = [d for d in (endpoint_policy.check(endpoint, who, a, _action_resource(node, a)) for a in actions) if d]
+        denials = endpoint_policy.refusals(endpoint, who, [(a, _action_resource(node, a)) for a in actions])
         if not denials:
             continue
         refused = ", ".join(d.action for d in denials)
