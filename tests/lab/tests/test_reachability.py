@@ -701,6 +701,118 @@ def test_no_s3_path(isolated):
     assert isolated.node_a in problems[0].message and isolated.rt_a in problems[0].message
 
 
+# --- endpoint policies ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def role_policies(tmp_path_factory):
+    """The vpc_endpoints role's policies (plugins/filter/vpc_endpoints.py of this tree, by its collection name)."""
+    import sys
+
+    from ssm_lab.collection import REPOSITORY
+
+    base = tmp_path_factory.mktemp("collection")
+    link = base / "ansible_collections" / "bastionless" / "ssm"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(REPOSITORY)
+    sys.path.insert(0, str(base))
+    try:
+        from ansible_collections.bastionless.ssm.plugins.filter import vpc_endpoints  # pylint: disable=import-outside-toplevel
+    finally:
+        sys.path.remove(str(base))
+    return vpc_endpoints
+
+
+def with_policy(lab: Lab, endpoint_id: str, document: dict) -> None:
+    lab.ec2.modify_vpc_endpoint(VpcEndpointId=endpoint_id, PolicyDocument=json.dumps(document))
+
+
+def session_arn(lab: Lab, node: str) -> str:
+    return f"arn:aws:sts::{ACCOUNT}:assumed-role/{lab.role}/{node}"
+
+
+def test_role_interface_policy_admits_the_node_and_another_account_refuses_it(isolated, role_policies):
+    endpoints = isolated.interface_endpoints()
+    for endpoint in endpoints.values():
+        with_policy(isolated, endpoint, role_policies.interface_policy(ACCOUNT))
+    assert problems_of(isolated, isolated.node_a) == set()
+
+    with_policy(isolated, endpoints["ssmmessages"], role_policies.interface_policy("210987654321"))
+    problems = node_problems(ACCOUNT, REGION, isolated.node_a)
+    assert codes(problems) == {"ENDPOINT_POLICY_DENIES"}
+    assert problems[0].prerequisite == "network"
+    message = problems[0].message
+    assert f"interface endpoint {endpoints['ssmmessages']} (ssmmessages) refuses ssmmessages:CreateControlChannel, " \
+           "ssmmessages:CreateDataChannel, ssmmessages:OpenControlChannel, ssmmessages:OpenDataChannel" in message
+    assert (f"User: {session_arn(isolated, isolated.node_a)} is not authorized to perform: "
+            "ssmmessages:CreateControlChannel on resource: * because no VPC endpoint policy allows the "
+            "ssmmessages:CreateControlChannel action") in message
+
+
+def test_endpoint_policy_explicit_deny_names_the_instance(isolated):
+    """A Deny on one instance's ARN refuses that instance only; the other (through the NAT, but private DNS sends
+    the VPC's ssm traffic to the endpoint all the same) is judged by the same policy and let through."""
+    endpoints = isolated.interface_endpoints(subnets=[isolated.private_a, isolated.private_b])
+    arn = f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/{isolated.node_a}"
+    with_policy(isolated, endpoints["ssm"], {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": "*", "Resource": "*"},
+        {"Effect": "Deny", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "ssm:Update*",
+         "Resource": arn}]})
+    problems = node_problems(ACCOUNT, REGION, isolated.node_a)
+    assert codes(problems) == {"ENDPOINT_POLICY_DENIES"}
+    assert (f"ssm:UpdateInstanceInformation on resource: {arn} with an explicit deny in a VPC endpoint "
+            "policy") in problems[0].message
+    assert problems_of(isolated, isolated.node_b) == set()
+
+
+@pytest.mark.parametrize("principal, refused", [
+    ({"AWS": ACCOUNT}, False),
+    ({"AWS": "arn:aws:iam::123456789012:role/ssm-node"}, False),
+    ({"AWS": "arn:aws:iam::123456789012:role/someone-else"}, True),
+    ({"Service": "ssm.amazonaws.com"}, True),
+])
+def test_endpoint_policy_principals(lab, principal, refused):
+    """The policy applies with a NAT route too (private DNS sends the traffic to the endpoint); its Principal
+    names the role, the account, or someone else."""
+    endpoints = lab.interface_endpoints()
+    with_policy(lab, endpoints["ec2messages"], {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": principal, "Action": "ec2messages:*", "Resource": "*"}]})
+    assert problems_of(lab, lab.node_a) == ({"ENDPOINT_POLICY_DENIES"} if refused else set())
+
+
+def test_endpoint_without_private_dns_guards_nothing(lab):
+    """Without private DNS the agent resolves the service's public name and leaves through the NAT."""
+    endpoints = lab.interface_endpoints()
+    for endpoint in endpoints.values():
+        with_policy(lab, endpoint, {"Version": "2012-10-17", "Statement": [
+            {"Effect": "Deny", "Principal": "*", "Action": "*", "Resource": "*"}]})
+        lab.backend.vpc_end_points[endpoint].private_dns_enabled = False
+    assert problems_of(lab, lab.node_a) == set()
+
+
+def test_role_gateway_policy_guards_the_nodes_s3_requests(isolated, role_policies):
+    gateway = isolated.ec2.create_vpc_endpoint(
+        VpcId=isolated.vpc, ServiceName=f"com.amazonaws.{REGION}.s3", VpcEndpointType="Gateway",
+        RouteTableIds=[isolated.rt_a],
+        PolicyDocument=json.dumps(role_policies.gateway_policy(REGION, ["fleet-transcripts"])))["VpcEndpoint"]
+
+    def denial(node, action, resource, who=None):
+        return reachability.endpoint_denial(ACCOUNT, REGION, node, "s3", action, resource, who=who)
+
+    assert denial(isolated.node_a, "s3:PutObject", "arn:aws:s3:::fleet-transcripts/sessions/s-1.log") is None
+    assert denial(isolated.node_a, "s3:GetObject", f"arn:aws:s3:::amazon-ssm-{REGION}/latest/VERSION") is None
+    refused = denial(isolated.node_a, "s3:PutObject", "arn:aws:s3:::elsewhere/s-1.log")
+    assert refused.endpoint_id == gateway["VpcEndpointId"]
+    assert refused.message(quoted=True) == (
+        f'User: {session_arn(isolated, isolated.node_a)} is not authorized to perform: s3:PutObject on resource: '
+        '"arn:aws:s3:::elsewhere/s-1.log" because no VPC endpoint policy allows the s3:PutObject action')
+    assert denial(isolated.node_a, "s3:PutObject", f"arn:aws:s3:::amazon-ssm-{REGION}/x") is not None
+    # A presigned URL is judged with its signer's identity; node_b leaves through the NAT, past no endpoint.
+    signer = reachability.endpoint_policy.from_caller(f"arn:aws:iam::{ACCOUNT}:user/alice", "AIDAALICE")
+    assert denial(isolated.node_a, "s3:GetObject", "arn:aws:s3:::elsewhere/k", who=signer).principal is signer
+    assert denial(isolated.node_b, "s3:PutObject", "arn:aws:s3:::elsewhere/s-1.log") is None
+
+
 # --- robustness and the matcher ---------------------------------------------------------------------------
 
 

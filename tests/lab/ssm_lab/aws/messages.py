@@ -17,17 +17,20 @@ import asyncio
 import base64
 import json
 import logging
+import re
 import urllib.parse
 import threading
 import time
+from xml.sax.saxutils import escape
 
 from .. import common
-from . import wire
+from . import authz, endpoint_policy, wire
 from .registry import Registry, Session
 
 log = logging.getLogger("ssm_lab.messages")
 
 OPEN_TIMEOUT = 15.0
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 
 class AgentChannel:
@@ -263,6 +266,12 @@ class MessageServer:
         if node is None or (to_lab and not self.registry.s3_reachable(node)):
             await asyncio.sleep(1.0)  # no route: the connection goes nowhere (shortened from a real timeout)
             return
+        refusal = self._endpoint_refusal(node, method, path, headers) if to_lab and method != "CONNECT" else None
+        if refusal is not None:
+            writer.write(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: "
+                         + str(len(refusal)).encode() + b"\r\nConnection: close\r\n\r\n"
+                         + (b"" if method == "HEAD" else refusal))
+            return
         try:
             up_reader, up_writer = await asyncio.wait_for(asyncio.open_connection(host, port), 10)
         except (OSError, asyncio.TimeoutError):
@@ -278,6 +287,36 @@ class MessageServer:
         await common.pump(up_reader, writer)
         upward.cancel()
         up_writer.close()
+
+    _S3_ACTIONS = {"GET": "s3:GetObject", "HEAD": "s3:GetObject", "PUT": "s3:PutObject", "DELETE": "s3:DeleteObject"}
+
+    def _endpoint_refusal(self, node, method: str, path: str, headers: list[bytes]) -> bytes | None:
+        """S3's AccessDenied body when the VPC endpoint carrying the node's S3 request (a presigned URL: the signer's
+        identity, path-style) refuses it; None when it lets it through or no endpoint carries it."""
+        action = self._S3_ACTIONS.get(method)
+        url = urllib.parse.urlsplit(path)
+        bucket, _sep, key = url.path.lstrip("/").partition("/")
+        if action is None or not key or not _BUCKET.match(bucket):
+            return None  # not an object of a bucket (the lab's own /_lab/ paths among them)
+        authorization = next((h.decode("latin-1").split(":", 1)[1].strip() for h in headers
+                              if h.lower().startswith(b"authorization:")), "")
+        scope = urllib.parse.parse_qs(url.query).get("X-Amz-Credential", [""])[0]
+        if authorization:
+            scope = authorization.partition("Credential=")[2].split(",", 1)[0]
+        if scope and scope.split("/")[3:4] != ["s3"]:
+            return None  # not an S3 request
+        key_id = authz.access_key(authorization, url.query)
+        who = endpoint_policy.ANONYMOUS
+        if key_id:
+            user_id, arn = authz.identity(self.registry.account_id, self.registry.node_region(node), key_id)
+            who = endpoint_policy.from_caller(arn, user_id)
+        resource = f"arn:{authz.partition_of(self.registry.region)}:s3:::{bucket}/{urllib.parse.unquote(key)}"
+        denial = self.registry.endpoint_denial(node, "s3", action, resource, who=who)
+        if denial is None:
+            return None
+        return ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+                f"<Message>{escape(denial.message(quoted=True))}</Message>"
+                f"<RequestId>{common.random_hex(8).upper()}</RequestId></Error>").encode()
 
     # --- sessions ----------------------------------------------------------------------------------------
     def terminate(self, session_id: str) -> None:

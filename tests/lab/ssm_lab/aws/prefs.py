@@ -16,6 +16,7 @@ import yaml
 from moto.backends import get_backend
 
 from .. import common
+from . import authz
 from .registry import Registry, Session
 
 log = logging.getLogger("ssm_lab.prefs")
@@ -143,14 +144,31 @@ def upload_transcript(registry: Registry, endpoint: str, session: Session) -> No
     kwargs = dict(endpoint_url=endpoint, region_name=registry.region,
                   aws_access_key_id=common.ACCESS_KEY, aws_secret_access_key=common.SECRET_KEY,
                   config=common.internal_config())
-    if prefs.get("s3BucketName"):
+    # The agent uploads with the node's role session, through the VPC endpoint that carries it if there is one:
+    # that endpoint's policy may refuse the upload (the session still ends as it would have).
+    node = registry.nodes.get(session.target)
+    partition = authz.partition_of(registry.region)
+    bucket = prefs.get("s3BucketName")
+    if bucket:
+        key = transcript_key(prefs, session.id)
+        denial = registry.endpoint_denial(node, "s3", "s3:PutObject", f"arn:{partition}:s3:::{bucket}/{key}")
+        if denial is not None:
+            log.warning("transcript upload to S3 failed for %s: AccessDenied: %s", session.id, denial.message(True))
+            bucket = None
+    if bucket:
         try:
-            boto3.client("s3", **kwargs).put_object(
-                Bucket=prefs["s3BucketName"], Key=transcript_key(prefs, session.id), Body=text.encode()
-            )
+            boto3.client("s3", **kwargs).put_object(Bucket=bucket, Key=key, Body=text.encode())
         except Exception:  # noqa: BLE001 - on AWS a failed upload does not fail the session either
             log.exception("transcript upload to S3 failed for %s", session.id)
     group = prefs.get("cloudWatchLogGroupName")
+    if group:
+        stream = f"arn:{partition}:logs:{registry.region}:{registry.account_id}:log-group:{group}:log-stream:{session.id}"
+        denial = next(filter(None, (registry.endpoint_denial(node, "logs", action, stream)
+                                    for action in ("logs:CreateLogStream", "logs:PutLogEvents"))), None)
+        if denial is not None:
+            log.warning("transcript upload to CloudWatch Logs failed for %s: AccessDeniedException: %s", session.id,
+                        denial.message())
+            group = None
     if group:
         try:
             logs = boto3.client("logs", **kwargs)

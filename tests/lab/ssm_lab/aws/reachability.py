@@ -9,7 +9,10 @@ the rules the real service applies:
   Default Host Management Configuration (IMDSv2 required and a DHMC role trusting ssm.amazonaws.com);
 * network (prerequisite 3) -- a path to the Systems Manager endpoints: a NAT gateway, an internet
   gateway plus a public IP, or the three interface endpoints with private DNS;
-* s3 -- a path to S3 (NAT, internet gateway, S3 gateway endpoint or S3 interface endpoint).
+* s3 -- a path to S3 (NAT, internet gateway, S3 gateway endpoint or S3 interface endpoint);
+* endpoint policies -- where an endpoint carries the node's requests (``endpoint_policy`` says which), its policy
+  must let the node's role session do them: the core actions for ssm, ssmmessages and ec2messages
+  (``ENDPOINT_POLICY_DENIES``), and, through ``endpoint_denial``, the node's own S3 and CloudWatch Logs writes.
 
 The agent itself (installed, version, running) is judged by the caller. Nothing here raises on an
 unexpected moto object: such a failure becomes a ``LAB_INTERNAL`` problem (set ``SSM_LAB_STRICT=1`` to
@@ -27,7 +30,7 @@ from typing import Any, Callable, Iterable
 
 from moto.backends import get_backend
 
-from . import iamsim
+from . import endpoint_policy, iamsim
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +66,31 @@ def node_problems(account_id: str, region: str, instance_id: str, dhmc_role: str
     node, problems = _load_node(account_id, region, instance_id)
     if node is None:
         return problems
-    problems += _guarded("iam", instance_id, _credential_problems, node, dhmc_role)
+    credentials = _guarded("iam", instance_id, _credential_problems, node, dhmc_role)
+    problems += credentials
     problems += _guarded("network", instance_id, _network_problems, node)
+    if not credentials:
+        problems += _guarded("network", instance_id, _endpoint_policy_problems, node, dhmc_role)
     return _dedupe(problems)
+
+
+def endpoint_denial(account_id: str, region: str, instance_id: str, service: str, action: str, resource: str,
+                    who: endpoint_policy.Principal | None = None,
+                    dhmc_role: str | None = None) -> endpoint_policy.Denial | None:
+    """The refusal of the VPC endpoint that carries the instance's request to ``service`` (``s3``, ``logs``, ...)
+    when its policy does not let ``who`` (default: the instance's role session) do ``action`` on ``resource``;
+    None when it does, or when no endpoint carries the request (it leaves through NAT or an internet gateway)."""
+    node, _problems = _load_node(account_id, region, instance_id)
+    if node is None:
+        return None
+    endpoint = endpoint_policy.steering_endpoint(node.ec2, node.vpc, getattr(node.route_table, "id", None),
+                                                 node.region, service)
+    if endpoint is None:
+        return None
+    who = who or _node_principal(node, dhmc_role)
+    if who is None:
+        return None
+    return endpoint_policy.check(endpoint, who, action, resource)
 
 
 def s3_path_problems(account_id: str, region: str, instance_id: str) -> list[Problem]:
@@ -470,6 +495,53 @@ def _dhmc_problems(node: _Node, dhmc_role: str) -> list[Problem]:
         )
         return problems
     return problems + _role_problems(node, role, DHMC_ROLE)
+
+
+# --- endpoint policies ----------------------------------------------------------------------------------
+
+
+def _node_principal(node: _Node, dhmc_role: str | None) -> endpoint_policy.Principal | None:
+    """The role session the agent's requests are signed with (named after the instance), or None without one."""
+    role = None
+    reference = _profile_reference(node)
+    if reference is not None:
+        profile = _find_profile(node, reference)
+        roles = list(getattr(profile, "roles", None) or []) if profile is not None else []
+        role = _live_role(node, roles[0]) if roles else None
+    elif dhmc_role:
+        role = _find_role(node, dhmc_role)
+    if role is None:
+        return None
+    return endpoint_policy.role_session(role.arn, role.id, node.id)
+
+
+def _endpoint_policy_problems(node: _Node, dhmc_role: str | None) -> list[Problem]:
+    """The core actions an interface endpoint carrying them refuses to the node's role session, one problem per
+    endpoint with AWS's message for the first refusal."""
+    who = _node_principal(node, dhmc_role)
+    if who is None:
+        return []
+    table_id = getattr(node.route_table, "id", None)
+    problems = []
+    for service in SSM_ENDPOINT_SERVICES:
+        endpoint = endpoint_policy.steering_endpoint(node.ec2, node.vpc, table_id, node.region, service)
+        if endpoint is None:
+            continue
+        actions = [a for a in CORE_ACTIONS if a.split(":", 1)[0] == service]
+        denials = endpoint_policy.refusals(endpoint, who, [(a, _action_resource(node, a)) for a in actions])
+        if not denials:
+            continue
+        refused = ", ".join(d.action for d in denials)
+        problems.append(
+            Problem(
+                "network",
+                "ENDPOINT_POLICY_DENIES",
+                f"The policy of interface endpoint {endpoint.id} ({service}) refuses {refused} to instance "
+                f"{node.id}: {denials[0].message()}; let the instance role's principal use it (the vpc_endpoints "
+                "role's default policy admits the account's own principals).",
+            )
+        )
+    return problems
 
 
 # --- network facts --------------------------------------------------------------------------------------

@@ -277,6 +277,13 @@ class Registry:
             return True
         return not reachability.s3_path_problems(self.account_id, self.node_region(node), node.id)
 
+    def endpoint_denial(self, node: Node | None, service: str, action: str, resource: str, who=None):
+        """The refusal of the VPC endpoint that carries the node's request (reachability.endpoint_denial), or None."""
+        if node is None or node.kind != "ec2":
+            return None
+        return reachability.endpoint_denial(self.account_id, self.node_region(node), node.id, service, action,
+                                            resource, who=who, dhmc_role=self.dhmc_role())
+
     def snapshot(self, rows: list) -> str:
         """Keep a listing for its later pages; returns its key. Old snapshots (10 minutes) are dropped."""
         key = common.random_hex(16)

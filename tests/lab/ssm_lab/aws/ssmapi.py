@@ -768,8 +768,17 @@ class SsmApi:
             base = "/".join(p for p in (command.output_prefix.strip("/"), command.id, invocation.instance_id,
                                         step, "0." + step) if p)
             s3 = boto3.client("s3", **kwargs)
+            node = self.registry.nodes.get(invocation.instance_id)
+            partition = authz.partition_of(self.registry.region)
             for name, text in (("stdout", stdout), ("stderr", stderr)):
                 if text:
+                    # The agent uploads with the node's role session, through the VPC endpoint that carries it.
+                    denial = self.registry.endpoint_denial(
+                        node, "s3", "s3:PutObject", f"arn:{partition}:s3:::{command.output_bucket}/{base}/{name}")
+                    if denial is not None:
+                        failed += (f"\nFailed uploading {name} to s3://{command.output_bucket}/{base}/{name} "
+                                   f"err:AccessDenied: {denial.message(quoted=True)}")
+                        continue
                     try:
                         s3.put_object(Bucket=command.output_bucket, Key=f"{base}/{name}", Body=text.encode())
                     except s3.exceptions.ClientError as error:
