@@ -58,11 +58,13 @@ from ssm_lab.harness.testing import running_lab  # noqa: E402
 
 BUCKET = "bench-transfer"
 TRANSPORTS = ("aws_ssm", "ssh_over_ssm", "session", "session_plugin", "mitogen")
-OPTIONAL = ("session_sh",)  # (c) with resident_python off: what the node's resident Python is worth
+OPTIONAL = ("session_sh",  # (c) with resident_python off: what the node's resident Python is worth
+            "session_base")  # (c) from another installed copy of the collection (--baseline): before and after
 LABELS = {"aws_ssm": "(a) amazon.aws.aws_ssm", "ssh_over_ssm": "(b) ssh over SSM",
           "session": "(c) bastionless.ssm.session", "session_plugin": "(c'') session, transport plugin",
-          "mitogen": "(d) mitogen over ssh over SSM", "session_sh": "(c') session, resident_python off"}
-SESSIONS = ("session", "session_plugin", "session_sh")
+          "mitogen": "(d) mitogen over ssh over SSM", "session_sh": "(c') session, resident_python off",
+          "session_base": "(c0) session, --baseline copy"}
+SESSIONS = ("session", "session_plugin", "session_sh", "session_base")
 SSH_PATHS = ("ssh_over_ssm", "mitogen")
 
 
@@ -155,9 +157,11 @@ def lab_counts(lab, method: str = "GET") -> dict:
 
 
 def run_playbook(lab, work: str, inventory: str, forks: int, transport: str, per_task: bool = False,
-                 cpu: bool = False) -> dict:
+                 cpu: bool = False, baseline: str = "") -> dict:
     extra = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none",
              "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all"} if per_task else {}
+    if transport == "session_base":
+        extra["ANSIBLE_COLLECTIONS_PATH"] = baseline
     if transport == "mitogen":
         extra.update(ANSIBLE_STRATEGY_PLUGINS=mitogen_strategy_dir(), ANSIBLE_STRATEGY="mitogen_linear")
     account = CpuAccount() if cpu else contextlib.nullcontext()
@@ -194,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transports", default=",".join(TRANSPORTS), help="a subset of " + ",".join(TRANSPORTS + OPTIONAL))
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--per-task", action="store_true", help="print each task's time (ansible.posix.profile_tasks)")
+    parser.add_argument("--baseline", default="",
+                        help="a collections path with another copy of bastionless.ssm (ansible-galaxy collection install "
+                             "-p PATH), run as the transport session_base: before and after a change, in one run")
     parser.add_argument("--cpu", action="store_true",
                         help="also print the CPU seconds of each component (controller, masters, lab, nodes) per run")
     args = parser.parse_args(argv)
@@ -204,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(transports) - set(TRANSPORTS + OPTIONAL))
     if unknown:
         parser.error(f"--transports: unknown {', '.join(unknown)}; choose from {', '.join(TRANSPORTS + OPTIONAL)}")
+    if "session_base" in transports and not os.path.isdir(os.path.join(args.baseline, "ansible_collections",
+                                                                         "bastionless", "ssm")):
+        parser.error("--transports session_base needs --baseline PATH, a collections path holding bastionless.ssm")
     if "mitogen" in transports and mitogen_strategy_dir() is None:
         print("mitogen cannot be imported here: (d) is left out (make bench-transport installs it)", flush=True)
         transports.remove("mitogen")
@@ -230,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             order = transports[attempt % len(transports):] + transports[:attempt % len(transports)]
             for transport in order:
                 _cold(work, transport)
-                result = run_playbook(lab, work, inventories[transport], args.nodes, transport, args.per_task, args.cpu)
+                result = run_playbook(lab, work, inventories[transport], args.nodes, transport, args.per_task, args.cpu,
+                                      args.baseline)
                 runs[transport].append(result)
                 print(f"  run {attempt + 1}: {LABELS[transport]:<30} {result['wall_s']:>8.2f} s; "
                       f"{result['api_calls']} API calls, {result['sessions']} sessions, per task on a node: "
@@ -254,6 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  (c)/(b) = {best['session'] / best['ssh_over_ssm']:.2f}  (goal: at most 1.25)")
     if "session_plugin" in best and "session" in best:
         print(f"  (c'')/(c) = {best['session_plugin'] / best['session']:.2f}  (native against the plugin binary)")
+    if "session_base" in best and "session" in best:
+        print(f"  (c0)/(c) = {best['session_base'] / best['session']:.2f}  (the --baseline copy against this one)")
     if "mitogen" in best and "session" in best:
         print(f"  (d)/(c) = {best['mitogen'] / best['session']:.2f}  (goal: at least 1.2, the session connection ahead)")
     if args.json:
