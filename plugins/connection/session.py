@@ -268,6 +268,9 @@ options:
         module then costs the node its own work, not a new interpreter importing C(module_utils) again (about 90 ms
         of CPU per module on a small instance). A fork is used only when every preloaded file is the same in the
         module's payload; any other command, or a node without C(python3), runs as before.
+      - With it, the commands Ansible runs around a module (the remote home, the task's temporary directory, the files
+        put into it and their mode, its removal) go to the node with the task's next command, in one exchange, and a
+        module's payload crosses the session once per session, then is named by its SHA-256.
       - Set to V(false) to keep a plain sh reading the commands. Sessions with and without it are separate.
     type: boolean
     default: true
