@@ -268,6 +268,9 @@ options:
         module then costs the node its own work, not a new interpreter importing C(module_utils) again (about 90 ms
         of CPU per module on a small instance). A fork is used only when every preloaded file is the same in the
         module's payload; any other command, or a node without C(python3), runs as before.
+      - With it, the commands Ansible runs around a module (the remote home, the task's temporary directory, the files
+        put into it and their mode, its removal) go to the node with the task's next command, in one exchange, and a
+        module's payload crosses the session once per session, then is named by its SHA-256.
       - Set to V(false) to keep a plain sh reading the commands. Sessions with and without it are separate.
     type: boolean
     default: true
@@ -384,6 +387,16 @@ class _Lock:
         os.close(self.fd)
 
 
+PENDING_PUT_MAX = 16 << 20  # bytes: a larger file into the task's temporary directory is sent at once, streamed
+
+
+class _Pending:
+    """A command of the task that waits for its next one (kind: mkdir, chmod or put; path: the directory or file)."""
+
+    def __init__(self, kind: str, cmd: bytes, path: str, data=None, digest: str = "", source: str = "") -> None:
+        self.kind, self.cmd, self.path, self.data, self.digest, self.source = kind, cmd, path, data, digest, source
+
+
 class _NotServed(Exception):
     """The master did not take the request (gone, or going): nothing ran, so starting a new one is safe."""
 
@@ -417,6 +430,10 @@ class Connection(ConnectionBase):
         self._instance_id = None
         self._session_id = None
         self._reader = "sh"  # what reads commands on the node, as the master says: "python" (the helper) or "sh"
+        self._answer = {}  # the master's answer to this connection's last request
+        self._talked = False  # whether the master has answered this connection (so _reader is the session's)
+        self._pending = []  # _Pending commands of this task that go with its next command (_shortcut, put_file)
+        self._tmpdir = None  # the task's temporary directory, when this connection made it (_shortcut)
         if getattr(self._shell, "SHELL_FAMILY", "") == "powershell":  # as amazon.aws.aws_ssm sets it up
             self.is_windows = True
             self.allow_executable = False  # as amazon.aws.aws_ssm: no POSIX shell to wrap a PowerShell command in
@@ -545,6 +562,7 @@ class Connection(ConnectionBase):
             "plugin": self.get_option("plugin") or "",
             "transport": self.get_option("transport") or "",
             "resident_python": bool(self.get_option("resident_python")),
+            "protocol": protocol.VERSION,  # a master of another release of this code is not reused
             "uid": os.getuid(),
         }
 
@@ -565,12 +583,6 @@ class Connection(ConnectionBase):
         self._play_context.remote_user = getpass.getuser()
         self._connected = True
         return self
-
-    def close(self) -> None:
-        """Leave the master running (it persists); the next task reuses it."""
-        if self.is_windows and self._base is not None:
-            self._base.close()
-        self._connected = False
 
     def reset(self) -> None:
         """End the host's persistent session (meta: reset_connection, the reboot module); the next task starts a new one."""
@@ -695,8 +707,11 @@ class Connection(ConnectionBase):
                 raise AnsibleConnectionFailure(f"the session master refused: {answer.get('error')}")
             self._session_id = answer.get("session")
             self._reader = answer.get("reader", "sh")
+            self._answer, self._talked = answer, True
             if header["op"] != "run":
                 return b""
+            if answer.get("memo"):  # the master had this command's answer: nothing goes to the node
+                return answer["memo"]["reply"].encode()
             deadline = time.monotonic() + timeout
             try:
                 for chunk in chunks:
@@ -720,36 +735,69 @@ class Connection(ConnectionBase):
         finally:
             client.close()
 
-    def _execute(self, cmd: bytes, stdin_chunks=None, interpreter=None) -> tuple:
+    def _execute(self, cmd: bytes, stdin_chunks=None, interpreter=None, module=None, memo=False) -> tuple:
         """Run cmd (stdin: base64 line chunks, or None) in the host's session; (rc, stdout, stderr). interpreter:
-        cmd is a pipelined module run with that python (the resident Python may run it in its preloaded fork)."""
+        cmd is a pipelined module run with that python (the resident Python may run it in its preloaded fork).
+        module: the stdin is this AnsiballZ wrapper, whose large pieces the resident Python may have cached. memo: the
+        answer does not change within the session (protocol.expands_user), and the master may give it again.
+
+        The task's pending commands (_shortcut, put_file) go first in the same exchange, each a request of its own
+        that runs only when the one before it succeeded; cmd runs only when they all did."""
         sock, lock = self._control_paths()
         timeout = self._command_timeout()
         marker = protocol.new_marker()
         header = {"op": "run", "end": protocol.end_of_reply(marker).decode(), "timeout": timeout,
                   "lost": protocol.lost_mark(marker)}
+        pieces = protocol.wrapper_pieces(module) if module is not None else None
+        if pieces:
+            header["cache"] = [digest for digest, _data in pieces if digest]
+        pending, self._pending = self._pending, []
+        if memo and not pending:
+            header["memo"] = to_text(cmd)
+        markers = [protocol.new_marker() for _item in pending]
+        state = {"first": True, "resend": False}
 
         def chunks():  # read once the master has answered, and said which reader the session has
-            head, tail = protocol.request(cmd, marker, stdin_chunks is not None, self._reader, interpreter)
+            helper = self._reader == "python"
+            chained = bool(pending) and state["first"]
+            for index, (item, item_marker) in enumerate(zip(pending if chained else (), markers)):
+                if helper:
+                    head, tail = protocol.helper_request(item.cmd, item_marker, item.data is not None,
+                                                         after_success=index > 0)
+                else:
+                    head, tail = protocol.command_script(item.cmd, item_marker, item.data is not None)
+                yield head
+                if item.data is not None:
+                    yield protocol.b64_lines(item.data)
+                yield tail
+            if pieces and helper:
+                cached = () if state["resend"] else set(self._answer.get("cached") or ())
+                head, tail = protocol.helper_request(cmd, marker, True, interpreter, segmented=True,
+                                                     after_success=chained)
+                yield head
+                yield protocol.b64_lines(protocol.segments(pieces, cached))
+                yield tail
+                return
+            has_stdin = stdin_chunks is not None or pieces is not None
+            if helper:
+                head, tail = protocol.helper_request(cmd, marker, has_stdin, interpreter, after_success=chained)
+            else:
+                head, tail = protocol.command_script(cmd, marker, has_stdin)
             yield head
             if stdin_chunks is not None:
                 yield from stdin_chunks
+            elif pieces is not None:
+                yield protocol.b64_lines(module)
             yield tail
 
-        for attempt in (1, 2):
-            if not os.path.exists(sock) or attempt == 2:
-                self._start_master(sock, lock)
-            try:
-                reply = self._talk(sock, header, chunks(), timeout, accept_timeout=timeout + 10)
-                break
-            except _NotServed as e:
-                if attempt == 2:
-                    raise AnsibleConnectionFailure(f"no session to {self.instance_id}: {to_native(e)}") from e
-            except _Timeout as e:
-                self._terminate_session(self._session_id)
-                raise AnsibleConnectionFailure(
-                    f"{self.instance_id} did not answer within {timeout} s (command_timeout); the session was ended"
-                ) from e
+        reply = self._exchange(sock, lock, header, chunks, timeout)
+        for item, item_marker in zip(pending, markers):
+            self._check_pending(item, reply, item_marker)
+        if pieces and protocol.cache_miss(reply, marker):  # the helper let a piece go: send them all again
+            state.update(first=False, resend=True)
+            reply = self._exchange(sock, lock, header, chunks, timeout)
+        if self._answer.get("memo"):  # the reply the master kept, with the marker of its time
+            marker = self._answer["memo"]["end"][:-len(":R ")]
         try:
             result = protocol.parse_reply(reply, marker)
         except protocol.ProtocolError as e:
@@ -760,6 +808,41 @@ class Connection(ConnectionBase):
         if interpreter and display.verbosity >= 3 and protocol.ran_in_fork(reply, marker):
             self.verbosity_display(3, "module run in a fork of the node's resident Python (module_utils preloaded)")
         return result
+
+    def _exchange(self, sock: str, lock: str, header: dict, chunks, timeout: int) -> bytes:
+        """One request to the master (started when there is none, or it did not take the request); the raw reply."""
+        for attempt in (1, 2):
+            if not os.path.exists(sock) or attempt == 2:
+                self._start_master(sock, lock)
+            try:
+                return self._talk(sock, header, chunks(), timeout, accept_timeout=timeout + 10)
+            except _NotServed as e:
+                if attempt == 2:
+                    raise AnsibleConnectionFailure(f"no session to {self.instance_id}: {to_native(e)}") from e
+            except _Timeout as e:
+                self._terminate_session(self._session_id)
+                raise AnsibleConnectionFailure(
+                    f"{self.instance_id} did not answer within {timeout} s (command_timeout); the session was ended"
+                ) from e
+        raise AnsibleConnectionFailure(f"no session to {self.instance_id}")  # not reached: attempt 2 raises
+
+    def _check_pending(self, item, reply: bytes, marker: str) -> None:
+        """A pending command's failure, as Ansible would have reported it had it run on its own."""
+        try:
+            rc, stdout, stderr = protocol.parse_reply(reply, marker)
+        except protocol.ProtocolError:
+            return  # the session ended: the command's own reply says so
+        if item.kind == "mkdir" and rc != 0:
+            raise AnsibleConnectionFailure(f"Failed to create temporary directory {item.path} on {self.instance_id} "
+                                           f"(rc {rc}): {to_text(stderr).strip()}")
+        if item.kind == "chmod" and rc != 0:
+            raise AnsibleError(f"Failed to set permissions on the temporary files Ansible needs to create when "
+                               f"becoming an unprivileged user (rc: {rc}, err: {to_text(stderr).strip()})")
+        if item.kind == "put" and rc != 0:
+            raise AnsibleError(f"failed to transfer {item.source} to {item.path}: {to_text(stderr).strip()}")
+        if item.kind == "put" and protocol.sha256_of(stdout) != item.digest:
+            raise AnsibleError(f"{item.path} on {self.instance_id} does not have the SHA-256 of {item.source} after "
+                               "the transfer")
 
     # --- the connection's API -----------------------------------------------------------------------------
     def exec_command(self, cmd, in_data=None, sudoable=True):
@@ -773,11 +856,72 @@ class Connection(ConnectionBase):
                                "become_password")
         b_cmd = to_bytes(cmd, errors="surrogate_or_strict")
         if in_data is None:
-            return self._execute(b_cmd)
+            return self._shortcut(b_cmd) or self._execute(b_cmd, memo=protocol.expands_user(b_cmd))
         interpreter = None
         if self.get_option("resident_python") and FORKS[0]:
             interpreter = protocol.pipelined_interpreter(b_cmd)
-        return self._execute(b_cmd, [protocol.b64_lines(to_bytes(in_data))], interpreter)
+        b_data = to_bytes(in_data)
+        if self.get_option("resident_python") and protocol.WRAPPER_LINE in b_data[:4096]:
+            return self._execute(b_cmd, interpreter=interpreter, module=b_data)
+        return self._execute(b_cmd, [protocol.b64_lines(b_data)], interpreter)
+
+    def _helper_session(self) -> bool:
+        """Whether the host's session is read by the resident Python (asked of its master, no round trip to the
+        node), so the task's commands around a module can wait for the next one (_shortcut, put_file)."""
+        if not self.get_option("resident_python"):
+            return False
+        if not self._talked:
+            try:
+                self._talk(self._control_paths()[0], {"op": "info"}, None, 5)
+            except (_NotServed, AnsibleConnectionFailure, OSError):
+                return False  # no master yet: the command runs now, and starts it
+        return self._reader == "python"
+
+    def _shortcut(self, cmd: bytes):
+        """(rc, stdout, stderr) without a round trip for Ansible's commands around a module on a session whose reader
+        is the resident Python: the task's temporary directory is made, and its files' modes set, with the task's
+        next command (the answers do not depend on the node; a failure fails that command as the original would
+        have); its removal goes before the next task's first command (the master keeps it). None: run cmd now."""
+        if not (protocol.mkdtemp_answer(cmd) or protocol.removed_tmp(cmd) or protocol.tmp_chmod(cmd, self._tmpdir)):
+            return None
+        if not self._helper_session():
+            return None
+        made = protocol.mkdtemp_answer(cmd)
+        if made is not None:
+            if self._pending:
+                return None
+            self._tmpdir = made[1]
+            self._pending.append(_Pending("mkdir", made[0], made[1]))
+            self.verbosity_display(4, f"the temporary directory {made[1]} is made with the next command")
+            return 0, made[2], b""
+        if protocol.tmp_chmod(cmd, self._tmpdir):
+            self._pending.append(_Pending("chmod", cmd, self._tmpdir))
+            return 0, b"", b""
+        removed = protocol.removed_tmp(cmd)
+        if any(item.kind == "mkdir" and item.path == removed for item in self._pending):
+            self._pending = []  # never made: nothing to remove (the pending commands were all inside it)
+            return 0, b"", b""
+        if self._pending and removed != self._tmpdir:
+            return None
+        self._pending = []  # what was left of it was inside the directory
+        head, _tail = protocol.helper_request(cmd, protocol.new_marker(), False)
+        try:
+            self._talk(self._control_paths()[0], {"op": "defer", "data": head.decode()}, None, 10)
+        except (_NotServed, AnsibleConnectionFailure, OSError):
+            return None  # no master to keep it: run it now
+        self.verbosity_display(4, f"the removal of {removed} goes before the next command")
+        return 0, b"", b""
+
+    def close(self) -> None:
+        """Leave the master running (it persists); the next task reuses it. Commands still pending run now."""
+        if self._pending:
+            try:
+                self._execute(b"true")
+            except AnsibleError as e:
+                display.warning(f"bastionless.ssm.session: {to_text(e)}")
+        if self.is_windows and self._base is not None:
+            self._base.close()
+        self._connected = False
 
     def put_file(self, in_path, out_path):
         if self.is_windows:
@@ -787,8 +931,17 @@ class Connection(ConnectionBase):
         b_in = to_bytes(in_path, errors="surrogate_or_strict")
         if not os.path.exists(b_in):
             raise AnsibleFileNotFound(f"file or module does not exist: {in_path}")
-        if self.get_option("bucket_name") and os.path.getsize(b_in) > int(self.get_option("transfer_threshold")):
+        size = os.path.getsize(b_in)
+        if self.get_option("bucket_name") and size > int(self.get_option("transfer_threshold")):
             return self._put_through_bucket(b_in, out_path)
+        if (size <= PENDING_PUT_MAX and self._tmpdir and out_path.startswith(self._tmpdir + "/")
+                and self._helper_session()):
+            # A file in the task's own temporary directory is for the task's next command: it goes with it.
+            with open(b_in, "rb") as handle:
+                data = handle.read()
+            self._pending.append(_Pending("put", protocol.put_command(out_path), out_path, data=data,
+                                          digest=hashlib.sha256(data).hexdigest(), source=in_path))
+            return None
         digest = hashlib.sha256()
         with open(b_in, "rb") as handle:
             rc, stdout, stderr = self._execute(protocol.put_command(out_path),

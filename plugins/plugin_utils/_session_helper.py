@@ -12,11 +12,17 @@ Python 3.6 or later (3.8 or later for the module runs below).
 It reads requests from the session's pty (stdin) and writes framed replies to it (stdout), exactly as the sh script
 of _session_protocol.command_script frames them, so the master and the connection read both the same way::
 
-    <marker> <0|1: stdin follows> [<python interpreter>]
+    <marker> <0|1|2: stdin follows; 2: as segments>[&: only if the request before succeeded] [<python interpreter>]
     <the command, base64 lines>
     <marker>
     <the command's stdin, base64 lines>     (when announced)
     <marker>                                (when announced)
+
+Segmented stdin (``2``) names the large pieces of a module wrapper by their SHA-256 once it has sent them
+(_session_protocol.segments, Segments below), so a module's payload crosses the session once per session, not once
+per task; a piece no longer kept is answered with status 252 and `` M``, and the connection sends it again. A request
+marked ``&`` runs only when the one before it exited 0 (else status 253): the connection sends a task's commands that
+depend on each other in one exchange.
 
 A command runs with ``/bin/sh -c``: one process, where the sh script costs about eight (base64, mktemp, cat, rm and
 their subshells).
@@ -36,6 +42,7 @@ accepts.
 
 import base64
 import binascii
+import hashlib
 import io
 import os
 import re
@@ -361,24 +368,79 @@ def read_block(stream, marker: bytes) -> bytes:
     raise EOFError("the session's input ended in the middle of a request")
 
 
+CACHE_MISS = 252  # _session_protocol.CACHE_MISS: a segment named by digest is not (or no longer) here
+CHAIN_BROKEN = 253  # _session_protocol.CHAIN_BROKEN: not run, the request before it failed
+
+
+class Segments:
+    """The large pieces of module wrappers (their loader code, their payload zips) sent once per session and named by
+    SHA-256 afterwards (_session_protocol.segments); the least recently used go beyond ``limit`` bytes."""
+
+    def __init__(self, limit: int = 64 << 20) -> None:
+        self.limit, self.size, self.kept = limit, 0, {}
+
+    def keep(self, digest: bytes, data: bytes) -> None:
+        if digest in self.kept:
+            return
+        self.kept[digest] = data
+        self.size += len(data)
+        while self.size > self.limit and len(self.kept) > 1:
+            oldest = next(iter(self.kept))
+            self.size -= len(self.kept.pop(oldest))
+
+    def assemble(self, data: bytes) -> tuple:
+        """(the stdin the segments make, None) or (None, the digest that is missing or does not match)."""
+        out, at = [], 0
+        while at < len(data):
+            newline = data.index(b"\n", at)
+            kind, fields = data[at:at + 1], data[at + 1:newline].split()
+            at = newline + 1
+            if kind == b"@":
+                piece = self.kept.pop(fields[0], None)
+                if piece is None:
+                    return None, fields[0]
+                self.kept[fields[0]] = piece  # most recently used last
+            else:
+                size = int(fields[-1])
+                piece, at = data[at:at + size], at + size
+                if kind == b"+":
+                    if hashlib.sha256(piece).hexdigest().encode() != fields[0]:
+                        return None, fields[0]
+                    self.keep(fields[0], piece)
+            out.append(piece)
+        return b"".join(out), None
+
+
+SEGMENTS = Segments()
+
+
 def serve(reader, writer) -> int:
+    last_rc = 0
     for head in iter(reader.readline, b""):
         parts = head.split()
         if parts == [b"exit"]:
             return 0
-        if len(parts) not in (2, 3) or parts[1] not in (b"0", b"1"):
+        flag = parts[1].rstrip(b"&") if len(parts) in (2, 3) else b""
+        if flag not in (b"0", b"1", b"2"):
             continue  # a blank line, or noise
         marker = parts[0]
         cmd = read_block(reader, marker)
-        stdin = read_block(reader, marker) if parts[1] == b"1" else None
-        result = None
-        if len(parts) == 3 and stdin is not None:
+        stdin = read_block(reader, marker) if flag != b"0" else None
+        result, how = None, b""
+        if parts[1].endswith(b"&") and last_rc != 0:
+            result = (b"", b"not run: the command before it in this exchange failed\n", CHAIN_BROKEN)
+        elif flag == b"2":
+            stdin, missing = SEGMENTS.assemble(stdin)
+            if stdin is None:
+                result, how = (b"", b"segment " + missing + b" is not cached\n", CACHE_MISS), b" M"
+        if result is None and len(parts) == 3 and stdin is not None:
             try:
                 result = run_module(os.fsdecode(parts[2]), stdin)
             except OSError:  # no fork (process limit, memory): the module runs as a plain command
                 result = None
-        how = b"" if result is None else b" F"
+            how = b"" if result is None else b" F"
         out, err, rc = run_command(cmd, stdin) if result is None else result
+        last_rc = rc
         # A newline first: what the command wrote to the terminal (/dev/tty) without one stays off the frame's line.
         writer.write(b"\n" + marker + b":O\n" + base64.encodebytes(out) + marker + b":E\n" + base64.encodebytes(err)
                      + marker + b":R " + str(rc).encode() + how + b"\n")

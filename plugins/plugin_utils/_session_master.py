@@ -108,6 +108,10 @@ class Master:
         self.inode = None
         self.last_activity = time.monotonic()
         self.reader = "sh"  # what reads commands on the node: "python" (_session_helper.py) or "sh"
+        self.cached = set()  # digests of the wrapper pieces the node's helper has been sent (_session_protocol.segments)
+        self.memo = {}  # command -> [end of reply, reply]: answers that do not change within the session (echo ~)
+        self.deferred = bytearray()  # requests written to the session before the next one (a task's cleanup)
+        self.last_reply = b""
 
     # --- the session ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -340,12 +344,30 @@ class Master:
         if op == "exit":
             _send(client, {"ok": True})
             return "asked to exit"
+        if op == "defer":  # a request whose answer nobody waits for: it goes before the next one
+            self.deferred += header.get("data", "").encode()
+            _send(client, {"ok": True, "session": self.config.get("session_id"), "reader": self.reader})
+            return None
         if op != "run":
             _send(client, {"ok": False, "error": f"unknown request {op!r}"})
             return None
-        _send(client, {"ok": True, "session": self.config.get("session_id"), "reader": self.reader})
-        return self.run(client, header["end"].encode(), float(header.get("timeout", 60)) + 5,
-                        str(header.get("lost") or "").encode())
+        memo = header.get("memo")
+        answer = {"ok": True, "session": self.config.get("session_id"), "reader": self.reader}
+        if memo and memo in self.memo and not self.deferred:
+            end, reply = self.memo[memo]
+            _send(client, {**answer, "memo": {"end": end, "reply": reply}})
+            return None
+        cache = [digest for digest in header.get("cache") or [] if isinstance(digest, str)]
+        _send(client, {**answer, "cached": [digest for digest in cache if digest in self.cached]})
+        outcome = self.run(client, header["end"].encode(), float(header.get("timeout", 60)) + 5,
+                           str(header.get("lost") or "").encode())
+        if outcome is None:
+            self.cached.update(cache)  # the helper has them now (or answered a miss, and the client sends them)
+            end = header["end"].encode()
+            if memo and end + b"0\n" in self.last_reply.replace(b"\r", b""):
+                at = self.last_reply.rfind(end.split(b":")[0] + b":O")
+                self.memo[memo] = [header["end"], self.last_reply[at:].decode("ascii", "replace")]
+        return outcome
 
     def _lost(self, client: socket.socket, pending: bytes, lost: bytes) -> str:
         """The session ended in the middle of a command: hand the client what it has not had yet and, when it asked
@@ -363,7 +385,8 @@ class Master:
         stdin = None if self.native else self.proc.stdin
         deadline = time.monotonic() + timeout
         inbuf = b""  # framed input from the client, not yet parsed
-        to_plugin = bytearray()
+        to_plugin = bytearray(self.deferred)  # a task's cleanup first, then this request
+        self.deferred.clear()
         input_done = False
         reply = bytearray()
         scan_from = sent = 0
@@ -374,6 +397,7 @@ class Master:
             # that follows the command's last frame). Closing before that end has arrived would break the pipe of
             # a client that was preempted between its last frame and that end, and fail a command that succeeded.
             if done_at is not None and not to_client and input_done:
+                self.last_reply = bytes(reply[:done_at])
                 return None
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -396,6 +420,7 @@ class Master:
                     data = b""
                 if data == b"":
                     if done_at is not None and not to_client:
+                        self.last_reply = bytes(reply[:done_at])
                         return None  # it had its whole reply
                     return "the client went away in the middle of a command"
                 if data:
@@ -453,7 +478,7 @@ class Master:
         if self.channel is not None:
             if graceful and not self.channel.closed.is_set():
                 try:
-                    self.channel.send(b"\nexit\n")
+                    self.channel.send(bytes(self.deferred) + b"\nexit\n")
                 except Exception:  # pylint: disable=broad-exception-caught  # closed under the write
                     pass
                 self.channel.closed.wait(3)  # the shell's exit ends the session: the service sends channel_closed
@@ -464,7 +489,7 @@ class Master:
         if graceful and self.proc.poll() is None:
             try:
                 os.set_blocking(self.proc.stdin.fileno(), True)
-                self.proc.stdin.write(b"\nexit\n")
+                self.proc.stdin.write(bytes(self.deferred) + b"\nexit\n")
                 self.proc.stdin.flush()
             except OSError:
                 pass

@@ -35,6 +35,7 @@ import secrets
 import shlex
 import string
 
+VERSION = 2  # of the requests below: part of a session's identity, so a master of another version is not reused
 B64_LINE = 57  # raw bytes per base64 line: 76 characters plus a newline
 READ_CHUNK = 57 * 1024  # bytes of a file read at a time (a multiple of 57 keeps the base64 lines whole)
 MARK_ALPHABET = string.ascii_letters + string.digits
@@ -94,11 +95,16 @@ def pipelined_interpreter(cmd: bytes):
     return (found.group(1) or found.group(2)) if found else None
 
 
-def helper_request(cmd: bytes, marker: str, has_stdin: bool, interpreter=None) -> tuple:
+def helper_request(cmd: bytes, marker: str, has_stdin: bool, interpreter=None, segmented: bool = False,
+                   after_success: bool = False) -> tuple:
     """A request to the resident helper, as (head, tail) around the stdin's base64 lines (if any). With an
-    interpreter (pipelined_interpreter), the helper may run the module in its preloaded fork."""
+    interpreter (pipelined_interpreter), the helper may run the module in its preloaded fork. segmented: the stdin is
+    segments (see segments()), which the helper puts together from what it has cached. after_success: the helper runs
+    it only when the request before it in the session exited 0 (else it answers CHAIN_BROKEN, not run)."""
     module = f" {interpreter}" if interpreter and has_stdin else ""
-    head = f"{marker} {1 if has_stdin else 0}{module}\n".encode() + b64_lines(cmd) + f"{marker}\n".encode()
+    flag = ("2" if segmented else "1") if has_stdin else "0"
+    flag += "&" if after_success else ""
+    head = f"{marker} {flag}{module}\n".encode() + b64_lines(cmd) + f"{marker}\n".encode()
     return head, (f"{marker}\n".encode() if has_stdin else b"")
 
 
@@ -107,6 +113,97 @@ def request(cmd: bytes, marker: str, has_stdin: bool, reader: str, interpreter=N
     if reader == "python":
         return helper_request(cmd, marker, has_stdin, interpreter)
     return command_script(cmd, marker, has_stdin)
+
+
+# --- fewer bytes and fewer round trips per task (resident Python only) ------------------------------------------
+# An AnsiballZ wrapper of ansible-core 2.19 is the same loader code for every module, the module's payload zip (the
+# same for every run of that module) and a few lines of arguments. Its two large pieces go to the node once per
+# session and are then named by their SHA-256; the helper keeps them (CACHE_LIMIT) and puts the wrapper together.
+WRAPPER_LINE = b"\n_ANSIBALLZ_WRAPPER = True\n"
+WRAPPER_MAIN = b'\nif __name__ == "__main__":\n'
+WRAPPER_ZIP = re.compile(rb"^zip_data='([A-Za-z0-9+/=]+)',?$", re.M)
+CACHE_MISS = 252  # the exit status the helper answers, with " M" after it, for a segment it no longer has
+CHAIN_BROKEN = 253  # the exit status of a request not run because the one before it failed (after_success)
+
+
+def wrapper_pieces(data: bytes):
+    """[(sha256 hex or None, bytes), ...] that join to data, an AnsiballZ wrapper: its loader code and its payload
+    zip with their digests (cacheable), the rest (the arguments) without; None when data is not such a wrapper."""
+    if WRAPPER_LINE not in data[:4096]:
+        return None
+    main = data.find(WRAPPER_MAIN)
+    found = WRAPPER_ZIP.search(data, main) if main > 0 else None
+    if not found:
+        return None
+    code, zipped = data[:main], found.group(1)
+    return [(hashlib.sha256(code).hexdigest(), code), (None, data[main:found.start(1)]),
+            (hashlib.sha256(zipped).hexdigest(), zipped), (None, data[found.end(1):])]
+
+
+def segments(pieces, cached) -> bytes:
+    """The segmented stdin of pieces (wrapper_pieces) for a helper that has the digests in cached:
+    ``=<size>\\n<bytes>`` as is, ``+<sha256> <size>\\n<bytes>`` to keep and use, ``@<sha256>\\n`` kept before."""
+    out = []
+    for digest, data in pieces:
+        if digest is None:
+            out.append(b"=%d\n" % len(data) + data)
+        elif digest in cached:
+            out.append(b"@%s\n" % digest.encode())
+        else:
+            out.append(b"+%s %d\n" % (digest.encode(), len(data)) + data)
+    return b"".join(out)
+
+
+def cache_miss(output: bytes, marker: str) -> bool:
+    """Whether the helper answered that it no longer has a segment this request named ("<marker>:R 252 M")."""
+    return re.search(re.escape(end_of_reply(marker)) + rb"%d M\r?$" % CACHE_MISS, output, re.M) is not None
+
+
+# Ansible's own commands around a module that the connection can answer or move (the task's shell executable wraps
+# each: "<executable> -c '<command> && sleep 0'"). Paths are matched only when they hold nothing the shell expands.
+_SAFE_PATH = r"/[A-Za-z0-9/._+-]*"
+EXPAND_USER = re.compile(r"^/\S+ -c 'echo ~(?:[a-z_][a-z0-9_.-]*\$?)? && sleep 0'$")
+
+
+def expands_user(cmd: bytes) -> bool:
+    """Whether cmd is Ansible's ``echo ~user`` (its remote home), whose answer does not change within a session."""
+    return EXPAND_USER.match(cmd.decode("utf-8", "replace")) is not None
+
+
+MKDTEMP = re.compile(rf"^/\S+ -c '(\( umask [0-7]+ && mkdir -p \"` echo {_SAFE_PATH} `\"&& mkdir \"` echo (?P<dir>{_SAFE_PATH}) `\" "
+                     rf"&& echo (?P<name>ansible-tmp-[0-9.-]+)=\"` echo (?P=dir) `\" \)) && sleep 0'$")
+REMOVE_TMP = re.compile(rf"^/\S+ -c 'rm -f -r (?P<dir>{_SAFE_PATH}/ansible-tmp-[0-9.-]+/?) > /dev/null 2>&1 && sleep 0'$")
+
+
+def mkdtemp_answer(cmd: bytes):
+    """For Ansible's command that makes a task's remote temporary directory: (the command without its wrapper, the
+    directory, what it prints); None for any other command. Its output does not depend on the node: the connection
+    answers it and runs the command just before the next one of the task, in the same exchange."""
+    found = MKDTEMP.match(cmd.decode("utf-8", "replace"))
+    if not found or ".." in found.group("dir").split("/"):
+        return None
+    return found.group(1).encode(), found.group("dir"), f"{found.group('name')}={found.group('dir')}\n".encode()
+
+
+TMP_CHMOD = re.compile(rf"^/\S+ -c 'chmod [ugoa]*[+=-][rwxX]+ (?P<paths>{_SAFE_PATH}(?: {_SAFE_PATH})*) && sleep 0'$")
+
+
+def tmp_chmod(cmd: bytes, tmpdir) -> bool:
+    """Whether cmd is Ansible's chmod of files in the task's temporary directory tmpdir (and of that directory)."""
+    found = TMP_CHMOD.match(cmd.decode("utf-8", "replace")) if tmpdir else None
+    if not found:
+        return False
+    paths = found.group("paths").split()
+    return all(path.rstrip("/") == tmpdir or (path.startswith(tmpdir + "/") and ".." not in path.split("/"))
+               for path in paths)
+
+
+def removed_tmp(cmd: bytes):
+    """The directory of Ansible's command that removes a task's remote temporary directory; None for any other."""
+    found = REMOVE_TMP.match(cmd.decode("utf-8", "replace"))
+    if not found or ".." in found.group("dir").split("/"):
+        return None
+    return found.group("dir").rstrip("/")
 
 
 def b64_lines(data: bytes) -> bytes:

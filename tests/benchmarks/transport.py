@@ -40,6 +40,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -58,11 +59,13 @@ from ssm_lab.harness.testing import running_lab  # noqa: E402
 
 BUCKET = "bench-transfer"
 TRANSPORTS = ("aws_ssm", "ssh_over_ssm", "session", "session_plugin", "mitogen")
-OPTIONAL = ("session_sh",)  # (c) with resident_python off: what the node's resident Python is worth
+OPTIONAL = ("session_sh",  # (c) with resident_python off: what the node's resident Python is worth
+            "session_base")  # (c) from another installed copy of the collection (--baseline): before and after
 LABELS = {"aws_ssm": "(a) amazon.aws.aws_ssm", "ssh_over_ssm": "(b) ssh over SSM",
           "session": "(c) bastionless.ssm.session", "session_plugin": "(c'') session, transport plugin",
-          "mitogen": "(d) mitogen over ssh over SSM", "session_sh": "(c') session, resident_python off"}
-SESSIONS = ("session", "session_plugin", "session_sh")
+          "mitogen": "(d) mitogen over ssh over SSM", "session_sh": "(c') session, resident_python off",
+          "session_base": "(c0) session, --baseline copy"}
+SESSIONS = ("session", "session_plugin", "session_sh", "session_base")
 SSH_PATHS = ("ssh_over_ssm", "mitogen")
 
 
@@ -155,21 +158,23 @@ def lab_counts(lab, method: str = "GET") -> dict:
 
 
 def run_playbook(lab, work: str, inventory: str, forks: int, transport: str, per_task: bool = False,
-                 cpu: bool = False) -> dict:
+                 cpu: bool = False, baseline: str = "") -> dict:
     extra = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none",
              "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all"} if per_task else {}
+    if transport == "session_base":
+        extra["ANSIBLE_COLLECTIONS_PATH"] = baseline
     if transport == "mitogen":
         extra.update(ANSIBLE_STRATEGY_PLUGINS=mitogen_strategy_dir(), ANSIBLE_STRATEGY="mitogen_linear")
     account = CpuAccount() if cpu else contextlib.nullcontext()
     lab_counts(lab, "DELETE")
     with account:
-        started = time.monotonic()
+        started, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
         result = subprocess.run(["ansible-playbook", "-i", inventory, "-f", str(forks), "playbook.yml",
                                  "-e", f"bench_dir=/tmp/bench-{transport}"], cwd=work,
                                 env=lab.environ(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1",
                                                 ANSIBLE_HOST_KEY_CHECKING="0", **extra),
                                 capture_output=True, text=True, timeout=3600, check=False)
-        wall = time.monotonic() - started
+        wall, after = time.monotonic() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise RuntimeError(f"ansible-playbook -i {inventory} failed:\n{(result.stdout + result.stderr)[-4000:]}")
     counts = lab_counts(lab)
@@ -177,7 +182,10 @@ def run_playbook(lab, work: str, inventory: str, forks: int, transport: str, per
     traffic = {"api_calls": counts["total"], "sessions": counts["stream"]["sessions"],
                "round_trips_per_task": round(counts["stream"]["round_trips"] / host_tasks, 1),
                "messages_per_task": round((counts["stream"]["input_messages"] + counts["stream"]["output_messages"])
-                                          / host_tasks, 1)}
+                                          / host_tasks, 1),
+               # ansible-playbook and its workers only (not the masters they leave running, nor anything else on
+               # the machine): the kernel's count for the child process tree, exact even on a shared machine
+               "controller_cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 2)}
     if per_task:
         print(result.stdout[result.stdout.rfind("==============================================================="):])
     if not cpu:
@@ -194,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transports", default=",".join(TRANSPORTS), help="a subset of " + ",".join(TRANSPORTS + OPTIONAL))
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--per-task", action="store_true", help="print each task's time (ansible.posix.profile_tasks)")
+    parser.add_argument("--baseline", default="",
+                        help="a collections path with another copy of bastionless.ssm (ansible-galaxy collection install "
+                             "-p PATH), run as the transport session_base: before and after a change, in one run")
     parser.add_argument("--cpu", action="store_true",
                         help="also print the CPU seconds of each component (controller, masters, lab, nodes) per run")
     args = parser.parse_args(argv)
@@ -204,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(transports) - set(TRANSPORTS + OPTIONAL))
     if unknown:
         parser.error(f"--transports: unknown {', '.join(unknown)}; choose from {', '.join(TRANSPORTS + OPTIONAL)}")
+    baseline = os.path.join(args.baseline, "ansible_collections", "bastionless", "ssm")
+    if "session_base" in transports and not os.path.isdir(baseline):
+        parser.error("--transports session_base needs --baseline PATH, a collections path holding bastionless.ssm")
     if "mitogen" in transports and mitogen_strategy_dir() is None:
         print("mitogen cannot be imported here: (d) is left out (make bench-transport installs it)", flush=True)
         transports.remove("mitogen")
@@ -230,11 +244,13 @@ def main(argv: list[str] | None = None) -> int:
             order = transports[attempt % len(transports):] + transports[:attempt % len(transports)]
             for transport in order:
                 _cold(work, transport)
-                result = run_playbook(lab, work, inventories[transport], args.nodes, transport, args.per_task, args.cpu)
+                result = run_playbook(lab, work, inventories[transport], args.nodes, transport, args.per_task, args.cpu,
+                                      args.baseline)
                 runs[transport].append(result)
                 print(f"  run {attempt + 1}: {LABELS[transport]:<30} {result['wall_s']:>8.2f} s; "
                       f"{result['api_calls']} API calls, {result['sessions']} sessions, per task on a node: "
-                      f"{result['round_trips_per_task']} stream round trips, {result['messages_per_task']} messages",
+                      f"{result['round_trips_per_task']} stream round trips, {result['messages_per_task']} messages; "
+                      f"controller CPU {result['controller_cpu_s']:.1f} s",
                       flush=True)
                 if "cpu_s" in result:
                     used = result["cpu_s"]
@@ -254,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  (c)/(b) = {best['session'] / best['ssh_over_ssm']:.2f}  (goal: at most 1.25)")
     if "session_plugin" in best and "session" in best:
         print(f"  (c'')/(c) = {best['session_plugin'] / best['session']:.2f}  (native against the plugin binary)")
+    if "session_base" in best and "session" in best:
+        print(f"  (c0)/(c) = {best['session_base'] / best['session']:.2f}  (the --baseline copy against this one)")
     if "mitogen" in best and "session" in best:
         print(f"  (d)/(c) = {best['mitogen'] / best['session']:.2f}  (goal: at least 1.2, the session connection ahead)")
     if args.json:

@@ -511,6 +511,8 @@ def test_modules_run_in_a_fork_of_the_resident_python_with_the_results_of_a_new_
     (lab.work / "library" / "fork_probe.py").write_text(_PROBE)
     (lab.work / "motd.j2").write_text("node {{ inventory_hostname }}\n")
     body = """
+        - ansible.builtin.shell: ls -A ~/.ansible/tmp 2>/dev/null || true
+          register: before
         - ansible.builtin.copy: {content: "one\\n", dest: /tmp/fork-copy.txt, mode: "0644"}
         - ansible.builtin.lineinfile: {path: /tmp/fork-copy.txt, line: two}
         - ansible.builtin.template: {src: motd.j2, dest: /tmp/fork-motd.txt, mode: "0644"}
@@ -537,6 +539,8 @@ def test_modules_run_in_a_fork_of_the_resident_python_with_the_results_of_a_new_
           register: who
         - ansible.builtin.slurp: {src: /tmp/fork-copy.txt}
           register: copied
+        - ansible.builtin.shell: ls -A ~/.ansible/tmp 2>/dev/null || true
+          register: left
         - ansible.builtin.debug:
             msg: >-
               RESULT {{ copied.content | b64decode | split | join(',') }} {{ motd.stat.checksum }}
@@ -544,16 +548,19 @@ def test_modules_run_in_a_fork_of_the_resident_python_with_the_results_of_a_new_
               {{ first.argv[0] is search('_payload.zip/ansible/legacy/fork_probe.py$') }}
               {{ first.payload }} {{ first.basic is search('_payload.zip/ansible/module_utils/basic.py$') }}
               {{ first.main }} {{ boom.failed }} {{ boom.msg is search('boom from the module') }}
-              {{ env.stdout }} {{ who.stdout }}
+              {{ env.stdout }} {{ who.stdout }} LEFT[{{ left.stdout == before.stdout }}]
         """
     forked, recap = play(lab, node, body, "-vvv")
     assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, forked
     checksum = hashlib.sha1(f"node {node}\n".encode()).hexdigest()
-    expected = f"RESULT one,two {checksum} True True True 1 True True True __main__ True True from-environment root"
+    # LEFT[True]: no task of the play left its temporary directory (with the resident Python, the removal goes before
+    # the next command)
+    expected = (f"RESULT one,two {checksum} True True True 1 True True True __main__ True True from-environment root "
+                "LEFT[True]")
     assert expected in " ".join(forked.split()), forked
     # copy (stat and copy), lineinfile, template (stat and copy), stat, check-mode copy (stat), file, three probes,
-    # slurp: 12 module runs; the command with environment and the one with become are plain commands.
-    assert forked.count("module run in a fork of the node's resident Python") == 12, forked
+    # slurp, two shells: 14 module runs; the command with environment and the one with become are plain commands.
+    assert forked.count("module run in a fork of the node's resident Python") == 14, forked
     plain, recap = play(lab, node, body, "-vvv", "-e", "ansible_aws_ssm_resident_python=false",
                         "-e", "ansible_aws_ssm_transport=plugin")
     assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, plain

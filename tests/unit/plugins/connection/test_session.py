@@ -812,3 +812,95 @@ def test_the_aws_clients_retry_as_the_variables_say():
     assert out["default"]["client"] == out["default"]["resume"] == {"mode": "standard", "total_max_attempts": 10}
     assert out["set"]["client"] == out["set"]["resume"] == {"mode": "adaptive", "total_max_attempts": 15}
     assert out["bad"].startswith("bastionless.ssm.session: aws_max_attempts (bastionless_aws_max_attempts) is 0;")
+
+
+def _as_ansible_sends(command: str, executable: str = "/bin/sh") -> bytes:
+    """command as ActionBase._low_level_execute_command hands it to the connection (the task's shell executable)."""
+    import shlex  # pylint: disable=import-outside-toplevel
+
+    return f"{executable} -c {shlex.quote(command + ' && sleep 0')}".encode()
+
+
+def _sh_plugin():
+    from ansible.plugins.shell.sh import ShellModule  # pylint: disable=import-outside-toplevel
+
+    shell = ShellModule()
+    shell.set_options()
+    return shell
+
+
+def test_ansibles_commands_around_a_module_are_recognised_only_with_paths_the_shell_leaves_alone(tmp_path):
+    """The commands come from ansible-core's own sh shell plugin, as the action plugins build them: the temporary
+    directory's creation (answered without the node: its output is only the directory), the chmod of its files and
+    its removal; anything with a path the shell would expand, or that leaves the directory, is not touched."""
+    shell = _sh_plugin()
+    base = "/home/ssm-user/.ansible/tmp"
+    name = "ansible-tmp-1796608153.4613557-18466-12298862628934"
+    made = shell._mkdtemp2(basefile=name, system=False, tmpdir=base)  # pylint: disable=protected-access
+    command, directory, output = protocol.mkdtemp_answer(_as_ansible_sends(made.command))
+    assert directory == f"{base}/{name}" and output == f"{name}={base}/{name}\n".encode()
+    assert command == made.command.encode()
+    here = _as_ansible_sends(made.command.replace(base, str(tmp_path)))
+    done = subprocess.run(["/bin/sh", "-c", here], capture_output=True, check=False)  # the real command, run here
+    assert done.stdout == protocol.mkdtemp_answer(here)[2] and (tmp_path / name).is_dir()
+    assert protocol.mkdtemp_answer(_as_ansible_sends(made.command.replace(base, "/tmp/x-$HOME"))) is None
+    assert protocol.mkdtemp_answer(_as_ansible_sends(made.command.replace(base, "/tmp/../etc"))) is None
+    removal = _as_ansible_sends(shell.remove(f"{base}/{name}/", recurse=True))
+    assert protocol.removed_tmp(removal) == f"{base}/{name}"
+    assert protocol.removed_tmp(_as_ansible_sends(shell.remove(f"{base}/other/", recurse=True))) is None
+    chmod = _as_ansible_sends(shell.chmod([f"{base}/{name}/", f"{base}/{name}/.source.txt"], "u+rwx"))
+    assert protocol.tmp_chmod(chmod, f"{base}/{name}")
+    assert not protocol.tmp_chmod(chmod, None) and not protocol.tmp_chmod(chmod, f"{base}/other")
+    assert not protocol.tmp_chmod(_as_ansible_sends(shell.chmod([f"{base}/{name}/../../x"], "u+x")), f"{base}/{name}")
+    assert protocol.expands_user(_as_ansible_sends(shell.expand_user("~")))
+    assert protocol.expands_user(_as_ansible_sends(shell.expand_user("~ssm-user")))
+    assert not protocol.expands_user(_as_ansible_sends("echo ~; touch x"))
+
+
+def test_the_master_keeps_deferred_requests_memos_and_the_digests_it_has_sent(tmp_path):
+    """A deferred request runs before the next one, and before the exit when none comes; a memo is answered by the
+    master without the node (the side effect happens once); digests sent are remembered for the session."""
+    sock = str(tmp_path / "master.sock")
+    config = _master_config("plugin", sock, True)
+    master = subprocess.Popen([sys.executable, os.path.join(ROOT, "plugins", "plugin_utils", "_session_master.py")],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, cwd=tmp_path)
+    counter, first, last = tmp_path / "counter", tmp_path / "first", tmp_path / "last"
+
+    def talk(header: dict, cmd: bytes = b"") -> tuple:
+        marker = protocol.new_marker()
+        header = {"end": protocol.end_of_reply(marker).decode(), "timeout": 20, **header}
+        with socket.socket(socket.AF_UNIX) as client:
+            client.settimeout(20)
+            client.connect(sock)
+            client.sendall(json.dumps(header).encode() + b"\n")
+            answer = json.loads(_recv_until(client, b"\n"))
+            if header["op"] != "run" or "memo" in answer:
+                return answer, None
+            head, tail = protocol.helper_request(cmd, marker, False)
+            client.sendall(_frame(head) + struct.pack(">I", 0))
+            reply = b""
+            while chunk := client.recv(65536):
+                reply += chunk
+        return answer, protocol.parse_reply(reply, marker)
+
+    try:
+        master.stdin.write(json.dumps(config).encode())
+        master.stdin.close()
+        assert json.loads(master.stdout.readline())["ok"]
+        deferred = protocol.helper_request(f"touch {first}".encode(), protocol.new_marker(), False)[0]
+        assert talk({"op": "defer", "data": deferred.decode()})[0]["ok"] and not first.exists()
+        answer, result = talk({"op": "run", "memo": "home", "cache": ["d1"]}, f"test -e {first} && echo $HOME".encode())
+        assert answer["cached"] == [] and result == (0, os.environ["HOME"].encode() + b"\n", b"")
+        for _again in (1, 2):
+            answer, _result = talk({"op": "run", "memo": "count"}, f"echo x >> {counter}; echo counted".encode())
+        assert protocol.parse_reply(answer["memo"]["reply"].encode(), answer["memo"]["end"][:-3]) == (0, b"counted\n",
+                                                                                                      b"")
+        assert counter.read_text() == "x\n"
+        assert talk({"op": "run", "cache": ["d1", "d2"]}, b"true")[0]["cached"] == ["d1"]
+        deferred = protocol.helper_request(f"touch {last}".encode(), protocol.new_marker(), False)[0]
+        talk({"op": "defer", "data": deferred.decode()})
+        assert talk({"op": "exit"})[0]["ok"] and master.wait(20) == 0
+        assert last.exists()
+    finally:
+        if master.poll() is None:
+            master.kill()

@@ -196,3 +196,70 @@ def test_a_child_left_in_the_background_does_not_hold_the_reply():
                        (0, b"next\n", b"", False)]
     assert status == 0
     assert time.monotonic() - started < 10
+
+
+def _serve_requests(requests):
+    """Run the helper on raw requests [(head, stdin bytes or None, tail, marker)]; [(rc, stdout, stderr, reply)]."""
+    data = b"".join(head + (protocol.b64_lines(stdin) if stdin is not None else b"") + tail
+                    for head, stdin, tail, _marker in requests)
+    done = subprocess.run([sys.executable, HELPER, "READY"], input=data + b"exit\n", capture_output=True,
+                          timeout=120, check=False)
+    assert done.stdout.startswith(b"PREADY\n") and done.returncode == 0, done.stdout[:200] + done.stderr
+    return [protocol.parse_reply(done.stdout, marker) + (done.stdout,) for _h, _s, _t, marker in requests]
+
+
+def _segmented(cmd: bytes, wrapper: bytes, cached=(), interpreter=None, after_success=False):
+    marker = protocol.new_marker()
+    head, tail = protocol.helper_request(cmd, marker, True, interpreter, segmented=True, after_success=after_success)
+    return head, protocol.segments(protocol.wrapper_pieces(wrapper), set(cached)), tail, marker
+
+
+def test_a_module_wrappers_large_pieces_cross_once_and_are_named_by_digest_after():
+    """The second run of a module sends only its arguments and the digests of its loader code and payload zip; the
+    helper puts the same wrapper together (the module sees the same bytes on stdin: cat), and forks it as before."""
+    first, second = _module(code="print('args one')"), _module(code="print('args two')")
+    pieces = protocol.wrapper_pieces(first)
+    assert b"".join(data for _digest, data in pieces) == first
+    digests = [digest for digest, _data in pieces if digest]
+    assert len(digests) == 2 and protocol.wrapper_pieces(b"print('not a wrapper')") is None
+    later = protocol.segments(protocol.wrapper_pieces(second), set(digests))
+    assert len(later) < 600 < len(first)  # the arguments and two digests
+    replies = _serve_requests([_segmented(b"cat", first), _segmented(b"cat", second, digests),
+                               _segmented(PYTHON, second, digests, interpreter=PYTHON.decode())])
+    assert [r[:2] for r in replies[:2]] == [(0, first), (0, second)]
+    rc, out, _err, reply = replies[2]
+    assert rc == 0 and b"args two" in out and _json(out)["extra"] == "first"
+    assert protocol.ran_in_fork(reply, _segmented_marker(reply, 2))
+
+
+def _segmented_marker(reply: bytes, index: int) -> str:
+    """The marker of the index-th framed reply in reply."""
+    import re  # pylint: disable=import-outside-toplevel
+
+    return re.findall(rb"^(BL-[A-Za-z0-9]{20}):O", reply.replace(b"\r", b""), re.M)[index].decode()
+
+
+def test_a_piece_the_helper_does_not_have_or_that_does_not_match_its_digest_is_a_miss_nothing_runs():
+    wrapper = _module()
+    [(digest, _code), _args, _zip, _rest] = protocol.wrapper_pieces(wrapper)
+    tampered = protocol.segments(protocol.wrapper_pieces(wrapper), ()).replace(b"_ansiballz_main(zip_data",
+                                                                               b"_ansiballz_main(zip_dat4")
+    marker = protocol.new_marker()
+    head, tail = protocol.helper_request(b"touch ran; cat", marker, True, segmented=True)
+    replies = _serve_requests([_segmented(b"echo ran", wrapper, [digest]), (head, tampered, tail, marker)])
+    for rc, out, err, reply in replies:
+        assert (rc, out) == (protocol.CACHE_MISS, b"") and b"is not cached" in err
+    assert protocol.cache_miss(replies[0][3], _segmented_marker(replies[0][3], 0))
+    assert not protocol.cache_miss(replies[0][3], protocol.new_marker())
+
+
+def test_a_request_after_success_runs_only_when_the_one_before_it_exited_0():
+    requests = []
+    for cmd, after in ((b"true", False), (b"echo second", True), (b"exit 4", False), (b"echo fourth", True),
+                       (b"echo fifth", True), (b"echo sixth", False)):
+        marker = protocol.new_marker()
+        head, tail = protocol.helper_request(cmd, marker, False, after_success=after)
+        requests.append((head, None, tail, marker))
+    got = [(rc, out) for rc, out, _err, _reply in _serve_requests(requests)]
+    assert got == [(0, b""), (0, b"second\n"), (4, b""), (protocol.CHAIN_BROKEN, b""), (protocol.CHAIN_BROKEN, b""),
+                   (0, b"sixth\n")]
