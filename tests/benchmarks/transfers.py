@@ -118,7 +118,7 @@ class Peak:
                 members.add(pid)
         sizes = [rss[pid] for pid in members if pid in rss]
         self.total = max(self.total, sum(sizes))
-        self.single = max(self.single, max(sizes, default=0))
+        self.single = max(self.single, *sizes) if sizes else self.single
 
 
 def fetch(lab, work: str, node: str, collections: str, variant: str, transport: str, size: int) -> dict:
@@ -138,7 +138,7 @@ def fetch(lab, work: str, node: str, collections: str, variant: str, transport: 
                              "-e", f"ansible_aws_ssm_control_path_dir={control}"],
                             cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = Peak(proc.pid, collections)
-    output, _ = proc.communicate(timeout=3600)
+    output = proc.communicate(timeout=3600)[0]
     peak.stop()
     if proc.returncode != 0 or os.path.getsize(dest) != size:
         raise RuntimeError(f"the {variant} fetch failed:\n{output[-4000:]}")
