@@ -21,8 +21,10 @@ description:
     session after O(persist_idle_timeout) seconds without a task, and when the session dies (reboot, agent
     stopped) the next task starts a new one.
   - B(In-band file transfer.) Files and pipelined modules travel through the session itself, base64 encoded (a
-    pty cannot mangle them) and checked with SHA-256; no bucket is needed. Above O(transfer_threshold) bytes a
-    file goes through O(bucket_name) when one is set.
+    pty cannot mangle them) and checked with SHA-256; no bucket is needed. Files go in chunks of
+    O(transfer_chunk_size), one command each, written as they arrive, so memory stays bounded and a large file only
+    needs each chunk within O(command_timeout). Above O(transfer_threshold) bytes a file, copied or fetched, goes
+    through O(bucket_name) when one is set.
   - B(Pipelining) is on, so a module runs in one round trip. stdout and stderr come back separately, binary
     safe, with the exit status.
   - B(Modules without a new interpreter.) Where the node has C(python3), a resident Python started in the session
@@ -253,6 +255,8 @@ options:
     description:
       - Seconds a command may take, from sending it to the last byte of its answer (every read waits at most
         this long). When it passes, the session is ended and the task fails as unreachable.
+      - File transfers are a command per chunk (O(transfer_chunk_size)), so this bounds each chunk, not the whole
+        file.
       - Unset, O(ssm_timeout) applies, as with P(amazon.aws.aws_ssm#connection). Raise it for long tasks, or
         run them with C(async).
     type: integer
@@ -280,13 +284,27 @@ options:
       - name: ansible_aws_ssm_resident_python
   transfer_threshold:
     description:
-      - Files larger than this many bytes are copied to the node through the S3 bucket O(bucket_name) when one
-        is set; smaller files, and all files when no bucket is set, travel in the session itself.
-      - Uploads carry the encryption headers of O(bucket_sse_mode), or, unset, of the bucket's default encryption.
+      - Files larger than this many bytes are copied to the node, and fetched from it, through the S3 bucket
+        O(bucket_name) when one is set; smaller files, and all files when no bucket is set, travel in the session
+        itself.
+      - Uploads, the controller's and the node's, carry the encryption of O(bucket_sse_mode), or, unset, of the
+        bucket's default encryption.
     type: integer
     default: 8388608
     vars:
       - name: ansible_aws_ssm_transfer_threshold
+  transfer_chunk_size:
+    description:
+      - Bytes of a file that one command carries through the session. A file travels as a series of such commands,
+        so the controller holds about one chunk of it at a time whatever its size, and each chunk must arrive
+        within O(command_timeout), not the whole file. Through the bucket, the node's commands move parts of at
+        least 8 MiB (and at least this) each.
+      - At least V(65536); rounded down to a multiple of 65536 (the node reads fetched files in blocks of that size).
+        Lower it when a chunk takes longer than O(command_timeout) on a slow link.
+    type: integer
+    default: 4194304
+    vars:
+      - name: ansible_aws_ssm_transfer_chunk_size
 """
 
 EXAMPLES = r"""
@@ -334,6 +352,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
@@ -543,6 +562,12 @@ class Connection(ConnectionBase):
                                f"seconds, not {value}")
         return int(value)
 
+    def _chunk_size(self) -> int:
+        try:
+            return protocol.chunk_size(self.get_option("transfer_chunk_size"))
+        except ValueError as e:
+            raise AnsibleError(f"bastionless.ssm.session: {to_native(e)}") from None
+
     def _persist_idle_timeout(self) -> int:
         value = self.get_option("persist_idle_timeout")
         if int(value) < 1:
@@ -735,11 +760,12 @@ class Connection(ConnectionBase):
         finally:
             client.close()
 
-    def _execute(self, cmd: bytes, stdin_chunks=None, interpreter=None, module=None, memo=False) -> tuple:
+    def _execute(self, cmd: bytes, stdin_chunks=None, interpreter=None, module=None, memo=False, doing=None) -> tuple:
         """Run cmd (stdin: base64 line chunks, or None) in the host's session; (rc, stdout, stderr). interpreter:
         cmd is a pipelined module run with that python (the resident Python may run it in its preloaded fork).
         module: the stdin is this AnsiballZ wrapper, whose large pieces the resident Python may have cached. memo: the
-        answer does not change within the session (protocol.expands_user), and the master may give it again.
+        answer does not change within the session (protocol.expands_user), and the master may give it again. doing: what
+        the command is part of (a transfer, its progress), for the message when it times out.
 
         The task's pending commands (_shortcut, put_file) go first in the same exchange, each a request of its own
         that runs only when the one before it succeeded; cmd runs only when they all did."""
@@ -790,12 +816,12 @@ class Connection(ConnectionBase):
                 yield protocol.b64_lines(module)
             yield tail
 
-        reply = self._exchange(sock, lock, header, chunks, timeout)
+        reply = self._exchange(sock, lock, header, chunks, timeout, doing)
         for item, item_marker in zip(pending, markers):
             self._check_pending(item, reply, item_marker)
         if pieces and protocol.cache_miss(reply, marker):  # the helper let a piece go: send them all again
             state.update(first=False, resend=True)
-            reply = self._exchange(sock, lock, header, chunks, timeout)
+            reply = self._exchange(sock, lock, header, chunks, timeout, doing)
         if self._answer.get("memo"):  # the reply the master kept, with the marker of its time
             marker = self._answer["memo"]["end"][:-len(":R ")]
         try:
@@ -809,8 +835,9 @@ class Connection(ConnectionBase):
             self.verbosity_display(3, "module run in a fork of the node's resident Python (module_utils preloaded)")
         return result
 
-    def _exchange(self, sock: str, lock: str, header: dict, chunks, timeout: int) -> bytes:
-        """One request to the master (started when there is none, or it did not take the request); the raw reply."""
+    def _exchange(self, sock: str, lock: str, header: dict, chunks, timeout: int, doing=None) -> bytes:
+        """One request to the master (started when there is none, or it did not take the request); the raw reply.
+        doing: what the request is part of, for the message when it times out (_execute)."""
         for attempt in (1, 2):
             if not os.path.exists(sock) or attempt == 2:
                 self._start_master(sock, lock)
@@ -821,6 +848,11 @@ class Connection(ConnectionBase):
                     raise AnsibleConnectionFailure(f"no session to {self.instance_id}: {to_native(e)}") from e
             except _Timeout as e:
                 self._terminate_session(self._session_id)
+                if doing:
+                    raise AnsibleConnectionFailure(
+                        f"{doing}: {self.instance_id} sent no chunk within {timeout} s (command_timeout); the session "
+                        "was ended. Raise ansible_aws_ssm_command_timeout (or lower ansible_aws_ssm_transfer_chunk_size)"
+                    ) from e
                 raise AnsibleConnectionFailure(
                     f"{self.instance_id} did not answer within {timeout} s (command_timeout); the session was ended"
                 ) from e
@@ -933,7 +965,7 @@ class Connection(ConnectionBase):
             raise AnsibleFileNotFound(f"file or module does not exist: {in_path}")
         size = os.path.getsize(b_in)
         if self.get_option("bucket_name") and size > int(self.get_option("transfer_threshold")):
-            return self._put_through_bucket(b_in, out_path)
+            return self._put_through_bucket(b_in, out_path, size)
         if (size <= PENDING_PUT_MAX and self._tmpdir and out_path.startswith(self._tmpdir + "/")
                 and self._helper_session()):
             # A file in the task's own temporary directory is for the task's next command: it goes with it.
@@ -943,11 +975,15 @@ class Connection(ConnectionBase):
                                           digest=hashlib.sha256(data).hexdigest(), source=in_path))
             return None
         digest = hashlib.sha256()
+        steps = protocol.plan(size, self._chunk_size())
         with open(b_in, "rb") as handle:
-            rc, stdout, stderr = self._execute(protocol.put_command(out_path),
-                                               protocol.b64_file_chunks(handle, digest))
-        if rc != 0:
-            raise AnsibleError(f"failed to transfer {in_path} to {out_path}: {to_text(stderr).strip()}")
+            for offset, length in steps:
+                cmd = protocol.put_chunk_command(out_path, offset == 0, offset + length >= size)
+                rc, stdout, stderr = self._execute(cmd, protocol.b64_file_chunks(handle, digest, limit=length),
+                                                   doing=_progress("copying", in_path, out_path, offset, size))
+                if rc != 0:
+                    raise AnsibleError(f"failed to transfer {in_path} to {out_path} (at byte {offset} of {size}): "
+                                       f"{to_text(stderr).strip()}")
         if protocol.sha256_of(stdout) != digest.hexdigest():
             raise AnsibleError(f"{out_path} on {self.instance_id} does not have the SHA-256 of {in_path} after the "
                                "transfer")
@@ -958,14 +994,45 @@ class Connection(ConnectionBase):
             return self._aws_ssm().fetch_file(in_path, out_path)
         ConnectionBase.fetch_file(self, in_path, out_path)
         self.verbosity_display(3, f"FETCH {in_path} TO {out_path}")
-        rc, stdout, stderr = self._execute(protocol.fetch_command(in_path))
+        chunk = self._chunk_size()
+        bucket = self.get_option("bucket_name")
+        threshold = int(self.get_option("transfer_threshold"))
+        # The first command: the file's SHA-256 and size, and (no bucket) its first chunk.
+        rc, stdout, stderr = self._execute(protocol.fetch_head_command(in_path, 0 if bucket else chunk),
+                                           doing=_progress("fetching", in_path, out_path, 0, None))
         if rc != 0:
             raise AnsibleError(f"failed to fetch {in_path}: {to_text(stderr).strip()}")
-        if protocol.sha256_of(stderr) != hashlib.sha256(stdout).hexdigest():
-            raise AnsibleError(f"{in_path} from {self.instance_id} arrived with another SHA-256 than it has there")
-        with open(to_bytes(out_path, errors="surrogate_or_strict"), "wb") as handle:
-            handle.write(stdout)
+        try:
+            size, expected = protocol.fetch_head(stderr)
+        except ValueError as e:
+            raise AnsibleError(f"failed to fetch {in_path}: {to_native(e)}") from None
+        with _Destination(out_path) as destination:
+            if bucket and size > threshold:
+                self._fetch_through_bucket(in_path, out_path, size, destination)
+            else:
+                self._fetch_in_chunks(in_path, out_path, size, chunk, b"" if bucket else stdout, destination)
+            if destination.digest.hexdigest() != expected:
+                raise AnsibleError(f"{in_path} from {self.instance_id} arrived with another SHA-256 than it has there "
+                                   "(did it change during the fetch?)")
+            destination.keep()
         return None
+
+    def _fetch_in_chunks(self, in_path: str, out_path: str, size: int, chunk: int, first: bytes, destination) -> None:
+        """Read the file through the session a chunk per command (first: what the head command already brought)."""
+        for offset, length in protocol.plan(size, chunk):
+            data = first if offset == 0 and first else b""
+            if offset or not first:
+                if not length:
+                    break
+                rc, data, stderr = self._execute(protocol.fetch_chunk_command(in_path, offset, length),
+                                                 doing=_progress("fetching", in_path, out_path, offset, size))
+                if rc != 0:
+                    raise AnsibleError(f"failed to fetch {in_path} (at byte {offset} of {size}): "
+                                       f"{to_text(stderr).strip() or 'dd failed'}")
+            if len(data) != length:
+                raise AnsibleError(f"{in_path} on {self.instance_id} changed during the fetch: {len(data)} bytes at "
+                                   f"byte {offset} where {length} were expected")
+            destination.write(data)
 
     # --- large files through the bucket -------------------------------------------------------------------
     def _encryption(self) -> dict:
@@ -983,7 +1050,12 @@ class Connection(ConnectionBase):
             args["SSEKMSKeyId"] = key_id
         return args
 
-    def _put_through_bucket(self, b_in: bytes, out_path: str) -> None:
+    def _url_lifetime(self, parts: int) -> int:
+        """Seconds a presigned URL stays valid: every part's command_timeout and a minute, at most S3's 7 days."""
+        return min(604800, (parts + 1) * self._command_timeout() + 60)
+
+    def _put_through_bucket(self, b_in: bytes, out_path: str, size: int) -> None:
+        """Upload to the bucket, then the node downloads it a part (a byte range) per command with curl."""
         bucket = self.get_option("bucket_name")
         key = f"{self.instance_id}/{uuid.uuid4().hex}"
         self.verbosity_display(3, f"PUT {to_text(b_in)} THROUGH s3://{bucket}/{key}")
@@ -991,22 +1063,123 @@ class Connection(ConnectionBase):
         with open(b_in, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
+        steps = protocol.plan(size, protocol.part_size(size, self._chunk_size()))
+        stdout = b""
         try:
             self.s3_client.upload_file(to_native(b_in), bucket, key, ExtraArgs=self._encryption())
             url = self.s3_client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
-                                                        ExpiresIn=self._command_timeout() + 60, HttpMethod="GET")
-            q_out, q_url = protocol.shlex.quote(out_path), protocol.shlex.quote(url)
-            rc, stdout, stderr = self._execute(f"curl -sSf -o {q_out} {q_url} && sha256sum < {q_out}".encode())
+                                                        ExpiresIn=self._url_lifetime(len(steps)), HttpMethod="GET")
+            for offset, length in steps:
+                cmd = protocol.download_range_command(out_path, offset, length, url, offset == 0, offset + length >= size)
+                rc, stdout, stderr = self._execute(cmd, doing=_progress("copying", to_text(b_in), out_path, offset, size,
+                                                                        f" through s3://{bucket}"))
+                if rc != 0:
+                    raise AnsibleError(f"failed to transfer {to_text(b_in)} to {out_path} through s3://{bucket} (at "
+                                       f"byte {offset} of {size}): {to_text(stderr).strip()}")
         finally:
-            try:
-                self.s3_client.delete_object(Bucket=bucket, Key=key)
-            except _botocore_exceptions().ClientError as e:
-                self.verbosity_display(1, f"could not delete s3://{bucket}/{key}: {to_text(e)}")
-        if rc != 0:
-            raise AnsibleError(f"failed to transfer {to_text(b_in)} to {out_path} through s3://{bucket}: "
-                               f"{to_text(stderr).strip()}")
+            self._delete_object(bucket, key)
         if protocol.sha256_of(stdout) != digest.hexdigest():
             raise AnsibleError(f"{out_path} on {self.instance_id} does not have the SHA-256 of {to_text(b_in)}")
+
+    def _fetch_through_bucket(self, in_path: str, out_path: str, size: int, destination) -> None:
+        """The node uploads the file to the bucket a part per command (a multipart upload the controller starts with
+        the encryption options, and presigns each part of); the controller then downloads it into destination."""
+        bucket = self.get_option("bucket_name")
+        key = f"{self.instance_id}/{uuid.uuid4().hex}"
+        self.verbosity_display(3, f"FETCH {in_path} THROUGH s3://{bucket}/{key}")
+        client = self.s3_client
+        steps = protocol.plan(size, protocol.part_size(size, self._chunk_size()))
+        upload = None
+        try:
+            try:
+                upload = client.create_multipart_upload(Bucket=bucket, Key=key, **self._encryption())["UploadId"]
+                parts = []
+                for number, (offset, length) in enumerate(steps, start=1):
+                    url = client.generate_presigned_url(
+                        "upload_part", Params={"Bucket": bucket, "Key": key, "UploadId": upload, "PartNumber": number},
+                        ExpiresIn=self._url_lifetime(1), HttpMethod="PUT")
+                    rc, stdout, stderr = self._execute(
+                        protocol.upload_part_command(in_path, offset, length, url),
+                        doing=_progress("fetching", in_path, out_path, offset, size, f" through s3://{bucket}"))
+                    etag = protocol.etag_of(stdout)
+                    if rc != 0 or not etag:
+                        raise AnsibleError(f"failed to fetch {in_path} through s3://{bucket} (part {number}, at byte "
+                                           f"{offset} of {size}): {to_text(stderr).strip() or 'S3 returned no ETag'}")
+                    parts.append({"ETag": etag, "PartNumber": number})
+                client.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=upload,
+                                                 MultipartUpload={"Parts": parts})
+                upload = None
+                destination.fill(lambda path: client.download_file(bucket, key, path))
+            except (_botocore_exceptions().ClientError, _botocore_exceptions().BotoCoreError) as e:
+                raise AnsibleError(f"failed to fetch {in_path} through s3://{bucket}: {to_native(e)}") from None
+        finally:
+            if upload is not None:
+                try:
+                    client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload)
+                except _botocore_exceptions().ClientError as e:
+                    self.verbosity_display(1, f"could not abort the upload to s3://{bucket}/{key}: {to_text(e)}")
+            self._delete_object(bucket, key)
+
+    def _delete_object(self, bucket: str, key: str) -> None:
+        try:
+            self.s3_client.delete_object(Bucket=bucket, Key=key)
+        except _botocore_exceptions().ClientError as e:
+            self.verbosity_display(1, f"could not delete s3://{bucket}/{key}: {to_text(e)}")
+
+
+class _Destination:
+    """A fetched file as it arrives: written to a temporary file beside out_path and hashed, renamed over out_path
+    only by keep() (after the SHA-256 matched); removed otherwise, so a failed fetch leaves nothing half-made."""
+
+    def __init__(self, out_path: str) -> None:
+        self.path = to_bytes(out_path, errors="surrogate_or_strict")
+        self.digest = hashlib.sha256()
+        self.handle = None
+        self.temp = None
+
+    def __enter__(self):
+        folder, name = os.path.split(self.path)
+        fd, self.temp = tempfile.mkstemp(dir=folder or b".", prefix=b"." + name + b".", suffix=b".part")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # as open() would have created out_path
+        self.handle = os.fdopen(fd, "wb")
+        return self
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)
+
+    def fill(self, download) -> None:
+        """Let download(path) write the whole file (boto3's parallel ranged GETs, bounded memory), then hash it."""
+        self.handle.close()
+        download(to_native(self.temp))
+        self.digest = hashlib.sha256()
+        with open(self.temp, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                self.digest.update(block)
+
+    def keep(self) -> None:
+        if not self.handle.closed:
+            self.handle.close()
+        os.replace(self.temp, self.path)
+        self.temp = None
+
+    def __exit__(self, *exc) -> None:
+        if not self.handle.closed:
+            self.handle.close()
+        if self.temp is not None:
+            try:
+                os.unlink(self.temp)
+            except OSError:
+                pass
+
+
+def _progress(verb: str, src: str, dest: str, done: int, size, how: str = "") -> str:
+    """What a transfer command is part of, for its timeout's message."""
+    if size is None:
+        return f"{verb} {src} to {dest}{how} stopped before its first byte (the node hashes the file first)"
+    return f"{verb} {src} to {dest}{how} stopped after {done} of {size} bytes"
 
 
 def _botocore_exceptions():

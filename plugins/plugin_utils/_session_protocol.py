@@ -211,14 +211,18 @@ def b64_lines(data: bytes) -> bytes:
     return base64.encodebytes(data)
 
 
-def b64_file_chunks(handle, digest, chunk: int = READ_CHUNK):
-    """Yield a file's content as base64 lines, a chunk at a time, feeding each raw chunk to digest (a hashlib object)."""
+def b64_file_chunks(handle, digest, chunk: int = READ_CHUNK, limit=None):
+    """Yield a file's content as base64 lines, a chunk at a time, feeding each raw chunk to digest (a hashlib object).
+    limit: read at most that many bytes (one transfer command's share of the file), else to the end."""
     if chunk % B64_LINE:
         raise ValueError("chunk must be a multiple of 57 bytes")
-    while True:
-        data = handle.read(chunk)
+    left = limit
+    while left is None or left > 0:
+        data = handle.read(chunk if left is None else min(chunk, left))
         if not data:
             return
+        if left is not None:
+            left -= len(data)
         digest.update(data)
         yield base64.encodebytes(data)
 
@@ -295,14 +299,112 @@ def ran_in_fork(output: bytes, marker: str) -> bool:
 
 def put_command(out_path: str) -> bytes:
     """Write stdin to out_path, print its sha256 (stdout)."""
-    q = shlex.quote(out_path)
-    return f"cat > {q} && sha256sum < {q}".encode()
+    return put_chunk_command(out_path, True, True)
 
 
 def fetch_command(in_path: str) -> bytes:
     """Print the file's sha256 on stderr, then the file on stdout."""
     q = shlex.quote(in_path)
     return f"sha256sum < {q} >&2 && cat < {q}".encode()
+
+
+# --- transfers in chunks: one command per chunk, each bounded by command_timeout --------------------------------------
+# A file travels as a series of commands of at most a chunk each (transfer_chunk_size), so what the controller holds
+# is bounded by the chunk, and a transfer fails only when one chunk does not arrive within command_timeout, however
+# long the whole file takes. The node reads a fetched file with dd in blocks of DD_BLOCK, so a chunk is a whole number
+# of blocks; the SHA-256 of the whole file is checked at the end.
+DD_BLOCK = 65536
+MIN_CHUNK = DD_BLOCK
+PART_MIN = 8 * 1024 * 1024  # bytes per bucket part (S3's multipart minimum is 5 MiB)
+PART_MAX_COUNT = 10000  # S3's most parts per upload
+
+
+def chunk_size(value) -> int:
+    """The transfer_chunk_size option as the number of bytes a transfer command carries: a whole number of DD_BLOCK
+    (rounded down); ValueError naming the option when it is smaller than one block."""
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = 0
+    if size < MIN_CHUNK:
+        raise ValueError(f"transfer_chunk_size (ansible_aws_ssm_transfer_chunk_size) must be at least {MIN_CHUNK} "
+                         f"bytes, not {value}")
+    return size - size % DD_BLOCK
+
+
+def plan(size: int, chunk: int) -> list:
+    """The (offset, length) of each command of a transfer of size bytes in chunks of chunk bytes; one of length 0
+    for an empty file, so every transfer has a first and a last command."""
+    if size <= 0:
+        return [(0, 0)]
+    return [(offset, min(chunk, size - offset)) for offset in range(0, size, chunk)]
+
+
+def part_size(size: int, chunk: int) -> int:
+    """Bytes per part of a transfer through the bucket: at least PART_MIN and the chunk, few enough for
+    PART_MAX_COUNT parts, a whole number of DD_BLOCK."""
+    least = max(PART_MIN, chunk, -(-size // PART_MAX_COUNT))
+    return -(-least // DD_BLOCK) * DD_BLOCK
+
+
+def put_chunk_command(out_path: str, first: bool, last: bool) -> bytes:
+    """Write stdin to out_path (the first chunk) or append it (the others); the last also prints the file's sha256
+    (stdout)."""
+    q = shlex.quote(out_path)
+    return (f"cat {'>' if first else '>>'} {q}" + (f" && sha256sum < {q}" if last else "")).encode()
+
+
+def _dd(q: str, offset: int, length: int) -> str:
+    if offset % DD_BLOCK:
+        raise ValueError(f"a chunk starts at a multiple of {DD_BLOCK} bytes, not at {offset}")
+    return f"dd if={q} bs={DD_BLOCK} skip={offset // DD_BLOCK} count={-(-length // DD_BLOCK)} 2>/dev/null"
+
+
+def fetch_head_command(in_path: str, first: int) -> bytes:
+    """Print the file's sha256 and its size on stderr (two lines), then its first ``first`` bytes on stdout (none
+    for 0)."""
+    q = shlex.quote(in_path)
+    head = f"sha256sum < {q} >&2 && wc -c < {q} >&2"
+    return (head + (f" && {_dd(q, 0, first)}" if first else "")).encode()
+
+
+def fetch_head(stderr: bytes) -> tuple:
+    """(size, sha256) from what fetch_head_command printed on stderr; ValueError when it is not that."""
+    lines = stderr.strip().splitlines()
+    digest = sha256_of(lines[0]) if lines else ""
+    if len(lines) != 2 or not digest or not lines[1].strip().isdigit():
+        raise ValueError(f"the node did not print the file's SHA-256 and size: {stderr[:200]!r}")
+    return int(lines[1].strip()), digest
+
+
+def fetch_chunk_command(in_path: str, offset: int, length: int) -> bytes:
+    """Print length bytes of the file from offset (a multiple of DD_BLOCK) on stdout."""
+    return _dd(shlex.quote(in_path), offset, length).encode()
+
+
+def upload_part_command(in_path: str, offset: int, length: int, url: str) -> bytes:
+    """Upload length bytes of the file from offset to a presigned UploadPart url with curl, through a private
+    temporary file (S3 wants the part's length up front); print the response's headers (its ETag) on stdout."""
+    q = shlex.quote(in_path)
+    return (f"t=$(mktemp) && {_dd(q, offset, length)} >\"$t\" && "
+            f"curl -sSf -X PUT -T \"$t\" -D - -o /dev/null {shlex.quote(url)}; r=$?; rm -f \"$t\"; exit $r").encode()
+
+
+def download_range_command(out_path: str, offset: int, length: int, url: str, first: bool, last: bool) -> bytes:
+    """Download bytes offset..offset+length-1 of a presigned GET url with curl into out_path (the first part) or
+    after it (the others); the last also prints the file's sha256 (stdout)."""
+    q = shlex.quote(out_path)
+    get = f"curl -sSf -r {offset}-{offset + length - 1} {shlex.quote(url)}" if length else "true"
+    return (f"{get} {'>' if first else '>>'} {q}" + (f" && sha256sum < {q}" if last else "")).encode()
+
+
+_ETAG = re.compile(rb"^etag:\s*(\S+)\s*$", re.I | re.M)
+
+
+def etag_of(headers: bytes) -> str:
+    """The ETag of an HTTP response's headers (curl -D -), quotes kept as S3 wants them back; "" when none."""
+    found = _ETAG.findall(headers.replace(b"\r", b""))
+    return found[-1].decode("ascii", "replace") if found else ""
 
 
 _SUM = re.compile(rb"^([0-9a-f]{64})\s")

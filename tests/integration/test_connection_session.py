@@ -118,7 +118,7 @@ def test_binary_and_large_files_and_raw_output_travel_through_the_session_withou
     active, ended = _ids(lab, node), _ids(lab, node, "History")
     (lab.work / "big.bin").write_bytes(os.urandom(5 * 1024 * 1024 + 17))
     (lab.work / "bytes.bin").write_bytes(bytes(range(256)) * 4 + b"\r\n\x04\x03\x1a\x00")
-    choice = ["-e", f"ansible_aws_ssm_transport={transport}"] if transport == "plugin" else []
+    choice = ["-e", f"ansible_aws_ssm_transport={transport}"] if transport == "plugin" else ["-e", '{"large_fetch": true}']
     output, recap = play(lab, node, """
         - name: A file of several MiB
           ansible.builtin.copy: {src: big.bin, dest: /tmp/big.bin, mode: "0600"}
@@ -130,6 +130,20 @@ def test_binary_and_large_files_and_raw_output_travel_through_the_session_withou
         - name: Back again
           ansible.builtin.fetch: {src: "/tmp/{{ item }}", dest: "fetched/{{ item }}", flat: true}
           loop: [big.bin, bytes.bin]
+        - name: A file of tens of MiB made on the node
+          ansible.builtin.shell: head -c 25165824 /dev/urandom > /tmp/large.bin && sha256sum /tmp/large.bin
+          register: large
+          when: large_fetch | default(false)
+        - name: Fetched in chunks of 512 KiB, each within 3 s, far less than the whole file takes
+          ansible.builtin.fetch: {src: /tmp/large.bin, dest: fetched/large.bin, flat: true}
+          vars:
+            ansible_aws_ssm_command_timeout: 3
+            ansible_aws_ssm_transfer_chunk_size: 524288
+            ansible_aws_ssm_transfer_threshold: 268435456  # through the session, not the (missing) bucket
+          when: large_fetch | default(false)
+        - name: Show the large file's checksum
+          ansible.builtin.debug: {msg: "LARGE {{ large.stdout.split() | first }}"}
+          when: large_fetch | default(false)
         - name: Output that is not UTF-8
           ansible.builtin.raw: printf 'caf\\351 \\377\\376 end\\n'; printf 'next line\\n'
           register: latin
@@ -141,7 +155,13 @@ def test_binary_and_large_files_and_raw_output_travel_through_the_session_withou
     assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, output
     assert f"ESTABLISH SSM SESSION TO: {node} (persistent, {transport}, " in output  # native: the default
     assert f"SUMS {_sha(lab.work / 'big.bin')} {_sha(lab.work / 'bytes.bin')}" in output
+    # big.bin is more than one chunk (4 MiB) both ways, on both transports.
     assert _sha(lab.work / "fetched" / "big.bin") == _sha(lab.work / "big.bin")
+    if transport == "native":
+        # 24 MiB with a command_timeout of 3 s: one command for the whole file, as fetches were, cannot carry it
+        # through the lab (about 32 MiB of base64 in 3 s); 48 commands of 512 KiB can.
+        assert f"LARGE {_sha(lab.work / 'fetched' / 'large.bin')}" in output
+        assert not [p for p in (lab.work / "fetched").iterdir() if p.name.endswith(".part")]
     assert (lab.work / "fetched" / "bytes.bin").read_bytes() == (lab.work / "bytes.bin").read_bytes()
     # Each invalid byte arrives as one (Ansible decodes it to one replacement character), the framing holds after
     # them, and no carriage return is added (stdout is not read from a terminal).
@@ -155,15 +175,16 @@ def test_binary_and_large_files_and_raw_output_travel_through_the_session_withou
     assert _ids(lab, node, "History") - ended <= active
 
 
-def test_a_file_above_the_threshold_goes_through_the_bucket_and_leaves_nothing_there(lab):
+def test_a_file_above_the_threshold_goes_through_the_bucket_both_ways_and_leaves_nothing_there(lab):
     """The connection's own S3 client (the bucket's region from HeadBucket, a presigned GET for the node's curl,
-    the bucket's default encryption on the upload) carries a file larger than transfer_threshold."""
+    the bucket's default encryption on the upload) carries a file larger than transfer_threshold to the node, a byte
+    range per command, and back: a multipart upload whose parts (8 MiB) the node's curl sends a command each."""
     node, bucket = lab.nodes[1], "session-large-files"
     s3 = lab.client("s3")
     s3.create_bucket(Bucket=bucket)
     s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={
         "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
-    (lab.work / "over.bin").write_bytes(os.urandom(64 * 1024 + 3))
+    (lab.work / "over.bin").write_bytes(os.urandom(8 * 1024 * 1024 + 3))
     output, recap = play(lab, node, """
         - name: A file over the threshold
           ansible.builtin.copy: {src: over.bin, dest: /tmp/over.bin, mode: "0600"}
@@ -172,12 +193,18 @@ def test_a_file_above_the_threshold_goes_through_the_bucket_and_leaves_nothing_t
           register: sums
         - name: Show
           ansible.builtin.debug: {msg: "SUM {{ sums.stdout.split() | first }}"}
+        - name: Back through the bucket
+          ansible.builtin.fetch: {src: /tmp/over.bin, dest: fetched-over.bin, flat: true}
         """, "-e", f"ansible_aws_ssm_bucket_name={bucket}", "-e", "ansible_aws_ssm_transfer_threshold=65536", "-vvv")
     assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, output
     assert f"SUM {_sha(lab.work / 'over.bin')}" in output
     assert re.search(rf"PUT \S+over\.bin THROUGH s3://{bucket}/{node}/[0-9a-f]{{32}}", output), output
-    assert "bin THROUGH s3://" not in output.split("Its checksum on the node")[1], "only the large file used S3"
-    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0, "the object is deleted after the transfer"
+    checksum_and_fetch = output.split("Its checksum on the node")[1]
+    assert "bin THROUGH s3://" not in checksum_and_fetch.split("Back through the bucket")[0], "only the large file"
+    assert re.search(rf"FETCH /tmp/over\.bin THROUGH s3://{bucket}/{node}/[0-9a-f]{{32}}", output), output
+    assert _sha(lab.work / "fetched-over.bin") == _sha(lab.work / "over.bin")
+    assert s3.list_objects_v2(Bucket=bucket).get("KeyCount") == 0, "the objects are deleted after the transfers"
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"), "no upload is left unfinished"
 
 
 def test_become_runs_as_root_with_and_without_pipelining(lab):

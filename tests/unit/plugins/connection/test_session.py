@@ -20,6 +20,7 @@ import tempfile
 import threading
 import time
 
+import ansible.errors as session_errors
 import pytest
 import yaml
 from websockets.exceptions import ConnectionClosed
@@ -194,6 +195,217 @@ def test_put_and_fetch_commands_carry_the_checksum(tmp_path):
     rc, out, err = _run(protocol.fetch_command(str(tmp_path / "missing")))
     assert rc != 0 and out == b"" and b"missing" in err
     assert protocol.sha256_of(b"not a sum") == ""
+
+
+@pytest.mark.parametrize("value, expected", [
+    (65536, 65536), (4194304, 4194304), (100000, 65536), ("1048577", 1048576)])
+def test_the_chunk_size_is_a_whole_number_of_blocks(value, expected):
+    assert protocol.chunk_size(value) == expected
+
+
+@pytest.mark.parametrize("value", [0, 65535, -1, "x", None])
+def test_a_chunk_size_below_one_block_is_one_error_naming_the_option(value):
+    with pytest.raises(ValueError, match=r"^transfer_chunk_size \(ansible_aws_ssm_transfer_chunk_size\) must be at "
+                                         rf"least 65536 bytes, not {value}$"):
+        protocol.chunk_size(value)
+
+
+@pytest.mark.parametrize("size, chunk, expected", [
+    (0, 65536, [(0, 0)]),
+    (1, 65536, [(0, 1)]),
+    (65536, 65536, [(0, 65536)]),
+    (65537, 65536, [(0, 65536), (65536, 1)]),
+    (3 * 65536 + 5, 131072, [(0, 131072), (131072, 65536 + 5)]),
+])
+def test_a_transfer_is_planned_in_chunks_that_cover_the_file_once(size, chunk, expected):
+    assert protocol.plan(size, chunk) == expected
+
+
+@pytest.mark.parametrize("size, chunk, expected", [
+    (1, 65536, 8 * 1024 * 1024),
+    (100 * 1024 * 1024, 16 * 1024 * 1024, 16 * 1024 * 1024),
+    (200 * 1024 ** 3, 4 * 1024 * 1024, 21495808),  # 200 GiB / 10,000 parts, rounded up to whole blocks
+])
+def test_bucket_parts_are_at_least_8_mib_and_at_most_10000(size, chunk, expected):
+    part = protocol.part_size(size, chunk)
+    assert part == expected and part % protocol.DD_BLOCK == 0 and len(protocol.plan(size, part)) <= 10000
+
+
+def test_a_files_chunks_are_read_a_commands_share_at_a_time():
+    data = os.urandom(3 * 57 * 1024 + 100)
+    handle, digest, parts = io.BytesIO(data), hashlib.sha256(), []
+    for _offset, length in protocol.plan(len(data), 65536):
+        parts.append(base64.b64decode(b"".join(protocol.b64_file_chunks(handle, digest, limit=length))))
+    assert [len(p) for p in parts] == [65536, 65536, len(data) - 131072] and b"".join(parts) == data
+    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert list(protocol.b64_file_chunks(io.BytesIO(data), hashlib.sha256(), limit=0)) == []
+
+
+def test_a_file_put_a_chunk_per_command_arrives_whole_with_its_checksum(tmp_path):
+    target, data = tmp_path / "it's a file", os.urandom(3 * 65536 + 5)
+    target.write_bytes(b"an older, longer content" * 20000)
+    for offset, length in protocol.plan(len(data), 65536):
+        rc, out, err = _run(protocol.put_chunk_command(str(target), offset == 0, offset + length >= len(data)),
+                            data[offset:offset + length])
+        assert (rc, err) == (0, b"")
+        assert (out == b"") == (offset + length < len(data)), "only the last command prints the checksum"
+    assert target.read_bytes() == data and protocol.sha256_of(out) == hashlib.sha256(data).hexdigest()
+
+
+@pytest.mark.parametrize("size", [0, 1, 65536, 3 * 65536 + 5])
+def test_a_file_fetched_a_chunk_per_command_arrives_whole(tmp_path, size):
+    source, data = tmp_path / "it's a file", os.urandom(size)
+    source.write_bytes(data)
+    rc, first, err = _run(protocol.fetch_head_command(str(source), 65536))
+    assert rc == 0 and protocol.fetch_head(err) == (size, hashlib.sha256(data).hexdigest())
+    got = first
+    for offset, length in protocol.plan(size, 65536)[1:]:
+        rc, out, err = _run(protocol.fetch_chunk_command(str(source), offset, length))
+        assert rc == 0 and len(out) == length
+        got += out
+    assert got == data
+    rc, out, err = _run(protocol.fetch_head_command(str(source), 0))  # the bucket's head: no data
+    assert rc == 0 and out == b"" and protocol.fetch_head(err)[0] == size
+
+
+def test_a_fetch_head_that_is_not_one_is_refused(tmp_path):
+    rc, out, err = _run(protocol.fetch_head_command(str(tmp_path / "missing"), 65536))
+    assert rc != 0 and out == b"" and b"missing" in err
+    for stderr in (b"", b"not a sum\n12\n", b"%s  -\nmany\n" % (b"0" * 64,)):
+        with pytest.raises(ValueError, match="did not print the file's SHA-256 and size"):
+            protocol.fetch_head(stderr)
+    with pytest.raises(ValueError, match="multiple of 65536"):
+        protocol.fetch_chunk_command("/f", 1000, 10)
+
+
+def test_the_node_downloads_a_byte_range_per_command_with_curl(tmp_path):
+    source, target, data = tmp_path / "object", tmp_path / "it's the copy", os.urandom(200001)
+    source.write_bytes(data)
+    steps = protocol.plan(len(data), 65536)
+    for offset, length in steps:
+        rc, out, err = _run(protocol.download_range_command(str(target), offset, length, source.as_uri(),
+                                                            offset == 0, offset + length >= len(data)))
+        assert (rc, err) == (0, b"")
+    assert target.read_bytes() == data and protocol.sha256_of(out) == hashlib.sha256(data).hexdigest()
+
+
+def test_the_node_uploads_a_part_with_curl_and_returns_its_etag(tmp_path):
+    source, data, received = tmp_path / "it's a file", os.urandom(3 * 65536 + 5), []
+
+    class Part(http.server.BaseHTTPRequestHandler):
+        def do_PUT(self):  # noqa: N802 (http.server's name)
+            received.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("ETag", '"etag-%d"' % len(received))
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    source.write_bytes(data)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Part)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/bucket/key?partNumber=2&uploadId=a%2Bb&X-Amz-Signature=x"
+        rc, out, err = _run(protocol.upload_part_command(str(source), 65536, 2 * 65536 + 5, url))
+    finally:
+        server.shutdown()
+    assert (rc, err) == (0, b"") and protocol.etag_of(out) == '"etag-1"'
+    assert received == [("/bucket/key?partNumber=2&uploadId=a%2Bb&X-Amz-Signature=x", data[65536:])]
+    assert protocol.etag_of(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n") == ""
+
+
+def _transfer_connection(monkeypatch, **options):
+    """The session connection with its commands run by a local sh (as the node's sh reader runs them)."""
+    from ansible.playbook.play_context import PlayContext  # pylint: disable=import-outside-toplevel
+    from ansible_collections.bastionless.ssm.plugins.connection import session  # pylint: disable=import-outside-toplevel
+
+    conn = session.Connection(PlayContext())
+    conn._options.update({"instance_id": "i-0abc", "bucket_name": None, "transfer_threshold": 8388608,
+                          "transfer_chunk_size": 65536, **options})
+    conn._connected = True
+    conn.commands = []
+
+    def execute(cmd, stdin_chunks=None, interpreter=None, doing=None):
+        conn.commands.append((cmd, doing))
+        stdin = base64.b64decode(b"".join(stdin_chunks)) if stdin_chunks is not None else None
+        return _run(cmd, stdin)
+
+    monkeypatch.setattr(conn, "_execute", execute)
+    return conn
+
+
+def test_the_connection_fetches_and_puts_a_chunk_per_command(monkeypatch, tmp_path):
+    conn = _transfer_connection(monkeypatch)
+    source, fetched, put = tmp_path / "source", tmp_path / "fetched", tmp_path / "put"
+    data = os.urandom(5 * 65536 + 7)
+    source.write_bytes(data)
+    conn.fetch_file(str(source), str(fetched))
+    assert fetched.read_bytes() == data and len(conn.commands) == 6  # the head brings the first chunk
+    assert conn.commands[-1][1] == f"fetching {source} to {fetched} stopped after {5 * 65536} of {len(data)} bytes"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fetched", "source"], "no part file is left"
+    conn.commands.clear()
+    conn.put_file(str(fetched), str(put))
+    assert put.read_bytes() == data and len(conn.commands) == 6
+    assert conn.commands[2][1] == f"copying {fetched} to {put} stopped after {2 * 65536} of {len(data)} bytes"
+
+
+def test_a_fetch_that_fails_leaves_the_destination_as_it_was(monkeypatch, tmp_path):
+    conn = _transfer_connection(monkeypatch)
+    source, fetched = tmp_path / "source", tmp_path / "fetched"
+    source.write_bytes(os.urandom(3 * 65536))
+    fetched.write_bytes(b"what an earlier fetch brought")
+    real = conn._execute
+
+    def changing(cmd, *args, **kwargs):  # the file changes on the node after its checksum was taken
+        if len(conn.commands) == 1:
+            source.write_bytes(os.urandom(3 * 65536))
+        return real(cmd, *args, **kwargs)
+
+    monkeypatch.setattr(conn, "_execute", changing)
+    with pytest.raises(session_errors.AnsibleError, match="arrived with another SHA-256 than it has there"):
+        conn.fetch_file(str(source), str(fetched))
+    assert fetched.read_bytes() == b"what an earlier fetch brought"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fetched", "source"], "no part file is left"
+
+    def shrinking(cmd, *args, **kwargs):  # the file is cut short on the node after its first chunk
+        if len(conn.commands) == 1:
+            source.write_bytes(source.read_bytes()[:65536])
+        return real(cmd, *args, **kwargs)
+
+    conn.commands.clear()
+    monkeypatch.setattr(conn, "_execute", shrinking)
+    with pytest.raises(session_errors.AnsibleError, match=r"changed during the fetch: 0 bytes at byte 65536 where "
+                                                          r"65536 were expected"):
+        conn.fetch_file(str(source), str(fetched))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fetched", "source"]
+
+
+def test_a_chunk_that_does_not_arrive_in_time_names_the_file_the_bytes_and_the_option(monkeypatch, tmp_path):
+    from ansible.playbook.play_context import PlayContext  # pylint: disable=import-outside-toplevel
+    from ansible_collections.bastionless.ssm.plugins.connection import session  # pylint: disable=import-outside-toplevel
+
+    conn = session.Connection(PlayContext())
+    sock = tmp_path / "master.sock"
+    sock.write_text("")
+    ended = []
+
+    def timed_out(*args, **kwargs):
+        raise session._Timeout()
+
+    monkeypatch.setattr(conn, "_control_paths", lambda: (str(sock), str(tmp_path / "lock")))
+    monkeypatch.setattr(conn, "_command_timeout", lambda: 3)
+    monkeypatch.setattr(conn, "_talk", timed_out)
+    monkeypatch.setattr(conn, "_terminate_session", ended.append)
+    conn.instance_id = "i-0abc"
+    with pytest.raises(session_errors.AnsibleConnectionFailure) as failure:
+        conn._execute(b"dd", doing=session._progress("fetching", "/var/log/big", "/tmp/big", 8388608, 33554432))
+    assert str(failure.value) == (
+        "fetching /var/log/big to /tmp/big stopped after 8388608 of 33554432 bytes: i-0abc sent no chunk within 3 s "
+        "(command_timeout); the session was ended. Raise ansible_aws_ssm_command_timeout (or lower "
+        "ansible_aws_ssm_transfer_chunk_size)")
+    assert ended == [None]
 
 
 IDENTITY = {"endpoint": "", "region": "us-east-1", "profile": "", "key": "AKIA1", "instance": "i-0abc",
