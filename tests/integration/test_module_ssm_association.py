@@ -164,7 +164,7 @@ def test_pull_playbook_runs_on_each_node_then_changes_nothing(lab, tmp_path):
     try:
         assert one["uploaded"] and one["association_changed"], output
         assert one["nodes"] == {node: "Success" for node in nodes}, output
-        assert one["key"].startswith(f"pull/pull-node-") and one["key"].endswith(".zip")
+        assert one["key"].startswith("pull/pull-node-") and one["key"].endswith(".zip")
         for node in nodes:  # the playbook really ran on each node, from the bundle, with the association's variables
             applied = os.path.join(lab.state_dir, "nodes", node, "upper", "var", "lib", "bastionless-pull", "applied.json")
             with open(applied, encoding="utf-8") as handle:
