@@ -3,8 +3,10 @@
 # Copyright: Contributors to the bastionless.ssm project
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""The pure part of bastionless.ssm.ssm_association: input checks, the settings an association should have, and
-how they compare with what Systems Manager holds. No AWS call here."""
+"""What bastionless.ssm.ssm_association and ssm_association_info share: the State Manager calls both make (one
+helper per call, with its retry and error handler, and the loops over their pages), the association as both
+return it; and the pure part of ssm_association: input checks, the settings an association should have, and how
+they compare with what Systems Manager holds."""
 
 from __future__ import annotations
 
@@ -13,6 +15,13 @@ from typing import Any
 from typing import Dict
 from typing import List
 from typing import Optional
+
+from ansible.module_utils.common.dict_transformations import camel_dict_to_snake_dict
+
+from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
+from ansible_collections.amazon.aws.plugins.module_utils.errors import AWSErrorHandler
+from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
+from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
 CONCURRENCY = re.compile(r"^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$")
 ERRORS = re.compile(r"^([1-9][0-9]*|0|[1-9][0-9]%|[0-9]%|100%)$")
@@ -248,3 +257,90 @@ def snake_settings(settings: Optional[Dict[str, Any]]) -> Dict[str, Any]:
             value = {"s3_bucket": location.get("OutputS3BucketName"), "s3_key_prefix": location.get("OutputS3KeyPrefix")}
         out[names[key]] = value
     return out
+
+
+# --- the State Manager calls both modules make ---------------------------------------------------------------
+
+PAGE_SIZE = 50
+
+
+class AnsibleSSMAssociationError(AnsibleAWSError):
+    pass
+
+
+class SSMAssociationErrorHandler(AWSErrorHandler):
+    _CUSTOM_EXCEPTION = AnsibleSSMAssociationError
+
+    @classmethod
+    def _is_missing(cls):
+        return is_boto3_error_code(["AssociationDoesNotExist", "404", "NoSuchBucket"])
+
+
+@SSMAssociationErrorHandler.common_error_handler("list associations")
+@AWSRetry.jittered_backoff()
+def list_associations_page(client, filters: List[Dict[str, str]], token: Optional[str]) -> Dict[str, Any]:
+    args: Dict[str, Any] = {"MaxResults": PAGE_SIZE}
+    if filters:
+        args["AssociationFilterList"] = filters
+    if token:
+        args["NextToken"] = token
+    return client.list_associations(**args)
+
+
+@SSMAssociationErrorHandler.common_error_handler("describe association")
+@AWSRetry.jittered_backoff()
+def describe_association(client, association_id: str) -> Dict[str, Any]:
+    return client.describe_association(AssociationId=association_id)["AssociationDescription"]
+
+
+@SSMAssociationErrorHandler.common_error_handler("describe association executions")
+@AWSRetry.jittered_backoff()
+def describe_executions(client, association_id: str, size: int = PAGE_SIZE) -> List[Dict[str, Any]]:
+    return client.describe_association_executions(AssociationId=association_id,
+                                                  MaxResults=size)["AssociationExecutions"]
+
+
+@SSMAssociationErrorHandler.common_error_handler("describe association execution targets")
+@AWSRetry.jittered_backoff()
+def execution_targets_page(client, association_id: str, execution_id: str, token: Optional[str]) -> Dict[str, Any]:
+    args: Dict[str, Any] = {"AssociationId": association_id, "ExecutionId": execution_id, "MaxResults": PAGE_SIZE}
+    if token:
+        args["NextToken"] = token
+    return client.describe_association_execution_targets(**args)
+
+
+def list_associations(client, filters: List[Dict[str, str]]) -> List[Dict[str, Any]]:
+    """Every association ListAssociations returns for ``filters`` (each key/value pair must match), all pages."""
+    found: List[Dict[str, Any]] = []
+    token = None
+    while True:
+        page = list_associations_page(client, filters, token)
+        found.extend(page.get("Associations") or [])
+        token = page.get("NextToken")
+        if not token:
+            return found
+
+
+def execution_targets(client, association_id: str, execution_id: str) -> List[Dict[str, Any]]:
+    """Each node's row of one execution, all pages, by node ID."""
+    rows: List[Dict[str, Any]] = []
+    token = None
+    while True:
+        page = execution_targets_page(client, association_id, execution_id, token)
+        rows.extend(page.get("AssociationExecutionTargets") or [])
+        token = page.get("NextToken")
+        if not token:
+            return sorted(rows, key=lambda row: row["ResourceId"])
+
+
+def association_result(description: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    """An association as the modules return it: snake_case keys, but the document's parameters keep their names;
+    targets as key and values. {} for none."""
+    if not description:
+        return {}
+    parameters = description.get("Parameters")
+    result = camel_dict_to_snake_dict({k: v for k, v in description.items() if k != "Parameters"})
+    if parameters is not None:
+        result["parameters"] = parameters
+    result["targets"] = [{"key": t["Key"], "values": t["Values"]} for t in description.get("Targets") or []]
+    return result

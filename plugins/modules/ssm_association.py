@@ -268,47 +268,19 @@ from typing import Optional
 
 from ansible.module_utils.common.dict_transformations import camel_dict_to_snake_dict
 
-from ansible_collections.amazon.aws.plugins.module_utils.errors import AWSErrorHandler
 from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
 from ansible_collections.amazon.aws.plugins.module_utils.exceptions import is_ansible_aws_error_code
-from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
 from ansible_collections.bastionless.ssm.plugins.module_utils import _association as assoc
 
-PAGE_SIZE = 50
 EXECUTION_DONE = ("Success", "Failed", "TimedOut", "Cancelled")
+AnsibleSSMAssociationError = assoc.AnsibleSSMAssociationError
+SSMAssociationErrorHandler = assoc.SSMAssociationErrorHandler
 
 
-class AnsibleSSMAssociationError(AnsibleAWSError):
-    pass
-
-
-class SSMAssociationErrorHandler(AWSErrorHandler):
-    _CUSTOM_EXCEPTION = AnsibleSSMAssociationError
-
-    @classmethod
-    def _is_missing(cls):
-        return is_boto3_error_code(["AssociationDoesNotExist", "404", "NoSuchBucket"])
-
-
-# --- AWS calls -------------------------------------------------------------------------------------------
-
-
-@SSMAssociationErrorHandler.common_error_handler("list associations")
-@AWSRetry.jittered_backoff()
-def list_associations_page(client, name: str, token: Optional[str]) -> Dict[str, Any]:
-    args: Dict[str, Any] = {"AssociationFilterList": [{"key": "AssociationName", "value": name}], "MaxResults": PAGE_SIZE}
-    if token:
-        args["NextToken"] = token
-    return client.list_associations(**args)
-
-
-@SSMAssociationErrorHandler.common_error_handler("describe association")
-@AWSRetry.jittered_backoff()
-def describe_association(client, association_id: str) -> Dict[str, Any]:
-    return client.describe_association(AssociationId=association_id)["AssociationDescription"]
+# --- AWS calls (those ssm_association_info makes too are in module_utils/_association.py) -----------------
 
 
 @SSMAssociationErrorHandler.common_error_handler("create association")
@@ -330,27 +302,11 @@ def delete_association(client, association_id: str) -> bool:
     return True
 
 
-@SSMAssociationErrorHandler.common_error_handler("describe association executions")
-@AWSRetry.jittered_backoff()
-def describe_executions(client, association_id: str) -> List[Dict[str, Any]]:
-    return client.describe_association_executions(AssociationId=association_id,
-                                                  MaxResults=PAGE_SIZE)["AssociationExecutions"]
-
-
-@SSMAssociationErrorHandler.common_error_handler("describe association execution targets")
-@AWSRetry.jittered_backoff()
-def execution_targets_page(client, association_id: str, execution_id: str, token: Optional[str]) -> Dict[str, Any]:
-    args: Dict[str, Any] = {"AssociationId": association_id, "ExecutionId": execution_id, "MaxResults": PAGE_SIZE}
-    if token:
-        args["NextToken"] = token
-    return client.describe_association_execution_targets(**args)
-
-
 @SSMAssociationErrorHandler.common_error_handler("describe instance information")
 @AWSRetry.jittered_backoff()
 def matching_nodes(client, filters: List[Dict[str, Any]]) -> List[str]:
     """Up to one page of the managed nodes that match ``filters`` (enough to tell none from some)."""
-    rows = client.describe_instance_information(Filters=filters, MaxResults=PAGE_SIZE)["InstanceInformationList"]
+    rows = client.describe_instance_information(Filters=filters, MaxResults=assoc.PAGE_SIZE)["InstanceInformationList"]
     return [row["InstanceId"] for row in rows]
 
 
@@ -365,20 +321,14 @@ def bucket_exists(s3, bucket: str) -> bool:
 
 
 def find(client, name: str) -> Optional[Dict[str, Any]]:
-    found: List[Dict[str, Any]] = []
-    token = None
-    while True:
-        page = list_associations_page(client, name, token)
-        found.extend(a for a in page.get("Associations") or [] if a.get("AssociationName") == name)
-        token = page.get("NextToken")
-        if not token:
-            break
+    found = [a for a in assoc.list_associations(client, [{"key": "AssociationName", "value": name}])
+             if a.get("AssociationName") == name]
     if len(found) > 1:
         ids = ", ".join(a["AssociationId"] for a in found)
         raise AnsibleSSMAssociationError(
             message=f"{len(found)} associations are named {name!r} ({ids}); this module needs the name to be unique. "
                     "Rename or delete all but one.")
-    return describe_association(client, found[0]["AssociationId"]) if found else None
+    return assoc.describe_association(client, found[0]["AssociationId"]) if found else None
 
 
 def check_references(module: AnsibleAWSModule, client, settings: Dict[str, Any]) -> None:
@@ -410,7 +360,7 @@ def wait_execution(client, association_id: str, version: str, timeout: int) -> O
     deadline = time.monotonic() + timeout
     interval = 1.0
     while True:
-        runs = [e for e in describe_executions(client, association_id)
+        runs = [e for e in assoc.describe_executions(client, association_id)
                 if str(e.get("AssociationVersion")) == version]
         runs.sort(key=lambda e: e["CreatedTime"].timestamp() if hasattr(e["CreatedTime"], "timestamp") else e["CreatedTime"])
         if runs and runs[0].get("Status") in EXECUTION_DONE:
@@ -423,29 +373,14 @@ def wait_execution(client, association_id: str, version: str, timeout: int) -> O
 
 
 def execution_result(client, association_id: str, execution: Dict[str, Any]) -> Dict[str, Any]:
-    rows: List[Dict[str, Any]] = []
-    token = None
-    while True:
-        page = execution_targets_page(client, association_id, execution["ExecutionId"], token)
-        rows.extend(page.get("AssociationExecutionTargets") or [])
-        token = page.get("NextToken")
-        if not token:
-            break
+    rows = assoc.execution_targets(client, association_id, execution["ExecutionId"])
     result = camel_dict_to_snake_dict(execution)
-    result["targets"] = [camel_dict_to_snake_dict(row) for row in sorted(rows, key=lambda r: r["ResourceId"])]
+    result["targets"] = [camel_dict_to_snake_dict(row) for row in rows]
     result["summary"] = assoc.summarise(rows)
     return result
 
 
-def association_result(description: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    if not description:
-        return {}
-    parameters = description.get("Parameters")
-    result = camel_dict_to_snake_dict({k: v for k, v in description.items() if k != "Parameters"})
-    if parameters is not None:
-        result["parameters"] = parameters
-    result["targets"] = [{"key": t["Key"], "values": t["Values"]} for t in description.get("Targets") or []]
-    return result
+association_result = assoc.association_result
 
 
 def predicted(before: Optional[Dict[str, Any]], settings: Dict[str, Any], name: str) -> Dict[str, Any]:
@@ -529,7 +464,7 @@ def run(module: AnsibleAWSModule) -> None:
         if summary["failed"]:
             module.warn(f"association {name!r} is in place, but its run did not succeed on {summary['failed']} of "
                         f"{summary['total']} nodes ({summary['by_status']}); see execution.targets.")
-        result["association"] = association_result(describe_association(client, after["AssociationId"]))
+        result["association"] = association_result(assoc.describe_association(client, after["AssociationId"]))
     module.exit_json(**result)
 
 

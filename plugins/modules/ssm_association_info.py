@@ -100,110 +100,41 @@ associations:
 
 from typing import Any
 from typing import Dict
-from typing import List
-from typing import Optional
 
 from ansible.module_utils.common.dict_transformations import camel_dict_to_snake_dict
 
-from ansible_collections.amazon.aws.plugins.module_utils.errors import AWSErrorHandler
 from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
-PAGE_SIZE = 50
-
-
-class AnsibleSSMAssociationInfoError(AnsibleAWSError):
-    pass
-
-
-class SSMAssociationInfoErrorHandler(AWSErrorHandler):
-    _CUSTOM_EXCEPTION = AnsibleSSMAssociationInfoError
-
-
-@SSMAssociationInfoErrorHandler.common_error_handler("list associations")
-@AWSRetry.jittered_backoff()
-def list_page(client, filters: List[Dict[str, str]], token: Optional[str]) -> Dict[str, Any]:
-    args: Dict[str, Any] = {"MaxResults": PAGE_SIZE}
-    if filters:
-        args["AssociationFilterList"] = filters
-    if token:
-        args["NextToken"] = token
-    return client.list_associations(**args)
-
-
-@SSMAssociationInfoErrorHandler.common_error_handler("describe association")
-@AWSRetry.jittered_backoff()
-def describe(client, association_id: str) -> Dict[str, Any]:
-    return client.describe_association(AssociationId=association_id)["AssociationDescription"]
-
-
-@SSMAssociationInfoErrorHandler.common_error_handler("describe association executions")
-@AWSRetry.jittered_backoff()
-def executions_page(client, association_id: str, size: int) -> List[Dict[str, Any]]:
-    return client.describe_association_executions(AssociationId=association_id,
-                                                  MaxResults=size)["AssociationExecutions"]
-
-
-@SSMAssociationInfoErrorHandler.common_error_handler("describe association execution targets")
-@AWSRetry.jittered_backoff()
-def targets_page(client, association_id: str, execution_id: str, token: Optional[str]) -> Dict[str, Any]:
-    args: Dict[str, Any] = {"AssociationId": association_id, "ExecutionId": execution_id, "MaxResults": PAGE_SIZE}
-    if token:
-        args["NextToken"] = token
-    return client.describe_association_execution_targets(**args)
-
-
-def list_associations(client, filters: List[Dict[str, str]]) -> List[Dict[str, Any]]:
-    found: List[Dict[str, Any]] = []
-    token = None
-    while True:
-        page = list_page(client, filters, token)
-        found.extend(page.get("Associations") or [])
-        token = page.get("NextToken")
-        if not token:
-            return found
-
-
-def execution_targets(client, association_id: str, execution_id: str) -> List[Dict[str, Any]]:
-    rows: List[Dict[str, Any]] = []
-    token = None
-    while True:
-        page = targets_page(client, association_id, execution_id, token)
-        rows.extend(page.get("AssociationExecutionTargets") or [])
-        token = page.get("NextToken")
-        if not token:
-            return sorted(rows, key=lambda row: row["ResourceId"])
+from ansible_collections.bastionless.ssm.plugins.module_utils import _association as assoc
 
 
 def association_result(client, description: Dict[str, Any], count: int) -> Dict[str, Any]:
-    parameters = description.get("Parameters")
-    result = camel_dict_to_snake_dict({k: v for k, v in description.items() if k != "Parameters"})
-    if parameters is not None:
-        result["parameters"] = parameters
-    result["targets"] = [{"key": t["Key"], "values": t["Values"]} for t in description.get("Targets") or []]
+    result = assoc.association_result(description)
     result["executions"] = []
     if count > 0:
-        for execution in executions_page(client, description["AssociationId"], max(count, 1))[:count]:
+        for execution in assoc.describe_executions(client, description["AssociationId"], max(count, 1))[:count]:
             item = camel_dict_to_snake_dict(execution)
             item["targets"] = [camel_dict_to_snake_dict(row) for row in
-                               execution_targets(client, description["AssociationId"], execution["ExecutionId"])]
+                               assoc.execution_targets(client, description["AssociationId"], execution["ExecutionId"])]
             result["executions"].append(item)
     return result
 
 
 def run(module: AnsibleAWSModule) -> None:
     params = module.params
-    if params["executions"] < 0 or params["executions"] > PAGE_SIZE:
-        module.fail_json(msg=f"executions must be from 0 to {PAGE_SIZE}, not {params['executions']}.")
+    if params["executions"] < 0 or params["executions"] > assoc.PAGE_SIZE:
+        module.fail_json(msg=f"executions must be from 0 to {assoc.PAGE_SIZE}, not {params['executions']}.")
     client = module.client("ssm", retry_decorator=AWSRetry.jittered_backoff())
     filters = []
     if params.get("name"):
         filters.append({"key": "AssociationName", "value": params["name"]})
     if params.get("document_name"):
         filters.append({"key": "Name", "value": params["document_name"]})
-    associations = [association_result(client, describe(client, item["AssociationId"]), params["executions"])
-                    for item in list_associations(client, filters)]
+    associations = [association_result(client, assoc.describe_association(client, item["AssociationId"]),
+                                       params["executions"])
+                    for item in assoc.list_associations(client, filters)]
     module.exit_json(changed=False, associations=associations)
 
 

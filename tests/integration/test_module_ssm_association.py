@@ -1,12 +1,15 @@
 """bastionless.ssm.ssm_association and ssm_association_info against a lab, through ansible-playbook: one play that
 creates in check mode and for real, proves idempotence, updates a live association, lists it, refuses bad input
-without creating anything, and deletes it (one ansible-playbook run for all of it)."""
+without creating anything, and deletes it (one ansible-playbook run for all of it); then playbooks/pull.yml (the
+pull_association role and ssm_pull_bundle) on the same lab: its bad inputs and check mode in one run, and two real
+runs in another, the nodes running AWS-ApplyAnsiblePlaybooks."""
 
 import json
+import os
 import secrets
 
 import pytest
-from ansible_cli import controller_play, save_task
+from ansible_cli import ROOT, controller_play, run, run_cases, save_task
 from ssm_lab.harness.testing import running_lab
 
 MODULE = "bastionless.ssm.ssm_association"
@@ -98,3 +101,77 @@ def test_create_idempotence_check_mode_update_bad_input_delete(lab, tmp_path):
     assert got["delete"]["changed"] and not got["delete_again"]["changed"]
     # nothing half-created by the bad inputs, nothing left by the deletion
     assert lab.client("ssm").list_associations()["Associations"] == []
+
+
+def _bundle_bucket(lab, name: str, expiry: bool = False) -> str:
+    s3 = lab.client("s3")
+    s3.create_bucket(Bucket=name)
+    s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
+        "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
+    s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})
+    if expiry:
+        s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": [
+            {"ID": "expire-all", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 1}}]})
+    return name
+
+
+def test_pull_playbook_runs_on_each_node_then_changes_nothing(lab, tmp_path):
+    """playbooks/pull.yml: bad inputs and check mode change nothing (one run of the role, a host per case); then
+    pull.yml twice in one run: the nodes really run the bundled playbook, and the second run changes nothing."""
+    suffix = secrets.token_hex(3)
+    bucket = _bundle_bucket(lab, f"pull-{suffix}")
+    expiring = _bundle_bucket(lab, f"pull-exp-{suffix}", expiry=True)
+    name, label = f"pull-{suffix}", f"label-{suffix}"
+    node_playbook = os.path.join(ROOT, "playbooks", "files", "pull-node.yml")
+    good = {"pull_association_name": name, "pull_association_playbook": node_playbook,
+            "pull_association_bucket": bucket, "pull_association_targets": FLEET}
+    cases = run_cases(lab, tmp_path, "bastionless.ssm.pull_association", {
+        "check": good,
+        "no_bucket": {**good, "pull_association_bucket": f"pull-none-{suffix}"},
+        "expiring": {**good, "pull_association_bucket": expiring},
+        "no_node": {**good, "pull_association_targets": [{"key": "tag:Role", "values": ["nobody"]}]},
+        "bad_errors": {**good, "pull_association_max_errors": "150%"},
+    }, "--check")
+    assert "check" in cases.recap, cases.output
+    assert cases.recap["check"]["failed"] == 0 and cases.recap["check"]["changed"] == 1, cases.output
+    assert f"pull_association: bucket 'pull-none-{suffix}' does not exist" in cases.only_failure("no_bucket")
+    assert "lifecycle rule 'expire-all' expiring objects" in cases.only_failure("expiring")
+    assert "targets (tag:Role=nobody) match no managed node" in cases.only_failure("no_node")
+    assert "max_errors '150%' is over 100%" in cases.only_failure("bad_errors")
+    for each in (bucket, expiring):  # nothing uploaded, nothing created, by check mode and bad input alike
+        assert lab.client("s3").list_objects_v2(Bucket=each).get("KeyCount", 0) == 0
+    assert lab.client("ssm").list_associations()["Associations"] == []
+
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    wrapper = tmp_path / "twice.yml"
+    pull = os.path.join(ROOT, "playbooks", "pull.yml")
+    wrapper.write_text(json.dumps([
+        {"import_playbook": pull},
+        {"name": "Keep the first result", "hosts": "localhost", "gather_facts": False,
+         "tasks": [{"name": "Keep it", "ansible.builtin.set_fact": {"first_result": "{{ pull_association_result }}"}},
+                   save_task("first_result", first)]},
+        {"import_playbook": pull},
+        {"name": "Keep the second result", "hosts": "localhost", "gather_facts": False,
+         "tasks": [save_task("pull_association_result", second)]},
+    ]))
+    extra = {"bastionless_pull_name": name, "bastionless_pull_bucket": bucket, "bastionless_pull_playbook": node_playbook,
+             "bastionless_pull_targets": FLEET, "bastionless_pull_max_concurrency": "2",
+             "bastionless_pull_extra_variables": f"SSM=True pull_node_label={label}"}
+    output, _recap = run(lab, "ansible-playbook", "-i", "localhost,", str(wrapper), "-e", json.dumps(extra))
+    one, two = json.loads(first.read_text()), json.loads(second.read_text())
+    nodes = sorted(lab.network["nodes"])
+    try:
+        assert one["uploaded"] and one["association_changed"], output
+        assert one["nodes"] == {node: "Success" for node in nodes}, output
+        assert one["key"].startswith("pull/pull-node-") and one["key"].endswith(".zip")
+        for node in nodes:  # the playbook really ran on each node, from the bundle, with the association's variables
+            applied = os.path.join(lab.state_dir, "nodes", node, "upper", "var", "lib", "bastionless-pull", "applied.json")
+            with open(applied, encoding="utf-8") as handle:
+                assert json.load(handle) == {"label": label, "ssm": "True"}
+        assert not two["uploaded"] and not two["association_changed"] and two["changes"] == [], output
+        assert two["key"] == one["key"] and two["nodes"] == {} and two["association_version"] == "1"
+        keys = [o["Key"] for o in lab.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
+        assert keys == [one["key"]]
+    finally:
+        lab.client("ssm").delete_association(AssociationId=one["association_id"])

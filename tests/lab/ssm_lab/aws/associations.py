@@ -21,6 +21,7 @@ import uuid
 from moto.backends import get_backend
 
 from .. import common
+from . import documents
 from .registry import Command, Invocation
 from .ssmapi import COMMAND_DOCUMENTS, CONCURRENCY, ERRORS, ApiError, SsmApi, _page, _validation
 
@@ -92,8 +93,10 @@ class Associations:
             raise ApiError("InvalidDocument", f"Document with name {document} does not exist.")
         if settings.get("DocumentVersion") not in (None, "$DEFAULT", "$LATEST", "1"):
             raise ApiError("InvalidDocumentVersion", f"The document version {settings['DocumentVersion']} is not valid.")
-        if document in COMMAND_DOCUMENTS and not (settings.get("Parameters") or {}).get("commands"):
-            raise ApiError("InvalidParameters", "Parameter commands is required.")
+        try:
+            documents.check(document, settings.get("Parameters") or {})
+        except documents.ParameterError as error:
+            raise ApiError("InvalidParameters", str(error))
         check_schedule(settings.get("ScheduleExpression"))
         if settings.get("ApplyOnlyAtCronInterval") and not settings.get("ScheduleExpression"):
             raise ApiError("InvalidParameters", "ApplyOnlyAtCronInterval requires a ScheduleExpression.")
@@ -338,7 +341,8 @@ class Associations:
             ids = [i for i in self._targets(item, settings) if only is None or i in only]
             location = (settings.get("OutputLocation") or {}).get("S3Location") or {}
             command = Command(
-                id=str(uuid.uuid4()), document=settings["Name"], parameters=copy.deepcopy(settings.get("Parameters") or {}),
+                id=str(uuid.uuid4()), document=settings["Name"],
+                parameters=documents.filled(settings["Name"], copy.deepcopy(settings.get("Parameters") or {})),
                 instance_ids=list(ids), targets=[], comment=f"State Manager association {item['id']}",
                 max_concurrency=str(settings.get("MaxConcurrency") or "100%"),
                 max_errors=str(settings.get("MaxErrors") or "100%"),

@@ -13,7 +13,7 @@ from moto.backends import get_backend
 
 from .. import common
 from ..nodes import agent_package
-from . import authz, prefs
+from . import authz, documents, prefs
 from .registry import SERVICE_SETTING_DEFAULTS, Command, Invocation, Registry, Session
 
 STDOUT_LIMIT = 24000
@@ -33,7 +33,7 @@ PORT_DEFAULTS = {
     "AWS-StartPortForwardingSession": {"portNumber": ["80"]},
     "AWS-StartPortForwardingSessionToRemoteHost": {"portNumber": ["80"]},
 }
-COMMAND_DOCUMENTS = {"AWS-RunShellScript": "aws:runShellScript", "AWS-RunPowerShellScript": "aws:runPowerShellScript"}
+COMMAND_DOCUMENTS = documents.PLUGINS
 CONCURRENCY = re.compile(r"^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$")
 ERRORS = re.compile(r"^([1-9][0-9]*|[0]|[1-9][0-9]%|[0-9]%|100%)$")
 
@@ -621,8 +621,11 @@ class SsmApi:
         if document not in COMMAND_DOCUMENTS:
             raise ApiError("InvalidDocument", f"Document with name {document} does not exist.")
         parameters = body.get("Parameters") or {}
-        if not parameters.get("commands"):
-            raise ApiError("InvalidParameters", "Parameter commands is required.")
+        try:
+            documents.check(document, parameters)
+        except documents.ParameterError as error:
+            raise ApiError("InvalidParameters", str(error))
+        parameters = documents.filled(document, parameters)
         concurrency = str(body.get("MaxConcurrency", "50"))
         errors = str(body.get("MaxErrors", "0"))
         if not CONCURRENCY.match(concurrency):
@@ -732,11 +735,15 @@ class SsmApi:
         invocation.started = time.time()
         execution_timeout = int((command.parameters.get("executionTimeout") or ["3600"])[0])
         workdir = (command.parameters.get("workingDirectory") or [""])[0]
+        commands = command.parameters.get("commands")
+        if command.document == documents.ANSIBLE:
+            commands, execution_timeout = await asyncio.get_running_loop().run_in_executor(
+                None, documents.ansible_script, command.parameters, self._presign)
         result = await self.messages.run_on_agent(command.id, node.id, {
             "t": "run",
             "command": command.id,
             "document": command.document,
-            "commands": command.parameters.get("commands"),
+            "commands": commands,
             "working_directory": workdir,
             "timeout": execution_timeout,
         }, execution_timeout + 30)
@@ -753,6 +760,15 @@ class SsmApi:
         status = result.get("status", "Failed")
         invocation.details = {"TimedOut": "ExecutionTimedOut"}.get(status, status)
         invocation.status = status
+
+    def _presign(self, bucket: str, key: str) -> str:
+        """A URL the node fetches an object from (what the agent downloads with the instance profile on AWS)."""
+        import boto3
+
+        s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name=self.registry.region,
+                          aws_access_key_id=common.ACCESS_KEY, aws_secret_access_key=common.SECRET_KEY,
+                          config=common.internal_config(signature_version="s3v4"))
+        return s3.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=3600)
 
     def _store_output(self, command: Command, invocation: Invocation, stdout: str, stderr: str) -> str:
         """Output to S3 and CloudWatch Logs as the command asks; returns the uploads that failed, one line each."""

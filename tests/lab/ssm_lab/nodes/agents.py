@@ -31,6 +31,10 @@ from . import sshd
 from .sandbox import SSM_USER, Sandbox, SandboxError
 
 log = logging.getLogger("ssm_lab.agents")
+# The documents a Linux node runs, each as a shell script (the lab's rendition of AWS-ApplyAnsiblePlaybooks is one,
+# made by the control plane), and the folder of the command's step under its orchestration directory.
+ANSIBLE_STEP = "runShellScript"
+LINUX_DOCUMENTS = {"AWS-RunShellScript": "awsrunShellScript/0.awsrunShellScript", "AWS-ApplyAnsiblePlaybooks": ANSIBLE_STEP}
 
 
 class Agent:
@@ -248,12 +252,13 @@ class Agent:
         command_id = message["command"]
         result = {"t": "result", "command": command_id, "status": "Failed", "code": -1, "stdout": "", "stderr": ""}
         try:
-            if message.get("document") != "AWS-RunShellScript":
+            step = LINUX_DOCUMENTS.get(message.get("document"))
+            if step is None:
                 result["stderr"] = f"{message.get('document')} is not supported on this platform (Linux)."
                 raise _NotRun
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, self.sandbox.ensure)
-            folder = f"/var/lib/amazon/ssm/{self.id}/document/orchestration/{command_id}/awsrunShellScript/0.awsrunShellScript"
+            folder = f"/var/lib/amazon/ssm/{self.id}/document/orchestration/{command_id}/{step}"
             os.makedirs(self.sandbox.path(folder), exist_ok=True)
             script = self.sandbox.path(folder + "/_script.sh")
             with open(script, "w", encoding="utf-8") as handle:
@@ -261,7 +266,7 @@ class Agent:
             os.chmod(script, 0o700)
             argv = await loop.run_in_executor(None, functools.partial(
                 self.sandbox.argv, ["/bin/sh", folder + "/_script.sh"], user="root",
-                workdir=message.get("working_directory") or "/"))
+                workdir=message.get("working_directory") or (folder if step == ANSIBLE_STEP else "/")))
             process = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, start_new_session=True,

@@ -1,0 +1,174 @@
+# -*- coding: utf-8 -*-
+
+# Copyright: Contributors to the bastionless.ssm project
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+"""The pure part of bastionless.ssm.ssm_pull_bundle: which files go into a pull bundle, the bundle as a zip whose
+bytes depend only on the files' names, contents and modes (so the same content gives the same digest), the object
+key named by that digest, and what a bucket must be to hold it. No AWS call here."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import stat
+import zipfile
+from typing import Any
+from typing import Dict
+from typing import Iterable
+from typing import List
+from typing import Optional
+from typing import Tuple
+
+# Every member gets this time stamp (the earliest a zip can hold), so a rebuild of the same files is the same zip.
+EPOCH = (1980, 1, 1, 0, 0, 0)
+COLLECTION = re.compile(r"^[a-z0-9_]+\.[a-z0-9_]+$")
+# What of a collection goes into a bundle: what ansible-playbook loads from it (its plugins, roles, playbooks, its
+# meta/runtime.yml and manifest), not its docs, tests or changelog; and no compiled caches.
+COLLECTION_TOP = frozenset({"MANIFEST.json", "FILES.json", "meta", "plugins", "roles", "playbooks"})
+SKIPPED_DIRS = frozenset({"__pycache__", ".git"})
+SKIPPED_SUFFIXES = (".pyc", ".pyo")
+DIGEST_LENGTH = 20
+PREFIX = re.compile(r"^([A-Za-z0-9!_.*'()/-]*)$")
+STEM = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def _walk(root: str, arcbase: str, skip_dirs: Iterable[str] = ()) -> List[Tuple[str, str]]:
+    """(archive name, path) of every regular file under ``root``, in a stable order, without the directories named
+    in ``skip_dirs`` and compiled Python."""
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in skip_dirs)
+        for name in sorted(files):
+            if name.endswith(SKIPPED_SUFFIXES):
+                continue
+            path = os.path.join(folder, name)
+            if not os.path.isfile(path):
+                continue
+            rel = os.path.relpath(path, root).replace(os.sep, "/")
+            found.append((f"{arcbase}/{rel}" if arcbase else rel, path))
+    return found
+
+
+def find_collection(name: str, paths: List[str]) -> Optional[str]:
+    """The directory of collection ``name`` (namespace.name) in the first of ``paths`` that has it (each a
+    collections path, holding ``ansible_collections/``, or an ``ansible_collections`` directory itself)."""
+    namespace, collection = name.split(".", 1)
+    for base in paths:
+        for root in (os.path.join(base, "ansible_collections"), base):
+            candidate = os.path.join(root, namespace, collection)
+            if os.path.basename(root) == "ansible_collections" and os.path.isdir(candidate):
+                return candidate
+    return None
+
+
+def members(playbook: str, files: List[str], collections: Dict[str, str]) -> List[Tuple[str, str]]:
+    """(archive name, path) of everything the bundle holds: the playbook and each of ``files`` at its top (a
+    directory with what it holds), and each collection under ``collections/ansible_collections/NS/NAME`` beside
+    them (what ansible-playbook loads of each: COLLECTION_TOP), where ansible-playbook looks for the playbook's
+    collections before any other place."""
+    out = [(os.path.basename(playbook), playbook)]
+    for path in files:
+        name = os.path.basename(os.path.normpath(path))
+        if os.path.isdir(path):
+            out.extend(_walk(path, name, ("__pycache__", ".git")))
+        else:
+            out.append((name, path))
+    for fqcn, directory in sorted(collections.items()):
+        namespace, collection = fqcn.split(".", 1)
+        base = f"collections/ansible_collections/{namespace}/{collection}"
+        out.extend((name, path) for name, path in _walk(directory, base, SKIPPED_DIRS)
+                   if name[len(base) + 1:].split("/", 1)[0] in COLLECTION_TOP)
+    return out
+
+
+def duplicates(entries: List[Tuple[str, str]]) -> List[str]:
+    seen, twice = set(), []
+    for name, _path in entries:
+        if name in seen and name not in twice:
+            twice.append(name)
+        seen.add(name)
+    return twice
+
+
+def build(entries: List[Tuple[str, str]]) -> bytes:
+    """The zip of ``entries``, sorted by name, each with the fixed time stamp and mode 0755 or 0644 (executable
+    or not): the same files give the same bytes wherever and whenever it is built."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, path in sorted(entries):
+            info = zipfile.ZipInfo(name, EPOCH)
+            mode = 0o755 if os.stat(path).st_mode & stat.S_IXUSR else 0o644
+            info.external_attr = (stat.S_IFREG | mode) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            with open(path, "rb") as handle:
+                archive.writestr(info, handle.read(), compresslevel=6)
+    return buffer.getvalue()
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def object_key(prefix: str, playbook: str, sha256: str) -> str:
+    """``PREFIX`` + the playbook's name without its suffix + ``-`` + the start of the digest + ``.zip``: a new key
+    for new content, the same key for the same content."""
+    stem = STEM.sub("-", os.path.splitext(os.path.basename(playbook))[0]).strip("-.") or "playbook"
+    return f"{prefix}{stem}-{sha256[:DIGEST_LENGTH]}.zip"
+
+
+def source_path(bucket: str, key: str, region: str) -> str:
+    """The object's URL as AWS-ApplyAnsiblePlaybooks' SourceInfo ``path`` takes it."""
+    host = "s3.amazonaws.com" if region in ("", "us-east-1") else f"s3.{region}.amazonaws.com"
+    return f"https://{host}/{bucket}/{key}"
+
+
+def source_info(bucket: str, key: str, region: str) -> str:
+    return json.dumps({"path": source_path(bucket, key, region)})
+
+
+def validate(params: Dict[str, Any]) -> Optional[str]:
+    """The first problem of the module's input that needs no AWS call and no file, as one message; None if none."""
+    for name in params.get("collections") or []:
+        if not COLLECTION.match(name):
+            return f"collections entry {name!r} is not a collection name (namespace.name), for example bastionless.ssm."
+    prefix = params.get("key_prefix") or ""
+    if prefix.startswith("/") or not PREFIX.match(prefix):
+        return (f"key_prefix {prefix!r} is not an S3 key prefix this module takes: letters, digits and ! _ . * ' ( ) "
+                "- /, not starting with /, for example 'pull/'.")
+    return None
+
+
+def bucket_problems(bucket: str, encryption: Optional[Dict[str, Any]], public_block: Optional[Dict[str, Any]],
+                    lifecycle: List[Dict[str, Any]], key_prefix: str) -> List[str]:
+    """Why ``bucket`` is not one to keep bundles in: not encrypted by default, public access not fully blocked,
+    or a lifecycle rule that would delete the bundle while the association still runs it. Empty if none."""
+    problems = []
+    rules = (encryption or {}).get("Rules") or []
+    algorithms = [((r.get("ApplyServerSideEncryptionByDefault") or {}).get("SSEAlgorithm")) for r in rules]
+    if not any(algorithms):
+        problems.append(f"bucket {bucket!r} has no default encryption; turn on SSE-S3 or SSE-KMS (the "
+                        "transfer_bucket role's settings) or give another bucket.")
+    flags = ("BlockPublicAcls", "IgnorePublicAcls", "BlockPublicPolicy", "RestrictPublicBuckets")
+    open_flags = [f for f in flags if not (public_block or {}).get(f)]
+    if open_flags:
+        problems.append(f"bucket {bucket!r} does not block public access ({', '.join(open_flags)} off); block all "
+                        "four settings or give another bucket.")
+    for rule in lifecycle:
+        if rule.get("Status") != "Enabled" or not rule.get("Expiration"):
+            continue
+        rule_prefix = rule.get("Prefix")
+        if rule_prefix is None:
+            rule_prefix = (rule.get("Filter") or {}).get("Prefix", "")
+            if rule_prefix is None or set(rule.get("Filter") or {}) - {"Prefix"}:
+                rule_prefix = ""  # a tag or size filter: it may apply to the bundle, treat it as covering it
+        if key_prefix.startswith(rule_prefix) or rule_prefix.startswith(key_prefix):
+            problems.append(
+                f"bucket {bucket!r} has lifecycle rule {rule.get('ID', '')!r} expiring objects under "
+                f"{rule_prefix or '(every key)'!r}: it would delete the bundle while the association still runs it. "
+                "Give a bucket or key_prefix that no expiration rule covers (the transfer bucket expires "
+                "everything it holds).")
+    return problems
