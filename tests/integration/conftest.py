@@ -8,6 +8,7 @@ from ssm_lab.harness.testing import running_lab
 # go first, longest first; every other module keeps its place after them. The order of tests within a module never
 # changes: module-scoped labs and scenarios that build on earlier steps rely on it.
 LONGEST_FIRST = (
+    "test_docs_pages.py",
     "test_role_vpc_endpoints.py",
     "test_role_run_as_users.py",
     "test_site.py",

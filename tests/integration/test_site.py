@@ -13,21 +13,12 @@ import urllib.request
 
 import pytest
 from ansible_cli import ROOT, run
+from ansible_cli import warnings_in as _warnings
 from session_connection import CONNECTION, connection_env
 from ssm_lab.harness.testing import running_lab, wait_until
 
 INVENTORY = "inventories/lab"
 SITE = "playbooks/site.yml"
-# The only warnings the README's lab commands may print: amazon.aws 10 (galaxy.yml pins it) deprecates return values
-# of its IAM modules on every call, whatever the options, and ansible-core heads the first deprecation of a run with
-# how to turn them all off. docs/troubleshooting.md ("Warnings and inventory errors") names them and why they stay.
-ALLOWED_WARNINGS = (
-    "[WARNING]: Deprecation warnings can be disabled by setting `deprecation_warnings=False` in ansible.cfg.",
-    "[DEPRECATION WARNING]: In a release after 2026-05-01 iam_role.assume_role_policy_document_raw will no longer be "
-    "returned.",
-    "[DEPRECATION WARNING]: The 'iam_user' return key is deprecated and will be replaced by 'user'.",
-)
-WARNING_MARKS = ("[WARNING]", "[DEPRECATION WARNING]", "Warning:")
 
 
 @pytest.fixture(scope="module")
@@ -48,27 +39,6 @@ def both_connections(lab):  # pylint: disable=redefined-outer-name
     nodes = sorted(lab.network["nodes"])
     with connection_env(f"{CONNECTION}=" + ",".join(nodes[1:])):
         yield {"amazon.aws.aws_ssm": nodes[:1], CONNECTION: nodes[1:]}
-
-
-# amazon.aws.aws_ssm on a task that loops over two items or more (run_as_users with alice and session-user): ansible-core
-# makes a new connection per item, as aws_ssm never says it is connected, and the dropped one's __del__ fails on stderr
-# (docs/troubleshooting.md names it). Allowed only with that traceback under it.
-AWS_SSM_DEL = ("[WARNING]: WorkerProcess for [", "Exception ignored in: <function Connection.__del__",
-               "/ansible_collections/amazon/aws/plugins/connection/aws_ssm.py")
-
-
-def _warnings(output: str) -> list:
-    """The lines of an ansible run that warn, but for ALLOWED_WARNINGS and amazon.aws.aws_ssm's __del__ noise."""
-    lines = output.splitlines()
-    found = []
-    for number, line in enumerate(lines):
-        if not any(mark in line for mark in WARNING_MARKS) or line.startswith(ALLOWED_WARNINGS):
-            continue
-        below = "\n".join(lines[number + 1:number + 4])
-        if line.startswith(AWS_SSM_DEL[0]) and AWS_SSM_DEL[1] in below and AWS_SSM_DEL[2] in below:
-            continue
-        found.append(line)
-    return found
 
 
 def _nodes(lab):
