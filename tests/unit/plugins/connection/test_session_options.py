@@ -6,6 +6,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -89,3 +91,19 @@ def test_an_ssm_timeout_of_zero_is_refused_naming_it_when_command_timeout_is_uns
 ])
 def test_a_value_outside_the_choices_names_the_variable_and_the_choices(variable, value, message):
     assert _connect({variable: value}) == {"error": f"bastionless.ssm.session: {message}", "boto3": False}
+
+
+def test_an_aws_call_is_bounded_as_a_whole():
+    """_within: a call's result, its exception, or _Late once its bound passes (the call itself goes on in a daemon
+    thread, as one hung in botocore's retries would)."""
+    from ansible_collections.bastionless.ssm.plugins.connection import session
+
+    assert session._within(5, lambda: "answer") == "answer"
+    with pytest.raises(KeyError):
+        session._within(5, lambda: {}["missing"])
+    release = threading.Event()
+    started = time.monotonic()
+    with pytest.raises(session._Late):
+        session._within(0.2, lambda: release.wait(30))
+    assert time.monotonic() - started < 5
+    release.set()
