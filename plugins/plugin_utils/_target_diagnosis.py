@@ -130,6 +130,9 @@ REFUSAL_FIXES = {
                               "the document (the bastionless.ssm.operator_access role writes such a policy), or use "
                               "credentials that have it (ansible_aws_ssm_profile, AWS_PROFILE)"),
 }
+EXPIRED = ("the session token of these credentials has expired: get new temporary credentials (aws sso login, assume "
+           "the role again, or a new AWS_SESSION_TOKEN) and run again")
+REFUSAL_FIXES.update({code: EXPIRED for code in ("ExpiredTokenException", "ExpiredToken", "RequestExpired")})
 
 
 def refusal_fix(code: str) -> Optional[str]:

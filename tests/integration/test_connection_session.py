@@ -393,8 +393,11 @@ def test_a_session_that_cannot_start_names_the_region_the_instance_and_its_agent
         f"zero-idle {east} ansible_aws_ssm_persist_idle_timeout=0\n"
         f"bad-profile {east} ansible_aws_ssm_profile=no-such-profile\n"
         f"bad-document {east} ansible_aws_ssm_document=No-Such-Document\n"
-        f"denied-document {east} ansible_aws_ssm_document=AWS-StartInteractiveCommand {dora}\n")
+        f"denied-document {east} ansible_aws_ssm_document=AWS-StartInteractiveCommand {dora}\n"
+        f"expired-token {east} ansible_aws_ssm_access_key_id=ASIAEXPIRED ansible_aws_ssm_secret_access_key=x "
+        "ansible_aws_ssm_session_token=expired\n")
     lab.cli("agent", "stop", offline)
+    lab.cli("faults", "--expired-session-tokens", "1")  # temporary credentials (a session token) have expired
     try:
         wait_until(lambda: lab.client("ssm").describe_instance_information(
             Filters=[{"Key": "InstanceIds", "Values": [offline]}])["InstanceInformationList"][0]["PingStatus"]
@@ -410,10 +413,11 @@ def test_a_session_that_cannot_start_names_the_region_the_instance_and_its_agent
               ansible.builtin.ping:
             """, *options, timeout=180)
     finally:
+        lab.cli("faults", "--expired-session-tokens", "0")
         lab.cli("agent", "start", offline)
     assert {host: counts["unreachable"] for host, counts in recap.items()} == {
         "bad-region": 1, "wrong-region": 1, "missing": 1, "offline": 1, "malformed": 1, "bad-document": 1,
-        "denied-document": 1, "bad-transport": 0, "zero-timeout": 0, "zero-idle": 0, "bad-profile": 0}, output
+        "denied-document": 1, "expired-token": 1, "bad-transport": 0, "zero-timeout": 0, "zero-idle": 0, "bad-profile": 0}, output
     assert {host for host, counts in recap.items() if counts["failed"]} == {
         "bad-transport", "zero-timeout", "zero-idle", "bad-profile"}, output
     flat = " ".join(output.split())
@@ -448,6 +452,10 @@ def test_a_session_that_cannot_start_names_the_region_the_instance_and_its_agent
             f"arn:aws:ssm:us-east-1::document/AWS-StartInteractiveCommand because no identity-based policy allows "
             f"the ssm:StartSession action. The caller may not start this session: grant it ssm:StartSession") in flat, output
     assert not [s for s in _sessions(lab, node) if s.get("Owner", "").endswith("user/dora")]
+    assert (f"StartSession to {node} in us-east-1 failed: An error occurred (ExpiredTokenException) when calling the "
+            "StartSession operation: The security token included in the request is expired. The session token of "
+            "these credentials has expired: get new temporary credentials (aws sso login, assume the role again, or a "
+            "new AWS_SESSION_TOKEN) and run again.") in flat, output
     wait_until(lambda: lab.client("ssm").describe_instance_information(
         Filters=[{"Key": "InstanceIds", "Values": [offline]}])["InstanceInformationList"][0]["PingStatus"] == "Online",
         timeout=60, what=f"{offline} Online again")

@@ -45,6 +45,9 @@ class FaultModel:
     # (FIN, no close frame) and keeps reading. 0 never; both apply again to each new WebSocket.
     stall_channel_after: float = 0.0
     half_close_channel_after: float = 0.0
+    # expired_session_tokens (0 or 1): every call signed with temporary credentials (a session token) is refused as
+    # AWS refuses them once they have expired (S3 and the lab's own calls excepted).
+    expired_session_tokens: float = 0.0
     seed: int | None = None
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -74,6 +77,11 @@ class FaultModel:
                 if value <= 0:
                     raise ValueError(f"{name} must be positive, not {value}")
                 setattr(self, name, value)
+            elif name == "expired_session_tokens":
+                value = float(value)
+                if value not in (0, 1):
+                    raise ValueError(f"expired_session_tokens must be 0 (off) or 1 (on), not {value}")
+                self.expired_session_tokens = value
             elif name in ("drop_channel_every", "stall_channel_after", "half_close_channel_after"):
                 value = float(value)
                 if value < 0:
@@ -107,6 +115,7 @@ class FaultModel:
             "drop_channel_every": self.drop_channel_every,
             "stall_channel_after": self.stall_channel_after,
             "half_close_channel_after": self.half_close_channel_after,
+            "expired_session_tokens": self.expired_session_tokens,
             "seed": self.seed,
         }
 

@@ -139,3 +139,10 @@ def test_a_refused_session_names_what_to_change():
     assert diagnosis.refusal_fix("InvalidDocument").startswith("check ansible_aws_ssm_document: it must name a Session")
     assert "ssm:StartSession" in diagnosis.refusal_fix("AccessDeniedException")
     assert diagnosis.refusal_fix("TargetNotConnected") is None
+
+
+@pytest.mark.parametrize("code", ["ExpiredTokenException", "ExpiredToken", "RequestExpired"])
+def test_expired_credentials_name_the_fix(code):
+    assert diagnosis.refusal_fix(code) == (
+        "the session token of these credentials has expired: get new temporary credentials (aws sso login, assume the "
+        "role again, or a new AWS_SESSION_TOKEN) and run again")
