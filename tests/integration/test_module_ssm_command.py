@@ -251,7 +251,7 @@ BAD_INPUT = [
     ({"commands": ["true"]}, "one of the following is required: instance_ids, targets"),
     ({"commands": ["true"], "targets": FLEET, "document_name": "AWS-RunShellScrpt"},
      "value of document_name must be one of: AWS-RunShellScript, AWS-RunPowerShellScript, got: AWS-RunShellScrpt"),
-    ({"targets": FLEET, "command": ["true"]}, "Unsupported parameters for (bastionless.ssm.ssm_command) module: command."),
+    ({"targets": FLEET, "command": ["true"]}, "missing required arguments: commands"),
     ({"commands": ["true"], "targets": FLEET, "output_s3_key_prefix": "x"},
      "missing parameter(s) required by 'output_s3_key_prefix': output_s3_bucket"),
     ({"commands": ["true"], "targets": FLEET, "output_s3_bucket": "no-such-output-bucket"},

@@ -137,8 +137,8 @@ DEFINITIONS = {"transport": {"choices": ["native", "plugin"], "vars": [{"name": 
     ({"ansible_aws_ssm_transport": "web"}, {}, {},
      "transport (ansible_aws_ssm_transport) must be one of native, plugin, not 'web'"),
     ({}, {"transport": "web"}, {}, "transport must be one of native, plugin, not 'web'"),
-    ({}, {}, {"ANSIBLE_AWS_SSM_TRANSPORT": "web"}, "transport (ANSIBLE_AWS_SSM_TRANSPORT) must be one of native, plugin, "
-                                                  "not 'web'"),
+    ({}, {}, {"ANSIBLE_AWS_SSM_TRANSPORT": "web"},
+     "transport (ANSIBLE_AWS_SSM_TRANSPORT) must be one of native, plugin, not 'web'"),
 ])
 def test_choice_problem_names_where_the_value_was_set_and_the_choices(var_options, direct, environ, expected):
     assert support.choice_problem(DEFINITIONS, var_options, direct, environ) == expected
