@@ -447,10 +447,10 @@ def test_a_session_that_cannot_start_names_the_region_the_instance_and_its_agent
             "AWS_PROFILE) is in neither ~/.aws/config nor ~/.aws/credentials") in flat, output
     assert ("(InvalidDocument) when calling the StartSession operation: Document with name No-Such-Document does not "
             "exist. Check ansible_aws_ssm_document: it must name a Session document") in flat, output
-    assert (f"(AccessDeniedException) when calling the StartSession operation: User: "
-            f"arn:aws:iam::123456789012:user/dora is not authorized to perform: ssm:StartSession on resource: "
-            f"arn:aws:ssm:us-east-1::document/AWS-StartInteractiveCommand because no identity-based policy allows "
-            f"the ssm:StartSession action. The caller may not start this session: grant it ssm:StartSession") in flat, output
+    assert ("(AccessDeniedException) when calling the StartSession operation: User: "
+            "arn:aws:iam::123456789012:user/dora is not authorized to perform: ssm:StartSession on resource: "
+            "arn:aws:ssm:us-east-1::document/AWS-StartInteractiveCommand because no identity-based policy allows "
+            "the ssm:StartSession action. The caller may not start this session: grant it ssm:StartSession") in flat, output
     assert not [s for s in _sessions(lab, node) if s.get("Owner", "").endswith("user/dora")]
     assert (f"StartSession to {node} in us-east-1 failed: An error occurred (ExpiredTokenException) when calling the "
             "StartSession operation: The security token included in the request is expired. The session token of "
