@@ -242,7 +242,8 @@ def test_a_command_that_outlives_the_timeout_fails_unreachable_and_the_next_task
 
 # Bounded waits (docs/reliability.md, "Bounded waits"): each case is a task between two stamps taken on the
 # controller, and the stamp before it also sets the lab's fault (its admin API, through curl: no process of
-# ssm-lab's own in the play), the stamp after clears it. The bound checked is the task's timeout plus MARGIN: the
+# ssm-lab's own in the play; then 1.5 s, as a session looks at the faults once a second while none is on), the stamp
+# after clears it. The bound checked is the task's timeout plus MARGIN: the
 # task's own overhead and the TerminateSession of a timed-out session (at most TERMINATE_WITHIN, 10 s) on a
 # loaded machine. A wait that is not bounded shows as 60 s or more (botocore's read timeout, the lab's ack_timeout).
 MARGIN = 15
@@ -255,11 +256,11 @@ BOUNDED = """
       curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' {endpoint}/_lab/faults -d
     stamp: date +%s.%N
     stall_on: >-
-      {{ fault }} '{"stall_channel_after": 0.1}'; {{ stamp }}
+      {{ fault }} '{"stall_channel_after": 0.1}'; sleep 1.5; {{ stamp }}
     stall_off: >-
       {{ fault }} '{"stall_channel_after": 0}'; {{ stamp }}
     half_on: >-
-      {{ fault }} '{"half_close_channel_after": 0.1}'; {{ stamp }}
+      {{ fault }} '{"half_close_channel_after": 0.1}'; sleep 1.5; {{ stamp }}
     half_off: >-
       {{ fault }} '{"half_close_channel_after": 0}'; {{ stamp }}
     api_slow: >-
@@ -271,10 +272,12 @@ BOUNDED = """
     - {name: Stamp, ansible.builtin.set_fact: {s0: "{{ lookup('pipe', stamp) }}"}}
     - {name: A command that floods its output, ansible.builtin.raw: "yes", ignore_unreachable: true}
     - {name: Stamp, ansible.builtin.set_fact: {s1: "{{ lookup('pipe', stamp) }}"}}
+    - {name: No session, ansible.builtin.meta: reset_connection}
     - {name: A new session, ansible.builtin.raw: "true"}
     - {name: The service stops answering on it, ansible.builtin.set_fact: {s2: "{{ lookup('pipe', stall_on) }}"}}
     - {name: A command on the stalled channel, ansible.builtin.raw: "echo hi", ignore_unreachable: true}
     - {name: Stamp and the stall off, ansible.builtin.set_fact: {s3: "{{ lookup('pipe', stall_off) }}"}}
+    - {name: No session, ansible.builtin.meta: reset_connection}
     - {name: A new session, ansible.builtin.raw: "true"}
     - name: The service half-closes its WebSocket, and each new one
       ansible.builtin.set_fact: {s4: "{{ lookup('pipe', half_on) }}"}
