@@ -353,12 +353,14 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
 from ansible.errors import AnsibleConnectionFailure
 from ansible.errors import AnsibleError
 from ansible.errors import AnsibleFileNotFound
+from ansible.errors import AnsibleOptionsError
 from ansible.module_utils.common.text.converters import to_bytes
 from ansible.module_utils.common.text.converters import to_native
 from ansible.module_utils.common.text.converters import to_text
@@ -378,6 +380,7 @@ display = Display()
 
 MASTER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "plugin_utils", "_session_master.py")
 FRAME = 262144  # bytes of input per frame to the master
+TERMINATE_WITHIN = 10  # seconds a TerminateSession may take before the task goes on without its answer
 
 
 class _Lock:
@@ -485,6 +488,17 @@ class Connection(ConnectionBase):
             raise AnsibleError(support.amazon_aws_problem(self._base_version, missing))
         return self._base
 
+    def set_options(self, task_keys=None, var_options=None, direct=None):
+        """As every plugin's, but a value outside an option's choices fails naming the variable and the choices
+        (ansible-core's own message names neither the variable that was set nor what it takes)."""
+        try:
+            super().set_options(task_keys=task_keys, var_options=var_options, direct=direct)
+        except AnsibleOptionsError as e:
+            problem = support.choice_problem(self.option_definitions, var_options or {}, direct or {})
+            if problem:
+                raise AnsibleOptionsError(f"bastionless.ssm.session: {problem}") from None
+            raise e
+
     def set_become_plugin(self, plugin) -> None:
         super().set_become_plugin(plugin)
         if self._base is not None:
@@ -513,7 +527,11 @@ class Connection(ConnectionBase):
                             ("aws_session_token", "session_token"), ("profile_name", "profile")):
             if self.get_option(option):
                 args[arg] = self.get_option(option)
-        return boto3.session.Session(**args)
+        try:
+            return boto3.session.Session(**args)
+        except _botocore_exceptions().ProfileNotFound:
+            raise AnsibleError("bastionless.ssm.session: " + support.profile_problem(
+                args.get("profile_name"), "profile: ansible_aws_ssm_profile or AWS_PROFILE")) from None
 
     def _retries(self) -> dict:
         """botocore's retries setting from O(aws_retry_mode) and O(aws_max_attempts)."""
@@ -556,10 +574,12 @@ class Connection(ConnectionBase):
 
     # --- options -----------------------------------------------------------------------------------------
     def _command_timeout(self) -> int:
-        value = self.get_option("command_timeout") or self.get_option("ssm_timeout")
+        value, name = self.get_option("command_timeout"), "command_timeout (ansible_aws_ssm_command_timeout)"
+        if value is None:  # unset (0 is a value, and refused, not a way to say "unset")
+            value, name = self.get_option("ssm_timeout"), "ssm_timeout (ansible_aws_ssm_timeout)"
         if int(value) <= 0:
-            raise AnsibleError(f"command_timeout (ansible_aws_ssm_command_timeout) must be a positive number of "
-                               f"seconds, not {value}")
+            raise AnsibleError(f"{name} must be a whole number of seconds of 1 or more, not {value}: it bounds "
+                               "every command, so 0 would fail each one at once")
         return int(value)
 
     def _chunk_size(self) -> int:
@@ -605,6 +625,7 @@ class Connection(ConnectionBase):
             self._connected = True
             return self
         self._persist_idle_timeout()  # a bad value fails the task here, not after a session has been started
+        self._command_timeout()
         self._play_context.remote_user = getpass.getuser()
         self._connected = True
         return self
@@ -643,9 +664,14 @@ class Connection(ConnectionBase):
             if self.get_option("ssm_document") is not None:
                 start_args["DocumentName"] = self.get_option("ssm_document")
             try:
-                response = client.start_session(**start_args)
+                response = _within(timeout, lambda: client.start_session(**start_args))
+            except _Late:
+                raise AnsibleConnectionFailure(
+                    f"StartSession to {self.instance_id} in {client.meta.region_name} did not answer within {timeout} s "
+                    f"(ssm_timeout): the Systems Manager endpoint {client.meta.endpoint_url} is slow or unreachable. "
+                    "Check the network path to it (proxy, VPC endpoint) or raise ansible_aws_ssm_timeout") from None
             except (_botocore_exceptions().ClientError, _botocore_exceptions().BotoCoreError) as e:
-                raise AnsibleConnectionFailure(self._start_failure(client, e)) from None  # the message holds e
+                raise AnsibleConnectionFailure(self._start_failure(client, e, timeout)) from None  # it holds e
             session_id = response["SessionId"]
             config = {
                 "transport": transport,
@@ -687,11 +713,18 @@ class Connection(ConnectionBase):
                 raise AnsibleConnectionFailure(f"Session Manager session to {self.instance_id} failed: {error}")
             self.verbosity_display(4, f"SSM SESSION {session_id} served by pid {report.get('pid')}")
 
-    def _start_failure(self, client, error) -> str:
-        """StartSession's error, then what the region and the instance say about it (_target_diagnosis)."""
+    def _start_failure(self, client, error, timeout: float) -> str:
+        """StartSession's error, then what the region and the instance say about it (_target_diagnosis), looked up
+        within ``timeout`` seconds (without it when that passes)."""
         region = client.meta.region_name
-        why = diagnosis.diagnose(self.instance_id, region, diagnosis.known_regions(),
-                                 lambda service: self._aws_session(region).client(service))
+        fix = diagnosis.refusal_fix(getattr(error, "response", {}).get("Error", {}).get("Code", ""))
+        if fix:
+            return f"StartSession to {self.instance_id} in {region} failed: {to_native(error).rstrip('. ')}. {fix[0].upper()}{fix[1:]}."
+        try:
+            why = _within(timeout, lambda: diagnosis.diagnose(self.instance_id, region, diagnosis.known_regions(),
+                                                              lambda service: self._aws_session(region).client(service)))
+        except _Late:
+            why = f"Systems Manager and EC2 did not say more within {timeout} s. {diagnosis.PREFLIGHT}"
         return f"StartSession to {self.instance_id} in {region} failed: {to_native(error).rstrip('. ')}. {why}"
 
     def _resume_options(self, endpoint: str) -> dict:
@@ -708,7 +741,9 @@ class Connection(ConnectionBase):
         if not session_id:
             return
         try:
-            self.ssm_client.terminate_session(SessionId=session_id)
+            _within(TERMINATE_WITHIN, lambda: self.ssm_client.terminate_session(SessionId=session_id))
+        except _Late:
+            self.verbosity_display(4, f"TerminateSession {session_id}: no answer within {TERMINATE_WITHIN} s")
         except Exception as e:  # pylint: disable=broad-exception-caught
             self.verbosity_display(4, f"TerminateSession {session_id}: {to_text(e)}")
 
@@ -846,16 +881,16 @@ class Connection(ConnectionBase):
             except _NotServed as e:
                 if attempt == 2:
                     raise AnsibleConnectionFailure(f"no session to {self.instance_id}: {to_native(e)}") from e
-            except _Timeout as e:
+            except _Timeout:
                 self._terminate_session(self._session_id)
                 if doing:
                     raise AnsibleConnectionFailure(
                         f"{doing}: {self.instance_id} sent no chunk within {timeout} s (command_timeout); the session "
                         "was ended. Raise ansible_aws_ssm_command_timeout (or lower ansible_aws_ssm_transfer_chunk_size)"
-                    ) from e
+                    ) from None
                 raise AnsibleConnectionFailure(
                     f"{self.instance_id} did not answer within {timeout} s (command_timeout); the session was ended"
-                ) from e
+                ) from None
         raise AnsibleConnectionFailure(f"no session to {self.instance_id}")  # not reached: attempt 2 raises
 
     def _check_pending(self, item, reply: bytes, marker: str) -> None:
@@ -1218,6 +1253,32 @@ FORKS = support.module_forks(ansible_core_version, _has_module(support.CORE_LOAD
 
 class _Timeout(Exception):
     """The command's deadline passed."""
+
+
+class _Late(Exception):
+    """An AWS call that did not return within its bound."""
+
+
+def _within(seconds: float, call):
+    """call()'s result, raised as it raises, or _Late when it has not returned within ``seconds``: botocore bounds each
+    attempt of a call by its read timeout (60 s) but not the attempts together, so a service that stops answering
+    would hold the task for minutes. The call goes on in a daemon thread, which ends with the task's process."""
+    box = {}
+
+    def target():
+        try:
+            box["value"] = call()
+        except BaseException as e:  # pylint: disable=broad-exception-caught
+            box["error"] = e
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        raise _Late()
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
 
 
 def _recv_line(client: socket.socket) -> bytes:

@@ -295,6 +295,9 @@ from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes impo
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import unknown_keys_problem
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import unreachable_fix
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import wanted_ping_statuses
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._session_support import profile_problem
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._target_diagnosis import known_regions
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._target_diagnosis import region_problem
 
 SERVICES = ("ssm", "ec2", "resourcegroupstaggingapi")
 MAX_PARALLEL_REGIONS = 8
@@ -373,6 +376,13 @@ class InventoryModule(AWSInventoryBase):
                             *(("exclude_filters", f) for f in exclude)):
             if value is not None and not isinstance(value, dict):
                 raise ManagedNodesError(f"{name}: each filter set must be a dictionary such as {{'tag:Env': 'prod'}}")
+        regions = self.get_option("regions") or []
+        if regions:
+            known = known_regions()
+            for region in regions:
+                problem = region_problem(str(region), known, fix="fix the regions key of the inventory file")
+                if problem:
+                    raise ManagedNodesError(f"regions: {problem}")
         return {
             "ping_statuses": wanted_ping_statuses(self.get_option("ping_status")),
             "platform_types": list(self.get_option("platform_types") or []),
@@ -405,6 +415,8 @@ class InventoryModule(AWSInventoryBase):
                     AWSRetry.jittered_backoff()) for service in SERVICES}
                 for region in regions
             }
+        except botocore.exceptions.ProfileNotFound:
+            self.fail_aws(f"Cannot list the managed nodes: {profile_problem(profile, 'the profile key, or AWS_PROFILE')}")
         except (botocore.exceptions.BotoCoreError, ValueError) as error:
             self.fail_aws("Couldn't connect to AWS", exception=error)
 

@@ -607,6 +607,18 @@ def failure_message(command_id: str, summary: Dict[str, Any]) -> str:
     )
 
 
+def offline_sentence(ping_statuses: Dict[str, str]) -> str:
+    """The sentence that names the nodes of a command still running whose agent is not Online (``ping_statuses``: the
+    PingStatus of each node still running, "" for a node Systems Manager no longer lists); "" when all are Online."""
+    offline = sorted((node, status or "not registered") for node, status in ping_statuses.items() if status != "Online")
+    if not offline:
+        return ""
+    shown = ", ".join(f"{node} ({status})" for node, status in offline[:10])
+    more = f" and {len(offline) - 10} more" if len(offline) > 10 else ""
+    return (f" Not Online, so their agents have not taken it: {shown}{more}; run playbooks/preflight.yml "
+            "(bastionless.ssm.ssm_preflight) on them for the cause and the fix.")
+
+
 def next_interval(interval: float) -> float:
     return min(interval * 1.5, 10.0)
 
@@ -719,6 +731,26 @@ def predict_targets(client, params: Dict[str, Any]) -> Optional[List[Dict[str, A
     return found
 
 
+def ping_statuses(client, instance_ids: List[str]) -> Dict[str, str]:
+    """The PingStatus of each node ("" when Systems Manager does not list it); {} when the lookup fails (the caller's
+    message is then only less precise)."""
+    found = {node: "" for node in instance_ids}
+    try:
+        for start in range(0, len(instance_ids), 50):
+            filters = [{"Key": "InstanceIds", "Values": instance_ids[start:start + 50]}]
+            token = None
+            while True:
+                page = describe_instance_information_page(client, filters, token)
+                for info in page.get("InstanceInformationList") or []:
+                    found[info["InstanceId"]] = info.get("PingStatus", "")
+                token = page.get("NextToken")
+                if not token:
+                    break
+    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+        return {}
+    return found
+
+
 def check_mode(module: AnsibleAWSModule, client) -> None:
     params = module.params
     targets = predict_targets(client, params)
@@ -784,11 +816,13 @@ def run(module: AnsibleAWSModule) -> None:
     result["invocations"] = collect_results(client, command_id)
     result["summary"] = summarise(result["invocations"])
     if not done:
+        running = [i["instance_id"] for i in result["invocations"] if i["status"] not in INVOCATION_DONE]
         module.fail_json(
             msg=(
                 f"command {command_id} is still {command.get('Status')} on {result['summary']['running']} of "
                 f"{result['summary']['total']} nodes after wait_timeout ({params['wait_timeout']} s); it goes on "
                 "running in Systems Manager. Raise wait_timeout, or follow it by its command_id."
+                + offline_sentence(ping_statuses(client, running))
             ),
             **result,
         )

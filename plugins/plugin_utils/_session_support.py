@@ -113,6 +113,35 @@ def amazon_aws_problem(version, missing_options=(), found=True):
 TRANSPORTS = ("native", "plugin")
 
 
+def choice_problem(definitions: dict, var_options: dict, direct: dict, environ=None):
+    """The sentence for the first option whose value is not one of its choices, naming where it was set (the direct
+    option, the variable, or the environment variable) and the values it takes; None when every value is one."""
+    environ = os.environ if environ is None else environ
+    for name in sorted(definitions):
+        definition = definitions[name] or {}
+        choices = definition.get("choices")
+        if not choices:
+            continue
+        given = []
+        if direct.get(name) is not None:
+            given.append((name, direct[name]))
+        given += [(var["name"], var_options[var["name"]]) for var in reversed(definition.get("vars") or [])
+                  if var_options.get(var["name"]) is not None]
+        given += [(env["name"], environ[env["name"]]) for env in definition.get("env") or [] if env["name"] in environ]
+        for source, value in given[:1]:
+            if value not in choices:
+                where = name if source == name else f"{name} ({source})"
+                return f"{where} must be one of {', '.join(str(c) for c in choices)}, not {value!r}"
+    return None
+
+
+def profile_problem(profile: str, where: str) -> str:
+    """The sentence for an AWS profile that the AWS configuration files do not have."""
+    return (f"the AWS profile {profile!r} ({where}) is in neither ~/.aws/config nor ~/.aws/credentials (or the files "
+            "AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE name): fix the name (aws configure list-profiles lists "
+            "the profiles there), or unset it to use the credentials of the environment")
+
+
 def choose_transport(option, has_websockets: bool, plugin_path, looked: str, install_url: str) -> str:
     """The transport a new session uses: the transport option when set, else ``native`` where the Python package
     websockets is importable and ``plugin`` where it is not. plugin_path: the session-manager-plugin found (None when

@@ -13,8 +13,11 @@ agent is connected, and where to look next (ssm_preflight).
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, Iterable, Optional
 
+# The forms of a managed node's id: an EC2 instance (i- and 8 or 17 hexadecimal digits) or a hybrid node (mi- and 17).
+NODE_ID = re.compile(r"^(i-([0-9a-f]{8}|[0-9a-f]{17})|mi-[0-9a-f]{17})$")
 PREFLIGHT = ("Run playbooks/preflight.yml (bastionless.ssm.ssm_preflight) on the node for the cause and the fix.")
 
 
@@ -45,8 +48,19 @@ def _edits(a: str, b: str) -> int:
     return rows[-1][-1]
 
 
-def region_problem(region: Optional[str], regions: Iterable[str]) -> Optional[str]:
-    """A sentence when ``region`` is not a region botocore knows (with the nearest names), else None."""
+def id_problem(instance_id: str) -> Optional[str]:
+    """A sentence when ``instance_id`` has no form of a managed node's id (a typo), else None."""
+    if NODE_ID.match(instance_id or ""):
+        return None
+    return (f"'{instance_id}' is not the id of a managed node (i- and 8 or 17 hexadecimal digits for an EC2 instance, "
+            "mi- and 17 for a hybrid node): check ansible_aws_ssm_instance_id (the managed_nodes inventory sets it for "
+            "each host) or the host name the play uses")
+
+
+def region_problem(region: Optional[str], regions: Iterable[str],
+                   fix: str = "fix ansible_aws_ssm_region or AWS_REGION") -> Optional[str]:
+    """A sentence when ``region`` is not a region botocore knows (with the nearest names), else None. ``fix``: what
+    to change, as the caller names it."""
     regions = sorted(regions)
     if not regions:
         return None
@@ -57,7 +71,7 @@ def region_problem(region: Optional[str], regions: Iterable[str]) -> Optional[st
         return None
     distance, near = min((_edits(region, known), known) for known in regions)
     hint = f" (did you mean {near}?)" if distance <= 2 else ""
-    return f"'{region}' is not an AWS region{hint}: fix ansible_aws_ssm_region or AWS_REGION"
+    return f"'{region}' is not an AWS region{hint}: {fix}"
 
 
 def look_up(instance_id: str, ssm, ec2) -> Dict[str, Any]:
@@ -108,10 +122,28 @@ def explain(instance_id: str, region: str, facts: Dict[str, Any]) -> str:
     return f"{PREFLIGHT}"
 
 
+# What to change when StartSession refused the session itself (the node is fine), by the error code.
+REFUSAL_FIXES = {
+    "InvalidDocument": ("check ansible_aws_ssm_document: it must name a Session document of this account and region "
+                        "(unset, the account's SSM-SessionManagerRunShell)"),
+    "AccessDeniedException": ("the caller may not start this session: grant it ssm:StartSession on the instance and "
+                              "the document (the bastionless.ssm.operator_access role writes such a policy), or use "
+                              "credentials that have it (ansible_aws_ssm_profile, AWS_PROFILE)"),
+}
+EXPIRED = ("the session token of these credentials has expired: get new temporary credentials (aws sso login, assume "
+           "the role again, or a new AWS_SESSION_TOKEN) and run again")
+REFUSAL_FIXES.update({code: EXPIRED for code in ("ExpiredTokenException", "ExpiredToken", "RequestExpired")})
+
+
+def refusal_fix(code: str) -> Optional[str]:
+    """What to change for a StartSession refused with ``code`` whatever the node's state, or None."""
+    return REFUSAL_FIXES.get(code)
+
+
 def diagnose(instance_id: str, region: str, regions: Iterable[str], clients) -> str:
     """The whole explanation for a failed StartSession: the region first, then the instance. ``clients(service)``
     returns a boto3 client in ``region`` (not called when the region is no region)."""
-    problem = region_problem(region, regions)
+    problem = region_problem(region, regions) or id_problem(instance_id)
     if problem:
         return problem[0].upper() + problem[1:] + "."
     try:

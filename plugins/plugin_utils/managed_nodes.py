@@ -436,8 +436,19 @@ AWS_UNREACHABLE_FIXES = {
 }
 
 
+# ... and by the error code AWS answered with.
+AWS_REFUSED_FIXES = {
+    code: ("the session token of the inventory's credentials has expired: get new temporary credentials (aws sso "
+           "login, assume the role again, or a new AWS_SESSION_TOKEN) and run again")
+    for code in ("ExpiredTokenException", "ExpiredToken", "RequestExpired")
+}
+
+
 def unreachable_fix(error):
     """The fix for an exception that kept the inventory from reaching AWS at all, or None."""
+    code = (getattr(error, "response", None) or {}).get("Error", {}).get("Code", "")
+    if code in AWS_REFUSED_FIXES:
+        return AWS_REFUSED_FIXES[code]
     for cls in type(error).__mro__:
         if cls.__name__ in AWS_UNREACHABLE_FIXES:
             return AWS_UNREACHABLE_FIXES[cls.__name__]

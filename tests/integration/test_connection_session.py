@@ -267,6 +267,109 @@ def test_a_command_that_outlives_the_timeout_fails_unreachable_and_the_next_task
     assert not timed_out & _ids(lab, node)
 
 
+# Bounded waits (docs/reliability.md, "Bounded waits"): each case is a task between two stamps taken on the
+# controller, and the stamp before it also sets the lab's fault (its admin API, through curl: no process of
+# ssm-lab's own in the play; then 1.5 s, as a session looks at the faults once a second while none is on), the stamp
+# after clears it. The bound checked is the task's timeout plus MARGIN: the
+# task's own overhead and the TerminateSession of a timed-out session (at most TERMINATE_WITHIN, 10 s) on a
+# loaded machine. A wait that is not bounded shows as 60 s or more (botocore's read timeout, the lab's ack_timeout).
+MARGIN = 15
+BOUNDED = """
+- hosts: all
+  gather_facts: false
+  vars:
+    ansible_aws_ssm_command_timeout: 3
+    fault: >-
+      curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' {endpoint}/_lab/faults -d
+    stamp: date +%s.%N
+    stall_on: >-
+      {{ fault }} '{"stall_channel_after": 0.1}'; sleep 1.5; {{ stamp }}
+    stall_off: >-
+      {{ fault }} '{"stall_channel_after": 0}'; {{ stamp }}
+    half_on: >-
+      {{ fault }} '{"half_close_channel_after": 0.1}'; sleep 1.5; {{ stamp }}
+    half_off: >-
+      {{ fault }} '{"half_close_channel_after": 0}'; {{ stamp }}
+    api_slow: >-
+      {{ fault }} '{"api_delay": 30}'; {{ stamp }}
+    api_fast: >-
+      {{ fault }} '{"api_delay": 0}'; {{ stamp }}
+  tasks:
+    - {name: A session, ansible.builtin.raw: "true"}
+    - {name: Stamp, ansible.builtin.set_fact: {s0: "{{ lookup('pipe', stamp) }}"}}
+    - {name: A command that floods its output, ansible.builtin.raw: "yes", ignore_unreachable: true}
+    - {name: Stamp, ansible.builtin.set_fact: {s1: "{{ lookup('pipe', stamp) }}"}}
+    - {name: No session, ansible.builtin.meta: reset_connection}
+    - {name: A new session, ansible.builtin.raw: "true"}
+    - {name: The service stops answering on it, ansible.builtin.set_fact: {s2: "{{ lookup('pipe', stall_on) }}"}}
+    - {name: A command on the stalled channel, ansible.builtin.raw: "echo hi", ignore_unreachable: true}
+    - {name: Stamp and the stall off, ansible.builtin.set_fact: {s3: "{{ lookup('pipe', stall_off) }}"}}
+    - {name: No session, ansible.builtin.meta: reset_connection}
+    - {name: A new session, ansible.builtin.raw: "true"}
+    - name: The service half-closes its WebSocket, and each new one
+      ansible.builtin.set_fact: {s4: "{{ lookup('pipe', half_on) }}"}
+    - name: A command on the half-closed channel
+      ansible.builtin.raw: "sleep 1; echo half"
+      ignore_unreachable: true
+      register: half
+    - {name: Stamp and the half-close off, ansible.builtin.set_fact: {s5: "{{ lookup('pipe', half_off) }}"}}
+    - {name: No session, ansible.builtin.meta: reset_connection}
+    - {name: The AWS API stops answering (each call takes 30 s), ansible.builtin.set_fact: {s6: "{{ lookup('pipe', api_slow) }}"}}
+    - name: A StartSession that does not answer
+      ansible.builtin.raw: "true"
+      ignore_unreachable: true
+      vars: {ansible_aws_ssm_timeout: 4}
+    - {name: Stamp and the API answers again, ansible.builtin.set_fact: {s7: "{{ lookup('pipe', api_fast) }}"}}
+    - name: Durations
+      ansible.builtin.debug:
+        msg: "BOUNDED {{ [s1|float - s0|float, s3|float - s2|float, s5|float - s4|float, s7|float - s6|float] | to_json }}
+          HALF {{ half.stdout | default('') | trim }}"
+"""
+
+
+def test_no_task_waits_past_its_timeout_whatever_the_node_or_the_service_does(lab):
+    """A flood of output, a data channel on which the service stops answering, one it half-closes (again on each new
+    WebSocket), a StartSession that does not answer: each task ends within its timeout plus MARGIN; the ones that
+    cannot finish are unreachable with the timeout named. Both transports in one run: one host for each, the same
+    node (the linear strategy keeps them in step, so each fault is on while both run the task it is for)."""
+    node = lab.nodes[0]
+    control = lab.work / "control-bounded"
+    control.mkdir(mode=0o700, exist_ok=True)
+    inventory = lab.work / "bounded.ini"
+    inventory.write_text("".join(f"{transport} ansible_aws_ssm_instance_id={node} ansible_aws_ssm_transport={transport}\n"
+                                 for transport in ("native", "plugin")))
+    path = lab.work / "bounded.yml"
+    path.write_text(BOUNDED.replace("{endpoint}", lab.env["AWS_ENDPOINT_URL"]))
+    argv = ["ansible-playbook", "-i", str(inventory), "-c", CONNECTION, str(path),
+            "-e", f"ansible_aws_ssm_plugin={lab.env['AWS_SESSION_MANAGER_PLUGIN']}",
+            "-e", "ansible_python_interpreter=/usr/bin/python3", "-e", "ansible_aws_ssm_region=us-east-1",
+            "-e", f"ansible_aws_ssm_control_path_dir={control}"]
+    env = lab.environ(ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_LOCAL_TEMP=str(lab.local_tmp))
+    try:
+        result = subprocess.run(argv, cwd=str(lab.work), env=env, capture_output=True, text=True, timeout=240,
+                                check=False)
+    finally:
+        lab.cli("faults", "--stall-channel-after", "0", "--half-close-channel-after", "0", "--api-delay", "0")
+    output = result.stdout + result.stderr
+    flat = " ".join(output.split())
+    for transport in ("native", "plugin"):
+        durations = re.search(rf"ok: \[{transport}\] => {{ \"msg\": \"BOUNDED (\[[^\]]*\]) HALF (\w*)", flat)
+        assert durations, output
+        flood, stall, half, start = json.loads(durations.group(1))
+        assert flood < 3 + MARGIN and stall < 3 + MARGIN and half < 3 + MARGIN and start < 4 + MARGIN, (
+            transport, flood, stall, half, start, output)
+        timed_out = flat.count(f"fatal: [{transport}]: UNREACHABLE! => {{\"changed\": false, \"msg\": \"Task failed: "
+                               f"{node} did not answer within 3 s (command_timeout); the session was ended\"")
+        # The flood and the stalled channel time out; the half-closed one is resumed (native) or carried on by
+        # the plugin, or times out too.
+        assert timed_out == 2 + (durations.group(2) != "half"), (transport, output)
+        assert (f"fatal: [{transport}]: UNREACHABLE! => {{\"changed\": false, \"msg\": \"Task failed: StartSession to "
+                f"{node} in us-east-1 did not answer within 4 s (ssm_timeout): the Systems Manager endpoint "
+                f"{lab.env['AWS_ENDPOINT_URL']} is slow or unreachable. Check the network path to it (proxy, VPC "
+                "endpoint) or raise ansible_aws_ssm_timeout\"") in flat, output
+        assert _recap(result.stdout)[transport]["failed"] == 0, output
+
+
 def test_an_agent_that_drops_mid_play_makes_the_node_unreachable_and_the_next_play_reconnects(lab):
     node = lab.nodes[1]
     output, recap = play(lab, node, f"""
@@ -300,12 +403,31 @@ def test_a_session_that_cannot_start_names_the_region_the_instance_and_its_agent
     the region and the instance say (plugins/plugin_utils/_target_diagnosis.py, whose wording its unit test covers)."""
     node, offline = lab.nodes[0], lab.nodes[1]
     inventory = lab.work / "mistakes.ini"
+    # An operator whose policy allows the default shell document only (the lab judges IAM for her key).
+    iam = lab.client("iam")
+    iam.create_user(UserName="dora")
+    iam.put_user_policy(UserName="dora", PolicyName="shell-only", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ssm:StartSession", "Resource": [
+            "arn:aws:ec2:*:*:instance/*", "arn:aws:ssm:*:*:document/SSM-SessionManagerRunShell"]}]}))
+    key = iam.create_access_key(UserName="dora")["AccessKey"]
+    dora = f"ansible_aws_ssm_access_key_id={key['AccessKeyId']} ansible_aws_ssm_secret_access_key={key['SecretAccessKey']}"
+    east = f"ansible_aws_ssm_instance_id={node} ansible_aws_ssm_region=us-east-1"
     inventory.write_text(
         f"bad-region ansible_aws_ssm_instance_id={node} ansible_aws_ssm_region=us-esat-1\n"
         f"wrong-region ansible_aws_ssm_instance_id={node} ansible_aws_ssm_region=us-west-2\n"
         f"missing ansible_aws_ssm_instance_id=i-0aaaaaaaaaaaaaaaa ansible_aws_ssm_region=us-east-1\n"
-        f"offline ansible_aws_ssm_instance_id={offline} ansible_aws_ssm_region=us-east-1\n")
+        f"offline ansible_aws_ssm_instance_id={offline} ansible_aws_ssm_region=us-east-1\n"
+        f"malformed ansible_aws_ssm_instance_id=i-0abc123 ansible_aws_ssm_region=us-east-1\n"
+        f"bad-transport {east} ansible_aws_ssm_transport=nativ\n"
+        f"zero-timeout {east} ansible_aws_ssm_command_timeout=0\n"
+        f"zero-idle {east} ansible_aws_ssm_persist_idle_timeout=0\n"
+        f"bad-profile {east} ansible_aws_ssm_profile=no-such-profile\n"
+        f"bad-document {east} ansible_aws_ssm_document=No-Such-Document\n"
+        f"denied-document {east} ansible_aws_ssm_document=AWS-StartInteractiveCommand {dora}\n"
+        f"expired-token {east} ansible_aws_ssm_access_key_id=ASIAEXPIRED ansible_aws_ssm_secret_access_key=x "
+        "ansible_aws_ssm_session_token=expired\n")
     lab.cli("agent", "stop", offline)
+    lab.cli("faults", "--expired-session-tokens", "1")  # temporary credentials (a session token) have expired
     try:
         wait_until(lambda: lab.client("ssm").describe_instance_information(
             Filters=[{"Key": "InstanceIds", "Values": [offline]}])["InstanceInformationList"][0]["PingStatus"]
@@ -314,16 +436,20 @@ def test_a_session_that_cannot_start_names_the_region_the_instance_and_its_agent
         # otherwise serve this run, and no StartSession would be made.
         control = lab.work / "control-mistakes"
         control.mkdir(mode=0o700, exist_ok=True)
-        options = ("-i", str(inventory), "--limit", "bad-region,wrong-region,missing,offline",
+        options = ("-i", str(inventory), "--limit", "all:!unused",
                    "-e", f"ansible_aws_ssm_control_path_dir={control}")
         output, recap = play(lab, "unused", """
             - name: Reach each host
               ansible.builtin.ping:
             """, *options, timeout=180)
     finally:
+        lab.cli("faults", "--expired-session-tokens", "0")
         lab.cli("agent", "start", offline)
     assert {host: counts["unreachable"] for host, counts in recap.items()} == {
-        "bad-region": 1, "wrong-region": 1, "missing": 1, "offline": 1}, output
+        "bad-region": 1, "wrong-region": 1, "missing": 1, "offline": 1, "malformed": 1, "bad-document": 1,
+        "denied-document": 1, "expired-token": 1, "bad-transport": 0, "zero-timeout": 0, "zero-idle": 0, "bad-profile": 0}, output
+    assert {host for host, counts in recap.items() if counts["failed"]} == {
+        "bad-transport", "zero-timeout", "zero-idle", "bad-profile"}, output
     flat = " ".join(output.split())
     preflight = "Run playbooks/preflight.yml (bastionless.ssm.ssm_preflight) on the node for the cause and the fix."
     assert (f"StartSession to {node} in us-esat-1 failed: An error occurred (InvalidSignatureException) when calling "
@@ -337,6 +463,29 @@ def test_a_session_that_cannot_start_names_the_region_the_instance_and_its_agent
     assert (f"{offline} is registered in us-east-1 but its agent is offline: PingStatus ConnectionLost (last ping "
             in flat), output
     assert preflight in flat, output
+    assert ("StartSession to i-0abc123 in us-east-1 failed: An error occurred (TargetNotConnected) when calling the "
+            "StartSession operation: i-0abc123 is not connected. 'i-0abc123' is not the id of a managed node (i- and 8 "
+            "or 17 hexadecimal digits for an EC2 instance, mi- and 17 for a hybrid node): check "
+            "ansible_aws_ssm_instance_id") in flat, output
+    assert ("bastionless.ssm.session: transport (ansible_aws_ssm_transport) must be one of native, plugin, not 'nativ'"
+            in flat), output
+    assert ("command_timeout (ansible_aws_ssm_command_timeout) must be a whole number of seconds of 1 or more, not 0"
+            in flat), output
+    assert ("persist_idle_timeout (ansible_aws_ssm_persist_idle_timeout) must be a whole number of seconds of 1 or "
+            "more, not 0") in flat, output
+    assert ("bastionless.ssm.session: the AWS profile 'no-such-profile' (profile: ansible_aws_ssm_profile or "
+            "AWS_PROFILE) is in neither ~/.aws/config nor ~/.aws/credentials") in flat, output
+    assert ("(InvalidDocument) when calling the StartSession operation: Document with name No-Such-Document does not "
+            "exist. Check ansible_aws_ssm_document: it must name a Session document") in flat, output
+    assert ("(AccessDeniedException) when calling the StartSession operation: User: "
+            "arn:aws:iam::123456789012:user/dora is not authorized to perform: ssm:StartSession on resource: "
+            "arn:aws:ssm:us-east-1::document/AWS-StartInteractiveCommand because no identity-based policy allows "
+            "the ssm:StartSession action. The caller may not start this session: grant it ssm:StartSession") in flat, output
+    assert not [s for s in _sessions(lab, node) if s.get("Owner", "").endswith("user/dora")]
+    assert (f"StartSession to {node} in us-east-1 failed: An error occurred (ExpiredTokenException) when calling the "
+            "StartSession operation: The security token included in the request is expired. The session token of "
+            "these credentials has expired: get new temporary credentials (aws sso login, assume the role again, or a "
+            "new AWS_SESSION_TOKEN) and run again.") in flat, output
     wait_until(lambda: lab.client("ssm").describe_instance_information(
         Filters=[{"Key": "InstanceIds", "Values": [offline]}])["InstanceInformationList"][0]["PingStatus"] == "Online",
         timeout=60, what=f"{offline} Online again")

@@ -204,11 +204,22 @@ def test_execution_timeout_ends_the_script(lab, nodes, tmp_path):
 
 
 def test_wait_timeout_bounds_the_task_and_the_command_goes_on(lab, nodes, tmp_path):
-    node = sorted(nodes)[8]
-    result, output = play(lab, tmp_path, {"commands": ["sleep 8; echo late"], "instance_ids": [node],
-                                          "wait_timeout": 2}, fails=True)
-    assert re.search(r"still InProgress on 1 of 1 nodes after wait_timeout \(2 s\); it goes on running", result["msg"])
-    assert result["summary"]["running"] == 1
+    """Two nodes: one runs past wait_timeout, the other's agent is stopped, and the message names that one."""
+    node, offline = sorted(nodes)[8], sorted(nodes)[10]
+    lab.cli("agent", "stop", offline)
+    try:
+        wait_until(lambda: lab.client("ssm").describe_instance_information(
+            Filters=[{"Key": "InstanceIds", "Values": [offline]}])["InstanceInformationList"][0]["PingStatus"]
+            != "Online", timeout=30, what=f"{offline} to go offline")
+        result, output = play(lab, tmp_path, {"commands": ["sleep 8; echo late"], "instance_ids": [node, offline],
+                                              "wait_timeout": 2}, fails=True)
+    finally:
+        lab.cli("agent", "start", offline)
+    assert re.search(r"still InProgress on 2 of 2 nodes after wait_timeout \(2 s\); it goes on running", result["msg"])
+    assert result["msg"].endswith(
+        f"Not Online, so their agents have not taken it: {offline} (ConnectionLost); run playbooks/preflight.yml "
+        "(bastionless.ssm.ssm_preflight) on them for the cause and the fix."), result["msg"]
+    assert result["summary"]["running"] == 2
     invocation = wait_until(lambda: next(
         (i for i in [lab.client("ssm").get_command_invocation(CommandId=result["command_id"], InstanceId=node)]
          if i["Status"] == "Success"), None), timeout=30, what="the command to finish after the task gave up")
@@ -238,6 +249,9 @@ BAD_INPUT = [
     ({"commands": ["true"], "targets": [{"key": "Name", "values": ["x"]}]}, "targets key 'Name' is not one"),
     ({"commands": ["true"], "instance_ids": ["i-0123456789abcdef0"]}, "InvalidInstanceId"),
     ({"commands": ["true"]}, "one of the following is required: instance_ids, targets"),
+    ({"commands": ["true"], "targets": FLEET, "document_name": "AWS-RunShellScrpt"},
+     "value of document_name must be one of: AWS-RunShellScript, AWS-RunPowerShellScript, got: AWS-RunShellScrpt"),
+    ({"targets": FLEET, "command": ["true"]}, "missing required arguments: commands"),
     ({"commands": ["true"], "targets": FLEET, "output_s3_key_prefix": "x"},
      "missing parameter(s) required by 'output_s3_key_prefix': output_s3_bucket"),
     ({"commands": ["true"], "targets": FLEET, "output_s3_bucket": "no-such-output-bucket"},

@@ -31,6 +31,25 @@ def test_drop_channel_every_refuses_what_is_not_a_number_of_seconds(value, error
         FaultModel().update({"drop_channel_every": value})
 
 
+@pytest.mark.parametrize("name", ["stall_channel_after", "half_close_channel_after"])
+def test_the_stall_and_half_close_faults_are_off_by_default_shown_and_refuse_negative_seconds(name):
+    faults = FaultModel()
+    assert faults.as_dict()[name] == 0.0
+    faults.update({name: "0.5"})
+    assert faults.as_dict()[name] == 0.5
+    with pytest.raises(ValueError, match=f"{name} must be 0"):
+        faults.update({name: -1})
+
+
+def test_expired_session_tokens_is_off_by_default_and_takes_0_or_1():
+    faults = FaultModel()
+    assert faults.as_dict()["expired_session_tokens"] == 0.0
+    faults.update({"expired_session_tokens": "1"})
+    assert faults.as_dict()["expired_session_tokens"] == 1.0
+    with pytest.raises(ValueError, match="expired_session_tokens must be 0"):
+        faults.update({"expired_session_tokens": 2})
+
+
 def test_drop_channel_every_is_shown_and_off_by_default():
     faults = FaultModel()
     assert faults.as_dict()["drop_channel_every"] == 0.0

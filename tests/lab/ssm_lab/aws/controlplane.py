@@ -74,6 +74,9 @@ class LabApp:
             time.sleep(delay)
         action = target.split(".", 1)[1] if "." in target else self._query_action(body, environ)
         self.registry.count_call(f"{service}:{action}", self._signed_region(environ))
+        if (service != "s3" and not internal and faults.expired_session_tokens
+                and environ.get("HTTP_X_AMZ_SECURITY_TOKEN")):
+            return self._expired(target, start_response)
         if service != "s3" and not internal and faults.throttled():
             self.registry.count_throttled(f"{service}:{action}")
             return self._throttle(service, target, start_response)
@@ -164,6 +167,17 @@ class LabApp:
             return (form.get("Action") or [""])[0]
         query = urllib.parse.parse_qs(environ.get("QUERY_STRING", ""))
         return (query.get("Action") or [environ.get("REQUEST_METHOD", "")])[0]
+
+    def _expired(self, target: str, start_response):
+        """The expired_session_tokens fault: AWS's answer to temporary credentials whose session token has expired."""
+        message = "The security token included in the request is expired"
+        if target:
+            return self._json(start_response, 400, {"__type": "ExpiredTokenException", "message": message},
+                              {"x-amzn-ErrorType": "ExpiredTokenException"})
+        xml = (f"<ErrorResponse><Error><Type>Sender</Type><Code>ExpiredToken</Code><Message>{message}</Message>"
+               "</Error><RequestId>lab</RequestId></ErrorResponse>")
+        start_response("403 Forbidden", [("Content-Type", "text/xml")])
+        return [xml.encode()]
 
     def _throttle(self, service: str, target: str, start_response):
         if target:

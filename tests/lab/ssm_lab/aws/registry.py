@@ -39,6 +39,15 @@ class FaultModel:
     open_window: float = 60.0
     handshake_agent_version: str = ""
     drop_channel_every: float = 0.0
+    # stall_channel_after: once a session's WebSocket has been open that many seconds the service goes silent on it (no
+    # output, no acknowledgement, no pong; what the client sends is read and dropped) while TCP stays open, as a
+    # service or node that stops answering does. half_close_channel_after: the service half-closes the TCP connection
+    # (FIN, no close frame) and keeps reading. 0 never; both apply again to each new WebSocket.
+    stall_channel_after: float = 0.0
+    half_close_channel_after: float = 0.0
+    # expired_session_tokens (0 or 1): every call signed with temporary credentials (a session token) is refused as
+    # AWS refuses them once they have expired (S3 and the lab's own calls excepted).
+    expired_session_tokens: float = 0.0
     seed: int | None = None
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -68,11 +77,16 @@ class FaultModel:
                 if value <= 0:
                     raise ValueError(f"{name} must be positive, not {value}")
                 setattr(self, name, value)
-            elif name == "drop_channel_every":
+            elif name == "expired_session_tokens":
+                value = float(value)
+                if value not in (0, 1):
+                    raise ValueError(f"expired_session_tokens must be 0 (off) or 1 (on), not {value}")
+                self.expired_session_tokens = value
+            elif name in ("drop_channel_every", "stall_channel_after", "half_close_channel_after"):
                 value = float(value)
                 if value < 0:
-                    raise ValueError(f"drop_channel_every must be 0 (never) or a number of seconds, not {value}")
-                self.drop_channel_every = value
+                    raise ValueError(f"{name} must be 0 (never) or a number of seconds, not {value}")
+                setattr(self, name, value)
             elif name == "handshake_agent_version":
                 value = str(value or "")
                 if value and (len(value.split(".")) != 4 or not all(p.isdigit() for p in value.split("."))):
@@ -99,6 +113,9 @@ class FaultModel:
             "open_window": self.open_window,
             "handshake_agent_version": self.handshake_agent_version,
             "drop_channel_every": self.drop_channel_every,
+            "stall_channel_after": self.stall_channel_after,
+            "half_close_channel_after": self.half_close_channel_after,
+            "expired_session_tokens": self.expired_session_tokens,
             "seed": self.seed,
         }
 

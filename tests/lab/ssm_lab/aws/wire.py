@@ -75,11 +75,15 @@ class Connection:
         self.closed = False
         self._reading = False  # recv() is waiting on the stream: the closing handshake leaves the reading to it
         self._linger: asyncio.Task | None = None
+        self.silent = False  # the stall_channel_after fault: nothing more is written, what arrives is dropped
+        self.half_closed = False  # the half_close_channel_after fault: our side of TCP is shut, reading goes on
 
     def _flush(self) -> None:
         for data in self.protocol.data_to_send():
             if self.writer.is_closing():
                 return
+            if self.silent or self.half_closed:
+                continue
             if data:
                 self.writer.write(data)
             else:  # the protocol's end of the data stream: the closing handshake is done, close TCP
@@ -144,6 +148,12 @@ class Connection:
             return
         self.protocol.send_binary(frame)
         self._flush()
+
+    def half_close(self) -> None:
+        """Shut our side of TCP (FIN, no close frame) and go on reading, as a half-closed connection does."""
+        self.half_closed = True
+        if not self.writer.is_closing() and self.writer.can_write_eof():
+            self.writer.write_eof()
 
     def abort(self) -> None:
         """Break the TCP connection without a close frame, as a network drop does."""
@@ -272,6 +282,8 @@ class WireSession:
                 if received is None:
                     break
                 kind, frame = received
+                if conn.silent:
+                    continue  # the stall_channel_after fault: read, never processed nor acknowledged
                 if kind != "binary":
                     raise WireError("a text frame after the token message")
                 if delayed is not None:  # the one-way latency shifts each message, it does not throttle them
@@ -314,13 +326,26 @@ class WireSession:
         """The drop_channel_every fault (read on every tick, so it can be set on a running lab): break the WebSocket
         once it has been open that long. The session then waits for ResumeSession as after any other drop."""
         while not self.ended:
-            await asyncio.sleep(DROP_TICK if self.faults.drop_channel_every > 0 else 1.0)  # off: a cheap look a second
+            faults = self.faults
+            on = faults.drop_channel_every > 0 or faults.stall_channel_after > 0 or faults.half_close_channel_after > 0
+            await asyncio.sleep(DROP_TICK if on else 1.0)  # off: a cheap look a second
             every, conn = self.faults.drop_channel_every, self.conn
-            if every > 0 and conn is not None and not self.ending and time.monotonic() - self.attached_at >= every:
+            if conn is None or self.ending:
+                continue
+            opened = time.monotonic() - self.attached_at
+            if every > 0 and opened >= every:
                 self.drops += 1
                 log.info("session %s: data channel dropped (drop_channel_every %g s, drop %d)", self.session.id,
                          every, self.drops)
                 conn.abort()
+                continue
+            stall, half = self.faults.stall_channel_after, self.faults.half_close_channel_after
+            if stall > 0 and opened >= stall and not conn.silent:
+                log.info("session %s: data channel stalled (stall_channel_after %g s)", self.session.id, stall)
+                conn.silent = True
+            if half > 0 and opened >= half and not conn.half_closed:
+                log.info("session %s: data channel half-closed (half_close_channel_after %g s)", self.session.id, half)
+                conn.half_close()
 
     def _send(self, payload: bytes, payload_type: int = dc.OUTPUT_DATA) -> None:
         _message, frame = self.out.message(payload, payload_type)

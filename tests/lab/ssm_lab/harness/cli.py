@@ -314,7 +314,8 @@ def cmd_faults(args) -> int:
     if args.profile:
         body["profile"] = args.profile
     for name in ("api_delay", "session_start_delay", "stream_rtt", "s3_delay", "throttle_rate", "ack_timeout",
-                 "resume_window", "open_window", "drop_channel_every", "handshake_agent_version", "seed"):
+                 "resume_window", "open_window", "drop_channel_every", "stall_channel_after", "half_close_channel_after",
+                 "expired_session_tokens", "handshake_agent_version", "seed"):
         value = getattr(args, name)
         if value is not None:
             body[name] = value
@@ -458,7 +459,8 @@ def main(argv: list[str] | None = None) -> int:
     faults = sub.add_parser("faults", help="show or set the latency and fault model")
     faults.add_argument("--profile", choices=sorted(("off", "aws", "flaky")))
     for name in ("api_delay", "session_start_delay", "stream_rtt", "s3_delay", "throttle_rate", "ack_timeout",
-                 "resume_window", "open_window", "drop_channel_every"):
+                 "resume_window", "open_window", "drop_channel_every", "stall_channel_after", "half_close_channel_after",
+                 "expired_session_tokens"):
         faults.add_argument("--" + name.replace("_", "-"), dest=name, type=float)
     faults.add_argument("--handshake-agent-version", dest="handshake_agent_version", metavar="VERSION",
                         help='the agent version data channel handshakes announce ("" for each node\'s own)')

@@ -557,3 +557,11 @@ def test_an_endpoint_that_does_not_answer_names_the_endpoint_setting():
 def test_an_error_from_aws_itself_has_no_reachability_fix():
     error = botocore.exceptions.ClientError({"Error": {"Code": "AccessDeniedException", "Message": "no"}}, "Describe")
     assert mn.unreachable_fix(error) is None
+
+
+@pytest.mark.parametrize("code", ["ExpiredTokenException", "ExpiredToken", "RequestExpired"])
+def test_expired_temporary_credentials_name_the_fix(code):
+    error = botocore.exceptions.ClientError({"Error": {"Code": code, "Message": "expired"}}, "DescribeInstances")
+    assert mn.unreachable_fix(error) == (
+        "the session token of the inventory's credentials has expired: get new temporary credentials (aws sso login, "
+        "assume the role again, or a new AWS_SESSION_TOKEN) and run again")

@@ -315,3 +315,13 @@ def test_only_a_bucket_that_does_not_exist_stops_the_command(code, fails):
                            "unset. The command was not sent.")
     else:
         assert problem is None
+
+
+def test_the_nodes_a_timed_out_command_still_waits_for_are_named_when_they_are_not_online():
+    assert sc.offline_sentence({"i-1": "Online", "i-2": "Online"}) == ""
+    assert sc.offline_sentence({}) == ""
+    assert sc.offline_sentence({"i-2": "ConnectionLost", "i-1": "Online", "i-0": ""}) == (
+        " Not Online, so their agents have not taken it: i-0 (not registered), i-2 (ConnectionLost); run "
+        "playbooks/preflight.yml (bastionless.ssm.ssm_preflight) on them for the cause and the fix.")
+    many = sc.offline_sentence({f"i-{n:02d}": "Inactive" for n in range(12)})
+    assert "i-09 (Inactive) and 2 more;" in many and "i-10" not in many

@@ -124,3 +124,28 @@ def test_a_missing_aws_ssm_is_refused_with_the_install_command():
     message = support.amazon_aws_problem(None, found=False)
     assert message.endswith(f"amazon.aws.aws_ssm was not found: ansible-galaxy collection install 'amazon.aws:{RANGE}'")
     assert "needs ansible-core 2.19 and amazon.aws 10.x" in message
+
+
+DEFINITIONS = {"transport": {"choices": ["native", "plugin"], "vars": [{"name": "ansible_aws_ssm_transport"}],
+                             "env": [{"name": "ANSIBLE_AWS_SSM_TRANSPORT"}]},
+               "region": {"vars": [{"name": "ansible_aws_ssm_region"}]}}
+
+
+@pytest.mark.parametrize("var_options, direct, environ, expected", [
+    ({"ansible_aws_ssm_transport": "native"}, {}, {}, None),
+    ({}, {}, {}, None),
+    ({"ansible_aws_ssm_transport": "web"}, {}, {},
+     "transport (ansible_aws_ssm_transport) must be one of native, plugin, not 'web'"),
+    ({}, {"transport": "web"}, {}, "transport must be one of native, plugin, not 'web'"),
+    ({}, {}, {"ANSIBLE_AWS_SSM_TRANSPORT": "web"},
+     "transport (ANSIBLE_AWS_SSM_TRANSPORT) must be one of native, plugin, not 'web'"),
+])
+def test_choice_problem_names_where_the_value_was_set_and_the_choices(var_options, direct, environ, expected):
+    assert support.choice_problem(DEFINITIONS, var_options, direct, environ) == expected
+
+
+def test_profile_problem_names_the_profile_where_it_was_set_and_the_fix():
+    assert support.profile_problem("prod", "profile: AWS_PROFILE") == (
+        "the AWS profile 'prod' (profile: AWS_PROFILE) is in neither ~/.aws/config nor ~/.aws/credentials (or the "
+        "files AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE name): fix the name (aws configure list-profiles lists "
+        "the profiles there), or unset it to use the credentials of the environment")

@@ -111,3 +111,38 @@ def test_diagnose_names_a_region_that_is_none_before_asking_anything():
         raise AssertionError(f"no {service} call for a region that does not exist")
 
     assert diagnosis.diagnose(NODE, "us-esat-1", REGIONS, clients).startswith("'us-esat-1' is not an AWS region")
+
+
+@pytest.mark.parametrize("instance_id", ["i-0abc123", "i-0123456789abcdef", "I-0123456789abcdef0", "i-0123456789abcdeg0",
+                                         "0123456789abcdef0", "mi-0123456789abcdef", "web-1"])
+def test_diagnose_names_an_id_that_has_no_form_of_a_node_id_before_asking_anything(instance_id):
+    def clients(service):
+        raise AssertionError(f"no {service} call for an id that cannot exist")
+
+    assert diagnosis.diagnose(instance_id, "us-east-1", REGIONS, clients) == (
+        f"'{instance_id}' is not the id of a managed node (i- and 8 or 17 hexadecimal digits for an EC2 instance, mi- "
+        "and 17 for a hybrid node): check ansible_aws_ssm_instance_id (the managed_nodes inventory sets it for each "
+        "host) or the host name the play uses.")
+
+
+@pytest.mark.parametrize("instance_id", [NODE, "i-0123abcd", "mi-0123456789abcdef0"])
+def test_the_forms_of_node_ids_are_no_problem(instance_id):
+    assert diagnosis.id_problem(instance_id) is None
+
+
+def test_the_region_problem_names_the_fix_its_caller_gives():
+    assert diagnosis.region_problem("us-esat-1", REGIONS, fix="fix the regions key of the inventory file") == (
+        "'us-esat-1' is not an AWS region (did you mean us-east-1?): fix the regions key of the inventory file")
+
+
+def test_a_refused_session_names_what_to_change():
+    assert diagnosis.refusal_fix("InvalidDocument").startswith("check ansible_aws_ssm_document: it must name a Session")
+    assert "ssm:StartSession" in diagnosis.refusal_fix("AccessDeniedException")
+    assert diagnosis.refusal_fix("TargetNotConnected") is None
+
+
+@pytest.mark.parametrize("code", ["ExpiredTokenException", "ExpiredToken", "RequestExpired"])
+def test_expired_credentials_name_the_fix(code):
+    assert diagnosis.refusal_fix(code) == (
+        "the session token of these credentials has expired: get new temporary credentials (aws sso login, assume the "
+        "role again, or a new AWS_SESSION_TOKEN) and run again")
