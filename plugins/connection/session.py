@@ -409,7 +409,8 @@ class _Lock:
         os.close(self.fd)
 
 
-PENDING_PUT_MAX = 16 << 20  # bytes: a larger file into the task's temporary directory is sent at once, streamed
+PENDING_PUT_MAX = 16 << 20  # bytes (and at most transfer_chunk_size): a larger file for the task's temporary directory
+# is sent at once, in chunks
 
 
 class _Pending:
@@ -1001,7 +1002,7 @@ class Connection(ConnectionBase):
         size = os.path.getsize(b_in)
         if self.get_option("bucket_name") and size > int(self.get_option("transfer_threshold")):
             return self._put_through_bucket(b_in, out_path, size)
-        if (size <= PENDING_PUT_MAX and self._tmpdir and out_path.startswith(self._tmpdir + "/")
+        if (size <= min(PENDING_PUT_MAX, self._chunk_size()) and self._tmpdir and out_path.startswith(self._tmpdir + "/")
                 and self._helper_session()):
             # A file in the task's own temporary directory is for the task's next command: it goes with it.
             with open(b_in, "rb") as handle:

@@ -746,8 +746,8 @@ def ping_statuses(client, instance_ids: List[str]) -> Dict[str, str]:
                 token = page.get("NextToken")
                 if not token:
                     break
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-        return {}
+    except (AnsibleAWSError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
+        return {}  # describe_instance_information_page's handler raises AnsibleAWSError
     return found
 
 

@@ -72,7 +72,7 @@ attributes:
     description: Not supported.
     support: none
 notes:
-  - Needs C(s3:ListBucket) (to look the bucket and the key up), C(s3:GetEncryptionConfiguration),
+  - Needs C(s3:ListBucket) (to look the bucket up), C(s3:GetObject) (HeadObject, to look the key up), C(s3:GetEncryptionConfiguration),
     C(s3:GetBucketPublicAccessBlock), C(s3:GetLifecycleConfiguration) and C(s3:PutObject) on the bucket, and
     C(kms:GenerateDataKey) on its key when the bucket uses SSE-KMS.
   - The nodes' instance profile needs C(s3:GetObject) on the bundle (and C(kms:Decrypt) for SSE-KMS) to fetch it.
