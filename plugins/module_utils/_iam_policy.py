@@ -312,24 +312,29 @@ def allowed(documents, action, resource):
 
 
 def _principal_names(principal):
-    """(wildcard, lower-case service names) of a Principal or NotPrincipal element."""
+    """(wildcard, lower-case service names, AWS principals) of a Principal or NotPrincipal element."""
     if principal == "*":
-        return True, set()
+        return True, set(), []
     if not isinstance(principal, dict):
-        return False, set()
-    return "*" in as_list(principal.get("AWS")), {str(s).lower() for s in as_list(principal.get("Service"))}
+        return False, set(), []
+    aws = [str(a) for a in as_list(principal.get("AWS"))]
+    return "*" in aws, {str(s).lower() for s in as_list(principal.get("Service"))}, aws
 
 
-def principal_covers(statement, services):
-    """The statement's Principal is "*", {"AWS": "*"} or names one of ``services`` (service principals compare
-    case-insensitively); NotPrincipal the other way round."""
+def principal_covers(statement, services=(), names_aws=None):
+    """The statement's Principal is "*", {"AWS": "*"}, names one of ``services`` (service principals compare
+    case-insensitively) or, with ``names_aws`` (a predicate of an AWS principal: an account id, an account's root, a
+    role, a user, a session), an AWS principal it accepts; NotPrincipal the other way round."""
     services = {str(s).lower() for s in services}
+
+    def named(element):
+        wildcard, listed, aws = _principal_names(element)
+        return wildcard or bool(listed & services) or (names_aws is not None and any(names_aws(a) for a in aws))
+
     if "Principal" in statement:
-        wildcard, listed = _principal_names(statement["Principal"])
-        return wildcard or bool(listed & services)
+        return named(statement["Principal"])
     if "NotPrincipal" in statement:
-        wildcard, listed = _principal_names(statement["NotPrincipal"])
-        return not wildcard and not listed & services
+        return not named(statement["NotPrincipal"])
     return False
 
 

@@ -16,7 +16,7 @@ Which endpoint a request goes through, as AWS routes it:
 * otherwise the request leaves through the NAT or internet gateway and no endpoint policy applies.
 
 The statements are judged with the collection's one IAM evaluator (``iamsim.engine``): a statement counts when its
-Principal (or NotPrincipal) covers the caller, then its Action, Resource and Condition are matched as IAM does, with
+principal element covers the caller (``principal_covers``, its rules in the collection), then its Action, Resource and Condition are matched as IAM does, with
 the request context ``aws:PrincipalAccount``, ``aws:PrincipalArn``, ``aws:userid``, ``aws:username`` (IAM users),
 ``aws:PrincipalOrgID`` (when the account belongs to an organization the lab knows), ``aws:SourceVpce`` and
 ``aws:SourceVpc``.
@@ -126,16 +126,6 @@ def steering_endpoint(ec2: Any, vpc: Any, route_table_id: str | None, region: st
 # --- the decision -------------------------------------------------------------------------------------------
 
 
-def _principal_values(element: Any) -> tuple[bool, list[str]]:
-    """(wildcard, AWS principals) of a Principal or NotPrincipal element."""
-    if element == "*":
-        return True, []
-    if not isinstance(element, dict):
-        return False, []
-    aws = [str(v) for v in iamsim.engine.as_list(element.get("AWS"))]
-    return "*" in aws, aws
-
-
 def _names(value: str, who: Principal) -> bool:
     """An AWS principal of a policy (account id, account root, role, user, assumed-role session) covers ``who``."""
     if who is ANONYMOUS:
@@ -147,13 +137,8 @@ def _names(value: str, who: Principal) -> bool:
 
 
 def principal_covers(statement: dict, who: Principal) -> bool:
-    if "Principal" in statement:
-        wildcard, listed = _principal_values(statement["Principal"])
-        return wildcard or any(_names(v, who) for v in listed)
-    if "NotPrincipal" in statement:
-        wildcard, listed = _principal_values(statement["NotPrincipal"])
-        return not wildcard and not any(_names(v, who) for v in listed)
-    return False
+    """The statement's principal element covers ``who`` (the collection's rules, with the AWS principals judged here)."""
+    return iamsim.engine.principal_covers(statement, (), lambda value: _names(value, who))
 
 
 def _org_id(account: str) -> str:
