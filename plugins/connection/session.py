@@ -866,7 +866,7 @@ class Connection(ConnectionBase):
             self._terminate_session(self._session_id)
             why = protocol.lost_reason(reply, marker) or to_native(e)  # the master's reason, a failed resume's say
             raise AnsibleConnectionFailure(f"the session to {self.instance_id} ended in the middle of a command "
-                                           f"({why})") from e
+                                           f"({why})") from None
         if interpreter and display.verbosity >= 3 and protocol.ran_in_fork(reply, marker):
             self.verbosity_display(3, "module run in a fork of the node's resident Python (module_utils preloaded)")
         return result

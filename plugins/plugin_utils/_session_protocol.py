@@ -275,8 +275,8 @@ def parse_reply(output: bytes, marker: str) -> tuple:
     try:
         first = lines.index(start)
         middle = lines.index(err, first + 1)
-    except ValueError as e:
-        raise ProtocolError("the session's answer has no framed output") from e
+    except ValueError:
+        raise ProtocolError("the session's answer has no framed output") from None
     rc_line = next((line for line in lines[middle + 1:] if line.startswith(end)), None)
     if rc_line is None:
         raise ProtocolError("the session's answer has no exit status")

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import subprocess
 import sys
 import textwrap
@@ -106,6 +107,17 @@ def _decoded(transcript: str) -> str:
 
 def _sha(path) -> str:
     return hashlib.sha256(open(path, "rb").read()).hexdigest()
+
+
+def _end_every_session(lab) -> None:
+    """End every session of the lab and wait for the masters of lab.control to exit. The lab's channel faults act on
+    every session, the idle masters other tests left too: without this, the next test would find a master whose
+    session the faults had stalled or whose resume had been refused."""
+    ssm = lab.client("ssm")
+    for session in ssm.describe_sessions(State="Active")["Sessions"]:
+        ssm.terminate_session(SessionId=session["SessionId"])
+    wait_until(lambda: not any(stat.S_ISSOCK(entry.stat().st_mode) for entry in os.scandir(lab.control)),
+               timeout=60, what="the masters of ended sessions gone")
 
 
 def _ids(lab, node, state="Active") -> set:
@@ -350,6 +362,7 @@ def test_no_task_waits_past_its_timeout_whatever_the_node_or_the_service_does(la
                                 check=False)
     finally:
         lab.cli("faults", "--stall-channel-after", "0", "--half-close-channel-after", "0", "--api-delay", "0")
+        _end_every_session(lab)
     output = result.stdout + result.stderr
     flat = " ".join(output.split())
     for transport in ("native", "plugin"):
