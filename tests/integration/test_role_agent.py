@@ -9,6 +9,7 @@ import shutil
 
 import pytest
 from ansible_cli import ROOT, run
+from roles_helpers import run_command
 from session_connection import session_connection  # noqa: F401 pylint: disable=unused-import
 from ssm_lab.harness.testing import running_lab, wait_until
 from ssm_lab.nodes import agent_package
@@ -45,8 +46,7 @@ def _info(lab, node):
 
 
 def _shell(lab, node, command):
-    output, _recap = run(lab, "ansible", "-i", INVENTORY, node, "-b", "-m", "ansible.builtin.shell", "-a", command)
-    return output
+    return run_command(lab, node, command)
 
 
 def _facts(output, node):

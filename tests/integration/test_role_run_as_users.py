@@ -14,6 +14,7 @@ import sys
 
 import pytest
 from ansible_cli import node_variables, run, run_cases
+from roles_helpers import run_command
 from session_connection import CONNECTION, session_connection  # noqa: F401 pylint: disable=unused-import
 from ssm_lab.harness.testing import run_plugin, running_lab, wait_until
 
@@ -62,7 +63,14 @@ def play(lab, *options, check=True, **extra):
 
 
 def on_node(lab, command: str) -> str:
-    """The stdout of ``command`` run as root on the node through the connection (raw: no module, no change)."""
+    """The stdout of ``command`` run as root on the node, by Run Command (no change through the role's connection)."""
+    [node] = lab.network["nodes"]
+    return run_command(lab, node, command).strip()
+
+
+def over_the_connection(lab, command: str) -> str:
+    """The stdout of ``command`` run as root on the node through the connection (raw): it leaves the persistent
+    session open that the next play finds."""
     result = subprocess.run(["ansible", "-i", INVENTORY, "all", "-e", f"ansible_connection={CONNECTION}", "-b",
                              "-m", "ansible.builtin.raw", "-a", command],
                             cwd=os.path.join(os.path.dirname(__file__), "..", ".."), capture_output=True, text=True,
@@ -144,6 +152,7 @@ class TestRunAs:
         assert "Failed to start pty since RunAs user alice does not exist" in output, output
 
     def test_check_mode_predicts_and_changes_nothing(self, lab, node, run_as_on):
+        over_the_connection(lab, "true")  # ssm-user: the agent makes it when the node's first session starts
         before = accounts(lab)
         output, recap = play(lab, "--check", operator_access_run_as=RUN_AS, run_as_users_sudo={"deploy": True})
         # alice's and deploy's accounts (a task each: a loop over amazon.aws.aws_ssm leaves a traceback), a rule file,
@@ -156,7 +165,7 @@ class TestRunAs:
     def test_the_role_makes_the_accounts_of_the_map_and_a_second_run_changes_nothing(
             self, lab, node, run_as_on, tmp_path):
         facts = tmp_path / "facts.json"
-        accounts(lab)  # the persistent session the play finds open
+        over_the_connection(lab, "true")  # the persistent session the play finds open
         before = set(active_sessions(lab, node))
         output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_sudo={"deploy": True},
                              run_as_users_options=OPTIONS, facts_out=str(facts))
@@ -283,6 +292,7 @@ BAD_INPUT = {
 
 
 def test_bad_input_one_clear_error_and_nothing_changed(lab, node, run_as_on, tmp_path):
+    over_the_connection(lab, "true")  # ssm-user: the agent makes it when the node's first session starts
     before = node_state(lab)
     cases = run_cases(lab, tmp_path, "bastionless.ssm.run_as_users",
                       {name: {"operator_access_run_as": {}, **extra} for name, (extra, _message) in BAD_INPUT.items()},
