@@ -50,7 +50,9 @@ def test_the_script_fetches_unzips_and_runs_the_playbook_against_localhost():
     lines, timeout = documents.ansible_script(parameters, lambda bucket, key: f"http://lab/{bucket}/{key}?signed")
     script = "\n".join(lines)
     assert timeout == 120
-    assert "curl -fsS --retry 2 -o site-0123.zip 'http://lab/bundles/pull/site-0123.zip?signed'" in script
+    # The presigned URL goes to curl on its stdin (printf is the shell's own), never in its arguments.
+    assert ("printf 'url = \"%s\"\\n' 'http://lab/bundles/pull/site-0123.zip?signed' | curl -fsS --retry 2 -K - "
+            "-o site-0123.zip ||") in script
     assert "unzip -o -q site-0123.zip" in script
     assert lines[-1] == "ansible-playbook -i localhost, -c local -e 'SSM=True role=web' --check -vv site.yml"
 

@@ -143,7 +143,8 @@ def ansible_script(parameters: dict, presign) -> tuple[list[str], int]:
     return [
         "set -u",
         f"PATH=\"$PATH:{ansible_bin()}\"; export PATH",
-        f"curl -fsS --retry 2 -o {shlex.quote(name)} {shlex.quote(presign(bucket, key))} || "
+        # The URL on curl's stdin (printf is sh's own): a presigned URL in argv is for every local user to read.
+        f"printf 'url = \"%s\"\\n' {shlex.quote(presign(bucket, key))} | curl -fsS --retry 2 -K - -o {shlex.quote(name)} || "
         f"{{ echo {shlex.quote(f'could not download s3://{bucket}/{key}')} >&2; exit 1; }}",
         f"case {shlex.quote(name)} in *.zip) unzip -o -q {shlex.quote(name)} || exit 1 ;; esac",
         f"[ -f {shlex.quote(playbook)} ] || {{ echo "

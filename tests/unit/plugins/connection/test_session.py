@@ -12,6 +12,7 @@ import http.server
 import io
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -278,20 +279,40 @@ def test_a_fetch_head_that_is_not_one_is_refused(tmp_path):
         protocol.fetch_chunk_command("/f", 1000, 10)
 
 
-def test_the_node_downloads_a_byte_range_per_command_with_curl(tmp_path):
+@pytest.fixture(name="curl_args")
+def fixture_curl_args(tmp_path, monkeypatch):
+    """The arguments of every curl the node's commands start (what /proc/PID/cmdline shows any local user), recorded
+    by a curl first on PATH that then runs the real one."""
+    real = shutil.which("curl")
+    shim, log = tmp_path / "bin", tmp_path / "curl-args"
+    shim.mkdir()
+    (shim / "curl").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\nexec {real} "$@"\n')
+    (shim / "curl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    return lambda: log.read_text().splitlines()
+
+
+def test_the_node_downloads_a_byte_range_per_command_with_curl(tmp_path, curl_args):
     source, target, data = tmp_path / "object", tmp_path / "it's the copy", os.urandom(200001)
     source.write_bytes(data)
+    url = source.as_uri() + "?X-Amz-Security-Token=secret%2Btoken&X-Amz-Signature=s1gnature"
     steps = protocol.plan(len(data), 65536)
     for offset, length in steps:
-        rc, out, err = _run(protocol.download_range_command(str(target), offset, length, source.as_uri(),
-                                                            offset == 0, offset + length >= len(data)))
-        assert (rc, err) == (0, b"")
+        cmd = protocol.download_range_command(str(target), offset, length, offset == 0, offset + length >= len(data))
+        rc, out, err = _run(cmd, protocol.curl_config(url))
+        assert (rc, err) == (0, b"") and b"secret" not in cmd
     assert target.read_bytes() == data and protocol.sha256_of(out) == hashlib.sha256(data).hexdigest()
+    assert len(curl_args()) == len(steps) and not [a for a in curl_args() if "secret" in a or "s1gnature" in a]
 
 
-def test_the_node_uploads_a_part_with_curl_and_returns_its_etag(tmp_path):
-    source, data, received = tmp_path / "it's a file", os.urandom(3 * 65536 + 5), []
+def test_a_url_reaches_curl_as_written_or_is_refused():
+    assert protocol.curl_config('https://h/k?a=%2F&b="x"\\') == b'url = "https://h/k?a=%2F&b=\\"x\\"\\\\"\n'
+    with pytest.raises(ValueError, match="no line break"):
+        protocol.curl_config("https://h/k\n-o /etc/passwd")
 
+
+def _part_server(received):
+    """A local S3 that answers UploadPart with an ETag."""
     class Part(http.server.BaseHTTPRequestHandler):
         def do_PUT(self):  # noqa: N802 (http.server's name)
             received.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
@@ -303,16 +324,24 @@ def test_the_node_uploads_a_part_with_curl_and_returns_its_etag(tmp_path):
         def log_message(self, *args):
             pass
 
-    source.write_bytes(data)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Part)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_the_node_uploads_a_part_with_curl_and_returns_its_etag(tmp_path, curl_args):
+    source, data, received = tmp_path / "it's a file", os.urandom(3 * 65536 + 5), []
+    source.write_bytes(data)
+    server = _part_server(received)
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/bucket/key?partNumber=2&uploadId=a%2Bb&X-Amz-Signature=x"
-        rc, out, err = _run(protocol.upload_part_command(str(source), 65536, 2 * 65536 + 5, url))
+        cmd = protocol.upload_part_command(str(source), 65536, 2 * 65536 + 5)
+        rc, out, err = _run(cmd, protocol.curl_config(url))
     finally:
         server.shutdown()
     assert (rc, err) == (0, b"") and protocol.etag_of(out) == '"etag-1"'
     assert received == [("/bucket/key?partNumber=2&uploadId=a%2Bb&X-Amz-Signature=x", data[65536:])]
+    assert b"Signature" not in cmd and not [a for a in curl_args() if "Signature" in a or "127.0.0.1" in a]
     assert protocol.etag_of(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n") == ""
 
 
