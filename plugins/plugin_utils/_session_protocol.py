@@ -394,11 +394,12 @@ def curl_config(url: str) -> bytes:
 
 def upload_part_command(in_path: str, offset: int, length: int) -> bytes:
     """Upload length bytes of the file from offset to the presigned UploadPart URL that curl_config gives on the
-    command's stdin, through a private temporary file (S3 wants the part's length up front); print the response's
-    headers (its ETag) on stdout."""
+    command's stdin; print the response's headers (its ETag) on stdout. S3 wants the part's length up front, so the
+    bytes go through a temporary file, unlinked as soon as it is open: a command killed halfway (a session ended, a
+    SIGKILL) leaves no file behind."""
     q = shlex.quote(in_path)
-    return (f"t=$(mktemp) && {_dd(q, offset, length)} >\"$t\" && "
-            "curl -sSf -K - -X PUT -T \"$t\" -D - -o /dev/null; r=$?; rm -f \"$t\"; exit $r").encode()
+    return (f"t=$(mktemp) && exec 3<>\"$t\" && rm -f \"$t\" && {_dd(q, offset, length)} >&3 && "
+            "curl -sSf -K - -X PUT -T /dev/fd/3 -D - -o /dev/null").encode()
 
 
 def download_range_command(out_path: str, offset: int, length: int, first: bool, last: bool) -> bytes:

@@ -311,10 +311,14 @@ def test_a_url_reaches_curl_as_written_or_is_refused():
         protocol.curl_config("https://h/k\n-o /etc/passwd")
 
 
-def _part_server(received):
-    """A local S3 that answers UploadPart with an ETag."""
+def _part_server(received, hold=None):
+    """A local S3 that answers UploadPart with an ETag; with hold (an Event), one that takes the request and waits."""
     class Part(http.server.BaseHTTPRequestHandler):
         def do_PUT(self):  # noqa: N802 (http.server's name)
+            if hold is not None:
+                received.append(self.path)
+                hold.wait(20)
+                return
             received.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(200)
             self.send_header("ETag", '"etag-%d"' % len(received))
@@ -329,9 +333,11 @@ def _part_server(received):
     return server
 
 
-def test_the_node_uploads_a_part_with_curl_and_returns_its_etag(tmp_path, curl_args):
+def test_the_node_uploads_a_part_with_curl_and_returns_its_etag(tmp_path, curl_args, monkeypatch):
     source, data, received = tmp_path / "it's a file", os.urandom(3 * 65536 + 5), []
     source.write_bytes(data)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     server = _part_server(received)
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/bucket/key?partNumber=2&uploadId=a%2Bb&X-Amz-Signature=x"
@@ -342,7 +348,35 @@ def test_the_node_uploads_a_part_with_curl_and_returns_its_etag(tmp_path, curl_a
     assert (rc, err) == (0, b"") and protocol.etag_of(out) == '"etag-1"'
     assert received == [("/bucket/key?partNumber=2&uploadId=a%2Bb&X-Amz-Signature=x", data[65536:])]
     assert b"Signature" not in cmd and not [a for a in curl_args() if "Signature" in a or "127.0.0.1" in a]
+    assert os.listdir(tmp_path / "tmp") == []
     assert protocol.etag_of(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n") == ""
+
+
+def test_an_upload_killed_halfway_leaves_no_file_on_the_node(tmp_path):
+    """The part's temporary file is unlinked before the upload starts: while curl waits on S3 it has no name, and a
+    SIGKILL (no trap runs) leaves nothing in the temporary directory."""
+    source, received, hold = tmp_path / "big", [], threading.Event()
+    source.write_bytes(os.urandom(65536 * 4))
+    (tmp_path / "tmp").mkdir()
+    server = _part_server(received, hold)
+    url = f"http://127.0.0.1:{server.server_address[1]}/bucket/key?partNumber=1"
+    proc = subprocess.Popen(["/bin/sh", "-c", protocol.upload_part_command(str(source), 0, 65536 * 4)],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TMPDIR": str(tmp_path / "tmp")}, start_new_session=True)
+    try:
+        proc.stdin.write(protocol.curl_config(url))
+        proc.stdin.close()
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert received == ["/bucket/key?partNumber=1"], "the upload reached S3"
+        assert os.listdir(tmp_path / "tmp") == [], "the part has no name while it uploads"
+        os.killpg(proc.pid, 9)
+        proc.wait(10)
+    finally:
+        hold.set()
+        server.shutdown()
+    assert os.listdir(tmp_path / "tmp") == []
 
 
 def _transfer_connection(monkeypatch, **options):
