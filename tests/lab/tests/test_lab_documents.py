@@ -34,6 +34,7 @@ def test_defaults_fill_what_a_request_leaves_out():
 @pytest.mark.parametrize("path, expected", [
     ("https://s3.amazonaws.com/b/pull/k.zip", ("b", "pull/k.zip")),
     ("https://s3.eu-west-1.amazonaws.com/b/k.yml", ("b", "k.yml")),
+    ("https://s3.cn-north-1.amazonaws.com.cn/b/k.zip", ("b", "k.zip")),
     ("https://b.s3.amazonaws.com/a%20b.zip", ("b", "a b.zip")),
     ("https://example.com/b/k.zip", None),
     ("http://s3.amazonaws.com/b/k.zip", None),

@@ -34,9 +34,9 @@ ANSIBLE_ALLOWED = {"SourceType": ("GitHub", "S3"), "InstallDependencies": ("True
 SHELL_PARAMETERS = ("commands", "workingDirectory", "executionTimeout")
 TIMEOUT = re.compile(r"^[0-9]{1,6}$")
 # s3.amazonaws.com/BUCKET/KEY, s3.REGION.amazonaws.com/BUCKET/KEY, s3-REGION.amazonaws.com/BUCKET/KEY,
-# BUCKET.s3[.REGION].amazonaws.com/KEY
-PATH_STYLE = re.compile(r"^s3([.-][a-z0-9-]+)?\.amazonaws\.com$")
-VIRTUAL_STYLE = re.compile(r"^(?P<bucket>.+)\.s3([.-][a-z0-9-]+)?\.amazonaws\.com$")
+# BUCKET.s3[.REGION].amazonaws.com/KEY (amazonaws.com.cn in China)
+PATH_STYLE = re.compile(r"^s3([.-][a-z0-9-]+)?\.amazonaws\.com(\.cn)?$")
+VIRTUAL_STYLE = re.compile(r"^(?P<bucket>.+)\.s3([.-][a-z0-9-]+)?\.amazonaws\.com(\.cn)?$")
 
 
 class ParameterError(Exception):
