@@ -58,9 +58,10 @@ def id_problem(instance_id: str) -> Optional[str]:
 
 
 def region_problem(region: Optional[str], regions: Iterable[str],
-                   fix: str = "fix ansible_aws_ssm_region or AWS_REGION") -> Optional[str]:
+                   fix: str = "fix ansible_aws_ssm_region or AWS_REGION", known_by: str = "") -> Optional[str]:
     """A sentence when ``region`` is not a region botocore knows (with the nearest names), else None. ``fix``: what
-    to change, as the caller names it."""
+    to change, as the caller names it. ``known_by`` (``botocore 1.35.0``, say): the sentence says the region is not
+    one that knows, rather than no AWS region (for a caller whose fix covers regions newer than botocore)."""
     regions = sorted(regions)
     if not regions:
         return None
@@ -71,7 +72,8 @@ def region_problem(region: Optional[str], regions: Iterable[str],
         return None
     distance, near = min((_edits(region, known), known) for known in regions)
     hint = f" (did you mean {near}?)" if distance <= 2 else ""
-    return f"'{region}' is not an AWS region{hint}: {fix}"
+    what = f"a region {known_by} knows" if known_by else "an AWS region"
+    return f"'{region}' is not {what}{hint}: {fix}"
 
 
 def look_up(instance_id: str, ssm, ec2) -> Dict[str, Any]:
