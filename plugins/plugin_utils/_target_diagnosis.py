@@ -132,9 +132,18 @@ REFUSAL_FIXES = {
                               "the document (the bastionless.ssm.operator_access role writes such a policy), or use "
                               "credentials that have it (ansible_aws_ssm_profile, AWS_PROFILE)"),
 }
-EXPIRED = ("the session token of these credentials has expired: get new temporary credentials (aws sso login, assume "
-           "the role again, or a new AWS_SESSION_TOKEN) and run again")
-REFUSAL_FIXES.update({code: EXPIRED for code in ("ExpiredTokenException", "ExpiredToken", "RequestExpired")})
+# The error codes of AWS for credentials whose session token has expired.
+EXPIRED_CODES = ("ExpiredTokenException", "ExpiredToken", "RequestExpired")
+
+
+def expired_fix(credentials: str = "these credentials") -> str:
+    """What to do when AWS refused ``credentials`` (as the caller names them) because their session token expired."""
+    return (f"the session token of {credentials} has expired: get new temporary credentials (aws sso login, assume "
+            "the role again, or a new AWS_SESSION_TOKEN) and run again")
+
+
+EXPIRED = expired_fix()
+REFUSAL_FIXES.update({code: EXPIRED for code in EXPIRED_CODES})
 
 
 def refusal_fix(code: str) -> Optional[str]:

@@ -16,6 +16,8 @@ import datetime
 import difflib
 import re
 
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._target_diagnosis import EXPIRED_CODES
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._target_diagnosis import expired_fix
 from ansible_collections.bastionless.ssm.plugins.plugin_utils._target_diagnosis import region_problem
 
 # AWS's limits (the API references): DescribeInstanceInformation returns at most 50 nodes a call; an
@@ -439,11 +441,7 @@ AWS_UNREACHABLE_FIXES = {
 
 
 # ... and by the error code AWS answered with.
-AWS_REFUSED_FIXES = {
-    code: ("the session token of the inventory's credentials has expired: get new temporary credentials (aws sso "
-           "login, assume the role again, or a new AWS_SESSION_TOKEN) and run again")
-    for code in ("ExpiredTokenException", "ExpiredToken", "RequestExpired")
-}
+AWS_REFUSED_FIXES = {code: expired_fix("the inventory's credentials") for code in EXPIRED_CODES}
 
 
 def given_endpoint(endpoint_url, environ) -> str:
