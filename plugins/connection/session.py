@@ -824,11 +824,8 @@ class Connection(ConnectionBase):
             helper = self._reader == "python"
             chained = bool(pending) and state["first"]
             for index, (item, item_marker) in enumerate(zip(pending if chained else (), markers)):
-                if helper:
-                    head, tail = protocol.helper_request(item.cmd, item_marker, item.data is not None,
-                                                         after_success=index > 0)
-                else:
-                    head, tail = protocol.command_script(item.cmd, item_marker, item.data is not None)
+                head, tail = protocol.request(item.cmd, item_marker, item.data is not None, self._reader,
+                                              after_success=index > 0)
                 yield head
                 if item.data is not None:
                     yield protocol.b64_lines(item.data)
@@ -842,10 +839,7 @@ class Connection(ConnectionBase):
                 yield tail
                 return
             has_stdin = stdin_chunks is not None or pieces is not None
-            if helper:
-                head, tail = protocol.helper_request(cmd, marker, has_stdin, interpreter, after_success=chained)
-            else:
-                head, tail = protocol.command_script(cmd, marker, has_stdin)
+            head, tail = protocol.request(cmd, marker, has_stdin, self._reader, interpreter, after_success=chained)
             yield head
             if stdin_chunks is not None:
                 yield from stdin_chunks

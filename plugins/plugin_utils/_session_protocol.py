@@ -108,10 +108,11 @@ def helper_request(cmd: bytes, marker: str, has_stdin: bool, interpreter=None, s
     return head, (f"{marker}\n".encode() if has_stdin else b"")
 
 
-def request(cmd: bytes, marker: str, has_stdin: bool, reader: str, interpreter=None) -> tuple:
-    """(head, tail) of a command for the reader the session has: "python" (the helper) or "sh", as its master says."""
+def request(cmd: bytes, marker: str, has_stdin: bool, reader: str, interpreter=None, after_success: bool = False) -> tuple:
+    """(head, tail) of a command for the reader the session has: "python" (the helper) or "sh", as its master says.
+    interpreter and after_success: see helper_request (the sh reader runs the command as it is)."""
     if reader == "python":
-        return helper_request(cmd, marker, has_stdin, interpreter)
+        return helper_request(cmd, marker, has_stdin, interpreter, after_success=after_success)
     return command_script(cmd, marker, has_stdin)
 
 
@@ -300,12 +301,6 @@ def ran_in_fork(output: bytes, marker: str) -> bool:
 def put_command(out_path: str) -> bytes:
     """Write stdin to out_path, print its sha256 (stdout)."""
     return put_chunk_command(out_path, True, True)
-
-
-def fetch_command(in_path: str) -> bytes:
-    """Print the file's sha256 on stderr, then the file on stdout."""
-    q = shlex.quote(in_path)
-    return f"sha256sum < {q} >&2 && cat < {q}".encode()
 
 
 # --- transfers in chunks: one command per chunk, each bounded by command_timeout --------------------------------------

@@ -185,16 +185,20 @@ def test_a_chunk_size_that_splits_lines_is_refused():
         list(protocol.b64_file_chunks(io.BytesIO(b"x"), hashlib.sha256(), chunk=1000))
 
 
-def test_put_and_fetch_commands_carry_the_checksum(tmp_path):
+def test_a_request_is_framed_for_the_reader_the_session_has():
+    marker = protocol.new_marker()
+    assert protocol.request(b"true", marker, True, "python", "/usr/bin/python3", after_success=True) == (
+        protocol.helper_request(b"true", marker, True, "/usr/bin/python3", after_success=True))
+    assert protocol.request(b"true", marker, True, "sh", "/usr/bin/python3", after_success=True) == (
+        protocol.command_script(b"true", marker, True))
+
+
+def test_the_put_command_carries_the_checksum(tmp_path):
     target = tmp_path / "it's a file"
     data = os.urandom(5000)
     rc, out, err = _run(protocol.put_command(str(target)), data)
     assert (rc, err) == (0, b"") and target.read_bytes() == data
     assert protocol.sha256_of(out) == hashlib.sha256(data).hexdigest()
-    rc, out, err = _run(protocol.fetch_command(str(target)))
-    assert rc == 0 and out == data and protocol.sha256_of(err) == hashlib.sha256(data).hexdigest()
-    rc, out, err = _run(protocol.fetch_command(str(tmp_path / "missing")))
-    assert rc != 0 and out == b"" and b"missing" in err
     assert protocol.sha256_of(b"not a sum") == ""
 
 
