@@ -37,8 +37,9 @@ notes:
   - The node needs C(/bin/sh), C(base64), C(mktemp) and C(sha256sum) (coreutils); C(curl) only for transfers
     through the bucket. Where it has C(python3), a resident Python reads the commands and runs pipelined modules in
     a fork with C(ansible.module_utils) preloaded (O(resident_python)).
-  - No credentials are on any command line. The master gets the StartSession response through a pipe; with
-    O(transport=plugin), session-manager-plugin gets it as its first argument, as with
+  - No credentials are on any command line. On the node, C(curl) reads the presigned URLs of bucket transfers on its
+    stdin (C(curl -K -)), so no local user sees them in its arguments. The master gets the StartSession response
+    through a pipe; with O(transport=plugin), session-manager-plugin gets it as its first argument, as with
     P(amazon.aws.aws_ssm#connection) and the AWS CLI.
   - The session shell runs with echo off and commands and their stdin are sent base64 encoded, so neither appears
     in session transcripts; what commands print (module results) does, as with any Session Manager shell.
@@ -823,11 +824,8 @@ class Connection(ConnectionBase):
             helper = self._reader == "python"
             chained = bool(pending) and state["first"]
             for index, (item, item_marker) in enumerate(zip(pending if chained else (), markers)):
-                if helper:
-                    head, tail = protocol.helper_request(item.cmd, item_marker, item.data is not None,
-                                                         after_success=index > 0)
-                else:
-                    head, tail = protocol.command_script(item.cmd, item_marker, item.data is not None)
+                head, tail = protocol.request(item.cmd, item_marker, item.data is not None, self._reader,
+                                              after_success=index > 0)
                 yield head
                 if item.data is not None:
                     yield protocol.b64_lines(item.data)
@@ -841,10 +839,7 @@ class Connection(ConnectionBase):
                 yield tail
                 return
             has_stdin = stdin_chunks is not None or pieces is not None
-            if helper:
-                head, tail = protocol.helper_request(cmd, marker, has_stdin, interpreter, after_success=chained)
-            else:
-                head, tail = protocol.command_script(cmd, marker, has_stdin)
+            head, tail = protocol.request(cmd, marker, has_stdin, self._reader, interpreter, after_success=chained)
             yield head
             if stdin_chunks is not None:
                 yield from stdin_chunks
@@ -1091,7 +1086,8 @@ class Connection(ConnectionBase):
         return min(604800, (parts + 1) * self._command_timeout() + 60)
 
     def _put_through_bucket(self, b_in: bytes, out_path: str, size: int) -> None:
-        """Upload to the bucket, then the node downloads it a part (a byte range) per command with curl."""
+        """Upload to the bucket, then the node downloads it a part (a byte range) per command with curl, which reads
+        the presigned URL on its stdin."""
         bucket = self.get_option("bucket_name")
         key = f"{self.instance_id}/{uuid.uuid4().hex}"
         self.verbosity_display(3, f"PUT {to_text(b_in)} THROUGH s3://{bucket}/{key}")
@@ -1105,10 +1101,12 @@ class Connection(ConnectionBase):
             self.s3_client.upload_file(to_native(b_in), bucket, key, ExtraArgs=self._encryption())
             url = self.s3_client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key},
                                                         ExpiresIn=self._url_lifetime(len(steps)), HttpMethod="GET")
+            config = [protocol.b64_lines(protocol.curl_config(url))]  # on stdin: no URL in the node's argv
             for offset, length in steps:
-                cmd = protocol.download_range_command(out_path, offset, length, url, offset == 0, offset + length >= size)
-                rc, stdout, stderr = self._execute(cmd, doing=_progress("copying", to_text(b_in), out_path, offset, size,
-                                                                        f" through s3://{bucket}"))
+                cmd = protocol.download_range_command(out_path, offset, length, offset == 0, offset + length >= size)
+                rc, stdout, stderr = self._execute(cmd, config if length else None,
+                                                   doing=_progress("copying", to_text(b_in), out_path, offset, size,
+                                                                   f" through s3://{bucket}"))
                 if rc != 0:
                     raise AnsibleError(f"failed to transfer {to_text(b_in)} to {out_path} through s3://{bucket} (at "
                                        f"byte {offset} of {size}): {to_text(stderr).strip()}")
@@ -1135,7 +1133,8 @@ class Connection(ConnectionBase):
                         "upload_part", Params={"Bucket": bucket, "Key": key, "UploadId": upload, "PartNumber": number},
                         ExpiresIn=self._url_lifetime(1), HttpMethod="PUT")
                     rc, stdout, stderr = self._execute(
-                        protocol.upload_part_command(in_path, offset, length, url),
+                        protocol.upload_part_command(in_path, offset, length),
+                        [protocol.b64_lines(protocol.curl_config(url))],  # on stdin: no URL in the node's argv
                         doing=_progress("fetching", in_path, out_path, offset, size, f" through s3://{bucket}"))
                     etag = protocol.etag_of(stdout)
                     if rc != 0 or not etag:

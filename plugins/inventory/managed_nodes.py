@@ -51,6 +51,9 @@ options:
     description:
       - The regions to list the managed nodes of, all at once.
       - Empty (the default) means every region C(DescribeRegions) returns for the account.
+      - A region the installed botocore does not know (a typo, or a region newer than botocore) is refused before
+        any AWS call, with the nearest names and the fix, unless an endpoint is given (O(endpoint_url),
+        E(AWS_ENDPOINT_URL) or E(AWS_ENDPOINT_URL_SSM)); the endpoint then decides which regions there are.
     type: list
     elements: str
     default: []
@@ -261,6 +264,7 @@ connection: ansible.builtin.ssh
 """
 
 import concurrent.futures
+import os
 
 try:
     import boto3
@@ -290,14 +294,16 @@ from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes impo
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import check_hostnames
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import default_groups
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import drop_unused_instance_xml
+from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import given_endpoint
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import host_vars
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import include_filter_dicts
+from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import region_refusal
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import unknown_keys_problem
+from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import unknown_region_note
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import unreachable_fix
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import wanted_ping_statuses
 from ansible_collections.bastionless.ssm.plugins.plugin_utils._session_support import profile_problem
 from ansible_collections.bastionless.ssm.plugins.plugin_utils._target_diagnosis import known_regions
-from ansible_collections.bastionless.ssm.plugins.plugin_utils._target_diagnosis import region_problem
 
 SERVICES = ("ssm", "ec2", "resourcegroupstaggingapi")
 MAX_PARALLEL_REGIONS = 8
@@ -378,9 +384,9 @@ class InventoryModule(AWSInventoryBase):
                 raise ManagedNodesError(f"{name}: each filter set must be a dictionary such as {{'tag:Env': 'prod'}}")
         regions = self.get_option("regions") or []
         if regions:
-            known = known_regions()
+            known, endpoint = known_regions(), given_endpoint(self.get_option("endpoint_url"), os.environ)
             for region in regions:
-                problem = region_problem(str(region), known, fix="fix the regions key of the inventory file")
+                problem = region_refusal(region, known, botocore.__version__, endpoint)
                 if problem:
                     raise ManagedNodesError(f"regions: {problem}")
         return {
@@ -459,9 +465,10 @@ class InventoryModule(AWSInventoryBase):
                     found = future.result()
                 except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as error:
                     fix = unreachable_fix(error)
+                    note = unknown_region_note(region, known_regions(), botocore.__version__)
                     if fix:
-                        self.fail_aws(f"Cannot list the managed nodes of {region}: {fix} ({error})")
-                    self.fail_aws(f"Failed to list the managed nodes of {region}", exception=error)
+                        self.fail_aws(f"Cannot list the managed nodes of {region}: {fix}{note} ({error})")
+                    self.fail_aws(f"Failed to list the managed nodes of {region}{note}", exception=error)
                 for node in found:
                     nodes.setdefault(node["ssm"]["instance_id"], node)
         for warning in warnings:

@@ -3,9 +3,9 @@
 # Copyright: Contributors to the bastionless.ssm project
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
-"""The pure part of bastionless.ssm.ssm_pull_bundle: which files go into a pull bundle, the bundle as a zip whose
-bytes depend only on the files' names, contents and modes (so the same content gives the same digest), the object
-key named by that digest, and what a bucket must be to hold it. No AWS call here."""
+"""The pure part of bastionless.ssm.ssm_pull_bundle: which files go into a pull bundle, the digest of what it holds,
+the bundle as a zip whose bytes depend only on the files' names, contents and modes, the object key named by that
+digest, its URL in the region's partition, and what a bucket must be to hold it. No AWS call here."""
 
 from __future__ import annotations
 
@@ -32,6 +32,12 @@ COLLECTION_TOP = frozenset({"MANIFEST.json", "FILES.json", "meta", "plugins", "r
 SKIPPED_DIRS = frozenset({"__pycache__", ".git"})
 SKIPPED_SUFFIXES = (".pyc", ".pyo")
 DIGEST_LENGTH = 20
+# The module's options that a caller may name otherwise in the messages (variable_names): a role names its variables.
+NAMED_OPTIONS = ("playbook", "files", "collections", "collections_paths", "bucket", "key_prefix")
+# Storage classes the agent cannot GET an object from until it is restored: a bundle moved there fails every run.
+ARCHIVE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")
+# The DNS suffix of AWS's own partition, for a region no partition's pattern matches.
+DEFAULT_DNS_SUFFIX = "amazonaws.com"
 PREFIX = re.compile(r"^([A-Za-z0-9!_.*'()/-]*)$")
 STEM = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -94,6 +100,25 @@ def duplicates(entries: List[Tuple[str, str]]) -> List[str]:
     return twice
 
 
+def _mode(path: str) -> int:
+    """The mode a member gets in the zip: 0755 or 0644, executable or not."""
+    return 0o755 if os.stat(path).st_mode & stat.S_IXUSR else 0o644
+
+
+def content_digest(entries: List[Tuple[str, str]]) -> str:
+    """The SHA-256 of what the bundle holds: each member's name, mode (as the zip gets it) and the SHA-256 of its
+    content, in the zip's order. The zip is a function of these alone (build), so this digest names it: the key is
+    known, and a bundle already in the bucket found, without building the zip; it is built only to be uploaded."""
+    outer = hashlib.sha256()
+    for name, path in sorted(entries):
+        inner = hashlib.sha256()
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                inner.update(block)
+        outer.update(json.dumps([name, _mode(path), inner.hexdigest()]).encode() + b"\n")
+    return outer.hexdigest()
+
+
 def build(entries: List[Tuple[str, str]]) -> bytes:
     """The zip of ``entries``, sorted by name, each with the fixed time stamp and mode 0755 or 0644 (executable
     or not): the same files give the same bytes wherever and whenever it is built."""
@@ -101,16 +126,11 @@ def build(entries: List[Tuple[str, str]]) -> bytes:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, path in sorted(entries):
             info = zipfile.ZipInfo(name, EPOCH)
-            mode = 0o755 if os.stat(path).st_mode & stat.S_IXUSR else 0o644
-            info.external_attr = (stat.S_IFREG | mode) << 16
+            info.external_attr = (stat.S_IFREG | _mode(path)) << 16
             info.compress_type = zipfile.ZIP_DEFLATED
             with open(path, "rb") as handle:
                 archive.writestr(info, handle.read(), compresslevel=6)
     return buffer.getvalue()
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def object_key(prefix: str, playbook: str, sha256: str) -> str:
@@ -120,32 +140,75 @@ def object_key(prefix: str, playbook: str, sha256: str) -> str:
     return f"{prefix}{stem}-{sha256[:DIGEST_LENGTH]}.zip"
 
 
-def source_path(bucket: str, key: str, region: str) -> str:
-    """The object's URL as AWS-ApplyAnsiblePlaybooks' SourceInfo ``path`` takes it."""
-    host = "s3.amazonaws.com" if region in ("", "us-east-1") else f"s3.{region}.amazonaws.com"
+def dns_suffix(region: str, partitions: List[Dict[str, Any]]) -> str:
+    """The DNS suffix of the AWS partition that holds ``region`` (amazonaws.com.cn for cn-north-1), from botocore's
+    endpoints data (its ``partitions``): the partition that lists the region, else the first whose pattern matches
+    it (a region newer than botocore), else AWS's own."""
+    for partition in partitions:
+        if region in (partition.get("regions") or {}):
+            return partition.get("dnsSuffix") or DEFAULT_DNS_SUFFIX
+    for partition in partitions:
+        if partition.get("regionRegex") and re.match(partition["regionRegex"], region or ""):
+            return partition.get("dnsSuffix") or DEFAULT_DNS_SUFFIX
+    return DEFAULT_DNS_SUFFIX
+
+
+def source_path(bucket: str, key: str, region: str, suffix: str = DEFAULT_DNS_SUFFIX) -> str:
+    """The object's URL as AWS-ApplyAnsiblePlaybooks' SourceInfo ``path`` takes it; ``suffix``: the DNS suffix of
+    the region's partition (dns_suffix)."""
+    host = f"s3.{suffix}" if region in ("", "us-east-1") else f"s3.{region}.{suffix}"
     return f"https://{host}/{bucket}/{key}"
 
 
-def source_info(bucket: str, key: str, region: str) -> str:
-    return json.dumps({"path": source_path(bucket, key, region)})
+def source_info(bucket: str, key: str, region: str, suffix: str = DEFAULT_DNS_SUFFIX) -> str:
+    return json.dumps({"path": source_path(bucket, key, region, suffix)})
 
 
-def validate(params: Dict[str, Any]) -> Optional[str]:
-    """The first problem of the module's input that needs no AWS call and no file, as one message; None if none."""
-    for name in params.get("collections") or []:
-        if not COLLECTION.match(name):
-            return f"collections entry {name!r} is not a collection name (namespace.name), for example bastionless.ssm."
-    prefix = params.get("key_prefix") or ""
-    if prefix.startswith("/") or not PREFIX.match(prefix):
-        return (f"key_prefix {prefix!r} is not an S3 key prefix this module takes: letters, digits and ! _ . * ' ( ) "
-                "- /, not starting with /, for example 'pull/'.")
+def named(option: str, names: Optional[Dict[str, str]] = None) -> str:
+    """How the caller names ``option`` in its messages (``names``: the module's variable_names); the option's own
+    name when it gives none."""
+    return (names or {}).get(option) or option
+
+
+def names_problem(names: Optional[Dict[str, Any]]) -> Optional[str]:
+    """A message when variable_names names an option this module does not have; None if none."""
+    unknown = sorted(str(key) for key in (names or {}) if key not in NAMED_OPTIONS)
+    if unknown:
+        return (f"variable_names has {', '.join(unknown)}, which is no option it names; give only "
+                f"{', '.join(NAMED_OPTIONS)}.")
     return None
 
 
+def validate(params: Dict[str, Any], names: Optional[Dict[str, str]] = None) -> Optional[str]:
+    """The first problem of the module's input that needs no AWS call and no file, as one message naming the input
+    as the caller does (``names``); None if none."""
+    for name in params.get("collections") or []:
+        if not COLLECTION.match(name):
+            return (f"{named('collections', names)} entry {name!r} is not a collection name (namespace.name), for "
+                    "example bastionless.ssm.")
+    prefix = params.get("key_prefix") or ""
+    if prefix.startswith("/") or not PREFIX.match(prefix):
+        return (f"{named('key_prefix', names)} {prefix!r} is not an S3 key prefix this module takes: letters, digits "
+                "and ! _ . * ' ( ) - /, not starting with /, for example 'pull/'.")
+    return None
+
+
+def _rule_prefix(rule: Dict[str, Any]) -> str:
+    """The key prefix a lifecycle rule applies to; "" (every key) for a tag or size filter, which may reach any."""
+    rule_prefix = rule.get("Prefix")
+    if rule_prefix is None:
+        rule_prefix = (rule.get("Filter") or {}).get("Prefix", "")
+        if rule_prefix is None or set(rule.get("Filter") or {}) - {"Prefix"}:
+            rule_prefix = ""
+    return rule_prefix
+
+
 def bucket_problems(bucket: str, encryption: Optional[Dict[str, Any]], public_block: Optional[Dict[str, Any]],
-                    lifecycle: List[Dict[str, Any]], key_prefix: str) -> List[str]:
+                    lifecycle: List[Dict[str, Any]], key_prefix: str, names: Optional[Dict[str, str]] = None) -> List[str]:
     """Why ``bucket`` is not one to keep bundles in: not encrypted by default, public access not fully blocked,
-    or a lifecycle rule that would delete the bundle while the association still runs it. Empty if none."""
+    a lifecycle rule that would delete the bundle while the association still runs it, or one that would move it to
+    an archive storage class (GLACIER, DEEP_ARCHIVE), from which the agent cannot fetch it: both refused. Empty if
+    none. ``names``: how the caller names the inputs."""
     problems = []
     rules = (encryption or {}).get("Rules") or []
     algorithms = [((r.get("ApplyServerSideEncryptionByDefault") or {}).get("SSEAlgorithm")) for r in rules]
@@ -157,18 +220,24 @@ def bucket_problems(bucket: str, encryption: Optional[Dict[str, Any]], public_bl
     if open_flags:
         problems.append(f"bucket {bucket!r} does not block public access ({', '.join(open_flags)} off); block all "
                         "four settings or give another bucket.")
+    where = f"{named('bucket', names)} or {named('key_prefix', names)}"
     for rule in lifecycle:
-        if rule.get("Status") != "Enabled" or not rule.get("Expiration"):
+        if rule.get("Status") != "Enabled":
             continue
-        rule_prefix = rule.get("Prefix")
-        if rule_prefix is None:
-            rule_prefix = (rule.get("Filter") or {}).get("Prefix", "")
-            if rule_prefix is None or set(rule.get("Filter") or {}) - {"Prefix"}:
-                rule_prefix = ""  # a tag or size filter: it may apply to the bundle, treat it as covering it
-        if key_prefix.startswith(rule_prefix) or rule_prefix.startswith(key_prefix):
+        rule_prefix = _rule_prefix(rule)
+        if not (key_prefix.startswith(rule_prefix) or rule_prefix.startswith(key_prefix)):
+            continue
+        if rule.get("Expiration"):
             problems.append(
                 f"bucket {bucket!r} has lifecycle rule {rule.get('ID', '')!r} expiring objects under "
                 f"{rule_prefix or '(every key)'!r}: it would delete the bundle while the association still runs it. "
-                "Give a bucket or key_prefix that no expiration rule covers (the transfer bucket expires "
-                "everything it holds).")
+                f"Give a {where} that no expiration rule covers (the transfer bucket expires everything it holds).")
+        archived = sorted({t.get("StorageClass") for t in rule.get("Transitions") or []} & set(ARCHIVE_CLASSES))
+        if archived:
+            problems.append(
+                f"bucket {bucket!r} has lifecycle rule {rule.get('ID', '')!r} moving objects under "
+                f"{rule_prefix or '(every key)'!r} to {' and '.join(archived)}: the agent cannot fetch an archived "
+                "bundle (it must be restored first), so every later run of the association would fail. Give a "
+                f"{where} that no such transition covers, or make the rule's transition GLACIER_IR (instant "
+                "retrieval) or a non-archive class.")
     return problems

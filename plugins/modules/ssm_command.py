@@ -379,6 +379,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.exceptions import Ansib
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
+from ansible_collections.bastionless.ssm.plugins.module_utils._preflight_readers import read_instance_information
 from ansible_collections.bastionless.ssm.plugins.module_utils._ssm_session import iso
 
 # Limits of SendCommand and of what AWS keeps of a node's output.
@@ -734,21 +735,11 @@ def predict_targets(client, params: Dict[str, Any]) -> Optional[List[Dict[str, A
 def ping_statuses(client, instance_ids: List[str]) -> Dict[str, str]:
     """The PingStatus of each node ("" when Systems Manager does not list it); {} when the lookup fails (the caller's
     message is then only less precise)."""
-    found = {node: "" for node in instance_ids}
     try:
-        for start in range(0, len(instance_ids), 50):
-            filters = [{"Key": "InstanceIds", "Values": instance_ids[start:start + 50]}]
-            token = None
-            while True:
-                page = describe_instance_information_page(client, filters, token)
-                for info in page.get("InstanceInformationList") or []:
-                    found[info["InstanceId"]] = info.get("PingStatus", "")
-                token = page.get("NextToken")
-                if not token:
-                    break
+        rows = read_instance_information(client, instance_ids)
     except (AnsibleAWSError, botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
-        return {}  # describe_instance_information_page's handler raises AnsibleAWSError
-    return found
+        return {}  # read_instance_information's handler raises an AnsibleAWSError
+    return {node: (rows.get(node) or {}).get("PingStatus", "") for node in instance_ids}
 
 
 def check_mode(module: AnsibleAWSModule, client) -> None:

@@ -15,12 +15,15 @@ description:
     it to an S3 bucket. The collections go under C(collections/ansible_collections/) in the zip, where
     C(ansible-playbook) finds a playbook's collections first; of each, what C(ansible-playbook) loads goes in
     (C(plugins), C(roles), C(playbooks), C(meta) and its manifest), not its docs, tests or changelog.
-  - The zip's bytes depend only on the files' names, contents and modes, and its key ends with the start of its
-    SHA-256 digest, so the same content is the same object. The module uploads only when that object is missing,
-    and a change of content is a new key (and, in the association, a new C(SourceInfo)), never an overwrite.
+  - The zip's bytes depend only on the files' names, contents and modes, and its key ends with the start of a
+    SHA-256 digest of those (each file's name, mode and content digest), so the same content is the same object.
+    The module builds the zip only to upload it, when that object is missing (not in check mode), and a change of
+    content is a new key (and, in the association, a new C(SourceInfo)), never an overwrite.
   - The bucket must exist, encrypt by default (SSE-S3 or SSE-KMS), block all public access, and have no lifecycle
-    rule that expires objects under O(key_prefix), since a bundle that expires makes every later run of the association
-    fail. The transfer bucket of the C(transfer_bucket) role expires everything it holds, so it does not fit.
+    rule that expires objects under O(key_prefix), or moves them to C(GLACIER) or C(DEEP_ARCHIVE), since a bundle
+    that expires, or is archived (the agent cannot fetch it until it is restored), makes every later run of the
+    association fail; both are refused. The transfer bucket of the C(transfer_bucket) role expires everything it
+    holds, so it does not fit.
   - Every check runs before the upload, so a bad input uploads nothing.
   - This is the first half of pull mode; C(bastionless.ssm.pull_association) (and C(playbooks/pull.yml)) then
     point an association at RV(source_info). See docs/state-manager.md.
@@ -64,9 +67,17 @@ options:
       - The start of the bundle's key, for example V(pull/) or V(pull/web/).
     type: str
     default: pull/
+  variable_names:
+    description:
+      - How the caller names this module's inputs in its error messages, by option (V(playbook), V(files),
+        V(collections), V(collections_paths), V(bucket), V(key_prefix)); an option not given keeps its own name.
+        The role C(bastionless.ssm.pull_association) names its variables here, so that an error names the variable
+        its user set (V(pull_association_key_prefix), not V(key_prefix)).
+    type: dict
+    default: {}
 attributes:
   check_mode:
-    description: Builds the bundle in memory and reports whether it would be uploaded; uploads nothing.
+    description: Reads the files to find the bundle's key and reports whether it would be uploaded; builds no zip and uploads nothing.
     support: full
   diff_mode:
     description: Not supported.
@@ -131,13 +142,15 @@ present:
   type: bool
   sample: false
 sha256:
-  description: The SHA-256 digest of the zip.
+  description:
+    - The SHA-256 digest of the bundle's content (each file's name in the zip, mode and SHA-256), which names the
+      key; the uploaded object carries it in its C(sha256) metadata.
   returned: always
   type: str
   sample: 3f1c0a9e2b7d4c5e6f708192a3b4c5d6e7f8091a2b3c4d5e6f708192a3b4c5d6
 size:
   description: The zip's size in bytes.
-  returned: always
+  returned: when the zip was built and uploaded
   type: int
   sample: 482113
 members:
@@ -151,7 +164,7 @@ playbook_file:
   type: str
   sample: baseline.yml
 source_path:
-  description: The object's URL.
+  description: The object's URL, under the DNS suffix of the region's partition (C(amazonaws.com.cn) in China).
   returned: always
   type: str
   sample: https://s3.eu-west-1.amazonaws.com/example-pull-bundles/pull/baseline/baseline-3f1c0a9e2b7d4c5e6f70.zip
@@ -167,6 +180,11 @@ from typing import Any
 from typing import Dict
 from typing import List
 from typing import Optional
+
+try:
+    import botocore.loaders
+except ImportError:
+    pass  # AnsibleAWSModule reports a missing botocore
 
 from ansible_collections.amazon.aws.plugins.module_utils.botocore import is_boto3_error_code
 from ansible_collections.amazon.aws.plugins.module_utils.errors import AWSErrorHandler
@@ -227,18 +245,26 @@ def put_object(s3, bucket: str, key: str, data: bytes, sha256: str) -> None:
     s3.put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/zip", Metadata={"sha256": sha256})
 
 
-def local_problem(params: Dict[str, Any]) -> Optional[str]:
+def local_problem(params: Dict[str, Any], names: Dict[str, str]) -> Optional[str]:
     if not os.path.isfile(params["playbook"]):
-        return f"playbook {params['playbook']!r} is not a file on the controller; give the path of the playbook to bundle."
+        return (f"{bundle.named('playbook', names)} {params['playbook']!r} is not a file on the controller; give the "
+                "path of the playbook to bundle.")
     for path in params["files"]:
         if not os.path.exists(path):
-            return f"files entry {path!r} does not exist on the controller; remove it or correct the path."
+            return (f"{bundle.named('files', names)} entry {path!r} does not exist on the controller; remove it or "
+                    "correct the path.")
     return None
+
+
+def partition_dns_suffix(region: str) -> str:
+    """The DNS suffix of the region's partition, as the installed botocore knows the partitions."""
+    return bundle.dns_suffix(region, botocore.loaders.create_loader().load_data("endpoints")["partitions"])
 
 
 def run(module: AnsibleAWSModule) -> None:
     params = module.params
-    problem = bundle.validate(params) or local_problem(params)
+    names = params["variable_names"]
+    problem = bundle.names_problem(names) or bundle.validate(params, names) or local_problem(params, names)
     if problem:
         module.fail_json(msg=problem)
     found = {name: bundle.find_collection(name, params["collections_paths"]) for name in params["collections"]}
@@ -246,34 +272,42 @@ def run(module: AnsibleAWSModule) -> None:
     if missing:
         where = ", ".join(params["collections_paths"]) or "none given"
         module.fail_json(msg=(
-            f"collections {', '.join(missing)} not found in collections_paths ({where}); install them "
-            "(ansible-galaxy collection install) or correct the names."))
+            f"{bundle.named('collections', names)}: {', '.join(missing)} not found in "
+            f"{bundle.named('collections_paths', names)} ({where}); install them (ansible-galaxy collection install) "
+            "or correct the names."))
     entries = bundle.members(params["playbook"], params["files"], found)
     twice = bundle.duplicates(entries)
     if twice:
-        module.fail_json(msg=(f"the bundle would hold {', '.join(twice)} twice (a name in files is also the "
-                              "playbook's or another entry's); rename or drop one."))
+        module.fail_json(msg=(f"the bundle would hold {', '.join(twice)} twice (a name in "
+                              f"{bundle.named('files', names)} is also the playbook's or another entry's); rename or "
+                              "drop one."))
     bucket = params["bucket"]
     s3 = module.client("s3", retry_decorator=AWSRetry.jittered_backoff())
     if not bucket_exists(s3, bucket):
         module.fail_json(msg=(
             f"bucket {bucket!r} does not exist or cannot be read; create it first (private, encrypted, with no "
-            "lifecycle rule that expires the bundles; docs/state-manager.md shows one) or correct the name."))
+            "lifecycle rule that expires the bundles or archives them; docs/state-manager.md shows one) or correct "
+            f"{bundle.named('bucket', names)}."))
     problems = bundle.bucket_problems(bucket, bucket_encryption(s3, bucket), public_access_block(s3, bucket),
-                                      lifecycle_rules(s3, bucket), params["key_prefix"])
+                                      lifecycle_rules(s3, bucket), params["key_prefix"], names)
     if problems:
         module.fail_json(msg=" ".join(problems))
 
-    data = bundle.build(entries)
-    sha256 = bundle.digest(data)
+    # The key comes from the files' digests: the zip is built only when it is to be uploaded (not in check mode,
+    # not when the bucket has it already), so a run builds it once at most.
+    sha256 = bundle.content_digest(entries)
     key = bundle.object_key(params["key_prefix"], params["playbook"], sha256)
     present = head_object(s3, bucket, key) is not None
+    result = {}
     if not present and not module.check_mode:
+        data = bundle.build(entries)
         put_object(s3, bucket, key, data, sha256)
-    module.exit_json(changed=not present, present=present, bucket=bucket, key=key, sha256=sha256, size=len(data), members=len(entries),
+        result["size"] = len(data)
+    suffix = partition_dns_suffix(module.region)
+    module.exit_json(changed=not present, present=present, bucket=bucket, key=key, sha256=sha256, members=len(entries),
                      playbook_file=os.path.basename(params["playbook"]),
-                     source_path=bundle.source_path(bucket, key, module.region),
-                     source_info=bundle.source_info(bucket, key, module.region))
+                     source_path=bundle.source_path(bucket, key, module.region, suffix),
+                     source_info=bundle.source_info(bucket, key, module.region, suffix), **result)
 
 
 def main() -> None:
@@ -284,6 +318,7 @@ def main() -> None:
         collections_paths=dict(type="list", elements="path", default=[]),
         bucket=dict(type="str", required=True),
         key_prefix=dict(type="str", default="pull/", no_log=False),
+        variable_names=dict(type="dict", default={}),
     )
     module = AnsibleAWSModule(argument_spec=argument_spec, supports_check_mode=True)
     try:

@@ -108,10 +108,11 @@ def helper_request(cmd: bytes, marker: str, has_stdin: bool, interpreter=None, s
     return head, (f"{marker}\n".encode() if has_stdin else b"")
 
 
-def request(cmd: bytes, marker: str, has_stdin: bool, reader: str, interpreter=None) -> tuple:
-    """(head, tail) of a command for the reader the session has: "python" (the helper) or "sh", as its master says."""
+def request(cmd: bytes, marker: str, has_stdin: bool, reader: str, interpreter=None, after_success: bool = False) -> tuple:
+    """(head, tail) of a command for the reader the session has: "python" (the helper) or "sh", as its master says.
+    interpreter and after_success: see helper_request (the sh reader runs the command as it is)."""
     if reader == "python":
-        return helper_request(cmd, marker, has_stdin, interpreter)
+        return helper_request(cmd, marker, has_stdin, interpreter, after_success=after_success)
     return command_script(cmd, marker, has_stdin)
 
 
@@ -302,12 +303,6 @@ def put_command(out_path: str) -> bytes:
     return put_chunk_command(out_path, True, True)
 
 
-def fetch_command(in_path: str) -> bytes:
-    """Print the file's sha256 on stderr, then the file on stdout."""
-    q = shlex.quote(in_path)
-    return f"sha256sum < {q} >&2 && cat < {q}".encode()
-
-
 # --- transfers in chunks: one command per chunk, each bounded by command_timeout --------------------------------------
 # A file travels as a series of commands of at most a chunk each (transfer_chunk_size), so what the controller holds
 # is bounded by the chunk, and a transfer fails only when one chunk does not arrive within command_timeout, however
@@ -382,19 +377,32 @@ def fetch_chunk_command(in_path: str, offset: int, length: int) -> bytes:
     return _dd(shlex.quote(in_path), offset, length).encode()
 
 
-def upload_part_command(in_path: str, offset: int, length: int, url: str) -> bytes:
-    """Upload length bytes of the file from offset to a presigned UploadPart url with curl, through a private
-    temporary file (S3 wants the part's length up front); print the response's headers (its ETag) on stdout."""
+def curl_config(url: str) -> bytes:
+    """What curl reads with ``-K -`` (the command's stdin) to name url: a presigned URL is a credential for as long as
+    it lives, and on a command line any local user reads it in /proc/PID/cmdline; stdin keeps it out of every process's
+    argv and out of the node's files. ValueError for a URL with a line break (it would end the setting)."""
+    if "\n" in url or "\r" in url:
+        raise ValueError("a URL for curl has no line break")
+    quoted = url.replace("\\", "\\\\").replace('"', '\\"')
+    return f'url = "{quoted}"\n'.encode()
+
+
+def upload_part_command(in_path: str, offset: int, length: int) -> bytes:
+    """Upload length bytes of the file from offset to the presigned UploadPart URL that curl_config gives on the
+    command's stdin; print the response's headers (its ETag) on stdout. S3 wants the part's length up front, so the
+    bytes go through a temporary file, unlinked as soon as it is open: a command killed halfway (a session ended, a
+    SIGKILL) leaves no file behind."""
     q = shlex.quote(in_path)
-    return (f"t=$(mktemp) && {_dd(q, offset, length)} >\"$t\" && "
-            f"curl -sSf -X PUT -T \"$t\" -D - -o /dev/null {shlex.quote(url)}; r=$?; rm -f \"$t\"; exit $r").encode()
+    return (f"t=$(mktemp) && exec 3<>\"$t\" && rm -f \"$t\" && {_dd(q, offset, length)} >&3 && "
+            "curl -sSf -K - -X PUT -T /dev/fd/3 -D - -o /dev/null").encode()
 
 
-def download_range_command(out_path: str, offset: int, length: int, url: str, first: bool, last: bool) -> bytes:
-    """Download bytes offset..offset+length-1 of a presigned GET url with curl into out_path (the first part) or
-    after it (the others); the last also prints the file's sha256 (stdout)."""
+def download_range_command(out_path: str, offset: int, length: int, first: bool, last: bool) -> bytes:
+    """Download bytes offset..offset+length-1 of the presigned GET URL that curl_config gives on the command's stdin
+    into out_path (the first part) or after it (the others); the last also prints the file's sha256 (stdout). With
+    length 0 nothing is downloaded (and the command reads no stdin)."""
     q = shlex.quote(out_path)
-    get = f"curl -sSf -r {offset}-{offset + length - 1} {shlex.quote(url)}" if length else "true"
+    get = f"curl -sSf -K - -r {offset}-{offset + length - 1}" if length else "true"
     return (f"{get} {'>' if first else '>>'} {q}" + (f" && sha256sum < {q}" if last else "")).encode()
 
 

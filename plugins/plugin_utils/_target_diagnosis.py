@@ -58,9 +58,10 @@ def id_problem(instance_id: str) -> Optional[str]:
 
 
 def region_problem(region: Optional[str], regions: Iterable[str],
-                   fix: str = "fix ansible_aws_ssm_region or AWS_REGION") -> Optional[str]:
+                   fix: str = "fix ansible_aws_ssm_region or AWS_REGION", known_by: str = "") -> Optional[str]:
     """A sentence when ``region`` is not a region botocore knows (with the nearest names), else None. ``fix``: what
-    to change, as the caller names it."""
+    to change, as the caller names it. ``known_by`` (``botocore 1.35.0``, say): the sentence says the region is not
+    one that knows, rather than no AWS region (for a caller whose fix covers regions newer than botocore)."""
     regions = sorted(regions)
     if not regions:
         return None
@@ -71,7 +72,8 @@ def region_problem(region: Optional[str], regions: Iterable[str],
         return None
     distance, near = min((_edits(region, known), known) for known in regions)
     hint = f" (did you mean {near}?)" if distance <= 2 else ""
-    return f"'{region}' is not an AWS region{hint}: {fix}"
+    what = f"a region {known_by} knows" if known_by else "an AWS region"
+    return f"'{region}' is not {what}{hint}: {fix}"
 
 
 def look_up(instance_id: str, ssm, ec2) -> Dict[str, Any]:
@@ -130,9 +132,18 @@ REFUSAL_FIXES = {
                               "the document (the bastionless.ssm.operator_access role writes such a policy), or use "
                               "credentials that have it (ansible_aws_ssm_profile, AWS_PROFILE)"),
 }
-EXPIRED = ("the session token of these credentials has expired: get new temporary credentials (aws sso login, assume "
-           "the role again, or a new AWS_SESSION_TOKEN) and run again")
-REFUSAL_FIXES.update({code: EXPIRED for code in ("ExpiredTokenException", "ExpiredToken", "RequestExpired")})
+# The error codes of AWS for credentials whose session token has expired.
+EXPIRED_CODES = ("ExpiredTokenException", "ExpiredToken", "RequestExpired")
+
+
+def expired_fix(credentials: str = "these credentials") -> str:
+    """What to do when AWS refused ``credentials`` (as the caller names them) because their session token expired."""
+    return (f"the session token of {credentials} has expired: get new temporary credentials (aws sso login, assume "
+            "the role again, or a new AWS_SESSION_TOKEN) and run again")
+
+
+EXPIRED = expired_fix()
+REFUSAL_FIXES.update({code: EXPIRED for code in EXPIRED_CODES})
 
 
 def refusal_fix(code: str) -> Optional[str]:

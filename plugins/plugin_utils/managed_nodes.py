@@ -16,6 +16,10 @@ import datetime
 import difflib
 import re
 
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._target_diagnosis import EXPIRED_CODES
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._target_diagnosis import expired_fix
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._target_diagnosis import region_problem
+
 # AWS's limits (the API references): DescribeInstanceInformation returns at most 50 nodes a call; an
 # InstanceIds filter takes at most 100 values, so 50 ids fill exactly one page. DescribeInstances returns at
 # most 1,000 instances a call; a filter takes at most 200 values. GetResources returns at most 100 resources.
@@ -437,11 +441,34 @@ AWS_UNREACHABLE_FIXES = {
 
 
 # ... and by the error code AWS answered with.
-AWS_REFUSED_FIXES = {
-    code: ("the session token of the inventory's credentials has expired: get new temporary credentials (aws sso "
-           "login, assume the role again, or a new AWS_SESSION_TOKEN) and run again")
-    for code in ("ExpiredTokenException", "ExpiredToken", "RequestExpired")
-}
+AWS_REFUSED_FIXES = {code: expired_fix("the inventory's credentials") for code in EXPIRED_CODES}
+
+
+def given_endpoint(endpoint_url, environ) -> str:
+    """The endpoint the inventory's SSM calls go to instead of AWS's, "" for AWS's own: the endpoint_url option, else
+    botocore's AWS_ENDPOINT_URL_SSM or AWS_ENDPOINT_URL (the offline lab's)."""
+    return endpoint_url or environ.get("AWS_ENDPOINT_URL_SSM") or environ.get("AWS_ENDPOINT_URL") or ""
+
+
+def region_refusal(region, known, botocore_version: str, endpoint: str):
+    """Why the inventory refuses ``region`` before any AWS call, or None. Without an endpoint, a region the installed
+    botocore does not know is refused, with the nearest names: a typo, or a region newer than that botocore. With one
+    (a lab's or a custom endpoint), the endpoint decides which regions there are; nothing is refused here, and a
+    region whose listing fails is named then (unknown_region_note)."""
+    if endpoint:
+        return None
+    return region_problem(
+        str(region), known, known_by=f"botocore {botocore_version}",
+        fix=(f"fix the regions key of the inventory file; if {region} is a region newer than this botocore, upgrade it "
+             "(python3 -m pip install --upgrade botocore boto3), or set endpoint_url to an endpoint that serves it"))
+
+
+def unknown_region_note(region, known, botocore_version: str) -> str:
+    """What a failure to list ``region`` through an endpoint adds when botocore does not know the region: "" when it
+    does."""
+    problem = region_problem(str(region), known, known_by=f"botocore {botocore_version}",
+                             fix="check the regions key of the inventory file")
+    return f"; {problem}" if problem else ""
 
 
 def unreachable_fix(error):

@@ -103,7 +103,7 @@ def test_create_idempotence_check_mode_update_bad_input_delete(lab, tmp_path):
     assert lab.client("ssm").list_associations()["Associations"] == []
 
 
-def _bundle_bucket(lab, name: str, expiry: bool = False) -> str:
+def _bundle_bucket(lab, name: str, expiry: bool = False, archive: bool = False) -> str:
     s3 = lab.client("s3")
     s3.create_bucket(Bucket=name)
     s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration={
@@ -113,6 +113,10 @@ def _bundle_bucket(lab, name: str, expiry: bool = False) -> str:
     if expiry:
         s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": [
             {"ID": "expire-all", "Status": "Enabled", "Filter": {"Prefix": ""}, "Expiration": {"Days": 1}}]})
+    if archive:
+        s3.put_bucket_lifecycle_configuration(Bucket=name, LifecycleConfiguration={"Rules": [
+            {"ID": "to-glacier", "Status": "Enabled", "Filter": {"Prefix": "pull/"},
+             "Transitions": [{"Days": 30, "StorageClass": "GLACIER"}]}]})
     return name
 
 
@@ -122,6 +126,7 @@ def test_pull_playbook_runs_on_each_node_then_changes_nothing(lab, tmp_path):
     suffix = secrets.token_hex(3)
     bucket = _bundle_bucket(lab, f"pull-{suffix}")
     expiring = _bundle_bucket(lab, f"pull-exp-{suffix}", expiry=True)
+    archiving = _bundle_bucket(lab, f"pull-arc-{suffix}", archive=True)
     name, label = f"pull-{suffix}", f"label-{suffix}"
     node_playbook = os.path.join(ROOT, "playbooks", "files", "pull-node.yml")
     good = {"pull_association_name": name, "pull_association_playbook": node_playbook,
@@ -130,6 +135,9 @@ def test_pull_playbook_runs_on_each_node_then_changes_nothing(lab, tmp_path):
         "check": good,
         "no_bucket": {**good, "pull_association_bucket": f"pull-none-{suffix}"},
         "expiring": {**good, "pull_association_bucket": expiring},
+        "archiving": {**good, "pull_association_bucket": archiving},
+        "bad_prefix": {**good, "pull_association_key_prefix": "/pull/"},
+        "no_playbook": {**good, "pull_association_playbook": str(tmp_path / "missing.yml")},
         "no_node": {**good, "pull_association_targets": [{"key": "tag:Role", "values": ["nobody"]}]},
         "bad_errors": {**good, "pull_association_max_errors": "150%"},
     }, "--check")
@@ -137,9 +145,16 @@ def test_pull_playbook_runs_on_each_node_then_changes_nothing(lab, tmp_path):
     assert cases.recap["check"]["failed"] == 0 and cases.recap["check"]["changed"] == 1, cases.output
     assert f"pull_association: bucket 'pull-none-{suffix}' does not exist" in cases.only_failure("no_bucket")
     assert "lifecycle rule 'expire-all' expiring objects" in cases.only_failure("expiring")
+    assert (f"pull_association: bucket '{archiving}' has lifecycle rule 'to-glacier' moving objects under 'pull/' to "
+            "GLACIER: the agent cannot fetch an archived bundle") in cases.only_failure("archiving")
+    # The role's variables, not the module's options, in its errors.
+    assert "pull_association: pull_association_key_prefix '/pull/' is not an S3 key prefix" in cases.only_failure(
+        "bad_prefix")
+    assert (f"pull_association: pull_association_playbook '{tmp_path / 'missing.yml'}' is not a file on the "
+            "controller") in cases.only_failure("no_playbook")
     assert "targets (tag:Role=nobody) match no managed node" in cases.only_failure("no_node")
     assert "max_errors '150%' is over 100%" in cases.only_failure("bad_errors")
-    for each in (bucket, expiring):  # nothing uploaded, nothing created, by check mode and bad input alike
+    for each in (bucket, expiring, archiving):  # nothing uploaded, nothing created, by check mode and bad input alike
         assert lab.client("s3").list_objects_v2(Bucket=each).get("KeyCount", 0) == 0
     assert lab.client("ssm").list_associations()["Associations"] == []
 

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 
+from ssm_lab.collection import REPOSITORY
 from ssm_lab.harness.testing import wait_until
 
-__all__ = ["build_nat_path", "trust_policy", "wait_until"]
+__all__ = ["build_nat_path", "collection_filter", "trust_policy", "wait_until"]
+
+
+def collection_filter(base, name: str):
+    """``plugins/filter/<name>.py`` of this working tree, imported by its collection name
+    (``ansible_collections.bastionless.ssm.plugins.filter.<name>``) through a link to the tree made under ``base``,
+    a fresh directory."""
+    link = base / "ansible_collections" / "bastionless" / "ssm"
+    link.parent.mkdir(parents=True)
+    link.symlink_to(REPOSITORY)
+    sys.path.insert(0, str(base))
+    try:
+        return importlib.import_module(f"ansible_collections.bastionless.ssm.plugins.filter.{name}")
+    finally:
+        sys.path.remove(str(base))
 
 
 def trust_policy(service: str) -> str:

@@ -34,6 +34,7 @@ def test_defaults_fill_what_a_request_leaves_out():
 @pytest.mark.parametrize("path, expected", [
     ("https://s3.amazonaws.com/b/pull/k.zip", ("b", "pull/k.zip")),
     ("https://s3.eu-west-1.amazonaws.com/b/k.yml", ("b", "k.yml")),
+    ("https://s3.cn-north-1.amazonaws.com.cn/b/k.zip", ("b", "k.zip")),
     ("https://b.s3.amazonaws.com/a%20b.zip", ("b", "a b.zip")),
     ("https://example.com/b/k.zip", None),
     ("http://s3.amazonaws.com/b/k.zip", None),
@@ -50,7 +51,9 @@ def test_the_script_fetches_unzips_and_runs_the_playbook_against_localhost():
     lines, timeout = documents.ansible_script(parameters, lambda bucket, key: f"http://lab/{bucket}/{key}?signed")
     script = "\n".join(lines)
     assert timeout == 120
-    assert "curl -fsS --retry 2 -o site-0123.zip 'http://lab/bundles/pull/site-0123.zip?signed'" in script
+    # The presigned URL goes to curl on its stdin (printf is the shell's own), never in its arguments.
+    assert ("printf 'url = \"%s\"\\n' 'http://lab/bundles/pull/site-0123.zip?signed' | curl -fsS --retry 2 -K - "
+            "-o site-0123.zip ||") in script
     assert "unzip -o -q site-0123.zip" in script
     assert lines[-1] == "ansible-playbook -i localhost, -c local -e 'SSM=True role=web' --check -vv site.yml"
 

@@ -10,29 +10,15 @@ from __future__ import annotations
 
 import json
 import secrets
-import sys
 import urllib.error
 import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
-from ssm_lab.collection import REPOSITORY
+from labhelpers import collection_filter
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
-
-
-def _operator_access_filter(base):
-    """plugins/filter/operator_access.py of this working tree, imported by its collection name."""
-    link = base / "ansible_collections" / "bastionless" / "ssm"
-    link.parent.mkdir(parents=True)
-    link.symlink_to(REPOSITORY)
-    sys.path.insert(0, str(base))
-    try:
-        from ansible_collections.bastionless.ssm.plugins.filter import operator_access  # pylint: disable=import-outside-toplevel
-    finally:
-        sys.path.remove(str(base))
-    return operator_access
 
 
 class Principal:
@@ -56,7 +42,7 @@ def world(main_lab, tmp_path_factory):
     tag_key = f"operator-{token}"
     mine, untagged = lab.ec2_ids[3], lab.ec2_ids[2]
     lab.ec2.create_tags(Resources=[mine], Tags=[{"Key": tag_key, "Value": "alice"}])
-    operator_access = _operator_access_filter(tmp_path_factory.mktemp("collection"))
+    operator_access = collection_filter(tmp_path_factory.mktemp("collection"), "operator_access")
     alice, admin, role = f"alice{token}", f"alice{token}-admin", f"oncall-{token}"
     plan = operator_access.plan([{"name": f"lab-{token}", "documents": ["shell"], "resource_tags": {tag_key: "alice"},
                                   "iam_users": [alice, admin], "iam_roles": [role]}], "aws", ACCOUNT, REGION)

@@ -17,6 +17,7 @@ import pytest  # noqa: E402
 from moto import mock_aws  # noqa: E402
 from moto.backends import get_backend  # noqa: E402
 
+from labhelpers import collection_filter  # noqa: E402
 from ssm_lab.aws import reachability  # noqa: E402
 from ssm_lab.aws.reachability import Problem, node_problems, s3_path_problems  # noqa: E402
 
@@ -707,20 +708,7 @@ def test_no_s3_path(isolated):
 @pytest.fixture(scope="module")
 def role_policies(tmp_path_factory):
     """The vpc_endpoints role's policies (plugins/filter/vpc_endpoints.py of this tree, by its collection name)."""
-    import sys
-
-    from ssm_lab.collection import REPOSITORY
-
-    base = tmp_path_factory.mktemp("collection")
-    link = base / "ansible_collections" / "bastionless" / "ssm"
-    link.parent.mkdir(parents=True)
-    link.symlink_to(REPOSITORY)
-    sys.path.insert(0, str(base))
-    try:
-        from ansible_collections.bastionless.ssm.plugins.filter import vpc_endpoints  # pylint: disable=import-outside-toplevel
-    finally:
-        sys.path.remove(str(base))
-    return vpc_endpoints
+    return collection_filter(tmp_path_factory.mktemp("collection"), "vpc_endpoints")
 
 
 def with_policy(lab: Lab, endpoint_id: str, document: dict) -> None:

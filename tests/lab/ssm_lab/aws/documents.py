@@ -34,9 +34,9 @@ ANSIBLE_ALLOWED = {"SourceType": ("GitHub", "S3"), "InstallDependencies": ("True
 SHELL_PARAMETERS = ("commands", "workingDirectory", "executionTimeout")
 TIMEOUT = re.compile(r"^[0-9]{1,6}$")
 # s3.amazonaws.com/BUCKET/KEY, s3.REGION.amazonaws.com/BUCKET/KEY, s3-REGION.amazonaws.com/BUCKET/KEY,
-# BUCKET.s3[.REGION].amazonaws.com/KEY
-PATH_STYLE = re.compile(r"^s3([.-][a-z0-9-]+)?\.amazonaws\.com$")
-VIRTUAL_STYLE = re.compile(r"^(?P<bucket>.+)\.s3([.-][a-z0-9-]+)?\.amazonaws\.com$")
+# BUCKET.s3[.REGION].amazonaws.com/KEY (amazonaws.com.cn in China)
+PATH_STYLE = re.compile(r"^s3([.-][a-z0-9-]+)?\.amazonaws\.com(\.cn)?$")
+VIRTUAL_STYLE = re.compile(r"^(?P<bucket>.+)\.s3([.-][a-z0-9-]+)?\.amazonaws\.com(\.cn)?$")
 
 
 class ParameterError(Exception):
@@ -143,7 +143,8 @@ def ansible_script(parameters: dict, presign) -> tuple[list[str], int]:
     return [
         "set -u",
         f"PATH=\"$PATH:{ansible_bin()}\"; export PATH",
-        f"curl -fsS --retry 2 -o {shlex.quote(name)} {shlex.quote(presign(bucket, key))} || "
+        # The URL on curl's stdin (printf is sh's own): a presigned URL in argv is for every local user to read.
+        f"printf 'url = \"%s\"\\n' {shlex.quote(presign(bucket, key))} | curl -fsS --retry 2 -K - -o {shlex.quote(name)} || "
         f"{{ echo {shlex.quote(f'could not download s3://{bucket}/{key}')} >&2; exit 1; }}",
         f"case {shlex.quote(name)} in *.zip) unzip -o -q {shlex.quote(name)} || exit 1 ;; esac",
         f"[ -f {shlex.quote(playbook)} ] || {{ echo "

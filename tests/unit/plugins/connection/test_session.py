@@ -12,6 +12,7 @@ import http.server
 import io
 import json
 import os
+import shutil
 import socket
 import struct
 import subprocess
@@ -184,16 +185,20 @@ def test_a_chunk_size_that_splits_lines_is_refused():
         list(protocol.b64_file_chunks(io.BytesIO(b"x"), hashlib.sha256(), chunk=1000))
 
 
-def test_put_and_fetch_commands_carry_the_checksum(tmp_path):
+def test_a_request_is_framed_for_the_reader_the_session_has():
+    marker = protocol.new_marker()
+    assert protocol.request(b"true", marker, True, "python", "/usr/bin/python3", after_success=True) == (
+        protocol.helper_request(b"true", marker, True, "/usr/bin/python3", after_success=True))
+    assert protocol.request(b"true", marker, True, "sh", "/usr/bin/python3", after_success=True) == (
+        protocol.command_script(b"true", marker, True))
+
+
+def test_the_put_command_carries_the_checksum(tmp_path):
     target = tmp_path / "it's a file"
     data = os.urandom(5000)
     rc, out, err = _run(protocol.put_command(str(target)), data)
     assert (rc, err) == (0, b"") and target.read_bytes() == data
     assert protocol.sha256_of(out) == hashlib.sha256(data).hexdigest()
-    rc, out, err = _run(protocol.fetch_command(str(target)))
-    assert rc == 0 and out == data and protocol.sha256_of(err) == hashlib.sha256(data).hexdigest()
-    rc, out, err = _run(protocol.fetch_command(str(tmp_path / "missing")))
-    assert rc != 0 and out == b"" and b"missing" in err
     assert protocol.sha256_of(b"not a sum") == ""
 
 
@@ -278,22 +283,46 @@ def test_a_fetch_head_that_is_not_one_is_refused(tmp_path):
         protocol.fetch_chunk_command("/f", 1000, 10)
 
 
-def test_the_node_downloads_a_byte_range_per_command_with_curl(tmp_path):
+@pytest.fixture(name="curl_args")
+def fixture_curl_args(tmp_path, monkeypatch):
+    """The arguments of every curl the node's commands start (what /proc/PID/cmdline shows any local user), recorded
+    by a curl first on PATH that then runs the real one."""
+    real = shutil.which("curl")
+    shim, log = tmp_path / "bin", tmp_path / "curl-args"
+    shim.mkdir()
+    (shim / "curl").write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {log}\nexec {real} "$@"\n')
+    (shim / "curl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{shim}:{os.environ['PATH']}")
+    return lambda: log.read_text().splitlines()
+
+
+def test_the_node_downloads_a_byte_range_per_command_with_curl(tmp_path, curl_args):
     source, target, data = tmp_path / "object", tmp_path / "it's the copy", os.urandom(200001)
     source.write_bytes(data)
+    url = source.as_uri() + "?X-Amz-Security-Token=secret%2Btoken&X-Amz-Signature=s1gnature"
     steps = protocol.plan(len(data), 65536)
     for offset, length in steps:
-        rc, out, err = _run(protocol.download_range_command(str(target), offset, length, source.as_uri(),
-                                                            offset == 0, offset + length >= len(data)))
-        assert (rc, err) == (0, b"")
+        cmd = protocol.download_range_command(str(target), offset, length, offset == 0, offset + length >= len(data))
+        rc, out, err = _run(cmd, protocol.curl_config(url))
+        assert (rc, err) == (0, b"") and b"secret" not in cmd
     assert target.read_bytes() == data and protocol.sha256_of(out) == hashlib.sha256(data).hexdigest()
+    assert len(curl_args()) == len(steps) and not [a for a in curl_args() if "secret" in a or "s1gnature" in a]
 
 
-def test_the_node_uploads_a_part_with_curl_and_returns_its_etag(tmp_path):
-    source, data, received = tmp_path / "it's a file", os.urandom(3 * 65536 + 5), []
+def test_a_url_reaches_curl_as_written_or_is_refused():
+    assert protocol.curl_config('https://h/k?a=%2F&b="x"\\') == b'url = "https://h/k?a=%2F&b=\\"x\\"\\\\"\n'
+    with pytest.raises(ValueError, match="no line break"):
+        protocol.curl_config("https://h/k\n-o /etc/passwd")
 
+
+def _part_server(received, hold=None):
+    """A local S3 that answers UploadPart with an ETag; with hold (an Event), one that takes the request and waits."""
     class Part(http.server.BaseHTTPRequestHandler):
         def do_PUT(self):  # noqa: N802 (http.server's name)
+            if hold is not None:
+                received.append(self.path)
+                hold.wait(20)
+                return
             received.append((self.path, self.rfile.read(int(self.headers["Content-Length"]))))
             self.send_response(200)
             self.send_header("ETag", '"etag-%d"' % len(received))
@@ -303,17 +332,55 @@ def test_the_node_uploads_a_part_with_curl_and_returns_its_etag(tmp_path):
         def log_message(self, *args):
             pass
 
-    source.write_bytes(data)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Part)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_the_node_uploads_a_part_with_curl_and_returns_its_etag(tmp_path, curl_args, monkeypatch):
+    source, data, received = tmp_path / "it's a file", os.urandom(3 * 65536 + 5), []
+    source.write_bytes(data)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    server = _part_server(received)
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/bucket/key?partNumber=2&uploadId=a%2Bb&X-Amz-Signature=x"
-        rc, out, err = _run(protocol.upload_part_command(str(source), 65536, 2 * 65536 + 5, url))
+        cmd = protocol.upload_part_command(str(source), 65536, 2 * 65536 + 5)
+        rc, out, err = _run(cmd, protocol.curl_config(url))
     finally:
         server.shutdown()
     assert (rc, err) == (0, b"") and protocol.etag_of(out) == '"etag-1"'
     assert received == [("/bucket/key?partNumber=2&uploadId=a%2Bb&X-Amz-Signature=x", data[65536:])]
+    assert b"Signature" not in cmd and not [a for a in curl_args() if "Signature" in a or "127.0.0.1" in a]
+    assert os.listdir(tmp_path / "tmp") == []
     assert protocol.etag_of(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n") == ""
+
+
+def test_an_upload_killed_halfway_leaves_no_file_on_the_node(tmp_path):
+    """The part's temporary file is unlinked before the upload starts: while curl waits on S3 it has no name, and a
+    SIGKILL (no trap runs) leaves nothing in the temporary directory."""
+    source, received, hold = tmp_path / "big", [], threading.Event()
+    source.write_bytes(os.urandom(65536 * 4))
+    (tmp_path / "tmp").mkdir()
+    server = _part_server(received, hold)
+    url = f"http://127.0.0.1:{server.server_address[1]}/bucket/key?partNumber=1"
+    proc = subprocess.Popen(["/bin/sh", "-c", protocol.upload_part_command(str(source), 0, 65536 * 4)],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TMPDIR": str(tmp_path / "tmp")}, start_new_session=True)
+    try:
+        proc.stdin.write(protocol.curl_config(url))
+        proc.stdin.close()
+        deadline = time.monotonic() + 10
+        while not received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert received == ["/bucket/key?partNumber=1"], "the upload reached S3"
+        assert os.listdir(tmp_path / "tmp") == [], "the part has no name while it uploads"
+        os.killpg(proc.pid, 9)
+        proc.wait(10)
+    finally:
+        hold.set()
+        server.shutdown()
+    assert os.listdir(tmp_path / "tmp") == []
 
 
 def _transfer_connection(monkeypatch, **options):

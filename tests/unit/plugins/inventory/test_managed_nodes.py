@@ -565,3 +565,34 @@ def test_expired_temporary_credentials_name_the_fix(code):
     assert mn.unreachable_fix(error) == (
         "the session token of the inventory's credentials has expired: get new temporary credentials (aws sso login, "
         "assume the role again, or a new AWS_SESSION_TOKEN) and run again")
+
+
+# --- regions botocore does not know -------------------------------------------------------------------------------
+KNOWN = frozenset({"us-east-1", "us-west-2", "eu-west-1"})
+
+
+def test_a_region_botocore_does_not_know_is_refused_without_an_endpoint_naming_it_and_both_fixes():
+    assert mn.region_refusal("us-west-2", KNOWN, "1.35.0", "") is None
+    assert mn.region_refusal("ap-newplace-9", KNOWN, "1.35.0", "") == (
+        "'ap-newplace-9' is not a region botocore 1.35.0 knows: fix the regions key of the inventory file; if "
+        "ap-newplace-9 is a region newer than this botocore, upgrade it (python3 -m pip install --upgrade botocore "
+        "boto3), or set endpoint_url to an endpoint that serves it")
+    assert mn.region_refusal("us-esat-1", KNOWN, "1.35.0", "").startswith(
+        "'us-esat-1' is not a region botocore 1.35.0 knows (did you mean us-east-1?): fix the regions key")
+
+
+def test_with_an_endpoint_the_endpoint_decides_which_regions_there_are():
+    assert mn.region_refusal("lab-local-1", KNOWN, "1.35.0", "http://127.0.0.1:4566") is None
+    assert mn.unknown_region_note("lab-local-1", KNOWN, "1.35.0") == (
+        "; 'lab-local-1' is not a region botocore 1.35.0 knows: check the regions key of the inventory file")
+    assert mn.unknown_region_note("us-east-1", KNOWN, "1.35.0") == ""
+
+
+@pytest.mark.parametrize("option, environ, expected", [
+    (None, {}, ""),
+    ("https://ssm.example", {"AWS_ENDPOINT_URL": "http://lab"}, "https://ssm.example"),
+    (None, {"AWS_ENDPOINT_URL": "http://lab"}, "http://lab"),
+    (None, {"AWS_ENDPOINT_URL": "http://lab", "AWS_ENDPOINT_URL_SSM": "http://ssm"}, "http://ssm"),
+])
+def test_the_endpoint_is_the_option_else_botocores_variables(option, environ, expected):
+    assert mn.given_endpoint(option, environ) == expected

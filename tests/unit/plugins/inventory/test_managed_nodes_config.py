@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import botocore
 import pytest
 
 from ansible_collections.bastionless.ssm.plugins.plugin_utils import managed_nodes as mn
@@ -103,23 +104,28 @@ def test_the_lab_inventory_without_the_labs_variables_fails_the_command_with_the
 
 
 def test_a_region_typo_and_a_profile_that_does_not_exist_are_named_with_the_fix_before_any_aws_call(tmp_path):
-    """Two inventory files in one ansible-inventory run (each source fails on its own): a region that is no region,
-    refused before any client is made, and a profile the AWS configuration files do not have."""
+    """Two inventory files in one ansible-inventory run (each source fails on its own): a region botocore does not
+    know, refused before any client is made; and a profile the AWS configuration files do not have, in a file whose
+    region botocore does not know either but is behind an endpoint, so it is not refused (the endpoint decides) and
+    the profile is what fails."""
     (tmp_path / "typo.managed_nodes.yml").write_text("plugin: bastionless.ssm.managed_nodes\nregions: [us-esat-1]\n")
     (tmp_path / "profile.managed_nodes.yml").write_text(
-        "plugin: bastionless.ssm.managed_nodes\nregions: [us-east-1]\nprofile: no-such-profile\n")
+        "plugin: bastionless.ssm.managed_nodes\nregions: [ap-newplace-9]\nendpoint_url: http://127.0.0.1:9\n"
+        "profile: no-such-profile\n")
     env = {name: value for name, value in os.environ.items()
            if not name.startswith(("AWS_", "ANSIBLE_", "BOTO")) and name != "SSM_LAB_STATE_DIR"}
     env.update(HOME=str(tmp_path), AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-               AWS_EC2_METADATA_DISABLED="true", AWS_ENDPOINT_URL="http://127.0.0.1:9",  # nothing answers there
-               ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
+               AWS_EC2_METADATA_DISABLED="true", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
                ANSIBLE_COLLECTIONS_PATH=os.path.abspath(os.path.join(mn.__file__, *[".."] * 6)))
     inventory = os.path.join(os.path.dirname(sys.executable), "ansible-inventory")
     done = subprocess.run([inventory, "-i", "typo.managed_nodes.yml", "-i", "profile.managed_nodes.yml", "--list"],
                           cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120, check=False)
     output = " ".join((done.stdout + done.stderr).split())
-    assert ("[WARNING]: Failed to parse inventory with 'auto' plugin: regions: 'us-esat-1' is not an AWS region (did "
-            "you mean us-east-1?): fix the regions key of the inventory file") in output, output
+    version = botocore.__version__
+    assert (f"[WARNING]: Failed to parse inventory with 'auto' plugin: regions: 'us-esat-1' is not a region botocore "
+            f"{version} knows (did you mean us-east-1?): fix the regions key of the inventory file; if us-esat-1 is a "
+            "region newer than this botocore, upgrade it") in output, output
+    assert "ap-newplace-9" not in output, output
     assert ("[WARNING]: Failed to parse inventory with 'auto' plugin: Cannot list the managed nodes: the AWS profile "
             "'no-such-profile' (the profile key, or AWS_PROFILE) is in neither ~/.aws/config nor ~/.aws/credentials (or "
             "the files AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE name): fix the name (aws configure "

@@ -6,6 +6,7 @@ import json
 import os
 import zipfile
 
+import botocore.loaders
 import pytest
 
 from ansible_collections.bastionless.ssm.plugins.module_utils import _pull_bundle as bundle
@@ -43,13 +44,31 @@ def test_find_collection_takes_an_ansible_collections_directory_too_and_says_non
     assert bundle.find_collection("acme.web", []) is None
 
 
-def test_same_files_same_bytes_whatever_the_time_stamps(tree):
+def test_same_files_same_bytes_and_digest_whatever_the_time_stamps(tree):
     entries = bundle.members(str(tree / "site.yml"), [str(tree / "roles")], {})
-    first = bundle.build(entries)
+    first, first_digest = bundle.build(entries), bundle.content_digest(entries)
     os.utime(tree / "site.yml", (1, 1))
     assert bundle.build(list(reversed(entries))) == first
+    assert bundle.content_digest(list(reversed(entries))) == first_digest
     (tree / "site.yml").write_text("- hosts: localhost\n  gather_facts: false\n")
-    assert bundle.digest(bundle.build(entries)) != bundle.digest(first)
+    assert bundle.build(entries) != first and bundle.content_digest(entries) != first_digest
+
+
+def test_the_digest_follows_every_name_mode_and_byte_the_zip_holds(tree):
+    """The key is named by content_digest without a zip being built: whatever changes the zip changes the digest."""
+    entries = bundle.members(str(tree / "site.yml"), [str(tree / "roles")], {})
+    seen = {bundle.content_digest(entries)}
+    zips = {bundle.build(entries)}
+    os.chmod(tree / "site.yml", 0o755)  # a mode
+    seen.add(bundle.content_digest(entries))
+    zips.add(bundle.build(entries))
+    renamed = [("roles/web/tasks/other.yml" if name.endswith("main.yml") else name, path) for name, path in entries]
+    seen.add(bundle.content_digest(renamed))  # a name
+    zips.add(bundle.build(renamed))
+    (tree / "roles" / "web" / "tasks" / "main.yml").write_text("--- \n")  # a byte
+    seen.add(bundle.content_digest(entries))
+    zips.add(bundle.build(entries))
+    assert len(seen) == len(zips) == 4
 
 
 def test_zip_holds_the_files_with_their_modes(tree):
@@ -79,6 +98,18 @@ def test_object_key_is_named_by_the_digest(prefix, playbook, expected):
 def test_source_info_is_the_object_url_as_the_document_takes_it():
     assert bundle.source_path("b", "pull/k.zip", "us-east-1") == "https://s3.amazonaws.com/b/pull/k.zip"
     assert json.loads(bundle.source_info("b", "k.zip", "eu-west-1")) == {"path": "https://s3.eu-west-1.amazonaws.com/b/k.zip"}
+    assert bundle.source_path("b", "k.zip", "cn-north-1", "amazonaws.com.cn") == (
+        "https://s3.cn-north-1.amazonaws.com.cn/b/k.zip")
+
+
+@pytest.mark.parametrize("region, suffix", [
+    ("us-east-1", "amazonaws.com"), ("cn-north-1", "amazonaws.com.cn"), ("cn-northwest-1", "amazonaws.com.cn"),
+    ("us-gov-west-1", "amazonaws.com"), ("eu-newplace-9", "amazonaws.com"),  # newer than botocore: its pattern
+    ("cn-newplace-9", "amazonaws.com.cn"), ("", "amazonaws.com"),
+])
+def test_the_dns_suffix_is_the_partitions_as_botocore_knows_it(region, suffix):
+    partitions = botocore.loaders.create_loader().load_data("endpoints")["partitions"]
+    assert bundle.dns_suffix(region, partitions) == suffix
 
 
 @pytest.mark.parametrize("params, expected", [
@@ -90,6 +121,25 @@ def test_source_info_is_the_object_url_as_the_document_takes_it():
 def test_validate(params, expected):
     problem = bundle.validate(params)
     assert (problem is None) if expected is None else problem.startswith(expected)
+
+
+ROLE_NAMES = {"playbook": "pull_association_playbook", "files": "pull_association_files",
+              "collections": "pull_association_collections", "bucket": "pull_association_bucket",
+              "key_prefix": "pull_association_key_prefix"}
+
+
+def test_messages_name_the_inputs_as_the_caller_does():
+    assert bundle.validate({"collections": ["x"], "key_prefix": ""}, ROLE_NAMES).startswith(
+        "pull_association_collections entry 'x' is not a collection name")
+    assert bundle.validate({"collections": [], "key_prefix": "/p"}, ROLE_NAMES).startswith(
+        "pull_association_key_prefix '/p' is not an S3 key prefix")
+    rule = {"ID": "r", "Status": "Enabled", "Prefix": "", "Expiration": {"Days": 1}}
+    [problem] = bundle.bucket_problems("b", ENCRYPTED, BLOCKED, [rule], "pull/", ROLE_NAMES)
+    assert "Give a pull_association_bucket or pull_association_key_prefix that no expiration rule covers" in problem
+    assert bundle.names_problem(ROLE_NAMES) is None and bundle.names_problem({}) is None
+    assert bundle.names_problem({"prefix": "x", "bucket": "y"}) == (
+        "variable_names has prefix, which is no option it names; give only playbook, files, collections, "
+        "collections_paths, bucket, key_prefix.")
 
 
 ENCRYPTED = {"Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms"}}]}
@@ -118,3 +168,24 @@ def test_bucket_problems_name_each_one():
 def test_an_expiry_rule_that_may_reach_the_bundle_is_refused(rule):
     problems = bundle.bucket_problems("b", ENCRYPTED, BLOCKED, [rule], "pull/")
     assert len(problems) == 1 and "lifecycle rule 'r' expiring objects" in problems[0]
+
+
+@pytest.mark.parametrize("storage_class", ["GLACIER", "DEEP_ARCHIVE"])
+def test_a_rule_that_archives_the_bundle_is_refused_with_the_fix(storage_class):
+    rule = {"ID": "cold", "Status": "Enabled", "Filter": {"Prefix": "pull/"},
+            "Transitions": [{"Days": 30, "StorageClass": "STANDARD_IA"}, {"Days": 90, "StorageClass": storage_class}]}
+    assert bundle.bucket_problems("b", ENCRYPTED, BLOCKED, [rule], "pull/") == [
+        f"bucket 'b' has lifecycle rule 'cold' moving objects under 'pull/' to {storage_class}: the agent cannot fetch "
+        "an archived bundle (it must be restored first), so every later run of the association would fail. Give a "
+        "bucket or key_prefix that no such transition covers, or make the rule's transition GLACIER_IR (instant "
+        "retrieval) or a non-archive class."]
+
+
+def test_transitions_the_agent_can_still_fetch_from_or_elsewhere_fit():
+    instant = {"ID": "ia", "Status": "Enabled", "Prefix": "",
+               "Transitions": [{"Days": 30, "StorageClass": "STANDARD_IA"}, {"Days": 60, "StorageClass": "GLACIER_IR"}]}
+    elsewhere = {"ID": "logs", "Status": "Enabled", "Filter": {"Prefix": "logs/"},
+                 "Transitions": [{"Days": 1, "StorageClass": "DEEP_ARCHIVE"}]}
+    disabled = {"ID": "off", "Status": "Disabled", "Prefix": "", "Transitions": [{"Days": 1, "StorageClass": "GLACIER"}]}
+    rules = [instant, elsewhere, disabled]
+    assert bundle.bucket_problems("b", ENCRYPTED, BLOCKED, rules, "pull/") == []
