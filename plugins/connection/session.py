@@ -370,6 +370,7 @@ from ansible.plugins.loader import connection_loader
 from ansible.release import __version__ as ansible_core_version
 from ansible.utils.display import Display
 
+from ansible_collections.bastionless.ssm.plugins.module_utils import _aws_bounds
 from ansible_collections.bastionless.ssm.plugins.module_utils import _plugin_path
 from ansible_collections.bastionless.ssm.plugins.plugin_utils._aws_retries import RetrySettingError
 from ansible_collections.bastionless.ssm.plugins.plugin_utils._aws_retries import retry_settings
@@ -382,6 +383,7 @@ display = Display()
 MASTER = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "plugin_utils", "_session_master.py")
 FRAME = 262144  # bytes of input per frame to the master
 TERMINATE_WITHIN = 10  # seconds a TerminateSession may take before the task goes on without its answer
+LATE_START_SECONDS = 60  # how much longer than ssm_timeout a StartSession the task gave up on is waited for, to end its session
 
 
 class _Lock:
@@ -666,14 +668,16 @@ class Connection(ConnectionBase):
             if self.get_option("ssm_document") is not None:
                 start_args["DocumentName"] = self.get_option("ssm_document")
             try:
-                response = _within(timeout, lambda: client.start_session(**start_args))
-            except _Late:
+                response = self._start_session(start_args, timeout)
+            except _aws_bounds.Late:
                 raise AnsibleConnectionFailure(
                     f"StartSession to {self.instance_id} in {client.meta.region_name} did not answer within {timeout} s "
                     f"(ssm_timeout): the Systems Manager endpoint {client.meta.endpoint_url} is slow or unreachable. "
                     "Check the network path to it (proxy, VPC endpoint) or raise ansible_aws_ssm_timeout") from None
             except (_botocore_exceptions().ClientError, _botocore_exceptions().BotoCoreError) as e:
                 raise AnsibleConnectionFailure(self._start_failure(client, e, timeout)) from None  # it holds e
+            except RuntimeError as e:  # the call's process could not say (_aws_bounds.call_detached)
+                raise AnsibleConnectionFailure(f"StartSession to {self.instance_id} failed: {to_native(e)}") from None
             session_id = response["SessionId"]
             config = {
                 "transport": transport,
@@ -714,6 +718,21 @@ class Connection(ConnectionBase):
                 error = report.get("error") or "the session master did not report (timed out)"
                 raise AnsibleConnectionFailure(f"Session Manager session to {self.instance_id} failed: {error}")
             self.verbosity_display(4, f"SSM SESSION {session_id} served by pid {report.get('pid')}")
+
+    def _start_session(self, start_args: dict, timeout: float) -> dict:
+        """StartSession's answer within ``timeout`` seconds, or _aws_bounds.Late. The call runs detached, on a client
+        of its own (_aws_bounds.call_detached): a session it starts after the task gave up is ended as its answer
+        arrives (within LATE_START_SECONDS more), rather than left to the service."""
+        from botocore.config import Config  # pylint: disable=import-outside-toplevel
+
+        settings = _aws_bounds.detached_aws_config({"retries": self._retries()}, timeout + LATE_START_SECONDS)
+        starter = self._aws_session(self.get_option("region")).client("ssm", config=Config(**settings))
+
+        def end(late) -> None:
+            starter.terminate_session(SessionId=late["SessionId"])
+
+        answer = _aws_bounds.call_detached(lambda: starter.start_session(**start_args), timeout, end)
+        return {key: answer[key] for key in ("SessionId", "TokenValue", "StreamUrl")}
 
     def _start_failure(self, client, error, timeout: float) -> str:
         """StartSession's error, then what the region and the instance say about it (_target_diagnosis), looked up

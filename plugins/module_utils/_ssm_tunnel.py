@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 from typing import Callable
@@ -400,12 +401,19 @@ class NativeCarrier:
                                                local_port, resume=resume, log=lambda message: _log(log, message))
         self.error = forward.PortForwardError
         self.failed = ""
+        self.stopped = False
 
     def open(self) -> None:
+        """Open the data channel in a thread of its own: the supervisor goes on watching, so that a stop (the module
+        gave up waiting, or state=absent) ends a tunnel whose handshake the service never answers at once."""
+        threading.Thread(target=self._open, name="tunnel-open", daemon=True).start()
+
+    def _open(self) -> None:
         try:
             self.forwarder.start()
         except self.error as error:
-            self.failed = str(error)
+            if not self.stopped:  # a stop during the handshake ends it: no failure of its own
+                self.failed = str(error)
 
     def ended(self) -> Optional[str]:
         if self.failed:
@@ -413,6 +421,7 @@ class NativeCarrier:
         return self.forwarder.why() if self.forwarder.closed.is_set() else None
 
     def stop(self) -> None:
+        self.stopped = True
         self.forwarder.stop()
 
 
@@ -531,18 +540,21 @@ def start(record: Dict[str, Any], launch: Callable, records: Records, terminate:
     return record
 
 
-def wait_ready(record: Dict[str, Any], timeout: float) -> Optional[str]:
-    """Wait until the local port accepts connections; None when it does, else why not."""
+def wait_ready(record: Dict[str, Any], timeout: float, wait_timeout: Optional[float] = None) -> Optional[str]:
+    """Wait up to ``timeout`` seconds (what is left of ``wait_timeout``, the option named in the message) until the
+    local port accepts connections; None when it does, else why not."""
     deadline = time.monotonic() + timeout
     while True:
-        if port_accepts(record["local_port"]):
+        if port_accepts(record["local_port"], timeout=max(min(deadline - time.monotonic(), 1.0), 0.05)):
             return None
         if not alive(record["pid"], record.get("pid_start")):
             return "the tunnel closed before its local port accepted connections: " + log_tail(record["log"])
         if time.monotonic() >= deadline:
-            return f"the local port {record['local_port']} did not accept connections within {timeout:g} s: " + log_tail(
-                record["log"])
-        time.sleep(0.2)
+            return (f"the local port {record['local_port']} did not accept connections within "
+                    f"{timeout if wait_timeout is None else wait_timeout:g} s (wait_timeout): the node or the service "
+                    "did not open the session's data channel in time. Raise wait_timeout if they are only slow; the "
+                    f"tunnel's log: {log_tail(record['log'])}")
+        time.sleep(min(0.2, max(deadline - time.monotonic(), 0.0)))
 
 
 def log_tail(path: str, lines: int = 8) -> str:

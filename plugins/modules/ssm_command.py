@@ -22,6 +22,10 @@ description:
   - O(wait) waits until the command has finished on every node and returns each node's result; with
     O(wait=false) only the RV(command_id) is returned. When O(wait_timeout) passes, the task fails with the
     results so far and RV(command_id); the command goes on running in Systems Manager.
+  - Each AWS call of the task (C(SendCommand), each poll, the results) ends within O(wait_timeout), but within 5 to
+    30 s, its attempts and botocore's backoff included; an O(aws_config) with more attempts or longer timeouts gets
+    only what fits. A Systems Manager endpoint that stops answering fails the task, naming the call and
+    O(wait_timeout), instead of holding it for minutes.
   - Run Command is not idempotent; a command that is sent reports C(changed). Check mode sends nothing and
     lists the nodes the command would go to.
 author:
@@ -377,8 +381,8 @@ from ansible.module_utils.common.dict_transformations import camel_dict_to_snake
 from ansible_collections.amazon.aws.plugins.module_utils.errors import AWSErrorHandler
 from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
-from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
+from ansible_collections.bastionless.ssm.plugins.module_utils import _aws_bounds as bounds
 from ansible_collections.bastionless.ssm.plugins.module_utils._preflight_readers import read_instance_information
 from ansible_collections.bastionless.ssm.plugins.module_utils._ssm_session import iso
 
@@ -394,6 +398,8 @@ ERROR_SEPARATOR = "----------ERROR-------"
 EXECUTION_TIMEOUT_RANGE = (1, 172800)
 DELIVERY_TIMEOUT_RANGE = (30, 2592000)
 PAGE_SIZE = 50
+# Each AWS call of the task ends within wait_timeout, but within this range (bounds.bounded_aws_config).
+CALL_SECONDS = (5, 30)
 
 CONCURRENCY = re.compile(r"^([1-9][0-9]*|[1-9][0-9]%|[1-9]%|100%)$")
 ERRORS = re.compile(r"^([1-9][0-9]*|0|[1-9][0-9]%|[0-9]%|100%)$")
@@ -624,26 +630,46 @@ def next_interval(interval: float) -> float:
     return min(interval * 1.5, 10.0)
 
 
+def call_seconds(wait_timeout: int) -> int:
+    """The most seconds one AWS call of the task may take, its attempts included: wait_timeout, within CALL_SECONDS."""
+    low, high = CALL_SECONDS
+    return min(max(wait_timeout, low), high)
+
+
+def unanswered_message(command_id: str, wait_timeout: int, endpoint: Optional[str]) -> str:
+    """The failure of a wait whose polls the endpoint stopped answering."""
+    where = f" {endpoint}" if endpoint else ""
+    return (f"command {command_id} was sent, but the Systems Manager endpoint{where} did not answer ListCommands "
+            f"within wait_timeout ({wait_timeout} s): it is slow or unreachable, and the command's state is unknown "
+            "(it goes on running in Systems Manager). Check the network path to the endpoint (proxy, VPC endpoint) or "
+            "raise wait_timeout, and follow the command by its command_id.")
+
+
 # --- AWS calls -------------------------------------------------------------------------------------------
+# On a client bounded by wait_timeout (bounds.bounded_aws_config): botocore's attempts retry throttling within the
+# bound, where AWSRetry's backoff on top of them could hold the task for minutes.
+
+
+def _error_code(error) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
 
 
 @SSMCommandErrorHandler.common_error_handler("send command")
-@AWSRetry.jittered_backoff()
 def send_command(client, args: Dict[str, Any]) -> Dict[str, Any]:
     return client.send_command(**args)["Command"]
 
 
-@AWSRetry.jittered_backoff()
 def head_bucket(s3, bucket: str) -> None:
     s3.head_bucket(Bucket=bucket)
 
 
-def check_output_bucket(module: AnsibleAWSModule, bucket: str) -> None:
+def check_output_bucket(module: AnsibleAWSModule, bucket: str, seconds: int) -> None:
     """Fail, before anything is sent, when the output bucket does not exist."""
     try:
-        head_bucket(module.client("s3"), bucket)
+        head_bucket(module.client("s3", aws_config=bounds.bounded_aws_config(module.params.get("aws_config"), seconds)),
+                    bucket)
     except botocore.exceptions.ClientError as e:
-        problem = output_bucket_problem(bucket, str(e.response.get("Error", {}).get("Code", "")))
+        problem = output_bucket_problem(bucket, _error_code(e))
         if problem:
             module.fail_json(msg=problem)
     except botocore.exceptions.BotoCoreError as e:
@@ -651,15 +677,19 @@ def check_output_bucket(module: AnsibleAWSModule, bucket: str) -> None:
 
 
 @SSMCommandErrorHandler.common_error_handler("list commands")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=["InvalidCommandId"])
 def get_command(client, command_id: str) -> Optional[Dict[str, Any]]:
-    """The command as ListCommands shows it; None while it does not show it yet (just after SendCommand)."""
-    commands = client.list_commands(CommandId=command_id)["Commands"]
+    """The command as ListCommands shows it; None while it does not show it yet (just after SendCommand: an empty
+    list, or InvalidCommandId; the next poll asks again)."""
+    try:
+        commands = client.list_commands(CommandId=command_id)["Commands"]
+    except botocore.exceptions.ClientError as e:
+        if _error_code(e) == "InvalidCommandId":
+            return None
+        raise
     return commands[0] if commands else None
 
 
 @SSMCommandErrorHandler.common_error_handler("list command invocations")
-@AWSRetry.jittered_backoff()
 def list_invocations_page(client, command_id: str, token: Optional[str]) -> Dict[str, Any]:
     args: Dict[str, Any] = {"CommandId": command_id, "Details": True, "MaxResults": PAGE_SIZE}
     if token:
@@ -668,13 +698,17 @@ def list_invocations_page(client, command_id: str, token: Optional[str]) -> Dict
 
 
 @SSMCommandErrorHandler.common_error_handler("get command invocation")
-@AWSRetry.jittered_backoff(catch_extra_error_codes=["InvocationDoesNotExist"])
-def get_invocation(client, command_id: str, instance_id: str) -> Dict[str, Any]:
-    return client.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
+def get_invocation(client, command_id: str, instance_id: str) -> Optional[Dict[str, Any]]:
+    """The node's full invocation; None when AWS does not show it (yet): the list's row is the result then."""
+    try:
+        return client.get_command_invocation(CommandId=command_id, InstanceId=instance_id)
+    except botocore.exceptions.ClientError as e:
+        if _error_code(e) == "InvocationDoesNotExist":
+            return None
+        raise
 
 
 @SSMCommandErrorHandler.common_error_handler("describe instance information")
-@AWSRetry.jittered_backoff()
 def describe_instance_information_page(client, filters: List[Dict[str, Any]], token: Optional[str]) -> Dict[str, Any]:
     args: Dict[str, Any] = {"Filters": filters, "MaxResults": PAGE_SIZE}
     if token:
@@ -701,9 +735,13 @@ def collect_results(client, command_id: str) -> List[Dict[str, Any]]:
     for row in list_invocations(client, command_id):
         plugins = row.get("CommandPlugins") or [{}]
         full = None
-        if needs_full_output(plugins[0].get("Output") or ""):
+        cut = needs_full_output(plugins[0].get("Output") or "")
+        if cut:
             full = get_invocation(client, command_id, row["InstanceId"])
-        results.append(invocation_result(row, full))
+        result = invocation_result(row, full)
+        if cut and full is None:  # AWS did not show the full invocation: the list's output may be cut
+            result["stdout_truncated"] = True
+        results.append(result)
     results.sort(key=lambda item: item["instance_id"])
     return results
 
@@ -767,19 +805,25 @@ def check_mode(module: AnsibleAWSModule, client) -> None:
     module.exit_json(changed=True, targets=targets, target_count=len(targets))
 
 
-def wait_for(client, sent: Dict[str, Any], wait_timeout: int) -> Tuple[Dict[str, Any], bool]:
-    """Poll ListCommands until the command is done or the bound passes; (command, done)."""
-    deadline = time.monotonic() + wait_timeout
+def wait_for(client, sent: Dict[str, Any], wait_timeout: int) -> Tuple[Dict[str, Any], bool, bool]:
+    """Poll ListCommands until the command is done or the bound passes; (command, done, whether the last poll timed
+    out). A poll that times out (the client's bounded_aws_config) is followed by the next one while time is left."""
+    deadline = bounds.Deadline(wait_timeout)
     interval = 1.0
     command = sent
     while True:
-        command = get_command(client, sent["CommandId"]) or command
+        late = False
+        try:
+            command = get_command(client, sent["CommandId"]) or command
+        except AnsibleAWSError as error:
+            if not bounds.is_timeout(error):
+                raise
+            late = True
         if command.get("Status") in COMMAND_DONE:
-            return command, True
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return command, False
-        time.sleep(min(interval, left))
+            return command, True, False
+        if deadline.passed():
+            return command, False, late
+        time.sleep(min(interval, deadline.left()))
         interval = next_interval(interval)
 
 
@@ -788,22 +832,31 @@ def run(module: AnsibleAWSModule) -> None:
     problem = validate(params)
     if problem:
         module.fail_json(msg=problem)
-    client = module.client("ssm")
+    seconds = call_seconds(params["wait_timeout"])
+    client = module.client("ssm", aws_config=bounds.bounded_aws_config(params.get("aws_config"), seconds))
     if params.get("output_s3_bucket"):
-        check_output_bucket(module, params["output_s3_bucket"])
+        check_output_bucket(module, params["output_s3_bucket"], seconds)
 
     if module.check_mode:
         check_mode(module, client)
 
-    command = send_command(client, send_command_args(params))
+    try:
+        command = send_command(client, send_command_args(params))
+    except AnsibleAWSError as error:
+        if not bounds.is_timeout(error):
+            raise
+        module.fail_json(msg=bounds.slow_endpoint("SendCommand", seconds, "wait_timeout", client.meta.endpoint_url)
+                         + " The command may have been sent all the same: ListCommands shows it.")
     command_id = command["CommandId"]
     result: Dict[str, Any] = {"changed": True, "command_id": command_id, "invocations": []}
     if not params["wait"]:
         result["command"] = command_result(command)
         module.exit_json(**result)
 
-    command, done = wait_for(client, command, params["wait_timeout"])
+    command, done, late = wait_for(client, command, params["wait_timeout"])
     result["command"] = command_result(command)
+    if late:  # the endpoint stops answering: no more calls to wait for
+        module.fail_json(msg=unanswered_message(command_id, params["wait_timeout"], client.meta.endpoint_url), **result)
     result["invocations"] = collect_results(client, command_id)
     result["summary"] = summarise(result["invocations"])
     if not done:
@@ -862,6 +915,9 @@ def main() -> None:
     try:
         run(module)
     except AnsibleAWSError as e:
+        if bounds.is_timeout(e):
+            module.fail_json(msg=f"{e.message}: " + bounds.slow_endpoint(
+                "the call", call_seconds(module.params["wait_timeout"]), "wait_timeout", module.params.get("endpoint_url")))
         module.fail_json_aws_error(e)
 
 

@@ -75,8 +75,13 @@ options:
     type: str
   wait_timeout:
     description:
-      - The most seconds to wait for the local port to accept connections. The tunnel is closed and the task
-        fails when they pass.
+      - The most seconds to wait for the tunnel to open, from C(StartSession) to the local port accepting
+        connections. The tunnel is closed and the task fails when they pass, also when the Systems Manager endpoint
+        or the session's data channel stops answering.
+      - C(StartSession) is waited for within it, in a process of its own; a session that the endpoint starts after
+        the task gave up is ended as its answer arrives (up to 60 s later). The task's other AWS calls
+        (C(TerminateSession), and the supervisor's C(ResumeSession)) end within 10 s each, their attempts and
+        botocore's backoff included; an O(aws_config) with more attempts or longer timeouts gets only what fits.
     type: int
     default: 30
   max_lifetime:
@@ -280,11 +285,16 @@ from ansible.module_utils.basic import env_fallback
 from ansible_collections.amazon.aws.plugins.module_utils.errors import AWSErrorHandler
 from ansible_collections.amazon.aws.plugins.module_utils.exceptions import AnsibleAWSError
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
-from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
+from ansible_collections.bastionless.ssm.plugins.module_utils import _aws_bounds as bounds
 from ansible_collections.bastionless.ssm.plugins.module_utils import _ssm_tunnel as tunnels
 
 PORT_RANGE = (1, 65535)
+# The most seconds one TerminateSession or ResumeSession may take (the supervisor's calls, and a failed task's
+# clean-up); an endpoint that does not answer within them is given up on.
+CLOSE_CALL_SECONDS = 10
+# How much longer than wait_timeout a StartSession the task gave up on is waited for, to end the session it starts.
+LATE_START_SECONDS = 60
 
 
 class AnsibleSSMTunnelError(AnsibleAWSError):
@@ -369,12 +379,18 @@ def choose_transport(params: Dict[str, Any]):
 
 
 @SSMTunnelErrorHandler.common_error_handler("start session")
-@AWSRetry.jittered_backoff()
-def start_session(client, target: str, document: str, parameters: Dict[str, Any], reason: str) -> Dict[str, Any]:
+def start_session(client, target: str, document: str, parameters: Dict[str, Any], reason: str,
+                  seconds: float) -> Dict[str, Any]:
+    """StartSession's answer within ``seconds``, or bounds.Late. The call runs detached (bounds.call_detached) on a
+    client of its own whose attempts read for ``seconds`` plus LATE_START_SECONDS (bounds.detached_aws_config), so a
+    session it starts after the task gave up is ended as its answer arrives. No AWSRetry: botocore retries throttling
+    within the wait, where AWSRetry's backoff on top of it would outlast it."""
     args: Dict[str, Any] = {"Target": target, "DocumentName": document, "Parameters": parameters}
     if reason:
         args["Reason"] = reason
-    return client.start_session(**args)
+    answer = bounds.call_detached(lambda: client.start_session(**args), seconds,
+                                  lambda late: terminate_quietly(client, late.get("SessionId")))
+    return {key: answer.get(key) for key in ("SessionId", "TokenValue", "StreamUrl")}
 
 
 def terminate_quietly(client, session_id: Optional[str]) -> None:
@@ -425,19 +441,36 @@ def ensure_present(module: AnsibleAWSModule, records: tunnels.Records) -> None:
             transport, forward, plugin = choose_transport(params)
         except tunnels.TunnelError as error:
             module.fail_json(msg=str(error))
-        client = module.client("ssm", retry_decorator=AWSRetry.jittered_backoff())
+        # The task waits for StartSession and the local port until the deadline (wait_timeout, from StartSession
+        # on); every other AWS call ends within CLOSE_CALL_SECONDS (the ends of sessions, the supervisor's
+        # ResumeSession). ``client`` is StartSession's, used only in its detached process (start_session).
+        client = module.client("ssm", aws_config=bounds.detached_aws_config(params.get("aws_config"),
+                                                                            params["wait_timeout"] + LATE_START_SECONDS))
+        # for the supervisor, which is a fork: a client whose connections are its own
+        closer = module.client("ssm", aws_config=bounds.bounded_aws_config(params.get("aws_config"),
+                                                                           CLOSE_CALL_SECONDS))
         for record in replaced:
             tunnels.stop(record)
         for record in existing:
             if not record["live"]:  # its supervisor died without clearing up (killed, or the machine restarted)
-                terminate_quietly(client, record.get("session_id"))
+                terminate_quietly(closer, record.get("session_id"))
                 records.remove(record)
         records.prune_logs({r["local_port"] for r in existing if r["live"]})
         local_port = params.get("local_port") or tunnels.free_port()
         record = new_record(params, local_port, records, controller)
-        closer = module.client("ssm")  # for the supervisor, which is a fork: a client whose connections are its own
         parameters = tunnels.session_parameters(wanted["remote_port"], local_port, wanted["remote_host"])
-        response = start_session(client, wanted["target"], wanted["document_name"], parameters, record["reason"])
+        deadline = bounds.Deadline(params["wait_timeout"])
+        try:
+            response = start_session(client, wanted["target"], wanted["document_name"], parameters, record["reason"],
+                                     deadline.left())
+        except (bounds.Late, AnsibleAWSError) as error:
+            if isinstance(error, AnsibleAWSError) and not bounds.is_timeout(error):
+                raise
+            module.fail_json(msg=bounds.slow_endpoint(f"StartSession to {wanted['target']} in {module.region}",
+                                                      params["wait_timeout"], "wait_timeout", client.meta.endpoint_url)
+                             + " A session it starts later all the same is ended as its answer arrives.")
+        except RuntimeError as error:  # the call's process could not say (bounds.call_detached)
+            module.fail_json(msg=f"StartSession to {wanted['target']} failed: {error}")
         record["session_id"] = response["SessionId"]
         record["transport"] = transport
         if transport == "native":
@@ -453,12 +486,12 @@ def ensure_present(module: AnsibleAWSModule, records: tunnels.Records) -> None:
             record = tunnels.start(record, launch, records,
                                    lambda session_id: closer.terminate_session(SessionId=session_id))
         except (tunnels.TunnelError, OSError) as error:
-            terminate_quietly(client, record["session_id"])
+            terminate_quietly(closer, record["session_id"])
             module.fail_json(msg=f"could not start the tunnel: {error}")
-    problem = tunnels.wait_ready(record, params["wait_timeout"])
+    problem = tunnels.wait_ready(record, deadline.left(), params["wait_timeout"])
     if problem:
-        tunnels.stop(record)
-        terminate_quietly(client, record["session_id"])
+        if not tunnels.stop(record):  # the supervisor ends the session as it stops; killed, it could not
+            terminate_quietly(closer, record["session_id"])
         module.fail_json(msg=problem, tunnel=tunnels.public_record(record))
     module.exit_json(changed=True, tunnel=tunnels.public_record(record))
 
@@ -472,7 +505,8 @@ def ensure_absent(module: AnsibleAWSModule, records: tunnels.Records) -> None:
         live = [r for r in chosen if r["live"]]
         if module.check_mode:
             module.exit_json(changed=bool(live), stopped=[tunnels.public_record(r) for r in live])
-        client = module.client("ssm") if chosen else None
+        client = module.client("ssm", aws_config=bounds.bounded_aws_config(params.get("aws_config"),
+                                                                           CLOSE_CALL_SECONDS)) if chosen else None
         for record in chosen:
             if record["live"] and not tunnels.stop(record):
                 module.warn(f"the tunnel on local port {record['local_port']} did not stop in time and was killed.")

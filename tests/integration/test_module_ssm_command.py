@@ -11,7 +11,7 @@ import urllib.request
 
 import pytest
 import yaml
-from ansible_cli import ROOT, call_module, call_module_cases, controller_play, run
+from ansible_cli import ROOT, call_module, call_module_cases, controller_play, run, save_task
 from ssm_lab.harness.testing import running_lab, wait_until
 
 MODULE = "bastionless.ssm.ssm_command"
@@ -203,18 +203,68 @@ def test_execution_timeout_ends_the_script(lab, nodes, tmp_path):
     assert "ExecutionTimedOut: 1" in result["msg"]
 
 
+# The bound on a task whose AWS API stops answering (docs/reliability.md, "Bounded waits"): wait_timeout plus MARGIN
+# (the task's overhead on a loaded machine, and one poll's bound past the deadline). Unbounded, each call would wait
+# for the lab's delay (API_DELAY, longer than one call's 3.3 s read timeout under wait_timeout 5) and the task for
+# four of them or more.
+MARGIN = 15
+API_DELAY = 4
+
+
 def test_wait_timeout_bounds_the_task_and_the_command_goes_on(lab, nodes, tmp_path):
-    """Two nodes: one runs past wait_timeout, the other's agent is stopped, and the message names that one."""
-    node, offline = sorted(nodes)[8], sorted(nodes)[10]
+    """One play: two nodes, one runs past wait_timeout, the other's agent is stopped, and the message names that
+    one; a command whose node makes the lab's API stop answering (api_delay) while the task polls; a SendCommand
+    the API does not answer. Each task ends within wait_timeout plus MARGIN, naming wait_timeout."""
+    node, offline, polled, sent, shell = (sorted(nodes)[i] for i in (8, 10, 11, 12, 13))
+    bucket = f"bounded-{secrets.token_hex(4)}"
+    lab.client("s3").create_bucket(Bucket=bucket)
+    # amazon.aws.aws_ssm on a node while the API does not answer (its ansible_aws_ssm_timeout 3), without and with the
+    # task's timeout keyword (2 s): a connection of amazon.aws, which bounds no AWS call (docs/reliability.md).
+    aws_ssm = {"ansible_connection": "amazon.aws.aws_ssm", "ansible_aws_ssm_instance_id": shell,
+               "ansible_aws_ssm_region": "us-east-1", "ansible_aws_ssm_bucket_name": bucket,
+               "ansible_aws_ssm_timeout": 3}
+    fault = (f"curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' {lab.endpoint}/_lab/faults "
+             "-d '{\"api_delay\": %s}'")
+    stamp = "; date +%s.%N"
     lab.cli("agent", "stop", offline)
     try:
         wait_until(lambda: lab.client("ssm").describe_instance_information(
             Filters=[{"Key": "InstanceIds", "Values": [offline]}])["InstanceInformationList"][0]["PingStatus"]
             != "Online", timeout=30, what=f"{offline} to go offline")
-        result, output = play(lab, tmp_path, {"commands": ["sleep 8; echo late"], "instance_ids": [node, offline],
-                                              "wait_timeout": 2}, fails=True)
+        output, recap = controller_play(lab, tmp_path, [
+            {"name": "Past wait_timeout", MODULE: {"commands": ["sleep 8; echo late"], "instance_ids": [node, offline],
+                                                   "wait_timeout": 2},
+             "register": "__past", "ignore_errors": True},
+            {"name": "Stamp", "ansible.builtin.set_fact": {"__s0": "{{ lookup('pipe', 'date +%s.%N') }}"}},
+            {"name": "The node makes the API stop answering while the task polls",
+             MODULE: {"commands": [fault % API_DELAY + "; sleep 10"], "instance_ids": [polled], "wait_timeout": 5},
+             "register": "__polls", "ignore_errors": True},
+            {"name": "Stamp (the API still does not answer)",
+             "ansible.builtin.set_fact": {"__s1": "{{ lookup('pipe', cmd) }}"}, "vars": {"cmd": fault % API_DELAY + stamp}},
+            {"name": "A SendCommand the API does not answer",
+             MODULE: {"commands": ["true"], "instance_ids": [sent], "wait_timeout": 5, "comment": "bounded send"},
+             "register": "__send", "ignore_errors": True},
+            {"name": "Stamp", "ansible.builtin.set_fact": {"__s3": "{{ lookup('pipe', 'date +%s.%N') }}"}},
+            {"name": "amazon.aws.aws_ssm while the API does not answer", "ansible.builtin.raw": "echo aws_ssm",
+             "delegate_to": "aws-ssm-node", "vars": aws_ssm, "register": "__aws_ssm", "ignore_errors": True,
+             "ignore_unreachable": True},
+            {"name": "Stamp", "ansible.builtin.set_fact": {"__s4": "{{ lookup('pipe', 'date +%s.%N') }}"}},
+            {"name": "amazon.aws.aws_ssm bounded by the task's timeout", "ansible.builtin.raw": "echo aws_ssm",
+             "delegate_to": "aws-ssm-node", "vars": aws_ssm, "timeout": 2, "register": "__aws_ssm_timeout",
+             "ignore_errors": True, "ignore_unreachable": True},
+            {"name": "Stamp and the API answers again",
+             "ansible.builtin.set_fact": {"__s2": "{{ lookup('pipe', cmd) }}"}, "vars": {"cmd": fault % 0 + stamp}},
+            save_task("{'past': __past, 'polls': __polls, 'send': __send, 'aws_ssm': __aws_ssm, 'aws_ssm_timeout': "
+                      "__aws_ssm_timeout, 'durations': [__s1 | float - __s0 | float, __s3 | float - __s1 | float], "
+                      "'aws_ssm_durations': [__s4 | float - __s3 | float, __s2 | float - __s4 | float]}",
+                      tmp_path / "results.json"),
+        ])
     finally:
+        lab.cli("faults", "--api-delay", "0")
         lab.cli("agent", "start", offline)
+    assert recap["localhost"]["failed"] == 0, output
+    results = json.loads((tmp_path / "results.json").read_text())
+    result = results["past"]
     assert re.search(r"still InProgress on 2 of 2 nodes after wait_timeout \(2 s\); it goes on running", result["msg"])
     assert result["msg"].endswith(
         f"Not Online, so their agents have not taken it: {offline} (ConnectionLost); run playbooks/preflight.yml "
@@ -224,6 +274,29 @@ def test_wait_timeout_bounds_the_task_and_the_command_goes_on(lab, nodes, tmp_pa
         (i for i in [lab.client("ssm").get_command_invocation(CommandId=result["command_id"], InstanceId=node)]
          if i["Status"] == "Success"), None), timeout=30, what="the command to finish after the task gave up")
     assert invocation["StandardOutputContent"] == "late\n"
+
+    polls, send = results["polls"], results["send"]
+    assert all(seconds < 5 + MARGIN for seconds in results["durations"]), results["durations"]
+    assert polls["failed"] and polls["msg"] == (
+        f"command {polls['command_id']} was sent, but the Systems Manager endpoint {lab.endpoint} did not answer "
+        "ListCommands within wait_timeout (5 s): it is slow or unreachable, and the command's state is unknown (it goes "
+        "on running in Systems Manager). Check the network path to the endpoint (proxy, VPC endpoint) or raise "
+        "wait_timeout, and follow the command by its command_id."), polls
+    assert send["failed"] and send["msg"] == (
+        f"SendCommand did not answer within 5 s (wait_timeout): the Systems Manager endpoint {lab.endpoint} is slow "
+        "or unreachable. Check the network path to it (proxy, VPC endpoint) or raise wait_timeout. The command may "
+        "have been sent all the same: ListCommands shows it."), send
+    # As the message says: the lab sends the late command once its delay is over (waited for here, so that no later
+    # test sees it arrive).
+    wait_until(lambda: [c for c in lab.client("ssm").list_commands(InstanceId=sent)["Commands"]
+                        if c["Comment"] == "bounded send"], timeout=30, what="the late SendCommand")
+
+    # amazon.aws.aws_ssm waits for StartSession as long as botocore does (here the lab's 4 s, past its
+    # ansible_aws_ssm_timeout of 3 s), then runs the command; the task's timeout keyword ends the task at 2 s.
+    plain, bounded = results["aws_ssm_durations"]
+    assert results["aws_ssm"].get("stdout", "").strip() == "aws_ssm" and plain >= API_DELAY, (plain, results["aws_ssm"])
+    assert results["aws_ssm_timeout"]["failed"] and bounded < 2 + MARGIN, (bounded, results["aws_ssm_timeout"])
+    assert results["aws_ssm_timeout"]["msg"] == "Task failed: Timed out after 2 second(s).", results["aws_ssm_timeout"]
 
 
 def test_without_wait_only_the_command_id(lab, nodes, tmp_path):

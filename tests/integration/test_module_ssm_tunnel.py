@@ -404,6 +404,81 @@ def test_it_refuses_to_run_on_a_node(lab, node, echo, state_dir, tmp_path):
     assert sessions(lab, "Active", Target=node) == []
 
 
+# Bounded waits (docs/reliability.md, "Bounded waits"): one play, each case an ssm_tunnel task with wait_timeout 3
+# between two stamps taken on the controller; the stamp before it sets the lab's fault (its admin API, through curl),
+# the one after clears it. A stream_rtt of 0.6 s keeps the handshake going past the moment the fault starts (0.1 s
+# after the WebSocket opens). The bound checked is wait_timeout plus MARGIN (the task's own overhead and the
+# supervisor's stop on a loaded machine); a wait that is not bounded takes 30 s or more (the data channel's
+# handshake timeout, botocore's read timeout).
+MARGIN = 15
+FAULT_CASES = [
+    ("stall", {"stall_channel_after": 0.1, "stream_rtt": 0.6}, {}),
+    ("half", {"half_close_channel_after": 0.1, "stream_rtt": 0.6}, {}),
+    ("plugin_stall", {"stall_channel_after": 0.1, "stream_rtt": 0.6}, {"transport": "plugin"}),
+    ("api", {"api_delay": 6}, {}),
+]
+FAULTS_OFF = {"stall_channel_after": 0, "half_close_channel_after": 0, "stream_rtt": 0, "api_delay": 0}
+
+
+def test_no_tunnel_task_waits_past_its_wait_timeout_whatever_the_service_does(lab, node, echo, state_dir, tmp_path):
+    """A data channel the service stalls during the handshake (native and plugin transports), one it half-closes
+    (again on each resumed WebSocket), a StartSession that does not answer: each task fails within wait_timeout plus
+    MARGIN, naming wait_timeout, and leaves no tunnel; the session of a StartSession answered too late is ended by
+    the module's detached StartSession as the answer arrives."""
+    endpoint = lab.env["AWS_ENDPOINT_URL"]
+
+    def fault(settings: dict) -> str:
+        return (f"curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' {endpoint}/_lab/faults "
+                f"-d '{json.dumps(settings)}'; date +%s.%N")
+
+    tasks = []
+    for name, settings, args in FAULT_CASES:
+        tasks += [
+            {"name": f"Fault on: {name}", "ansible.builtin.set_fact": {f"__on_{name}": "{{ lookup('pipe', cmd) }}"},
+             "vars": {"cmd": fault(settings)}},
+            {"name": f"A tunnel under {name}", MODULE: {
+                "target": node, "remote_host": "127.0.0.1", "remote_port": echo.port, "wait_timeout": 3,
+                "state_dir": state_dir, "reason": f"bounded {name}", "name": name, **args},
+             "register": f"__{name}", "ignore_errors": True},
+            {"name": f"Fault off: {name}", "ansible.builtin.set_fact": {f"__off_{name}": "{{ lookup('pipe', cmd) }}"},
+             "vars": {"cmd": fault(FAULTS_OFF)}},
+        ]
+    summary = ", ".join(f"'{name}': [__on_{name} | float, __off_{name} | float, __{name}]" for name, _s, _a in FAULT_CASES)
+    tasks.append(save_task("{" + summary + "}", tmp_path / "bounded.json"))
+    try:
+        output, recap = controller_play(lab, tmp_path, tasks)
+    finally:
+        lab.cli("faults", *[item for key, value in FAULTS_OFF.items()
+                            for item in (f"--{key.replace('_', '-')}", str(value))])
+    assert recap["localhost"]["failed"] == 0, output
+    cases = json.loads((tmp_path / "bounded.json").read_text())
+    for name, (on, off, result) in cases.items():
+        assert off - on < 3 + MARGIN, (name, off - on, result)
+        assert result.get("failed") or name == "half", (name, result)
+        if "tunnel" in result:  # closed at once when the task failed, with the play when it opened
+            wait_until(lambda: gone(result["tunnel"]), what=f"the {name} tunnel to close")  # pylint: disable=cell-var-from-loop
+    for name in ("stall", "plugin_stall"):
+        assert "did not accept connections within 3 s (wait_timeout): the node or the service did not open the " \
+               "session's data channel in time. Raise wait_timeout" in cases[name][2]["msg"], cases[name]
+    # Half-closed: resumed (ResumeSession) until the handshake is done and the tunnel opens, or until wait_timeout,
+    # or given up by the data channel before it.
+    half = cases["half"][2]
+    assert (not half.get("failed") or "within 3 s (wait_timeout)" in half["msg"]
+            or "the tunnel closed before its local port accepted" in half["msg"]), half
+    assert cases["api"][2]["msg"] == (
+        f"StartSession to {node} in us-east-1 did not answer within 3 s (wait_timeout): the Systems Manager endpoint "
+        f"{endpoint} is slow or unreachable. Check the network path to it (proxy, VPC endpoint) or raise "
+        "wait_timeout. A session it starts later all the same is ended as its answer arrives."), cases["api"]
+    assert records(state_dir) == []
+    # The lab starts the late session once its 6 s delay is over, as AWS may start one whose answer came too late;
+    # the module's detached StartSession ends it as the answer arrives.
+    late = wait_until(lambda: [s for s in sessions(lab, "History", Target=node) if s.get("Reason") == "bounded api"],
+                      timeout=30, what="the late StartSession's session to be ended")
+    assert [s["Status"] for s in late] == ["Terminated"], late
+    left = [s for s in sessions(lab, "Active", Target=node) if (s.get("Reason") or "").startswith("bounded")]
+    assert left == [], left
+
+
 BAD_INPUT = [
     ({"state": "absent"}, "state=absent needs at least one of name, local_port, session_id"),
     ({"remote_port": 80}, "state=present needs target"),

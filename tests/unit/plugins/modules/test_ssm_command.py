@@ -8,6 +8,7 @@ output splitting and truncation, per-node results and the summary."""
 
 import datetime
 
+import botocore.exceptions
 import pytest
 
 from ansible_collections.bastionless.ssm.plugins.modules import ssm_command as sc
@@ -295,14 +296,52 @@ class ListingClient:
 def test_waiting_tolerates_a_command_not_listed_yet(monkeypatch):
     monkeypatch.setattr(sc.time, "sleep", lambda seconds: None)
     client = ListingClient([None, "Pending", "InProgress", "Success"])
-    command, done = sc.wait_for(client, {"CommandId": "c", "Status": "Pending"}, 600)
-    assert done and command == {"CommandId": "c", "Status": "Success"} and client.calls == 4
+    command, done, late = sc.wait_for(client, {"CommandId": "c", "Status": "Pending"}, 600)
+    assert done and not late and command == {"CommandId": "c", "Status": "Success"} and client.calls == 4
 
 
 def test_waiting_gives_up_at_the_bound():
     client = ListingClient([None])
-    command, done = sc.wait_for(client, {"CommandId": "c", "Status": "Pending"}, 0)
-    assert not done and command == {"CommandId": "c", "Status": "Pending"} and client.calls == 1
+    command, done, late = sc.wait_for(client, {"CommandId": "c", "Status": "Pending"}, 0)
+    assert not done and not late and command == {"CommandId": "c", "Status": "Pending"} and client.calls == 1
+
+
+class LateClient(ListingClient):
+    """list_commands as ListingClient, but a status "late" is a poll whose read timed out (botocore's error, as the
+    client bounded by bounded_aws_config raises it), "unknown" AWS's InvalidCommandId just after SendCommand."""
+
+    def list_commands(self, CommandId):  # pylint: disable=invalid-name
+        answer = super().list_commands(CommandId)
+        status = (answer["Commands"] or [{}])[0].get("Status")
+        if status == "late":
+            raise botocore.exceptions.ReadTimeoutError(endpoint_url="https://ssm.us-east-1.amazonaws.com/")
+        if status == "unknown":
+            raise botocore.exceptions.ClientError({"Error": {"Code": "InvalidCommandId", "Message": "x"}},
+                                                  "ListCommands")
+        return answer
+
+
+def test_a_poll_that_times_out_is_followed_by_the_next_one(monkeypatch):
+    monkeypatch.setattr(sc.time, "sleep", lambda seconds: None)
+    client = LateClient(["unknown", "late", "InProgress", "late", "Success"])
+    command, done, late = sc.wait_for(client, {"CommandId": "c", "Status": "Pending"}, 600)
+    assert done and not late and command["Status"] == "Success" and client.calls == 5
+
+
+def test_an_endpoint_that_stops_answering_ends_the_wait_at_the_bound():
+    client = LateClient(["late"])
+    command, done, late = sc.wait_for(client, {"CommandId": "c", "Status": "Pending"}, 0)
+    assert not done and late and command == {"CommandId": "c", "Status": "Pending"} and client.calls == 1
+    assert sc.unanswered_message("c", 5, "https://ssm.us-east-1.amazonaws.com") == (
+        "command c was sent, but the Systems Manager endpoint https://ssm.us-east-1.amazonaws.com did not answer "
+        "ListCommands within wait_timeout (5 s): it is slow or unreachable, and the command's state is unknown (it goes "
+        "on running in Systems Manager). Check the network path to the endpoint (proxy, VPC endpoint) or raise "
+        "wait_timeout, and follow the command by its command_id.")
+
+
+@pytest.mark.parametrize("wait_timeout, seconds", [(0, 5), (5, 5), (12, 12), (600, 30)])
+def test_each_aws_call_gets_wait_timeout_within_five_to_thirty_seconds(wait_timeout, seconds):
+    assert sc.call_seconds(wait_timeout) == seconds
 
 
 @pytest.mark.parametrize("code, fails", [("404", True), ("NoSuchBucket", True), ("NotFound", True),

@@ -340,3 +340,32 @@ def test_the_module_falls_back_to_the_plugin_only_when_native_cannot_run(tmp_pat
                                                                                             str(plugin))
     with pytest.raises(tunnels.TunnelError, match="transport native cannot run: the native port forwarder was not"):
         ssm_tunnel.choose_transport(params(_native_client=None, transport="native"))
+
+
+# --- bounded waits ----------------------------------------------------------------------------------------
+
+
+def test_a_native_tunnel_whose_service_never_answers_stops_at_once(tmp_path):
+    """The supervisor opens the data channel in a thread: a stop (the module gave up at wait_timeout) ends a tunnel
+    whose service never completes even the WebSocket's upgrade, and is no failure of its own."""
+    forward, problem = tunnels.load_native(PLUGIN_UTILS)
+    assert problem == ""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # takes the connection, never answers
+        response = {"SessionId": "s-1", "TokenValue": "t", "StreamUrl": f"ws://127.0.0.1:{silent.getsockname()[1]}/"}
+        with open(tmp_path / "tunnel.log", "w", encoding="utf-8") as log:
+            carrier = tunnels.NativeCarrier(forward, response, 0, lambda: None, log)
+            carrier.open()  # returns at once: the WebSocket's open timeout is 45 s
+            assert carrier.ended() is None
+            carrier.stop()
+            assert carrier.ended() == "stopped" and carrier.failed == ""
+
+
+def test_the_local_port_that_never_accepts_names_wait_timeout_and_the_log(tmp_path):
+    log = tmp_path / "tunnel-1.log"
+    log.write_text("2025-01-31T08:00:00+00:00 ssm_tunnel: starting AWS-StartPortForwardingSession\n")
+    record = {"local_port": tunnels.free_port(), "pid": os.getpid(), "pid_start": tunnels.process_start(os.getpid()),
+              "log": str(log)}
+    assert tunnels.wait_ready(record, 0.2, 3) == (
+        f"the local port {record['local_port']} did not accept connections within 3 s (wait_timeout): the node or the "
+        "service did not open the session's data channel in time. Raise wait_timeout if they are only slow; the "
+        "tunnel's log: 2025-01-31T08:00:00+00:00 ssm_tunnel: starting AWS-StartPortForwardingSession")
