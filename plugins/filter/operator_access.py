@@ -166,7 +166,7 @@ def policy_document(group: dict, partition: str, account: str, region: str) -> d
              "Resource": documents, "Condition": dict(_DOCUMENT_CHECK)},
             {"Sid": "SeeNodesAndSessions", "Effect": "Allow",
              "Action": ["ec2:DescribeInstances", "ssm:DescribeInstanceInformation", "ssm:DescribeInstanceProperties",
-                        "ssm:DescribeSessions", "ssm:GetConnectionStatus"],
+                        "ssm:DescribeSessions", "ssm:GetConnectionStatus", "tag:GetResources"],
              "Resource": ["*"]},
             {"Sid": "ResumeAndEndOwnSessions", "Effect": "Allow",
              "Action": ["ssm:ResumeSession", "ssm:TerminateSession"],

@@ -466,9 +466,14 @@ def test_access_denied_for_the_caller_by_tag_and_document(online_lab, tmp_path):
     ]
 
     def operator(name: str, policies: dict) -> dict:
-        """An IAM user with ``policies`` (inline, by name) and the preflight arguments that run as that user."""
+        """An IAM user with ``policies`` (inline, by name), and the reads the module documents it needs (the lab
+        judges the SSM ones), and the preflight arguments that run as that user."""
         iam.create_user(UserName=name)
-        for policy, document in policies.items():
+        reads = [{"Effect": "Allow", "Resource": "*", "Action": [
+            "ec2:Describe*", "ssm:DescribeInstanceInformation", "ssm:GetServiceSetting", "ssm:ListTagsForResource",
+            "iam:GetInstanceProfile", "iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy",
+            "iam:ListAttachedRolePolicies", "iam:GetPolicy", "iam:GetPolicyVersion"]}]
+        for policy, document in {"preflight-reads": reads, **policies}.items():
             iam.put_user_policy(UserName=name, PolicyName=policy,
                                 PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": document}))
         key = iam.create_access_key(UserName=name)["AccessKey"]

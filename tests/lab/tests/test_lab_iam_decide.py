@@ -57,3 +57,52 @@ def test_response_xml_escapes_and_gives_the_boundary_detail():
     assert member.findtext("iam:MissingContextValues/iam:member", namespaces=NS) == "ssm:resourceTag/Env"
     assert member.findtext("iam:PermissionsBoundaryDecisionDetail/iam:AllowedByPermissionsBoundary",
                            namespaces=NS) == "false"
+
+
+# --- KMS as S3 asks it on a node's behalf (authz.kms_denial), judged without a server ------------------------
+
+KEY_ARN = "arn:aws:kms:us-east-1:123456789012:key/0000aaaa-0000-4000-8000-000000000000"
+ROLE_ARN = "arn:aws:iam::123456789012:role/node"
+VIA_S3 = {"kms:ViaService": "s3.us-east-1.amazonaws.com", "kms:EncryptionContext:aws:s3:arn": "arn:aws:s3:::logs"}
+
+
+def _kms_case(key_statements, identity_statements=()):
+    import json  # pylint: disable=import-outside-toplevel
+    from types import SimpleNamespace  # pylint: disable=import-outside-toplevel
+
+    from ssm_lab.aws import authz  # pylint: disable=import-outside-toplevel
+
+    who = authz.Caller(arn="arn:aws:sts::123456789012:assumed-role/node/i-0123", principal=ROLE_ARN,
+                       user_id="AROANODE:i-0123",
+                       policies=[("inline", "role", {"Statement": list(identity_statements)})],
+                       facts={"aws:userid": ["AROANODE:i-0123"], "aws:principalarn": [ROLE_ARN]})
+    key = SimpleNamespace(arn=KEY_ARN, policy=json.dumps({"Statement": list(key_statements)}))
+    denial = authz.kms_denial(who, key, "kms:GenerateDataKey", VIA_S3)
+    return None if denial is None else denial.message()
+
+
+ROOT = {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::123456789012:root"}, "Action": "kms:*", "Resource": "*"}
+GENERATE = {"Effect": "Allow", "Action": "kms:GenerateDataKey", "Resource": "*"}
+THROUGH_S3 = {"StringEquals": {"kms:ViaService": "s3.us-east-1.amazonaws.com"}}
+REFUSED = ("User: arn:aws:sts::123456789012:assumed-role/node/i-0123 is not authorized to perform: "
+           f"kms:GenerateDataKey on resource: {KEY_ARN} ")
+
+
+def test_kms_a_key_policy_that_names_the_role_is_enough():
+    assert _kms_case([ROOT, {**GENERATE, "Principal": {"AWS": ROLE_ARN}, "Condition": THROUGH_S3}]) is None
+    other = {"StringEquals": {"kms:ViaService": "ec2.us-east-1.amazonaws.com"}}
+    assert _kms_case([ROOT, {**GENERATE, "Principal": {"AWS": ROLE_ARN}, "Condition": other}]) == (
+        REFUSED + "because no identity-based policy allows the kms:GenerateDataKey action")
+
+
+def test_kms_a_key_policy_for_the_account_lets_the_roles_policies_decide():
+    assert _kms_case([ROOT], [{**GENERATE, "Condition": THROUGH_S3}]) is None
+    assert _kms_case([ROOT]) == REFUSED + "because no identity-based policy allows the kms:GenerateDataKey action"
+
+
+def test_kms_a_key_policy_that_names_neither_refuses_and_a_deny_wins():
+    assert _kms_case([], [GENERATE]) == REFUSED + "because no resource-based policy allows the kms:GenerateDataKey action"
+    deny = {"Effect": "Deny", "Principal": {"AWS": "*"}, "Action": "kms:*", "Resource": "*"}
+    assert _kms_case([ROOT, deny], [GENERATE]) == REFUSED + "with an explicit deny in a resource-based policy"
+    assert _kms_case([{**GENERATE, "Principal": {"AWS": ROLE_ARN}}], [{**GENERATE, "Effect": "Deny"}]) == (
+        REFUSED + "with an explicit deny in an identity-based policy")

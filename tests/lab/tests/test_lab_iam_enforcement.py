@@ -1,8 +1,11 @@
 """IAM on the calls the lab serves (``ssm_lab.aws.authz``): an operator with the policy the operator_access role
-compiles (its filter, called here without a play) opens a shell on a node tagged for her and is refused, with
-AWS's error codes and messages, everywhere else: untagged nodes, documents she was not given, other principals'
-sessions (also one whose name starts with hers, and a role session that bears her name) and their data channels,
-the transcripts in S3 and CloudWatch Logs, and Run Command. The lab's default credentials stay all-powerful.
+compiles (its filter, called here without a play) opens a shell on a node tagged for her, lists nodes and sessions,
+and is refused, with AWS's error codes and messages, everywhere else: untagged nodes, documents she was not given,
+other principals' sessions (also one whose name starts with hers, and a role session that bears her name) and their
+data channels, the transcripts in S3 and CloudWatch Logs, and Run Command. Every SSM action the lab serves itself is
+judged (a principal with no policy is refused each, on AWS's resource). A node writes transcripts and Run Command
+output with its role's session: its policies (and the bucket's KMS key) decide. The lab's default credentials stay
+all-powerful.
 
 Over real HTTP with boto3 against the shared lab; each principal, tag and document is this module's own."""
 
@@ -15,7 +18,7 @@ import urllib.request
 
 import pytest
 from botocore.exceptions import ClientError
-from labhelpers import collection_filter
+from labhelpers import collection_filter, wait_until
 
 ACCOUNT = "123456789012"
 REGION = "us-east-1"
@@ -65,8 +68,12 @@ def world(main_lab, tmp_path_factory):
     credentials = assumed["Credentials"]
     principals["role"] = Principal(lab, assumed["AssumedRoleUser"]["Arn"], credentials["AccessKeyId"],
                                    credentials["SecretAccessKey"], credentials["SessionToken"])
+    nobody = iam.create_user(UserName=f"nobody{token}")["User"]
+    key = iam.create_access_key(UserName=f"nobody{token}")["AccessKey"]
+    principals["nobody"] = Principal(lab, nobody["Arn"], key["AccessKeyId"], key["SecretAccessKey"])
     return {"lab": lab, "mine": mine, "untagged": untagged, "alice": principals[alice],
-            "admin": principals[admin], "role": principals["role"], "alice_name": alice, "token": token}
+            "admin": principals[admin], "role": principals["role"], "nobody": principals["nobody"],
+            "alice_name": alice, "token": token}
 
 
 def _denied(call, code: str = "AccessDeniedException") -> str:
@@ -77,8 +84,9 @@ def _denied(call, code: str = "AccessDeniedException") -> str:
 
 
 def _message(who, action: str, resource: str) -> str:
-    return (f"User: {who.arn} is not authorized to perform: {action} on resource: {resource} because no "
-            f"identity-based policy allows the {action} action")
+    """AWS's denial by identity-based policies of ``who`` (a Principal, or an ARN)."""
+    return (f"User: {getattr(who, 'arn', who)} is not authorized to perform: {action} on resource: {resource} "
+            f"because no identity-based policy allows the {action} action")
 
 
 def _instance(node: str) -> str:
@@ -254,3 +262,194 @@ def test_policies_outside_the_operators_are_judged_too(world):
     finally:
         iam.delete_user_policy(UserName=name, PolicyName="extra")
 
+
+
+UUID = "00000000-0000-4000-8000-000000000000"
+SETTING = "/ssm/managed-instance/default-ec2-instance-management-role"
+
+
+def test_every_ssm_action_the_lab_serves_is_judged(world):
+    """A principal with no policy is refused each SSM action the lab serves itself (authz.SERVED, all of them), on
+    the resource AWS's service authorization reference names: the list actions on "*", the others on the node, the
+    document, the session, the service setting or the association; and tag:GetResources."""
+    from ssm_lab.aws import authz  # pylint: disable=import-outside-toplevel
+
+    lab, nobody, mine = world["lab"], world["nobody"], world["mine"]
+    hybrid = lab.hybrid_ids[0]
+    ssm = nobody.client("ssm")
+    managed = f"arn:aws:ssm:{REGION}:{ACCOUNT}:managed-instance/{hybrid}"
+    setting = f"arn:aws:ssm:{REGION}:{ACCOUNT}:servicesetting{SETTING}"
+    association = f"arn:aws:ssm:{REGION}:{ACCOUNT}:association/{UUID}"
+    shell_script = f"arn:aws:ssm:{REGION}::document/AWS-RunShellScript"
+    run = {"DocumentName": "AWS-RunShellScript", "Parameters": {"commands": ["true"]}}
+    cases = {
+        "StartSession": (lambda: ssm.start_session(Target=mine), _instance(mine)),
+        "ResumeSession": (lambda: ssm.resume_session(SessionId=f"nobody-{UUID}"), _session(f"nobody-{UUID}")),
+        "TerminateSession": (lambda: ssm.terminate_session(SessionId=f"nobody-{UUID}"), _session(f"nobody-{UUID}")),
+        "SendCommand": (lambda: ssm.send_command(InstanceIds=[mine], **run), _instance(mine)),
+        "GetConnectionStatus": (lambda: ssm.get_connection_status(Target=mine), _instance(mine)),
+        "ListDocumentVersions": (lambda: ssm.list_document_versions(Name="AWS-RunShellScript"), shell_script),
+        "CreateAssociation": (lambda: ssm.create_association(
+            Name="AWS-RunShellScript", Targets=[{"Key": "InstanceIds", "Values": [mine]}]), shell_script),
+        "DescribeSessions": (lambda: ssm.describe_sessions(State="Active"), "*"),
+        "DescribeInstanceInformation": (ssm.describe_instance_information, "*"),
+        "GetInventory": (ssm.get_inventory, "*"),
+        "ListAssociations": (ssm.list_associations, "*"),
+        "GetCommandInvocation": (lambda: ssm.get_command_invocation(CommandId=UUID, InstanceId=mine), "*"),
+        "ListCommandInvocations": (ssm.list_command_invocations, "*"),
+        "ListCommands": (ssm.list_commands, "*"),
+        "CancelCommand": (lambda: ssm.cancel_command(CommandId=UUID), "*"),
+        "GetServiceSetting": (lambda: ssm.get_service_setting(SettingId=SETTING), setting),
+        "UpdateServiceSetting": (lambda: ssm.update_service_setting(SettingId=SETTING, SettingValue="x"), setting),
+        "ResetServiceSetting": (lambda: ssm.reset_service_setting(SettingId=SETTING), setting),
+        "DescribeAssociation": (lambda: ssm.describe_association(AssociationId=UUID), association),
+        "UpdateAssociation": (lambda: ssm.update_association(AssociationId=UUID), association),
+        "DeleteAssociation": (lambda: ssm.delete_association(AssociationId=UUID), association),
+        "ListAssociationVersions": (lambda: ssm.list_association_versions(AssociationId=UUID), association),
+        "DescribeAssociationExecutions": (lambda: ssm.describe_association_executions(AssociationId=UUID),
+                                          association),
+        "DescribeAssociationExecutionTargets": (lambda: ssm.describe_association_execution_targets(
+            AssociationId=UUID, ExecutionId=UUID), association),
+        "StartAssociationsOnce": (lambda: ssm.start_associations_once(AssociationIds=[UUID]), association),
+        "AddTagsToResource": (lambda: ssm.add_tags_to_resource(ResourceType="ManagedInstance", ResourceId=hybrid,
+                                                               Tags=[{"Key": "k", "Value": "v"}]), managed),
+        "RemoveTagsFromResource": (lambda: ssm.remove_tags_from_resource(ResourceType="ManagedInstance",
+                                                                         ResourceId=hybrid, TagKeys=["k"]), managed),
+        "ListTagsForResource": (lambda: ssm.list_tags_for_resource(ResourceType="ManagedInstance",
+                                                                   ResourceId=hybrid), managed),
+    }
+    assert set(cases) == set(authz.SERVED)
+    refused = {action: _denied(call) for action, (call, _resource) in cases.items()}
+    assert refused == {action: _message(nobody, f"ssm:{action}", resource)
+                       for action, (_call, resource) in cases.items()}
+    tagging = nobody.client("resourcegroupstaggingapi")
+    message = _denied(lambda: tagging.get_resources(ResourceTypeFilters=["ssm:managed-instance"]))
+    assert message == _message(nobody, "tag:GetResources", "*")
+    instance_connect = nobody.client("ec2-instance-connect")
+    message = _denied(lambda: instance_connect.send_ssh_public_key(
+        InstanceId=mine, InstanceOSUser="ec2-user", SSHPublicKey="ssh-ed25519 " + "A" * 68 + " nobody"))
+    assert message == _message(nobody, "ec2-instance-connect:SendSSHPublicKey", _instance(mine))
+    assert lab.ssm.get_connection_status(Target=mine)["Status"] == "connected"  # the lab's own keys may
+
+
+def test_an_operator_lists_nodes_and_sessions(world):
+    """What ssm_session_info and the managed_nodes inventory read, as the operator policy allows it."""
+    alice, mine = world["alice"], world["mine"]
+    ssm = alice.client("ssm")
+    assert mine in {n["InstanceId"] for n in ssm.describe_instance_information()["InstanceInformationList"]}
+    assert isinstance(ssm.describe_sessions(State="History")["Sessions"], list)
+    assert ssm.get_connection_status(Target=world["untagged"])["Status"] == "connected"
+    tagged = alice.client("resourcegroupstaggingapi").get_resources(ResourceTypeFilters=["ssm:managed-instance"])
+    assert {m["ResourceARN"].rsplit("/", 1)[-1] for m in tagged["ResourceTagMappingList"]} >= set(world["lab"].hybrid_ids)
+    message = _denied(ssm.list_commands)
+    assert message == _message(alice, "ssm:ListCommands", "*")
+
+
+def _node_role(lab, node: str, name: str):
+    """Give ``node`` an instance profile of its own whose role has only AmazonSSMManagedInstanceCore; returns a
+    function that gives it the lab's profile back."""
+    iam, ec2 = lab.client("iam"), lab.ec2
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                     "Principal": {"Service": "ec2.amazonaws.com"}}]}
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    iam.attach_role_policy(RoleName=name, PolicyArn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore")
+    iam.create_instance_profile(InstanceProfileName=name)
+    iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+
+    def association() -> str:
+        found = ec2.describe_iam_instance_profile_associations(Filters=[{"Name": "instance-id", "Values": [node]}])
+        return found["IamInstanceProfileAssociations"][0]["AssociationId"]
+
+    ec2.replace_iam_instance_profile_association(IamInstanceProfile={"Name": name}, AssociationId=association())
+    return lambda: ec2.replace_iam_instance_profile_association(IamInstanceProfile={"Name": "ssm-lab-node"},
+                                                                AssociationId=association())
+
+
+def test_a_node_writes_output_and_transcripts_with_its_role(world, plugin):
+    """A node whose role has AmazonSSMManagedInstanceCore only may not write its Run Command output (S3, CloudWatch
+    Logs) nor its transcripts: the invocation succeeds and its standard error says why each upload failed, in AWS's
+    words. With s3:PutObject and the log writes granted, the SSE-KMS bucket's key still refuses (its policy lets
+    IAM decide, and the role has no kms:GenerateDataKey); once the key policy names the role, everything lands."""
+    lab, token = world["lab"], world["token"]
+    node = lab.ec2_ids[5]
+    role, bucket, group = f"writer-{token}", f"output-{token}", f"/output/{token}"
+    session = f"arn:aws:sts::{ACCOUNT}:assumed-role/{role}/{node}"
+    s3, logs, kms, iam, ssm = (lab.client(s) for s in ("s3", "logs", "kms", "iam", "ssm"))
+    key = kms.create_key(Description="output")["KeyMetadata"]["Arn"]
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [
+        {"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "aws:kms", "KMSMasterKeyID": key},
+         "BucketKeyEnabled": True}]})
+    logs.create_log_group(logGroupName=group)
+    document = f"Transcripts-{token}"
+    ssm.create_document(Name=document, DocumentType="Session", DocumentFormat="JSON", Content=json.dumps({
+        "schemaVersion": "1.0", "description": "transcripts", "sessionType": "Standard_Stream",
+        "inputs": {"s3BucketName": bucket, "s3KeyPrefix": "t", "s3EncryptionEnabled": False}}))
+    restore = _node_role(lab, node, role)
+
+    def run() -> tuple[str, dict]:
+        command = lab.send([node], ["echo out-$((6*7))"], OutputS3BucketName=bucket, OutputS3KeyPrefix="p",
+                           CloudWatchOutputConfig={"CloudWatchOutputEnabled": True, "CloudWatchLogGroupName": group})
+        invocation = lab.wait_invocation(command, node)
+        assert (invocation["Status"], invocation["StandardOutputContent"]) == ("Success", "out-42\n"), invocation
+        return command, invocation
+
+    def transcript(marker: str) -> str:
+        response = ssm.start_session(Target=node, DocumentName=document)
+        process = plugin(lab, response, {"Target": node, "DocumentName": document})
+        process.write(f"echo {marker}\nexit\n")
+        process.wait_for(rf"Exiting session with sessionId: {response['SessionId']}\.")
+        assert process.wait_exit() == 0
+        return f"t/{response['SessionId']}.log"
+
+    try:
+        lab.wait_online(node)
+        command, invocation = run()
+        stdout = f"p/{command}/{node}/awsrunShellScript/0.awsrunShellScript/stdout"
+        stream = f"{command}/{node}/aws-runShellScript/stdout"
+        assert invocation["StandardErrorContent"] == (
+            f"\nFailed uploading stdout to s3://{bucket}/{stdout} err:AccessDenied: "
+            + _message(session, "s3:PutObject", f'"arn:aws:s3:::{bucket}/{stdout}"')
+            + f"\nFailed uploading stdout to CloudWatch log group {group} stream {stream} err:AccessDeniedException: "
+            + _message(session, "logs:CreateLogStream",
+                       f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}:log-stream:{stream}"))
+        assert invocation["StandardOutputUrl"] == ""
+        refused = transcript(f"refused-{token}")
+
+        iam.put_role_policy(RoleName=role, PolicyName="output", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "s3:PutObject", "Resource": [f"arn:aws:s3:::{bucket}/p/*",
+                                                                          f"arn:aws:s3:::{bucket}/t/*"]},
+                {"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                 "Resource": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{group}:*"}]}))
+        command, invocation = run()
+        stdout = f"p/{command}/{node}/awsrunShellScript/0.awsrunShellScript/stdout"
+        assert invocation["StandardErrorContent"] == (
+            f"\nFailed uploading stdout to s3://{bucket}/{stdout} err:AccessDenied: "
+            + _message(session, "kms:GenerateDataKey", key))
+        events = logs.get_log_events(logGroupName=group, logStreamName=f"{command}/{node}/aws-runShellScript/stdout")
+        assert [e["message"] for e in events["events"]] == ["out-42\n"]
+
+        policy = json.loads(kms.get_key_policy(KeyId=key, PolicyName="default")["Policy"])
+        policy["Statement"].append({"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:role/{role}"},
+                                    "Action": "kms:GenerateDataKey", "Resource": "*", "Condition": {
+                                        "StringEquals": {"kms:ViaService": f"s3.{REGION}.amazonaws.com",
+                                                         "kms:EncryptionContext:aws:s3:arn": f"arn:aws:s3:::{bucket}"}}})
+        kms.put_key_policy(KeyId=key, PolicyName="default", Policy=json.dumps(policy))
+        command, invocation = run()
+        assert invocation["StandardErrorContent"] == ""
+        stdout = f"p/{command}/{node}/awsrunShellScript/0.awsrunShellScript/stdout"
+        assert s3.get_object(Bucket=bucket, Key=stdout)["Body"].read() == b"out-42\n"
+        landed = transcript(f"landed-{token}")
+        body = wait_until(lambda: _object(s3, bucket, landed), what=f"s3://{bucket}/{landed}")
+        assert f"landed-{token}" in body
+        # The refused transcript was due seconds before this one landed: it never did.
+        assert _object(s3, bucket, refused) is None
+    finally:
+        restore()
+        lab.wait_online(node)
+
+
+def _object(s3, bucket: str, key: str) -> str | None:
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode() if listed else None

@@ -20,9 +20,20 @@ What is judged (resources and condition keys as Session Manager, Run Command, S3
 * ``ssm:SendCommand`` on each target instance and on the document; ``ssm:GetCommandInvocation``,
   ``ssm:ListCommandInvocations``, ``ssm:ListCommands`` and ``ssm:CancelCommand`` on ``*`` (they name no resource
   type);
+* every other SSM action the lab serves itself (``SERVED``): the list actions ``ssm:DescribeSessions``,
+  ``ssm:DescribeInstanceInformation``, ``ssm:GetInventory`` and ``ssm:ListAssociations`` on ``*``;
+  ``ssm:GetConnectionStatus`` and the managed-instance tag actions on the node (with its tags; adding or removing
+  tags also with ``aws:RequestTag/KEY`` and ``aws:TagKeys``); ``ssm:ListDocumentVersions`` on the document; the
+  service setting actions on ``arn:aws:ssm:REGION:ACCOUNT:servicesetting/ssm/...``; the association actions on
+  the association (``arn:aws:ssm:REGION:ACCOUNT:association/ID``; ``ssm:CreateAssociation`` on its document and
+  target instances); and ``tag:GetResources`` on ``*``;
 * ``s3:GetObject`` on ``arn:aws:s3:::BUCKET/KEY`` for an object read (GET or HEAD, presigned URLs too);
 * ``logs:GetLogEvents`` on ``arn:aws:logs:REGION:ACCOUNT:log-group:GROUP:log-stream:STREAM`` and
-  ``logs:FilterLogEvents`` on ``arn:aws:logs:REGION:ACCOUNT:log-group:GROUP:*``.
+  ``logs:FilterLogEvents`` on ``arn:aws:logs:REGION:ACCOUNT:log-group:GROUP:*``;
+* the nodes' own writes, with the role session their agent signs with (``role_session``): ``s3:PutObject`` of
+  transcripts and Run Command output, ``kms:GenerateDataKey`` on the bucket's KMS key when its default encryption
+  is SSE-KMS (``kms_denial``: the key policy, and IAM policies where the key policy lets the account's IAM decide),
+  ``logs:CreateLogStream`` and ``logs:PutLogEvents`` (``logs:CreateLogGroup`` for a group Run Command creates).
 
 The policy variables are the principal's: ``aws:username`` (IAM users only), ``aws:userid`` (a user's unique id,
 ``AIDA...``; a role session's ``AROA...:SESSION-NAME``) and ``aws:PrincipalArn`` (the user, or the role). A
@@ -46,6 +57,17 @@ _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/")
 _S3_SUBRESOURCES = frozenset({"acl", "tagging", "attributes", "legal-hold", "retention", "torrent", "uploadId"})
 # Run Command actions that name no resource type: judged on "*".
 COMMAND_READS = ("GetCommandInvocation", "ListCommandInvocations", "ListCommands", "CancelCommand")
+# SSM list actions that name no resource type (AWS's service authorization reference): judged on "*".
+LIST_ACTIONS = ("DescribeSessions", "DescribeInstanceInformation", "GetInventory", "ListAssociations") + COMMAND_READS
+# Judged on the service setting's ARN, on the association's ARN, and on the managed instance (hybrid nodes).
+SERVICE_SETTING_ACTIONS = ("GetServiceSetting", "UpdateServiceSetting", "ResetServiceSetting")
+ASSOCIATION_ACTIONS = ("DescribeAssociation", "UpdateAssociation", "DeleteAssociation", "ListAssociationVersions",
+                       "DescribeAssociationExecutions", "DescribeAssociationExecutionTargets", "StartAssociationsOnce")
+TAG_ACTIONS = ("AddTagsToResource", "RemoveTagsFromResource", "ListTagsForResource")
+# Every SSM action the lab serves itself (ssmapi, associations): each is judged (tests/lab/tests list them all).
+SERVED = (("StartSession", "ResumeSession", "TerminateSession", "SendCommand", "GetConnectionStatus",
+           "ListDocumentVersions", "CreateAssociation") + LIST_ACTIONS + SERVICE_SETTING_ACTIONS + ASSOCIATION_ACTIONS
+          + TAG_ACTIONS)
 
 
 @dataclass
@@ -64,14 +86,15 @@ class Caller:
 class Denied(Exception):
     """The caller may not ``action`` on ``resource``."""
 
-    def __init__(self, caller: Caller, action: str, resource: str, decision: str, boundary: bool = False) -> None:
+    def __init__(self, caller: Caller, action: str, resource: str, decision: str, boundary: bool = False,
+                 policy: str = "identity-based") -> None:
         self.caller, self.action, self.resource, self.decision = caller, action, resource, decision
         if decision == iamsim.EXPLICIT_DENY:
-            why = "with an explicit deny in an identity-based policy"
+            why = f"with an explicit deny in {'an' if policy[0] in 'aeiou' else 'a'} {policy} policy"
         elif boundary:
             why = f"because no permissions boundary allows the {action} action"
         else:
-            why = f"because no identity-based policy allows the {action} action"
+            why = f"because no {policy} policy allows the {action} action"
         self.reason = why
         super().__init__(self.message())
 
@@ -123,20 +146,115 @@ def caller(account_id: str, region: str, key: str) -> Caller | None:
     return Caller(arn=arn, principal=principal, user_id=user_id, policies=policies, boundary=boundary, facts=facts)
 
 
+def role_session(account_id: str, role_arn: str, session_name: str) -> Caller | None:
+    """The session of an IAM role named ``session_name`` (a node's: its agent's credentials are a session of its
+    instance profile's role, or of its hybrid activation's role, named after the node), or None when IAM does not
+    know the role."""
+    try:
+        policies, boundary, facts = iamsim.principal_policies(account_id, role_arn)
+    except iamsim.SimulationError:
+        return None
+    partition, name = role_arn.split(":")[1], role_arn.rsplit("/", 1)[-1]
+    user_id = f"{facts['aws:userid'][0]}:{session_name}"
+    facts = {**facts, "aws:userid": [user_id], "aws:principalarn": [role_arn]}
+    return Caller(arn=f"arn:{partition}:sts::{account_id}:assumed-role/{name}/{session_name}", principal=role_arn,
+                  user_id=user_id, policies=policies, boundary=boundary, facts=facts)
+
+
+def _full_context(who: Caller, context: dict) -> dict:
+    return {**{k.lower(): v if isinstance(v, list) else [v] for k, v in context.items()}, **who.facts}
+
+
+def identity_decision(who: Caller, action: str, resource: str, context: dict) -> tuple[str, bool]:
+    """(decision, whether the permissions boundary decided it) of ``who``'s identity-based policies."""
+    full = _full_context(who, context)
+    decision, _matched = iamsim.engine.evaluate(who.policies, action, resource, full, set())
+    if decision != iamsim.ALLOWED:
+        return decision, False
+    if who.boundary is not None:
+        bounded, _ = iamsim.engine.evaluate([("PermissionsBoundary", "permissions-boundary", who.boundary)],
+                                            action, resource, full, set())
+        if bounded != iamsim.ALLOWED:
+            return bounded, True
+    return decision, False
+
+
 def require(who: Caller | None, action: str, resources: list[tuple[str, dict]]) -> None:
     """Raise Denied unless ``who`` may ``action`` on every (resource ARN, condition context) given."""
     if who is None:
         return
     for resource, context in resources:
-        full = {**{k.lower(): v if isinstance(v, list) else [v] for k, v in context.items()}, **who.facts}
-        decision, _matched = iamsim.engine.evaluate(who.policies, action, resource, full, set())
+        decision, boundary = identity_decision(who, action, resource, context)
         if decision != iamsim.ALLOWED:
-            raise Denied(who, action, resource, decision)
-        if who.boundary is not None:
-            bounded, _ = iamsim.engine.evaluate([("PermissionsBoundary", "permissions-boundary", who.boundary)],
-                                                action, resource, full, set())
-            if bounded != iamsim.ALLOWED:
-                raise Denied(who, action, resource, bounded, boundary=True)
+            raise Denied(who, action, resource, decision, boundary=boundary)
+
+
+# --- KMS: the key policy, and IAM where the key policy lets it decide -----------------------------------------
+
+
+def _key_statements(who: Caller, document, account_id: str) -> tuple[list, list]:
+    """The key policy's statements that name ``who`` (the role, or its session) and those that name the account
+    (its root or its id: the key policy lets the account's IAM policies decide)."""
+    partition = who.principal.split(":")[1]
+    root = {account_id, f"arn:{partition}:iam::{account_id}:root"}
+    direct, account = [], []
+    for statement in iamsim.statements(document):
+        if iamsim.engine.principal_covers(statement, (), lambda value: value in (who.arn, who.principal)):
+            direct.append(statement)
+        elif iamsim.engine.principal_covers(statement, (), lambda value: value in root):
+            account.append(statement)
+    return direct, account
+
+
+def kms_denial(who: Caller | None, key, action: str, context: dict) -> Denied | None:
+    """KMS's refusal of ``action`` on ``key`` (moto's key) to ``who``, or None: an explicit Deny in the key policy
+    or the caller's policies refuses; else the key policy must allow the caller itself, or allow the account and the
+    caller's IAM policies allow (AWS's KMS authorization). The condition context: kms:ViaService, the encryption
+    context (kms:EncryptionContext:KEY), kms:CallerAccount."""
+    if who is None:
+        return None
+    account_id = key.arn.split(":")[4]
+    direct, account = _key_statements(who, key.policy, account_id)
+    full = _full_context(who, {"kms:CallerAccount": account_id, **context})
+
+    def judged(statements: list) -> str:
+        return iamsim.engine.evaluate([("KeyPolicy", "resource", {"Statement": statements})], action, key.arn, full,
+                                      set())[0]
+
+    by_key, by_account = judged(direct), judged(account)
+    identity, boundary = identity_decision(who, action, key.arn, context)
+    if iamsim.EXPLICIT_DENY in (by_key, by_account):
+        return Denied(who, action, key.arn, iamsim.EXPLICIT_DENY, policy="resource-based")
+    if identity == iamsim.EXPLICIT_DENY:
+        return Denied(who, action, key.arn, identity, boundary=boundary)
+    if by_key == iamsim.ALLOWED:
+        return None
+    if by_account != iamsim.ALLOWED:
+        return Denied(who, action, key.arn, iamsim.IMPLICIT_DENY, policy="resource-based")
+    return None if identity == iamsim.ALLOWED else Denied(who, action, key.arn, identity, boundary=boundary)
+
+
+def bucket_kms_key(account_id: str, region: str, bucket: str):
+    """(moto's KMS key, whether the bucket uses an S3 Bucket Key) of a bucket whose default encryption is SSE-KMS
+    with a key of the account, else (None, False)."""
+    try:
+        rules = get_backend("s3")[account_id]["aws"].get_bucket(bucket).encryption or {}
+    except Exception:  # noqa: BLE001 - no such bucket: the write itself fails
+        return None, False
+    rules = rules.get("Rule") if isinstance(rules, dict) else None
+    for rule in rules if isinstance(rules, list) else [rules] if rules else []:
+        default = rule.get("ApplyServerSideEncryptionByDefault") or {}
+        if default.get("SSEAlgorithm") not in ("aws:kms", "aws:kms:dsse") or not default.get("KMSMasterKeyID"):
+            continue
+        key_id = default["KMSMasterKeyID"]
+        key_region = key_id.split(":")[3] if key_id.startswith("arn:") else region
+        try:
+            kms = get_backend("kms")[account_id][key_region]
+            key = kms.describe_key(key_id)
+        except Exception:  # noqa: BLE001 - a key the lab does not have: nothing to judge
+            return None, False
+        return key, str(rule.get("BucketKeyEnabled", "false")).lower() == "true"
+    return None, False
 
 
 # --- resources ---------------------------------------------------------------------------------------------

@@ -97,7 +97,13 @@ class LabApp:
             except ValueError:
                 request = {}
             if self.associations.handles(action):
-                return self._ssm_call(action, request, environ, start_response, self.associations.handler(action))
+                handler = self.associations.handler(action)
+
+                def judged(body: dict, authorization: str, handler=handler):
+                    self.ssm.authorize(action, body, authorization)
+                    return handler(body, authorization)
+
+                return self._ssm_call(action, request, environ, start_response, judged)
             if self.ssm.handles(action, request):
                 return self._ssm_call(action, request, environ, start_response)
         if target == "AWSEC2InstanceConnectService.SendSSHPublicKey":
@@ -105,8 +111,7 @@ class LabApp:
                 request = json.loads(body or b"{}")
             except ValueError:
                 request = {}
-            return self._ssm_call(action, request, environ, start_response,
-                                  self.instance_connect.send_ssh_public_key)
+            return self._ssm_call(action, request, environ, start_response, self._send_ssh_public_key)
         if target == "ResourceGroupsTaggingAPI_20170126.GetResources":
             try:
                 request = json.loads(body or b"{}")
@@ -203,6 +208,20 @@ class LabApp:
             return self._json(start_response, error.status, {"__type": error.code, "message": error.message},
                               {"x-amzn-ErrorType": error.code})
         return self._json(start_response, 200, result)
+
+    def _send_ssh_public_key(self, body: dict, authorization: str) -> dict:
+        """EC2 Instance Connect's SendSSHPublicKey, for an IAM caller only when its policies allow
+        ec2-instance-connect:SendSSHPublicKey on the instance (its tags as aws:ResourceTag/KEY and ec2:ResourceTag/KEY,
+        the OS user as ec2:osuser)."""
+        region = self._region({"HTTP_AUTHORIZATION": authorization})
+        instance_id = str(body.get("InstanceId", ""))
+        tags = get_backend("ec2")[self.registry.account_id][region].tags.get(instance_id, {})
+        context = {"ec2:osuser": [str(body.get("InstanceOSUser", ""))]}
+        for key, value in tags.items():
+            context[f"aws:ResourceTag/{key}"] = context[f"ec2:ResourceTag/{key}"] = [value]
+        arn = authz.node_arn(authz.partition_of(region), region, self.registry.account_id, instance_id)
+        self.ssm.require(authorization, "ec2-instance-connect:SendSSHPublicKey", [(arn, context)])
+        return self.instance_connect.send_ssh_public_key(body, authorization)
 
     def _authorize_read(self, service: str, target: str, body: bytes, environ, start_response):
         """Reads of objects (S3) and of log events (CloudWatch Logs) by an IAM user or assumed role, judged by

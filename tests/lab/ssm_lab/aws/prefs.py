@@ -144,16 +144,18 @@ def upload_transcript(registry: Registry, endpoint: str, session: Session) -> No
     kwargs = dict(endpoint_url=endpoint, region_name=registry.region,
                   aws_access_key_id=common.ACCESS_KEY, aws_secret_access_key=common.SECRET_KEY,
                   config=common.internal_config())
-    # The agent uploads with the node's role session, through the VPC endpoint that carries it if there is one:
-    # that endpoint's policy may refuse the upload (the session still ends as it would have).
+    # The agent uploads with the node's role session, through the VPC endpoint that carries it if there is one: the
+    # role's policies (and the bucket's KMS key), or that endpoint's policy, may refuse the upload; the agent logs it
+    # and the session still ends as it would have.
     node = registry.nodes.get(session.target)
     partition = authz.partition_of(registry.region)
     bucket = prefs.get("s3BucketName")
     if bucket:
         key = transcript_key(prefs, session.id)
-        denial = registry.endpoint_denial(node, "s3", "s3:PutObject", f"arn:{partition}:s3:::{bucket}/{key}")
+        denial = registry.node_put_object_denial(node, bucket, key)
         if denial is not None:
-            log.warning("transcript upload to S3 failed for %s: AccessDenied: %s", session.id, denial.message(True))
+            log.warning("transcript upload to S3 failed for %s: AccessDenied: %s", session.id,
+                        denial.message(quoted=denial.action.startswith("s3:")))
             bucket = None
     if bucket:
         try:
@@ -163,7 +165,7 @@ def upload_transcript(registry: Registry, endpoint: str, session: Session) -> No
     group = prefs.get("cloudWatchLogGroupName")
     if group:
         stream = f"arn:{partition}:logs:{registry.region}:{registry.account_id}:log-group:{group}:log-stream:{session.id}"
-        denial = next(filter(None, (registry.endpoint_denial(node, "logs", action, stream)
+        denial = next(filter(None, (registry.node_write_denial(node, "logs", action, stream)
                                     for action in ("logs:CreateLogStream", "logs:PutLogEvents"))), None)
         if denial is not None:
             log.warning("transcript upload to CloudWatch Logs failed for %s: AccessDeniedException: %s", session.id,

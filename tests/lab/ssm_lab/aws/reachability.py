@@ -93,6 +93,14 @@ def endpoint_denial(account_id: str, region: str, instance_id: str, service: str
     return endpoint_policy.check(endpoint, who, action, resource)
 
 
+def node_role_arn(account_id: str, region: str, instance_id: str, dhmc_role: str | None = None) -> str | None:
+    """The role whose session the instance's agent signs with (its instance profile's, or the Default Host
+    Management role), or None without one."""
+    node, _problems = _load_node(account_id, region, instance_id)
+    who = _node_principal(node, dhmc_role) if node is not None else None
+    return who.principal_arn if who is not None else None
+
+
 def s3_path_problems(account_id: str, region: str, instance_id: str) -> list[Problem]:
     """Problems that keep the instance from reaching S3 (empty = it can)."""
     node, problems = _load_node(account_id, region, instance_id)

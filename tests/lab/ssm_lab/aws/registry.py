@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import common
-from . import reachability
+from . import authz, iamsim, reachability
 
 DHMC_SETTING = "/ssm/managed-instance/default-ec2-instance-management-role"
 SERVICE_SETTING_DEFAULTS = {DHMC_SETTING: "$None"}
@@ -300,6 +300,49 @@ class Registry:
             return None
         return reachability.endpoint_denial(self.account_id, self.node_region(node), node.id, service, action,
                                             resource, who=who, dhmc_role=self.dhmc_role())
+
+    def node_session(self, node: Node | None) -> authz.Caller | None:
+        """The role session a node's agent signs its own requests with (named after the node): an EC2 node's
+        instance profile role or Default Host Management role, a hybrid node's activation role; None when there is
+        none or IAM does not know the role (a hybrid node's role the lab never created: its writes are not judged)."""
+        if node is None or node.kind == "record":
+            return None
+        if node.kind == "ec2":
+            role_arn = reachability.node_role_arn(self.account_id, self.node_region(node), node.id, self.dhmc_role())
+        elif node.iam_role:
+            name = node.iam_role.rsplit("/", 1)[-1]
+            role_arn = f"arn:{authz.partition_of(self.node_region(node))}:iam::{self.account_id}:role/{name}"
+        else:
+            role_arn = None
+        return authz.role_session(self.account_id, role_arn, node.id) if role_arn else None
+
+    def node_write_denial(self, node: Node | None, service: str, action: str, resource: str, context: dict | None = None):
+        """AWS's refusal of a write the node's agent makes (a transcript, Run Command output) to S3 or CloudWatch
+        Logs, or None: the identity-based policies of the node's role session (``node_session``) first, then the
+        policy of the VPC endpoint that carries the request (``endpoint_denial``). Both have ``message(quoted)``."""
+        who = self.node_session(node)
+        if who is not None:
+            decision, boundary = authz.identity_decision(who, action, resource, context or {})
+            if decision != iamsim.ALLOWED:
+                return authz.Denied(who, action, resource, decision, boundary=boundary)
+        return self.endpoint_denial(node, service, action, resource)
+
+    def node_put_object_denial(self, node: Node | None, bucket: str, key: str):
+        """AWS's refusal of the node's PutObject of ``key`` to ``bucket`` (``node_write_denial``), or, when the
+        bucket's default encryption is SSE-KMS, of the kms:GenerateDataKey S3 asks on the node's behalf (the key
+        policy and the role's policies, with kms:ViaService s3.REGION.amazonaws.com and the encryption context
+        aws:s3:arn: the bucket's ARN with an S3 Bucket Key, else the object's); None when it is allowed."""
+        partition = authz.partition_of(self.region)
+        bucket_arn = f"arn:{partition}:s3:::{bucket}"
+        denial = self.node_write_denial(node, "s3", "s3:PutObject", f"{bucket_arn}/{key}")
+        if denial is not None:
+            return denial
+        kms_key, bucket_key = authz.bucket_kms_key(self.account_id, self.region, bucket)
+        if kms_key is None:
+            return None
+        context = {"kms:ViaService": f"s3.{self.region}.amazonaws.com",
+                   "kms:EncryptionContext:aws:s3:arn": bucket_arn if bucket_key else f"{bucket_arn}/{key}"}
+        return authz.kms_denial(self.node_session(node), kms_key, "kms:GenerateDataKey", context)
 
     def snapshot(self, rows: list) -> str:
         """Keep a listing for its later pages; returns its key. Old snapshots (10 minutes) are dropped."""

@@ -147,43 +147,90 @@ class SsmApi:
     # --- IAM -----------------------------------------------------------------------------------------------
     def authorize(self, action: str, body: dict, authorization: str) -> None:
         """AccessDeniedException unless the caller's identity-based policies allow the call (``authz``): only
-        for callers that are IAM users or assumed roles; the lab's default credentials may do anything."""
-        if action not in ("StartSession", "ResumeSession", "TerminateSession", "SendCommand") + authz.COMMAND_READS:
+        for callers that are IAM users or assumed roles; the lab's default credentials may do anything. Every
+        action the lab serves itself (``authz.SERVED``) is judged, on the resources AWS's service authorization
+        reference names for it."""
+        if action not in authz.SERVED:
             return
         region = self._region(authorization)
         who = authz.caller(self.registry.account_id, region, authz.access_key(authorization))
         if who is None:
             return
+        try:
+            authz.require(who, f"ssm:{action}", self._resources(action, body, authorization, region))
+        except authz.Denied as denied:
+            raise ApiError("AccessDeniedException", denied.message()) from None
+
+    def require(self, authorization: str, action: str, resources: list[tuple[str, dict]]) -> None:
+        """AccessDeniedException unless the caller may ``action`` (service:Action) on ``resources``."""
+        region = self._region(authorization)
+        try:
+            authz.require(authz.caller(self.registry.account_id, region, authz.access_key(authorization)), action,
+                          resources)
+        except authz.Denied as denied:
+            raise ApiError("AccessDeniedException", denied.message()) from None
+
+    def _resources(self, action: str, body: dict, authorization: str, region: str) -> list[tuple[str, dict]]:
+        """The (resource ARN, condition context) pairs an SSM action is authorized against."""
         account, partition = self.registry.account_id, authz.partition_of(region)
 
-        def node_resource(node_id: str) -> tuple[str, dict]:
+        def node_resource(node_id: str, extra: dict | None = None) -> tuple[str, dict]:
             node = self.registry.nodes.get(node_id)
             where = self.registry.node_region(node) if node is not None else region
-            return (authz.node_arn(partition, where, account, node_id),
-                    authz.tag_context(self._tags(node)) if node is not None else {})
+            context = authz.tag_context(self._tags(node)) if node is not None else {}
+            return authz.node_arn(partition, where, account, node_id), {**context, **(extra or {})}
+
+        def document(name: str) -> tuple[str, dict]:
+            return authz.document_arn(partition, region, account, name), {}
+
+        def association(association_id: str) -> tuple[str, dict]:
+            return f"arn:{partition}:ssm:{region}:{account}:association/{association_id}", {}
 
         if action == "StartSession":
-            document = body.get("DocumentName") or prefs.PREFERENCES_DOCUMENT
-            resources = [node_resource(str(body.get("Target", ""))),
-                         (authz.document_arn(partition, region, account, document), {})]
-        elif action in ("ResumeSession", "TerminateSession"):
+            return [node_resource(str(body.get("Target", ""))),
+                    document(body.get("DocumentName") or prefs.PREFERENCES_DOCUMENT)]
+        if action in ("ResumeSession", "TerminateSession"):
             session_id = str(body.get("SessionId", ""))
             session = self.registry.sessions.get(session_id)
             context = authz.session_context(session.owner_id, session.target) if session is not None else {}
-            resources = [(authz.session_arn(partition, region, account, session_id), context)]
-        elif action == "SendCommand":
+            return [(authz.session_arn(partition, region, account, session_id), context)]
+        if action == "SendCommand":
             try:
                 targets = self._resolve_targets(body, authorization)
             except ApiError:
                 targets = []  # the call itself fails with the error
-            resources = [node_resource(node_id) for node_id in targets]
-            resources.append((authz.document_arn(partition, region, account, str(body.get("DocumentName", ""))), {}))
-        else:
-            resources = [("*", {})]
-        try:
-            authz.require(who, f"ssm:{action}", resources)
-        except authz.Denied as denied:
-            raise ApiError("AccessDeniedException", denied.message()) from None
+            return [node_resource(node_id) for node_id in targets] + [document(str(body.get("DocumentName", "")))]
+        if action == "GetConnectionStatus":
+            return [node_resource(str(body.get("Target", "")))]
+        if action in authz.TAG_ACTIONS:
+            extra: dict = {}
+            if action == "AddTagsToResource":
+                tags = body.get("Tags") or []
+                extra = {f"aws:RequestTag/{t.get('Key', '')}": [t.get("Value", "")] for t in tags}
+                extra["aws:TagKeys"] = [t.get("Key", "") for t in tags]
+            elif action == "RemoveTagsFromResource":
+                extra = {"aws:TagKeys": list(body.get("TagKeys") or [])}
+            return [node_resource(str(body.get("ResourceId", "")), extra)]
+        if action == "ListDocumentVersions":
+            return [document(str(body.get("Name", "")))]
+        if action in authz.SERVICE_SETTING_ACTIONS:
+            setting = str(body.get("SettingId", ""))
+            if ":servicesetting" in setting:
+                setting = setting.split(":servicesetting", 1)[1]
+            return [(f"arn:{partition}:ssm:{region}:{account}:servicesetting{setting}", {})]
+        if action == "CreateAssociation":
+            nodes = [body["InstanceId"]] if body.get("InstanceId") else []
+            for target in body.get("Targets") or []:
+                if target.get("Key") == "InstanceIds":
+                    nodes += [str(v) for v in target.get("Values") or [] if v != "*"]
+            return [document(str(body.get("Name", "")))] + [node_resource(n) for n in dict.fromkeys(nodes)]
+        if action == "StartAssociationsOnce":
+            return [association(str(i)) for i in body.get("AssociationIds") or []] or [association("*")]
+        if action in authz.ASSOCIATION_ACTIONS:
+            if body.get("AssociationId"):
+                return [association(str(body["AssociationId"]))]
+            return [document(str(body.get("Name", ""))), node_resource(str(body.get("InstanceId", "")))]
+        return [("*", {})]  # the list actions (authz.LIST_ACTIONS) name no resource type
 
     # --- helpers -------------------------------------------------------------------------------------------
     def _ec2(self, region: str | None = None):
@@ -549,7 +596,9 @@ class SsmApi:
     # --- Resource Groups Tagging API, for managed instances (moto does not know them) -------------------------
     def tagging_get_resources(self, body: dict, authorization: str) -> dict:
         """GetResources with ResourceTypeFilters ``ssm:managed-instance``: the hybrid nodes' tags, as AWS lists
-        them (only nodes that carry tags), ResourcesPerPage 1–100, TagFilters (key, optional values)."""
+        them (only nodes that carry tags), ResourcesPerPage 1–100, TagFilters (key, optional values). An IAM caller
+        needs tag:GetResources (on "*")."""
+        self.require(authorization, "tag:GetResources", [("*", {})])
         if body.get("ResourceARNList"):
             raise ApiError("InvalidParameterException", "ResourceARNList is not supported by the lab.")
         size = _page_size(body, 100, 1, 100, field="ResourcesPerPage")
@@ -780,20 +829,19 @@ class SsmApi:
                       config=common.internal_config())
         plugin = COMMAND_DOCUMENTS[command.document]
         step = plugin.replace(":", "")
+        node = self.registry.nodes.get(invocation.instance_id)
         if command.output_bucket:
             base = "/".join(p for p in (command.output_prefix.strip("/"), command.id, invocation.instance_id,
                                         step, "0." + step) if p)
             s3 = boto3.client("s3", **kwargs)
-            node = self.registry.nodes.get(invocation.instance_id)
-            partition = authz.partition_of(self.registry.region)
             for name, text in (("stdout", stdout), ("stderr", stderr)):
                 if text:
-                    # The agent uploads with the node's role session, through the VPC endpoint that carries it.
-                    denial = self.registry.endpoint_denial(
-                        node, "s3", "s3:PutObject", f"arn:{partition}:s3:::{command.output_bucket}/{base}/{name}")
+                    # The agent uploads with the node's role session (its policies, the bucket's KMS key), through
+                    # the VPC endpoint that carries it.
+                    denial = self.registry.node_put_object_denial(node, command.output_bucket, f"{base}/{name}")
                     if denial is not None:
                         failed += (f"\nFailed uploading {name} to s3://{command.output_bucket}/{base}/{name} "
-                                   f"err:AccessDenied: {denial.message(quoted=True)}")
+                                   f"err:AccessDenied: {denial.message(quoted=denial.action.startswith('s3:'))}")
                         continue
                     try:
                         s3.put_object(Bucket=command.output_bucket, Key=f"{base}/{name}", Body=text.encode())
@@ -807,14 +855,31 @@ class SsmApi:
                     setattr(invocation, f"{name}_url", url)
         if str(command.cloudwatch.get("CloudWatchOutputEnabled", False)).lower() == "true":
             group = command.cloudwatch.get("CloudWatchLogGroupName") or f"/aws/ssm/{command.document}"
+            group_arn = f"arn:{authz.partition_of(self.registry.region)}:logs:{self.registry.region}:" \
+                        f"{self.registry.account_id}:log-group:{group}"
             logs = boto3.client("logs", **kwargs)
-            try:
-                logs.create_log_group(logGroupName=group)
-            except logs.exceptions.ResourceAlreadyExistsException:
-                pass
+            exists = group in get_backend("logs")[self.registry.account_id][self.registry.region].groups
+            # The agent creates the group when it is missing, then a stream per output, with the node's role session;
+            # a refusal is in the agent's log on AWS, and in the standard error here, as for S3.
+            denial = None if exists else self.registry.node_write_denial(node, "logs", "logs:CreateLogGroup", group_arn)
+            if denial is not None:
+                failed += (f"\nFailed creating CloudWatch log group {group} err:AccessDeniedException: "
+                           f"{denial.message()}")
+            elif not exists:
+                try:
+                    logs.create_log_group(logGroupName=group)
+                except logs.exceptions.ResourceAlreadyExistsException:
+                    pass
             for name, text in (("stdout", stdout), ("stderr", stderr)):
-                if text:
+                if text and denial is None:
                     stream = f"{command.id}/{invocation.instance_id}/{plugin.replace(':', '-')}/{name}"
+                    refused = next(filter(None, (
+                        self.registry.node_write_denial(node, "logs", action, f"{group_arn}:log-stream:{stream}")
+                        for action in ("logs:CreateLogStream", "logs:PutLogEvents"))), None)
+                    if refused is not None:
+                        failed += (f"\nFailed uploading {name} to CloudWatch log group {group} stream {stream} "
+                                   f"err:AccessDeniedException: {refused.message()}")
+                        continue
                     logs.create_log_stream(logGroupName=group, logStreamName=stream)
                     logs.put_log_events(logGroupName=group, logStreamName=stream,
                                         logEvents=[{"timestamp": int(time.time() * 1000), "message": text}])

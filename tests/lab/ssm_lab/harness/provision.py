@@ -3,7 +3,8 @@
 A VPC over two AZs with a private subnet each (own route table), a public subnet, a node security group with
 no ingress, and the nodes. With ``provisioned`` it also gives them what Session Manager needs: an instance
 role and profile with AmazonSSMManagedInstanceCore, and a NAT gateway route. Without it they stay offline,
-which is where the collection's provisioning roles start.
+which is where the collection's provisioning roles start. The role may also write what its agent uploads
+(``OUTPUT_POLICY``): the lab judges the nodes' own writes with their role's policies, as AWS does.
 """
 
 from __future__ import annotations
@@ -19,6 +20,22 @@ ROLE_NAME = "ssm-lab-node"
 EC2_TRUST = {
     "Version": "2012-10-17",
     "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
+
+
+# What AWS's guide asks of an instance profile for Run Command output and session logging, on any bucket and log
+# group (the lab's tests choose their own): S3 objects, with the bucket's KMS key when S3 asks for it, and CloudWatch
+# Logs groups and streams. Roles made by bastionless.ssm.instance_role grant this for one bucket and group only.
+OUTPUT_POLICY_NAME = "ssm-lab-output"
+OUTPUT_POLICY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {"Effect": "Allow", "Action": ["s3:PutObject", "s3:GetEncryptionConfiguration"], "Resource": "*"},
+        {"Effect": "Allow", "Action": ["kms:GenerateDataKey"], "Resource": "*",
+         "Condition": {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}}},
+        {"Effect": "Allow", "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents",
+                                       "logs:DescribeLogGroups", "logs:DescribeLogStreams"], "Resource": "*"},
+    ],
 }
 
 
@@ -76,6 +93,7 @@ def provision_role(iam) -> str:
     iam.create_role(RoleName=ROLE_NAME, AssumeRolePolicyDocument=json.dumps(EC2_TRUST),
                     Description="ssm-lab: instance role for lab nodes")
     iam.attach_role_policy(RoleName=ROLE_NAME, PolicyArn="arn:aws:iam::aws:policy/AmazonSSMManagedInstanceCore")
+    iam.put_role_policy(RoleName=ROLE_NAME, PolicyName=OUTPUT_POLICY_NAME, PolicyDocument=json.dumps(OUTPUT_POLICY))
     iam.create_instance_profile(InstanceProfileName=ROLE_NAME)
     iam.add_role_to_instance_profile(InstanceProfileName=ROLE_NAME, RoleName=ROLE_NAME)
     return ROLE_NAME
