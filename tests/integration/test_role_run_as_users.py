@@ -1,5 +1,6 @@
 """bastionless.ssm.run_as_users on a lab node over bastionless.ssm.session (test_site.py runs the role over
-amazon.aws.aws_ssm too, in site.yml): the OS accounts that
+amazon.aws.aws_ssm too, in site.yml, and the sudo tests here do, with two users' rules, asserting that nothing warns):
+the OS accounts that
 Session Manager Run As maps IAM users to, from the same variable bastionless.ssm.operator_access tags them with;
 sudo rules checked by visudo before they land, removed with their user's rules; accounts no longer mapped removed
 only when asked, never system ones; check mode, a second run, bad input. The "Done when" of issue 5: with Run As
@@ -13,8 +14,8 @@ import subprocess
 import sys
 
 import pytest
-from ansible_cli import node_variables, run, run_cases
-from session_connection import CONNECTION, session_connection  # noqa: F401 pylint: disable=unused-import
+from ansible_cli import node_variables, run, run_cases, warnings_in
+from session_connection import CONNECTION, connection_env, session_connection  # noqa: F401 pylint: disable=unused-import
 from ssm_lab.harness.testing import run_plugin, running_lab, wait_until
 
 PLAYBOOK = os.path.join(os.path.dirname(__file__), "playbooks", "run_as_users.yml")
@@ -50,13 +51,17 @@ def node(lab):
     return node
 
 
-def play(lab, *options, check=True, **extra):
+def play(lab, *options, check=True, over_aws_ssm=False, **extra):
     """The role over Session Manager with ``extra`` as extra vars; return (flattened output, the node's recap).
     The lab inventory's run_as_users_extra (session-user, its default Run As account) is left out: the accounts
-    here are the map's."""
+    here are the map's. ``over_aws_ssm``: over the inventory's amazon.aws.aws_ssm rather than the session connection,
+    and nothing may warn (a task looped on the node would leave a traceback of the connection it drops)."""
     extra = {"run_as_users_extra": [], **extra}
-    output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, PLAYBOOK, "-e", json.dumps(extra), *options,
-                        check=check)
+    with connection_env("" if over_aws_ssm else CONNECTION):
+        output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, PLAYBOOK, "-e", json.dumps(extra), *options,
+                            check=check)
+    if over_aws_ssm:
+        assert warnings_in(output) == [], output
     [node] = lab.network["nodes"]
     return " ".join(output.split()), recap.get(node, {})
 
@@ -187,9 +192,13 @@ class TestSudo:
     def test_a_rule_lets_the_user_sudo_and_lands_as_a_visudo_checked_file(self, lab, node, run_as_on):
         code, output = session(lab, node, "alice", "sudo -n id -u; echo rc=$?")
         assert "rc=1" in output and "password is required" in output, output
-        output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_options=OPTIONS,
+        # Over amazon.aws.aws_ssm: two users' rules, each checked by visudo and installed by a task of its own (a loop
+        # over them would leave the traceback of a dropped connection; play asserts there is none).
+        output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_options=OPTIONS, over_aws_ssm=True,
                              run_as_users_sudo={"alice": ["ALL=(root) NOPASSWD: /usr/bin/id"], "deploy": True})
         assert recap["failed"] == 0 and recap["changed"] == 1, output  # alice's rule file
+        assert all(f"Check the sudo rules of {user} with" in output and f"The sudo rules of {user}, installed" in output
+                   for user in ("alice", "deploy")), output
         assert "bastionless-run-as-alice" in sudoers_files(lab)
         rule = on_node(lab, f"cat {SUDOERS}/bastionless-run-as-alice; stat -c %a:%U {SUDOERS}/bastionless-run-as-alice")
         assert "alice ALL=(root) NOPASSWD: /usr/bin/id" in rule and "440:root" in rule, rule
@@ -207,16 +216,16 @@ class TestSudo:
         assert "Nothing was changed." in output
         assert (accounts(lab), sudoers_files(lab)) == before  # no bob, alice's old rule still in place
 
-    def test_removing_a_rule_removes_its_file_and_leaves_others_files(self, lab, node, run_as_on):
+    def test_removing_rules_removes_their_files_and_leaves_others_files(self, lab, node, run_as_on):
         # A file of someone else's with the role's prefix but not its marker, and the agent's own file.
         on_node(lab, f"echo 'alice ALL=(root) NOPASSWD: /bin/true' > {SUDOERS}/bastionless-run-as-handmade && "
                      f"chmod 440 {SUDOERS}/bastionless-run-as-handmade")
-        output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_options=OPTIONS,
-                             run_as_users_sudo={"deploy": True})
-        assert recap["failed"] == 0 and recap["changed"] == 1, output
+        # Over amazon.aws.aws_ssm: alice's and deploy's files go, each by a task of its own (nothing may warn).
+        output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_options=OPTIONS, over_aws_ssm=True)
+        assert recap["failed"] == 0 and recap["changed"] == 2, output
         files = sudoers_files(lab)
-        assert "bastionless-run-as-alice" not in files
-        assert {"bastionless-run-as-deploy", "bastionless-run-as-handmade", "ssm-agent-users"} <= set(files), files
+        assert "bastionless-run-as-alice" not in files and "bastionless-run-as-deploy" not in files, files
+        assert {"bastionless-run-as-handmade", "ssm-agent-users"} <= set(files), files
         code, output = session(lab, node, "alice", "sudo -n /usr/bin/id -u; echo rc=$?")
         assert "rc=1" in output, output
 
@@ -228,7 +237,6 @@ class TestRemoval:
         assert recap["failed"] == 0, output
         assert "deploy" in accounts(lab)
         assert json.loads(facts.read_text())[node]["left_in_place"] == ["deploy"]
-        assert "bastionless-run-as-deploy" not in sudoers_files(lab)  # its rules went with the map entry
 
     def test_removal_takes_only_what_the_role_made_never_system_accounts(self, lab, node, run_as_on):
         # carol exists before the role maps anyone to her: taken over, never removed. A state file edited to name
