@@ -1,7 +1,7 @@
 """bastionless.ssm.run_as_users on a lab node over bastionless.ssm.session (test_site.py runs the role over
-amazon.aws.aws_ssm too, in site.yml, and the sudo tests here do, with two users' rules, asserting that nothing warns):
-the OS accounts that
-Session Manager Run As maps IAM users to, from the same variable bastionless.ssm.operator_access tags them with;
+amazon.aws.aws_ssm too, in site.yml, and the first sudo test here does, with two users' rules and two stale rule
+files, asserting that nothing warns): the OS accounts that Session Manager Run As maps IAM users to, from the same
+variable bastionless.ssm.operator_access tags them with;
 sudo rules checked by visudo before they land, removed with their user's rules; accounts no longer mapped removed
 only when asked, never system ones; check mode, a second run, bad input. The "Done when" of issue 5: with Run As
 on, the IAM user tagged SSMSessionRunAs=alice opens a session with her own keys and ``whoami`` says alice; before
@@ -192,14 +192,20 @@ class TestSudo:
     def test_a_rule_lets_the_user_sudo_and_lands_as_a_visudo_checked_file(self, lab, node, run_as_on):
         code, output = session(lab, node, "alice", "sudo -n id -u; echo rc=$?")
         assert "rc=1" in output and "password is required" in output, output
-        # Over amazon.aws.aws_ssm: two users' rules, each checked by visudo and installed by a task of its own (a loop
-        # over them would leave the traceback of a dropped connection; play asserts there is none).
+        # Two rule files the role made for users who no longer have rules (its marker line, nothing else).
+        stale = ("bastionless-run-as-gone1", "bastionless-run-as-gone2")
+        on_node(lab, " && ".join(f"echo '# Managed by bastionless.ssm.run_as_users' > {SUDOERS}/{name} && "
+                                 f"chmod 440 {SUDOERS}/{name}" for name in stale))
+        # Over amazon.aws.aws_ssm: two users' rules, each checked by visudo and installed by a task of its own, and the
+        # two stale files removed by a task each (a loop over them would leave the traceback of a dropped connection;
+        # play asserts there is none).
         output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_options=OPTIONS, over_aws_ssm=True,
                              run_as_users_sudo={"alice": ["ALL=(root) NOPASSWD: /usr/bin/id"], "deploy": True})
-        assert recap["failed"] == 0 and recap["changed"] == 1, output  # alice's rule file
-        assert all(f"Check the sudo rules of {user} with" in output and f"The sudo rules of {user}, installed" in output
-                   for user in ("alice", "deploy")), output
-        assert "bastionless-run-as-alice" in sudoers_files(lab)
+        assert recap["failed"] == 0 and recap["changed"] == 3, output  # alice's rule file, the two stale ones gone
+        assert all(f"before anything is installed, the sudo rules of {user}]" in output
+                   and f"only when visudo accepts them, the sudo rules of {user}]" in output for user in ("alice", "deploy")), output
+        files = sudoers_files(lab)
+        assert "bastionless-run-as-alice" in files and not set(stale) & set(files), files
         rule = on_node(lab, f"cat {SUDOERS}/bastionless-run-as-alice; stat -c %a:%U {SUDOERS}/bastionless-run-as-alice")
         assert "alice ALL=(root) NOPASSWD: /usr/bin/id" in rule and "440:root" in rule, rule
         code, output = session(lab, node, "alice",
@@ -216,16 +222,16 @@ class TestSudo:
         assert "Nothing was changed." in output
         assert (accounts(lab), sudoers_files(lab)) == before  # no bob, alice's old rule still in place
 
-    def test_removing_rules_removes_their_files_and_leaves_others_files(self, lab, node, run_as_on):
+    def test_removing_a_rule_removes_its_file_and_leaves_others_files(self, lab, node, run_as_on):
         # A file of someone else's with the role's prefix but not its marker, and the agent's own file.
         on_node(lab, f"echo 'alice ALL=(root) NOPASSWD: /bin/true' > {SUDOERS}/bastionless-run-as-handmade && "
                      f"chmod 440 {SUDOERS}/bastionless-run-as-handmade")
-        # Over amazon.aws.aws_ssm: alice's and deploy's files go, each by a task of its own (nothing may warn).
-        output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_options=OPTIONS, over_aws_ssm=True)
-        assert recap["failed"] == 0 and recap["changed"] == 2, output
+        output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_options=OPTIONS,
+                             run_as_users_sudo={"deploy": True})
+        assert recap["failed"] == 0 and recap["changed"] == 1, output
         files = sudoers_files(lab)
-        assert "bastionless-run-as-alice" not in files and "bastionless-run-as-deploy" not in files, files
-        assert {"bastionless-run-as-handmade", "ssm-agent-users"} <= set(files), files
+        assert "bastionless-run-as-alice" not in files
+        assert {"bastionless-run-as-deploy", "bastionless-run-as-handmade", "ssm-agent-users"} <= set(files), files
         code, output = session(lab, node, "alice", "sudo -n /usr/bin/id -u; echo rc=$?")
         assert "rc=1" in output, output
 
@@ -237,6 +243,7 @@ class TestRemoval:
         assert recap["failed"] == 0, output
         assert "deploy" in accounts(lab)
         assert json.loads(facts.read_text())[node]["left_in_place"] == ["deploy"]
+        assert "bastionless-run-as-deploy" not in sudoers_files(lab)  # its rules went with the map entry
 
     def test_removal_takes_only_what_the_role_made_never_system_accounts(self, lab, node, run_as_on):
         # carol exists before the role maps anyone to her: taken over, never removed. A state file edited to name
