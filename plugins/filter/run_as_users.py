@@ -159,7 +159,7 @@ def node_problems(compiled: dict, passwd=None, group_db=None, visudo_checks=None
     accounts here, groups that do not exist here, a visudo that is missing, rules that visudo rejects.
 
     ``passwd`` and ``group_db`` are getent's facts; ``visudo_checks`` the results of running visudo -c on each
-    user's rules (ansible.builtin.command in a loop over the plan's ``sudo`` items)."""
+    user's rules: one ansible.builtin.command result per item of the plan's ``sudo``, with that item as ``item``."""
     passwd, group_db = passwd or {}, group_db or {}
     found = []
     for user in compiled["users"]:

@@ -1,6 +1,7 @@
 """bastionless.ssm.run_as_users on a lab node over bastionless.ssm.session (test_site.py runs the role over
-amazon.aws.aws_ssm too, in site.yml): the OS accounts that
-Session Manager Run As maps IAM users to, from the same variable bastionless.ssm.operator_access tags them with;
+amazon.aws.aws_ssm too, in site.yml, and the first sudo test here does, with two users' rules and two stale rule
+files, asserting that nothing warns): the OS accounts that Session Manager Run As maps IAM users to, from the same
+variable bastionless.ssm.operator_access tags them with;
 sudo rules checked by visudo before they land, removed with their user's rules; accounts no longer mapped removed
 only when asked, never system ones; check mode, a second run, bad input. The "Done when" of issue 5: with Run As
 on, the IAM user tagged SSMSessionRunAs=alice opens a session with her own keys and ``whoami`` says alice; before
@@ -13,9 +14,9 @@ import subprocess
 import sys
 
 import pytest
-from ansible_cli import node_variables, run, run_cases
+from ansible_cli import node_variables, run, run_cases, warnings_in
 from roles_helpers import run_command
-from session_connection import CONNECTION, session_connection  # noqa: F401 pylint: disable=unused-import
+from session_connection import CONNECTION, connection_env, session_connection  # noqa: F401 pylint: disable=unused-import
 from ssm_lab.harness.testing import run_plugin, running_lab, wait_until
 
 PLAYBOOK = os.path.join(os.path.dirname(__file__), "playbooks", "run_as_users.yml")
@@ -51,13 +52,17 @@ def node(lab):
     return node
 
 
-def play(lab, *options, check=True, **extra):
+def play(lab, *options, check=True, over_aws_ssm=False, **extra):
     """The role over Session Manager with ``extra`` as extra vars; return (flattened output, the node's recap).
     The lab inventory's run_as_users_extra (session-user, its default Run As account) is left out: the accounts
-    here are the map's."""
+    here are the map's. ``over_aws_ssm``: over the inventory's amazon.aws.aws_ssm rather than the session connection,
+    and nothing may warn (a task looped on the node would leave a traceback of the connection it drops)."""
     extra = {"run_as_users_extra": [], **extra}
-    output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, PLAYBOOK, "-e", json.dumps(extra), *options,
-                        check=check)
+    with connection_env("" if over_aws_ssm else CONNECTION):
+        output, recap = run(lab, "ansible-playbook", "-i", INVENTORY, PLAYBOOK, "-e", json.dumps(extra), *options,
+                            check=check)
+    if over_aws_ssm:
+        assert warnings_in(output) == [], output
     [node] = lab.network["nodes"]
     return " ".join(output.split()), recap.get(node, {})
 
@@ -196,10 +201,20 @@ class TestSudo:
     def test_a_rule_lets_the_user_sudo_and_lands_as_a_visudo_checked_file(self, lab, node, run_as_on):
         code, output = session(lab, node, "alice", "sudo -n id -u; echo rc=$?")
         assert "rc=1" in output and "password is required" in output, output
-        output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_options=OPTIONS,
+        # Two rule files the role made for users who no longer have rules (its marker line, nothing else).
+        stale = ("bastionless-run-as-gone1", "bastionless-run-as-gone2")
+        on_node(lab, " && ".join(f"echo '# Managed by bastionless.ssm.run_as_users' > {SUDOERS}/{name} && "
+                                 f"chmod 440 {SUDOERS}/{name}" for name in stale))
+        # Over amazon.aws.aws_ssm: two users' rules, each checked by visudo and installed by a task of its own, and the
+        # two stale files removed by a task each (a loop over them would leave the traceback of a dropped connection;
+        # play asserts there is none).
+        output, recap = play(lab, operator_access_run_as=RUN_AS, run_as_users_options=OPTIONS, over_aws_ssm=True,
                              run_as_users_sudo={"alice": ["ALL=(root) NOPASSWD: /usr/bin/id"], "deploy": True})
-        assert recap["failed"] == 0 and recap["changed"] == 1, output  # alice's rule file
-        assert "bastionless-run-as-alice" in sudoers_files(lab)
+        assert recap["failed"] == 0 and recap["changed"] == 3, output  # alice's rule file, the two stale ones gone
+        assert all(f"before anything is installed, the sudo rules of {user}]" in output
+                   and f"only when visudo accepts them, the sudo rules of {user}]" in output for user in ("alice", "deploy")), output
+        files = sudoers_files(lab)
+        assert "bastionless-run-as-alice" in files and not set(stale) & set(files), files
         rule = on_node(lab, f"cat {SUDOERS}/bastionless-run-as-alice; stat -c %a:%U {SUDOERS}/bastionless-run-as-alice")
         assert "alice ALL=(root) NOPASSWD: /usr/bin/id" in rule and "440:root" in rule, rule
         code, output = session(lab, node, "alice",

@@ -12,6 +12,7 @@ Over real HTTP with boto3 against the shared lab; each principal, tag and docume
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import urllib.error
 import urllib.request
@@ -453,3 +454,28 @@ def test_a_node_writes_output_and_transcripts_with_its_role(world, plugin):
 def _object(s3, bucket: str, key: str) -> str | None:
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode() if listed else None
+
+
+def test_ssm_lab_check_operator_passes_an_operator_and_names_what_a_wider_policy_allows(world):
+    """``ssm-lab check-operator`` (the README's and make demo's check of alice after site.yml): the operator policy
+    passes; a policy that also allows Run Command and ending anyone's session fails, naming those two calls. Both
+    identities' keys for the check are deleted after it."""
+    lab, name, mine = world["lab"], world["alice_name"], world["mine"]
+    iam = lab.client("iam")
+    passed = lab.cli("check-operator", name, "--node", mine, check=False)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    assert f"StartSession (SSM-SessionManagerRunShell): allowed, session {name}-" in passed.stdout
+    assert "TerminateSession of that session, its own: allowed\n" in passed.stdout
+    assert "SendCommand (AWS-RunShellScript): AccessDeniedException: User: " in passed.stdout
+    assert len(iam.list_access_keys(UserName=name)["AccessKeyMetadata"]) == 1  # the world's own key only
+
+    wide = f"wide-{world['token']}"
+    iam.create_user(UserName=wide)
+    iam.put_user_policy(UserName=wide, PolicyName="all-of-ssm", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "ssm:*", "Resource": "*"}]}))
+    failed = lab.cli("check-operator", wide, "--node", mine, check=False)
+    assert failed.returncode == 1, failed.stdout + failed.stderr
+    assert "SendCommand (AWS-RunShellScript): allowed, command " in failed.stdout
+    assert re.search(r": TerminateSession of another's session \(\S+\); SendCommand \(AWS-RunShellScript\) went "
+                     r"otherwise$", failed.stderr.strip()), failed.stderr
+    assert iam.list_access_keys(UserName=wide)["AccessKeyMetadata"] == []

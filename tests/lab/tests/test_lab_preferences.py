@@ -217,6 +217,21 @@ def test_transcripts_land_in_encrypted_s3_and_cloudwatch(main_lab, shell, prefer
     ended = main_lab.ssm.describe_sessions(State="History", Filters=[{"key": "SessionId", "value": session_id}])
     assert ended["Sessions"][0]["OutputUrl"]["S3OutputUrl"].endswith(f"/{key}")
 
+    # ssm-lab summary (make demo's last step, and the README's) counts them where the preferences say, and sums up
+    # the recap of a playbook's output.
+    log = os.path.join(main_lab.state_dir, f"playbook-{token}.log")
+    with open(log, "w", encoding="utf-8") as handle:
+        handle.write("PLAY RECAP *****\ni-0aaa1111bbbb2222c               : ok=12   changed=3    unreachable=0    "
+                     "failed=0    skipped=1\nlocalhost                  : ok=5    changed=0    unreachable=0    "
+                     "failed=1    skipped=0\n")
+    summary = main_lab.cli("summary", "--playbook-log", log).stdout
+    assert f"playbook-{token}.log: changed: i-0aaa1111bbbb2222c 3, localhost 0; failed or unreachable: localhost\n" \
+        in summary, summary
+    assert f"transcripts: s3://{bucket}/{prefix} (1 objects), CloudWatch Logs {group} (1 streams)\n" in summary, summary
+    assert re.search(r"^nodes Online in SSM: \d+ of \d+$", summary, re.M), summary
+    assert re.search(r"^SSH: \d+ AWS-StartSSHSession sessions, 0 nodes with sshd, port 22 on this machine closed$",
+                     summary, re.M), summary
+
 
 def test_unencrypted_log_group_refuses_the_session(main_lab, plugin, preferences):
     # A log group has no KMS key unless given one; with cloudWatchEncryptionEnabled the agent refuses it.

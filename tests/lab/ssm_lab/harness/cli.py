@@ -3,6 +3,8 @@
     eval "$(ssm-lab up --nodes 3)"     # prints only export lines on stdout
     ssm-lab status
     ssm-lab shell lab-node-1 --as alice   # an interactive shell as an IAM user of the lab (Run As applied)
+    ssm-lab check-operator alice          # the lab enforces an operator's policy: shells yes, Run Command no
+    ssm-lab summary                       # the nodes, the sessions, their transcripts, and no SSH
     ssm-lab down
 """
 
@@ -11,8 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -425,6 +429,164 @@ def cmd_shell(args) -> int:
         forget()
 
 
+def _online_node(env: dict, node: str | None) -> str | None:
+    """``node`` as an instance id (see _node_id), or without it the first Online node by id."""
+    if node:
+        return _node_id(env, node)
+    listed = client("ssm", env).describe_instance_information()["InstanceInformationList"]
+    online = sorted(n["InstanceId"] for n in listed if n["PingStatus"] == "Online")
+    return online[0] if online else None
+
+
+def _outcome(call) -> tuple[str, str]:
+    """("allowed", what the call said), ("refused", AWS's error) when it was refused for want of permission, or
+    ("failed", AWS's error) when it failed for another reason."""
+    from botocore.exceptions import ClientError
+
+    try:
+        said = call()
+    except ClientError as error:
+        code = error.response["Error"]["Code"]
+        refused = code in ("AccessDeniedException", "AccessDenied")
+        return "refused" if refused else "failed", f"{code}: {error.response['Error']['Message']}"
+    return "allowed", "allowed" + (f", {said}" if said else "")
+
+
+def cmd_check_operator(args) -> int:
+    """What bastionless.ssm.operator_access grants an operator, tried with the identity's own credentials against
+    the lab's IAM: a shell session on a node, started and ended by its owner; no ending another's session; no Run
+    Command. Exits 1 naming each call that went otherwise."""
+    env = _running(args)
+    if env is None:
+        return 1
+    node = _online_node(env, args.node)
+    if node is None:
+        _err(f"no Online node {'is named ' + args.node if args.node else 'in the lab'}; see 'ssm-lab status' "
+             "(playbooks/site.yml brings the lab's nodes Online)")
+        return 2
+    try:
+        credentials, forget = _identity(env, args.identity)
+    except LookupError as error:
+        _err(str(error).replace("--as ", "", 1))
+        return 2
+    admin, operator, wrong = client("ssm", env), client("ssm", {**env, **credentials}), []
+    others = admin.start_session(Target=node)["SessionId"]  # a session of the lab's own credentials
+    own = {}
+
+    def start_own() -> str:
+        own.update(operator.start_session(Target=node, DocumentName="SSM-SessionManagerRunShell"))
+        return f"session {own['SessionId']}"
+
+    def end_own() -> str:
+        if not own:
+            raise LookupError("not tried: there is no session of its own to end")
+        operator.terminate_session(SessionId=own["SessionId"])
+        return ""
+
+    def send_command() -> str:
+        return "command " + operator.send_command(InstanceIds=[node], DocumentName="AWS-RunShellScript",
+                                                  Parameters={"commands": ["id"]})["Command"]["CommandId"]
+
+    # (what, the call, what an operator must get)
+    checks = (("StartSession (SSM-SessionManagerRunShell)", start_own, "allowed"),
+              ("TerminateSession of that session, its own", end_own, "allowed"),
+              (f"TerminateSession of another's session ({others})",
+               lambda: operator.terminate_session(SessionId=others) and "", "refused"),
+              ("SendCommand (AWS-RunShellScript)", send_command, "refused"))
+    print(f"{args.identity} on {node}, with its own credentials:")
+    try:
+        for what, call, expected in checks:
+            try:
+                outcome, said = _outcome(call)
+            except LookupError as error:
+                outcome, said = "not tried", str(error)
+            print(f"  {what}: {said}")
+            if outcome != expected:
+                wrong.append(what)
+    finally:
+        forget()
+        _outcome(lambda: admin.terminate_session(SessionId=others))  # already ended when the operator could
+    if wrong:
+        _err(f"{args.identity} may not do what operator_access grants an operator, or may do more (shell sessions on "
+             f"the fleet's nodes, its own sessions only, no Run Command): {'; '.join(wrong)} went otherwise")
+        return 1
+    print(f"{args.identity}'s access is as operator_access grants an operator: a shell session on the node, its own "
+          "sessions only, no Run Command.")
+    return 0
+
+
+RECAP = re.compile(r"^(\S+)\s+: ok=\d+\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+
+def recap_line(text: str) -> str:
+    """What the play recap of an ansible-playbook run's output says, as one line: the changes by host, and the hosts
+    that failed or were unreachable."""
+    found = RECAP.findall(text)
+    if not found:
+        return "no play recap in it"
+    changed = ", ".join(f"{host} {changed}" for host, changed, _u, _f in found)
+    failed = [host for host, _c, unreachable, failed in found if int(unreachable) or int(failed)]
+    return f"changed: {changed}" + (f"; failed or unreachable: {', '.join(failed)}" if failed else "")
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(2)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def cmd_summary(args) -> int:
+    """The lab as the demo leaves it: the nodes, the playbook's recap, the sessions and their transcripts, and what
+    there is of SSH (AWS-StartSSHSession sessions, nodes that run sshd, port 22 on this machine)."""
+    env = _running(args)
+    if env is None:
+        return 1
+    from botocore.exceptions import ClientError
+
+    ssm, s3, logs = client("ssm", env), client("s3", env), client("logs", env)
+    nodes = [n for page in ssm.get_paginator("describe_instance_information").paginate()
+             for n in page["InstanceInformationList"]]
+    print(f"nodes Online in SSM: {sum(n['PingStatus'] == 'Online' for n in nodes)} of {len(nodes)}")
+    for n in sorted(nodes, key=lambda n: n["InstanceId"]):
+        print(f"  {n['InstanceId']}  {n.get('ComputerName', ''):<28} {n.get('PlatformName', '')} "
+              f"{n.get('PlatformVersion', '')}  agent {n.get('AgentVersion', '?')}  {n['PingStatus']}")
+    if args.playbook_log:
+        try:
+            with open(args.playbook_log, encoding="utf-8", errors="replace") as handle:
+                print(f"{os.path.basename(args.playbook_log)}: {recap_line(handle.read())}")
+        except OSError as error:
+            _err(f"--playbook-log: cannot read {args.playbook_log} ({error.strerror})")
+            return 2
+    pages = ssm.get_paginator("describe_sessions")
+    sessions = {state: [s for page in pages.paginate(State=state) for s in page["Sessions"]]
+                for state in ("Active", "History")}
+    every = sessions["Active"] + sessions["History"]
+    owners = ", ".join(sorted({s["Owner"] for s in every})) or "none"
+    print(f"Session Manager sessions: {len(sessions['History'])} ended, {len(sessions['Active'])} active; "
+          f"owners: {owners}")
+    try:
+        prefs = json.loads(ssm.get_document(Name="SSM-SessionManagerRunShell")["Content"])["inputs"]
+    except ClientError:
+        prefs = {}
+    where = []
+    if prefs.get("s3BucketName"):
+        bucket, prefix = prefs["s3BucketName"], prefs.get("s3KeyPrefix", "")
+        keys = sum(page.get("KeyCount", 0) for page in
+                   s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix))
+        where.append(f"s3://{bucket}/{prefix} ({keys} objects)")
+    if prefs.get("cloudWatchLogGroupName"):
+        group = prefs["cloudWatchLogGroupName"]
+        streams = sum(len(page["logStreams"]) for page in
+                      logs.get_paginator("describe_log_streams").paginate(logGroupName=group))
+        where.append(f"CloudWatch Logs {group} ({streams} streams)")
+    print("transcripts: " + (", ".join(where) or "not kept (the session preferences name no bucket or log group)"))
+    ssh_sessions = sum(s.get("DocumentName") == "AWS-StartSSHSession" for s in every)
+    sshd = sum(bool(a.get("sshd")) for a in _request(env["AWS_ENDPOINT_URL"], "agents")["agents"])
+    print(f"SSH: {ssh_sessions} AWS-StartSSHSession sessions, {sshd} nodes with sshd, port 22 on this machine "
+          f"{'open' if _port_open(22) else 'closed'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ssm-lab", description="An offline AWS Session Manager lab on moto.")
     parser.add_argument("--state-dir", help="where the lab keeps its state (default: $SSM_LAB_STATE_DIR or .lab)")
@@ -482,6 +644,16 @@ def main(argv: list[str] | None = None) -> int:
     shell.add_argument("--plugin", help="the session-manager-plugin to run (default: the lab's, or "
                                         "$AWS_SESSION_MANAGER_PLUGIN as ssm-lab up exported it)")
     shell.set_defaults(func=cmd_shell)
+
+    check = sub.add_parser("check-operator", help="try, as an IAM identity of the lab, what an operator may and may "
+                                                  "not do: exit 1 when the lab allows otherwise")
+    check.add_argument("identity", help="an IAM user name (alice) or role/NAME")
+    check.add_argument("--node", help="an instance id or a Name tag (default: the first Online node)")
+    check.set_defaults(func=cmd_check_operator)
+
+    summary = sub.add_parser("summary", help="the nodes, the sessions and their transcripts, and what there is of SSH")
+    summary.add_argument("--playbook-log", metavar="FILE", help="the output of an ansible-playbook run: its recap too")
+    summary.set_defaults(func=cmd_summary)
 
     args = parser.parse_args(argv)
     return args.func(args)
