@@ -159,7 +159,8 @@ def _portable(outcome):
         return pickle.dumps((kind, RuntimeError(f"{type(value).__name__}: {value}")))
 
 
-def _close_fds_except(keep) -> None:
+def close_fds_except(keep) -> None:
+    """Close every file descriptor above 2 but those in ``keep`` (a detached child keeps nothing of its parent's)."""
     low = 3
     for fd in sorted(keep) + [min(os.sysconf("SC_OPEN_MAX"), 65536)]:
         if fd >= low:
@@ -200,7 +201,7 @@ def call_detached(call: Callable[[], Any], seconds: float, undo: Callable[[Any],
                 devnull = os.open(os.devnull, os.O_RDWR)
                 for fd in (0, 1, 2):
                     os.dup2(devnull, fd)  # the module's output pipe is not held open by the carrier
-                _close_fds_except({theirs.fileno()})
+                close_fds_except({theirs.fileno()})
                 _carry(call, undo, theirs)
         finally:
             os._exit(0)  # never back into the caller's code (no atexit, no buffers flushed twice)

@@ -38,6 +38,7 @@ from typing import List
 from typing import Optional
 
 from ansible_collections.bastionless.ssm.plugins.module_utils import _plugin_path
+from ansible_collections.bastionless.ssm.plugins.module_utils._aws_bounds import close_fds_except
 
 DOCUMENT_TO_NODE = "AWS-StartPortForwardingSession"
 DOCUMENT_TO_REMOTE_HOST = "AWS-StartPortForwardingSessionToRemoteHost"
@@ -352,14 +353,6 @@ def _set_parent_death_signal() -> None:
             _LIBC.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def _close_fds_except(keep) -> None:
-    low = 3
-    for fd in sorted(keep) + [min(os.sysconf("SC_OPEN_MAX"), 65536)]:
-        if fd >= low:
-            os.closerange(low, fd)
-            low = fd + 1
-
-
 def _stop_plugin(plugin: subprocess.Popen) -> None:
     if plugin.poll() is not None:
         return
@@ -451,7 +444,7 @@ def _supervise(record: Dict[str, Any], launch: Callable, records: Records, repor
     os.dup2(devnull, 0)
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
-    _close_fds_except({report, log.fileno()})  # nothing of the module's (its result pipe above all) stays open
+    close_fds_except({report, log.fileno()})  # nothing of the module's (its result pipe above all) stays open
     os.chdir("/")
     _log(log, f"starting {record['document_name']} to {record['target']} "
               f"(session {record['session_id']}, transport {record.get('transport') or 'plugin'}) on "
