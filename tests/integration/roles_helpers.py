@@ -42,10 +42,9 @@ def wait_for(lab, wanted: str, nodes=None, timeout: float = 30.0) -> dict:
         time.sleep(0.5)
 
 
-def run_command(lab, node: str, script: str, timeout: float = 60.0) -> str:
-    """The output of ``script`` run as root on ``node`` by Run Command (AWS-RunShellScript), which must succeed: how
-    the tests look at a node's files and accounts out of band, for a tenth of an ad-hoc ``ansible`` run's CPU (no
-    controller start-up, inventory or connection). Output past 24,000 characters is cut, as on AWS."""
+def finished_command(lab, node: str, script: str, timeout: float = 60.0) -> dict:
+    """The invocation of ``script`` on ``node`` by Run Command (AWS-RunShellScript), once it has finished, whatever
+    its status; AssertionError when it has not within ``timeout`` seconds."""
     ssm = lab.client("ssm")
     command = ssm.send_command(InstanceIds=[node], DocumentName="AWS-RunShellScript",
                                Parameters={"commands": [script]})["Command"]["CommandId"]
@@ -62,5 +61,13 @@ def run_command(lab, node: str, script: str, timeout: float = 60.0) -> str:
         if time.monotonic() > deadline:
             raise AssertionError(f"Run Command on {node} did not finish within {timeout:g} s: {script}")
         time.sleep(0.2)
+    return invocation
+
+
+def run_command(lab, node: str, script: str, timeout: float = 60.0) -> str:
+    """The output of ``script`` run as root on ``node`` by Run Command, which must succeed: how the tests look at a
+    node's files and accounts out of band, for a tenth of an ad-hoc ``ansible`` run's CPU (no controller start-up,
+    inventory or connection). Output past 24,000 characters is cut, as on AWS."""
+    invocation = finished_command(lab, node, script, timeout)
     assert invocation["Status"] == "Success", (script, invocation)
     return invocation["StandardOutputContent"]

@@ -19,6 +19,7 @@ import urllib.request
 import pytest
 from ansible_cli import ROOT, call_module, call_module_cases, run
 from botocore.exceptions import ClientError
+from roles_helpers import finished_command
 from ssm_lab.harness.testing import running_lab, wait_until
 
 MODULE = "bastionless.ssm.ssm_preflight"
@@ -101,22 +102,6 @@ def association_of(lab, node_id: str):
     found = lab.client("ec2").describe_iam_instance_profile_associations(
         Filters=[{"Name": "instance-id", "Values": [node_id]}])["IamInstanceProfileAssociations"]
     return next((a for a in found if a["State"] == "associated"), None)
-
-
-def run_on_node(lab, node_id: str, script: str) -> dict:
-    """Run Command (AWS-RunShellScript) on the node; the finished invocation."""
-    ssm = lab.client("ssm")
-    command = ssm.send_command(InstanceIds=[node_id], DocumentName="AWS-RunShellScript",
-                               Parameters={"commands": [script]})["Command"]["CommandId"]
-
-    def done():
-        try:
-            invocation = ssm.get_command_invocation(CommandId=command, InstanceId=node_id)
-        except ssm.exceptions.InvocationDoesNotExist:
-            return None
-        return invocation if invocation["Status"] in ("Success", "Failed", "TimedOut", "Cancelled") else None
-
-    return wait_until(done, timeout=60, interval=0.5, what=f"the command on {node_id}")
 
 
 # =========================================================================================================
@@ -711,7 +696,7 @@ def test_no_s3_path_and_a_nat_gateway_nobody_routes_to(bare_lab, tmp_path):
     session = lab.client("ssm").start_session(Target=node)
     lab.client("ssm").terminate_session(SessionId=session["SessionId"])
     # ...but a download from the node fails.
-    failed = run_on_node(lab, node, download)
+    failed = finished_command(lab, node, download)
     assert "downloaded" not in failed["StandardOutputContent"], failed
 
     result = preflight(lab, tmp_path, {"instance_ids": [node], "transfer_bucket": BUCKET})
@@ -729,7 +714,7 @@ def test_no_s3_path_and_a_nat_gateway_nobody_routes_to(bare_lab, tmp_path):
     create_endpoint(lab, "s3", None, kind="Gateway")
     listed = node_of(preflight(lab, tmp_path, {"instance_ids": [node], "transfer_bucket": BUCKET}), node)
     assert codes(listed) == ["NAT_ROUTE_MISSING"]
-    assert "downloaded" in run_on_node(lab, node, download)["StandardOutputContent"]
+    assert "downloaded" in finished_command(lab, node, download)["StandardOutputContent"]
 
     # And the route the finding names: nothing left.
     ec2.create_route(RouteTableId=unrouted["resources"]["route_table_id"], DestinationCidrBlock="0.0.0.0/0",
