@@ -108,7 +108,7 @@ def judge(response, iam_request_cls, resource: str = "*") -> None:  # pylint: di
     for a known principal, raise its service's denial unless its policies allow the call."""
     headers = response.headers
     authorization = headers.get("Authorization", "") or ""
-    query = urllib.parse.urlsplit(response.uri).query if response.uri else ""
+    query = "" if "Credential=" in authorization else urllib.parse.urlsplit(response.uri or "").query
     key = authz.access_key(authorization, query)
     if not key or key == common.ACCESS_KEY or iam_request_cls.__name__ == "S3IAMRequest":
         return
@@ -278,7 +278,7 @@ def _iam_resource(who: authz.Caller, operation: str, params: dict, account: str,
         return str(params["PolicyArn"])
     if operation == "CreatePolicy" and params.get("PolicyName"):
         return f"{base}policy{path}{params['PolicyName']}"
-    if operation.startswith("List") or operation.startswith("Get") and operation.endswith(("Summary", "Report")):
+    if operation.startswith("List"):
         return "*"
     if ":user/" in who.principal and operation in ("GetUser", "CreateAccessKey", "ListAccessKeys", "DeleteAccessKey",
                                                    "UpdateAccessKey", "ChangePassword", "GetAccessKeyLastUsed"):
