@@ -32,11 +32,16 @@ class Principal:
         self.arn = arn
         self._lab, self._key = lab, {"aws_access_key_id": key_id, "aws_secret_access_key": secret,
                                      "aws_session_token": token}
+        self._clients: dict = {}
 
     def client(self, service: str):
+        """One client per service (a client costs its service model's load)."""
         import boto3  # pylint: disable=import-outside-toplevel
 
-        return boto3.client(service, endpoint_url=self._lab.endpoint, region_name=REGION, **self._key)
+        if service not in self._clients:
+            self._clients[service] = boto3.client(service, endpoint_url=self._lab.endpoint, region_name=REGION,
+                                                  **self._key)
+        return self._clients[service]
 
 
 @pytest.fixture(scope="module")
