@@ -148,13 +148,31 @@ def _node_condition(resource_tags: dict) -> dict:
     return condition
 
 
+def _ssh_key_condition(resource_tags: dict) -> dict:
+    """The condition on pushing an SSH key with EC2 Instance Connect: to the nodes the group may reach (their tags as
+    aws:ResourceTag/KEY, the condition keys SendSSHPublicKey supports), for the OS user the caller's Run As tag
+    names (ec2:osuser against ${aws:PrincipalTag/SSMSessionRunAs}): a caller without that tag may push none."""
+    equals, like = {"ec2:osuser": "${aws:PrincipalTag/%s}" % RUN_AS_TAG}, {}
+    for key, value in resource_tags.items():
+        values = _tag_values(value)
+        (like if any(re.search(r"[*?]", item) for item in values) else equals)[f"aws:ResourceTag/{key}"] = values
+    return {"StringEquals": equals, **({"StringLike": like} if like else {})}
+
+
 def policy_document(group: dict, partition: str, account: str, region: str) -> dict:
     """The managed policy of one operator group, after AWS's sample end user policies for Session Manager
-    (docs/operator-access.md explains each statement)."""
+    (docs/operator-access.md explains each statement). A group given the ssh document may also push an SSH key
+    with EC2 Instance Connect (SendSSHPublicKey) to the same nodes, as its Run As user only."""
     documents = []
     for kind in _unique(group["documents"]):
         name, aws_owned = SESSION_DOCUMENTS[kind]
         documents.append(f"arn:{partition}:ssm:{region}:{'' if aws_owned else account}:document/{name}")
+    ssh_keys = []
+    if "ssh" in group["documents"]:
+        ssh_keys.append({"Sid": "SendSSHPublicKeyAsRunAsUser", "Effect": "Allow",
+                         "Action": ["ec2-instance-connect:SendSSHPublicKey"],
+                         "Resource": [f"arn:{partition}:ec2:{region}:{account}:instance/*"],
+                         "Condition": _ssh_key_condition(group["resource_tags"])})
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -174,7 +192,7 @@ def policy_document(group: dict, partition: str, account: str, region: str) -> d
              "Condition": dict(_OWN_SESSION)},
             {"Sid": "OpenOwnDataChannels", "Effect": "Allow", "Action": ["ssmmessages:OpenDataChannel"],
              "Resource": [f"arn:{partition}:ssm:*:{account}:session/*"], "Condition": dict(_OWN_DATA_CHANNEL)},
-        ],
+        ] + ssh_keys,
     }
 
 

@@ -30,6 +30,16 @@ def lab(tmp_path_factory):
         iam.create_user(UserName="moto")  # the lab's default identity, which runs site.yml: mapped to ssm-user
         iam.create_user(UserName="bob")  # an operator nobody mapped: the default Run As user, without sudo
         lab.bob = iam.create_access_key(UserName="bob")["AccessKey"]
+        # _who runs Ansible as them over amazon.aws.aws_ssm, whose every connection starts with HeadBucket on the
+        # transfer bucket: the lab judges their keys on it, so they get what docs/transfer-bucket.md says the
+        # identity that runs Ansible needs there (the session itself is the operator policy's).
+        transfer = "arn:aws:s3:::bastionless-lab-transfer"
+        for user in ("alice", "bob"):
+            iam.put_user_policy(UserName=user, PolicyName="transfer-bucket", PolicyDocument=json.dumps({
+                "Version": "2012-10-17", "Statement": [
+                    {"Effect": "Allow", "Action": ["s3:GetBucketLocation", "s3:ListBucket"], "Resource": [transfer]},
+                    {"Effect": "Allow", "Action": ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject",
+                                                   "s3:PutObject"], "Resource": [f"{transfer}/*"]}]}))
         yield lab
 
 

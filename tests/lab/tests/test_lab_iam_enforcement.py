@@ -32,11 +32,16 @@ class Principal:
         self.arn = arn
         self._lab, self._key = lab, {"aws_access_key_id": key_id, "aws_secret_access_key": secret,
                                      "aws_session_token": token}
+        self._clients: dict = {}
 
     def client(self, service: str):
+        """One client per service (a client costs its service model's load)."""
         import boto3  # pylint: disable=import-outside-toplevel
 
-        return boto3.client(service, endpoint_url=self._lab.endpoint, region_name=REGION, **self._key)
+        if service not in self._clients:
+            self._clients[service] = boto3.client(service, endpoint_url=self._lab.endpoint, region_name=REGION,
+                                                  **self._key)
+        return self._clients[service]
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +79,7 @@ def world(main_lab, tmp_path_factory):
     principals["nobody"] = Principal(lab, nobody["Arn"], key["AccessKeyId"], key["SecretAccessKey"])
     return {"lab": lab, "mine": mine, "untagged": untagged, "alice": principals[alice],
             "admin": principals[admin], "role": principals["role"], "nobody": principals["nobody"],
-            "alice_name": alice, "token": token}
+            "alice_name": alice, "token": token, "operator_access": operator_access}
 
 
 def _denied(call, code: str = "AccessDeniedException") -> str:
@@ -479,3 +484,110 @@ def test_ssm_lab_check_operator_passes_an_operator_and_names_what_a_wider_policy
     assert re.search(r": TerminateSession of another's session \(\S+\); SendCommand \(AWS-RunShellScript\) went "
                      r"otherwise$", failed.stderr.strip()), failed.stderr
     assert iam.list_access_keys(UserName=wide)["AccessKeyMetadata"] == []
+
+
+# --- the calls moto serves (ssm_lab.aws.service_authz) ----------------------------------------------------------
+
+_UNAUTHORIZED = "You are not authorized to perform this operation. "
+
+
+def test_moto_served_calls_are_judged_with_each_services_error(world):
+    """alice's operator policy allows ec2:DescribeInstances and nothing else moto serves: she may list instances
+    and is refused, each in its service's words, RunInstances, CreateUser, writing to the transcripts bucket,
+    decrypting with the session key, the other EC2 reads, CloudWatch Logs, SSM documents and parameters. A role
+    session with the same policy is judged the same; GetCallerIdentity is never refused; the lab's default
+    credentials may do each."""
+    lab, alice, role, token = world["lab"], world["alice"], world["role"], world["token"]
+    bucket, key_name = f"sessions-{token}", "sessions/alice-0123456789abcdef0.log"
+    s3, kms = lab.client("s3"), lab.client("kms")
+    s3.create_bucket(Bucket=bucket)
+    session_key = kms.create_key(Description=f"session key {token}")["KeyMetadata"]["Arn"]
+    blob = kms.encrypt(KeyId=session_key, Plaintext=b"data key")["CiphertextBlob"]
+
+    ec2 = alice.client("ec2")
+    assert world["mine"] in {i["InstanceId"] for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]}
+    message = _denied(lambda: ec2.run_instances(ImageId="ami-12345678", MinCount=1, MaxCount=1),
+                      "UnauthorizedOperation")
+    prefix = _UNAUTHORIZED + _message(alice, "ec2:RunInstances", f"arn:aws:ec2:{REGION}:{ACCOUNT}:instance/*")
+    assert message.startswith(prefix + ". Encoded authorization failure message: "), message
+    assert _denied(ec2.describe_vpcs, "UnauthorizedOperation") == (
+        f"{_UNAUTHORIZED}User: {alice.arn} is not authorized to perform: ec2:DescribeVpcs because no identity-based "
+        "policy allows the ec2:DescribeVpcs action")
+    iam = alice.client("iam")
+    assert _denied(lambda: iam.create_user(UserName=f"mallory{token}"), "AccessDenied") == _message(
+        alice, "iam:CreateUser", f"arn:aws:iam::{ACCOUNT}:user/mallory{token}")
+    assert _denied(lambda: alice.client("s3").put_object(Bucket=bucket, Key=key_name, Body=b"forged"),
+                   "AccessDenied") == _message(alice, "s3:PutObject", f'"arn:aws:s3:::{bucket}/{key_name}"')
+    assert _denied(lambda: alice.client("s3").put_bucket_encryption(
+        Bucket=bucket, ServerSideEncryptionConfiguration={"Rules": [{"ApplyServerSideEncryptionByDefault": {
+            "SSEAlgorithm": "AES256"}}]}), "AccessDenied") == _message(
+        alice, "s3:PutEncryptionConfiguration", f'"arn:aws:s3:::{bucket}"')
+    assert _denied(lambda: alice.client("kms").decrypt(CiphertextBlob=blob)) == _message(
+        alice, "kms:Decrypt", session_key)
+    assert _denied(lambda: alice.client("logs").describe_log_groups()) == _message(
+        alice, "logs:DescribeLogGroups", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:*")
+    ssm = alice.client("ssm")
+    assert _denied(lambda: ssm.get_document(Name="AWS-RunShellScript")) == _message(
+        alice, "ssm:GetDocument", f"arn:aws:ssm:{REGION}::document/AWS-RunShellScript")
+    assert _denied(lambda: ssm.get_parameter(Name="/lab/secret")) == _message(
+        alice, "ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT}:parameter/lab/secret")
+    assert alice.client("sts").get_caller_identity()["Arn"] == alice.arn
+
+    assert _denied(lambda: role.client("iam").get_role(RoleName=f"oncall-{token}"), "AccessDenied") == _message(
+        role, "iam:GetRole", f"arn:aws:iam::{ACCOUNT}:role/oncall-{token}")
+    assert _denied(lambda: role.client("kms").decrypt(CiphertextBlob=blob)) == _message(
+        role, "kms:Decrypt", session_key)
+
+    # The lab's own credentials: all of it.
+    s3.put_object(Bucket=bucket, Key=key_name, Body=b"transcript")
+    assert kms.decrypt(CiphertextBlob=blob)["Plaintext"] == b"data key"
+    assert lab.client("iam").get_role(RoleName=f"oncall-{token}")["Role"]["RoleName"] == f"oncall-{token}"
+
+
+def test_a_deny_wins_and_a_resource_scoped_allow_covers_its_resource_only(world):
+    lab, alice, name, token = world["lab"], world["alice"], world["alice_name"], world["token"]
+    iam = lab.client("iam")
+    oncall = f"arn:aws:iam::{ACCOUNT}:role/oncall-{token}"
+    extra = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "iam:GetRole", "Resource": oncall},
+        {"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "ec2:DescribeVpcs", "Resource": "*"}]}
+    iam.put_user_policy(UserName=name, PolicyName="moto-served", PolicyDocument=json.dumps(extra))
+    try:
+        theirs = alice.client("iam")
+        assert theirs.get_role(RoleName=f"oncall-{token}")["Role"]["Arn"] == oncall
+        assert _denied(lambda: theirs.get_role(RoleName="ssm-lab-node"), "AccessDenied") == _message(
+            alice, "iam:GetRole", f"arn:aws:iam::{ACCOUNT}:role/ssm-lab-node")
+        ec2 = alice.client("ec2")
+        assert isinstance(ec2.describe_subnets()["Subnets"], list)
+        assert _denied(ec2.describe_vpcs, "UnauthorizedOperation") == (
+            f"{_UNAUTHORIZED}User: {alice.arn} is not authorized to perform: ec2:DescribeVpcs with an explicit deny "
+            "in an identity-based policy")
+    finally:
+        iam.delete_user_policy(UserName=name, PolicyName="moto-served")
+
+
+def test_an_operator_with_the_ssh_document_pushes_a_key_as_her_run_as_user_only(world):
+    """operator_access's SendSSHPublicKey grant, given with the ssh document: on the group's nodes, for the OS user
+    of the caller's SSMSessionRunAs tag, and none other."""
+    lab, token = world["lab"], world["token"]
+    operator_access = world["operator_access"]
+    tag_key = f"operator-{token}"
+    plan = operator_access.plan([{"name": f"ssh-{token}", "documents": ["ssh"], "resource_tags": {tag_key: "alice"}}],
+                                "aws", ACCOUNT, REGION)
+    iam = lab.client("iam")
+    user = f"sshop{token}"
+    arn = iam.create_policy(PolicyName=plan["policies"][0]["name"],
+                            PolicyDocument=json.dumps(plan["policies"][0]["document"]))["Policy"]["Arn"]
+    iam.create_user(UserName=user, Tags=[{"Key": "SSMSessionRunAs", "Value": "alice"}])
+    iam.attach_user_policy(UserName=user, PolicyArn=arn)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    operator = Principal(lab, f"arn:aws:iam::{ACCOUNT}:user/{user}", key["AccessKeyId"], key["SecretAccessKey"])
+    connect = operator.client("ec2-instance-connect")
+    public = "ssh-ed25519 " + "A" * 68 + " sshop"
+    assert connect.send_ssh_public_key(InstanceId=world["mine"], InstanceOSUser="alice", SSHPublicKey=public)["Success"]
+    resource = _instance(world["mine"])
+    for node, os_user in ((world["mine"], "root"), (world["untagged"], "alice")):
+        message = _denied(lambda node=node, os_user=os_user: connect.send_ssh_public_key(
+            InstanceId=node, InstanceOSUser=os_user, SSHPublicKey=public))
+        assert message == _message(operator, "ec2-instance-connect:SendSSHPublicKey", _instance(node)), resource

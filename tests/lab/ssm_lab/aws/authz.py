@@ -35,8 +35,13 @@ What is judged (resources and condition keys as Session Manager, Run Command, S3
   is SSE-KMS (``kms_denial``: the key policy, and IAM policies where the key policy lets the account's IAM decide),
   ``logs:CreateLogStream`` and ``logs:PutLogEvents`` (``logs:CreateLogGroup`` for a group Run Command creates).
 
+The calls moto serves (EC2, IAM, STS, KMS, CloudWatch Logs but the reads above, SSM documents and parameters, and
+every S3 request beside object reads) are judged by ``service_authz`` with the same functions, so that every call a
+known principal signs is judged once.
+
 The policy variables are the principal's: ``aws:username`` (IAM users only), ``aws:userid`` (a user's unique id,
-``AIDA...``; a role session's ``AROA...:SESSION-NAME``) and ``aws:PrincipalArn`` (the user, or the role). A
+``AIDA...``; a role session's ``AROA...:SESSION-NAME``), ``aws:PrincipalArn`` (the user, or the role) and
+``aws:PrincipalTag/KEY`` (its tags). A
 denial names the caller and the resource the way AWS does.
 """
 

@@ -32,7 +32,7 @@ from werkzeug.serving import make_server  # noqa: E402
 
 from .. import common  # noqa: E402
 from ..nodes import agent_package as nodepkg  # noqa: E402
-from . import authz, cloudtrail, iamsim, prefs, refusals  # noqa: E402
+from . import authz, cloudtrail, iamsim, prefs, refusals, service_authz  # noqa: E402
 from .instance_connect import InstanceConnect  # noqa: E402
 from .messages import MessageServer  # noqa: E402
 from .registry import Node, Registry  # noqa: E402
@@ -224,37 +224,43 @@ class LabApp:
         return self.instance_connect.send_ssh_public_key(body, authorization)
 
     def _authorize_read(self, service: str, target: str, body: bytes, environ, start_response):
-        """Reads of objects (S3) and of log events (CloudWatch Logs) by an IAM user or assumed role, judged by
-        ``authz``: AWS's denial when the caller's policies do not allow it, else None (moto serves the call).
-        moto's own enforcement (INITIAL_NO_AUTH_ACTION_COUNT) is all or nothing: it would refuse the lab's
-        default credentials, which IAM does not know, so the lab judges these reads itself."""
+        """Every S3 request (``service_authz.s3_request``) and the reads of log events (CloudWatch Logs) of an IAM
+        user or assumed role, judged by ``authz``: AWS's denial when the caller's policies do not allow it, else
+        None (moto serves the call; the request is marked judged, so moto's hook, ``service_authz.judge``, does
+        not judge it again). The lab's default credentials return at once."""
         key = authz.access_key(environ.get("HTTP_AUTHORIZATION", ""), environ.get("QUERY_STRING", ""))
         if not key or key == common.ACCESS_KEY:
             return None
         region = self._region(environ)
         account, partition = self.registry.account_id, authz.partition_of(region)
+        who = None
         if service == "s3":
-            read = authz.s3_object_read(environ)
-            if read is None:
+            found = service_authz.s3_request(environ, body, partition)
+            if found is None:
                 return None
-            action, resource = "s3:GetObject", f"arn:{partition}:s3:::{read[0]}/{read[1]}"
+            who = authz.caller(account, region, key)
+            denial = service_authz.s3_denial(who, *found) if who is not None else None
         else:
             read = authz.logs_read(target, body, partition, region, account)
             if read is None:
                 return None
-            action, resource = read
-        try:
-            authz.require(authz.caller(account, region, key), action, [(resource, {})])
-        except authz.Denied as denied:
-            if service == "s3":
-                xml = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
-                       f"<Message>{escape(denied.message(quoted=True))}</Message><RequestId>lab-authz</RequestId>"
-                       "<HostId>lab</HostId></Error>").encode()
-                start_response("403 Forbidden", [("Content-Type", "application/xml")])
-                return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else xml]
-            return self._json(start_response, 400, {"__type": "AccessDeniedException", "message": denied.message()},
-                              {"x-amzn-ErrorType": "AccessDeniedException"})
-        return None
+            who = authz.caller(account, region, key)
+            try:
+                authz.require(who, read[0], [(read[1], {})])
+                denial = None
+            except authz.Denied as denied:
+                denial = denied
+        environ[service_authz.JUDGED] = True
+        if denial is None:
+            return None
+        if service == "s3":
+            xml = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+                   f"<Message>{escape(denial.message(quoted=True))}</Message><RequestId>lab-authz</RequestId>"
+                   "<HostId>lab</HostId></Error>").encode()
+            start_response("403 Forbidden", [("Content-Type", "application/xml")])
+            return [b"" if environ.get("REQUEST_METHOD") == "HEAD" else xml]
+        return self._json(start_response, 400, {"__type": "AccessDeniedException", "message": denial.message()},
+                          {"x-amzn-ErrorType": "AccessDeniedException"})
 
     def _modify_vpc_endpoint(self, body: bytes, environ, start_response):
         """moto accepts PrivateDnsEnabled on ModifyVpcEndpoint and ignores it; AWS applies it."""
@@ -730,6 +736,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
 
     _patch_account_lookup()
+    service_authz.install()
     _patch_bucket_policies()
     _patch_describe_instances()
     registry = Registry()

@@ -7,8 +7,8 @@ moto, and judges each action and resource asked, with the context entries given,
 evaluator, ``plugins/module_utils/_iam_policy.py`` (loaded from the repository, as ``codec.py`` loads the data
 channel's codec; its docstring lists the rules): an explicit Deny wins, else an Allow allows, else implicitDeny;
 the boundary must allow as well; every condition key the context lacks is listed in ``MissingContextValues`` (of
-the statements that match the action and resource); the policy variables ``aws:username``, ``aws:userid`` and
-``aws:PrincipalArn`` come from the principal.
+the statements that match the action and resource); the policy variables ``aws:username``, ``aws:userid``,
+``aws:PrincipalArn`` and ``aws:PrincipalTag/KEY`` come from the principal.
 
 ``decide``, ``statements``, ``parse_policy``, ``UnsupportedPolicy`` and the decisions are the engine's, named here
 for the lab's callers (its reachability, the role tests). As on AWS, the caller needs
@@ -89,6 +89,20 @@ def _managed_type(arn: str) -> str:
     return "aws-managed" if ":iam::aws:policy/" in arn else "user-managed"
 
 
+def _principal_tags(iam, entity, kind: str) -> dict:
+    """The tags of an IAM user or role as the facts ``aws:PrincipalTag/KEY`` (for conditions and policy variables
+    such as ``${aws:PrincipalTag/SSMSessionRunAs}``)."""
+    try:
+        listed = iam.list_user_tags(entity.name) if kind == "user" else entity.tags
+        if isinstance(listed, dict) and "Tags" in listed:
+            listed = listed["Tags"]
+        if isinstance(listed, dict):  # older moto: {key: {"Key": ..., "Value": ...}} or {key: value}
+            listed = [v if isinstance(v, dict) else {"Key": k, "Value": v} for k, v in listed.items()]
+        return {f"aws:principaltag/{t['Key']}".lower(): [t["Value"]] for t in listed or []}
+    except Exception:  # noqa: BLE001 - no tags to read
+        return {}
+
+
 def principal_policies(account_id: str, principal_arn: str) -> tuple[list[tuple[str, str, Any]], Any, dict]:
     """([(policy id, policy type, document)], boundary document or None, facts for policy variables).
 
@@ -111,7 +125,7 @@ def principal_policies(account_id: str, principal_arn: str) -> tuple[list[tuple[
                 policies += [(p.name, _managed_type(a), _document(p)) for a, p in group.managed_policies.items()]
         boundary_arn = getattr(user, "permissions_boundary_arn", None) or None
         facts = {"aws:username": [user.name], "aws:userid": [getattr(user, "id", user.name)],
-                 "aws:principalarn": [user.arn]}
+                 "aws:principalarn": [user.arn], **_principal_tags(iam, user, "user")}
     elif kind == "role":
         role = next((r for r in iam.roles.values() if r.name == name), None)
         if role is None:
@@ -119,7 +133,8 @@ def principal_policies(account_id: str, principal_arn: str) -> tuple[list[tuple[
         policies += [(n, "role", d) for n, d in role.policies.items()]
         policies += [(p.name, _managed_type(a), _document(p)) for a, p in role.managed_policies.items()]
         boundary_arn = role.permissions_boundary_arn or None
-        facts = {"aws:userid": [getattr(role, "id", role.name)], "aws:principalarn": [role.arn]}
+        facts = {"aws:userid": [getattr(role, "id", role.name)], "aws:principalarn": [role.arn],
+                 **_principal_tags(iam, role, "role")}
     elif kind == "group":
         group = next((g for g in iam.groups.values() if g.name == name), None)
         if group is None:

@@ -87,6 +87,35 @@ def test_own_sessions_by_the_session_id_tag_session_manager_sets():
         "StringEqualsIfExists": {"ssm:resourceTag/aws:ssmmessages:session-id": "${aws:userid}"}}
 
 
+def test_only_a_group_with_the_ssh_document_may_push_an_ssh_key():
+    _plan, shell = compile_one()
+    assert [s for s in shell["Statement"] if "ec2-instance-connect:SendSSHPublicKey" in s["Action"]] == []
+    _plan, ssh = compile_one(documents=["ssh"], resource_tags={"Team": "web", "Env": ["dev", "stag*"]})
+    assert statement(ssh, "SendSSHPublicKeyAsRunAsUser") == {
+        "Sid": "SendSSHPublicKeyAsRunAsUser", "Effect": "Allow", "Action": ["ec2-instance-connect:SendSSHPublicKey"],
+        "Resource": [f"arn:aws:ec2:eu-west-1:{ACCOUNT}:instance/*"],
+        "Condition": {"StringEquals": {"ec2:osuser": "${aws:PrincipalTag/SSMSessionRunAs}",
+                                       "aws:ResourceTag/Team": ["web"]},
+                      "StringLike": {"aws:ResourceTag/Env": ["dev", "stag*"]}}}
+
+
+@pytest.mark.parametrize("os_user, run_as, tags, allowed", [
+    ("alice", "alice", {"Team": "web"}, True),
+    ("root", "alice", {"Team": "web"}, False),  # another OS user than her Run As user
+    ("alice", None, {"Team": "web"}, False),  # no Run As tag: no key at all
+    ("alice", "alice", {"Team": "db"}, False),  # a node not tagged for the group
+    ("alice", "alice", {}, False),
+])
+def test_an_ssh_key_only_for_the_run_as_user_on_the_groups_nodes(os_user, run_as, tags, allowed):
+    _plan, document = compile_one(documents=["ssh"], resource_tags={"Team": "web"})
+    context = {"ec2:osuser": [os_user], **{f"aws:resourcetag/{k}".lower(): [v] for k, v in tags.items()}}
+    if run_as:
+        context["aws:principaltag/ssmsessionrunas"] = [run_as]
+    decision = decide([document], "ec2-instance-connect:SendSSHPublicKey",
+                      f"arn:aws:ec2:eu-west-1:{ACCOUNT}:instance/i-0123456789abcdef0", context)
+    assert decision == (ALLOWED if allowed else IMPLICIT_DENY)
+
+
 ALICE = {"aws:username": "alice", "aws:userid": "AIDAALICEEXAMPLE0001"}
 ALICE_ADMIN = {"aws:username": "alice-admin", "aws:userid": "AIDAALICEADMINEX0002"}
 ROLE_SESSION = {"aws:userid": "AROAONCALLEXAMPLE003:alice"}  # a role assumed with the session name alice
