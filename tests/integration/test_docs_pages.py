@@ -69,8 +69,10 @@ def _script(blocks: list) -> str:
 
 def _user_environ(home: str) -> dict:
     """A new user's shell: no lab, AWS, ansible or virtualenv settings, and no .venv on PATH. Only the module runs on
-    the controller go to the tests' warm interpreter (ssm_lab.harness.testing.warm_environ; the same modules and
-    payloads, a third of the CPU each): the runner's budget is a few minutes of the suite."""
+    the controller and the ansible commands go to the tests' warm interpreter (ssm_lab.harness.testing.warm_environ:
+    the same modules, payloads and commands, in a fork of an interpreter that has imported what they import before
+    reading any configuration, and that prints what those imports printed): the runner's budget is a few minutes of
+    the suite."""
     keep = {k: v for k, v in os.environ.items()
             if not k.startswith(("AWS_", "SSM_LAB_", "ANSIBLE_", "BASTIONLESS_", "PYTEST_", "MOLECULE_"))
             and k not in ("VIRTUAL_ENV", "PYTHONPATH", "MOTO_IAM_LOAD_MANAGED_POLICIES", "OLDPWD")}

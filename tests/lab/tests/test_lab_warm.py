@@ -75,3 +75,71 @@ def test_other_scripts_other_namespaces_and_a_missing_zygote_start_as_usual(tmp_
     script.write_text(SCRIPT)
     gone = run(script, {**warm, "BASTIONLESS_WARM_SOCKET": str(tmp_path / "no.sock")}, exit_code=2)
     assert gone.returncode == 2 and json.loads(gone.stdout)["stdin"] == "the input"
+
+
+ANSIBLE = os.path.join(os.path.dirname(sys.executable), "ansible")
+
+
+def children_of(pid: int) -> list:
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if entry.isdigit() and int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def ansible_command(tmp_path, env, *args, **popen):
+    """``ansible localhost`` with its local temporary directory under tmp_path and no inventory file."""
+    command = [ANSIBLE, "localhost", "-c", "local", "-e", f"ansible_python_interpreter={sys.executable}", *args]
+    environ = {**os.environ, **env, "ANSIBLE_LOCAL_TEMP": str(tmp_path / "local"),
+               "ANSIBLE_INVENTORY_UNPARSED_WARNING": "false", "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.Popen(command, env=environ, cwd=str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **popen)
+
+
+def test_an_ansible_command_runs_in_the_zygote_as_it_would_alone(tmp_path, warm):
+    """Same output, same status, and ansible-core's exit functions ran (its local temporary directory is gone)."""
+    results = []
+    for env in ({}, warm):
+        process = ansible_command(tmp_path, env, "-m", "ansible.builtin.command", "-a", "echo hello")
+        results.append((process.wait(timeout=120),) + process.communicate())
+        assert os.listdir(tmp_path / "local") == []
+    assert results[0] == results[1] and results[0][0] == 0 and "hello" in results[0][1], results
+    failed = ansible_command(tmp_path, warm, "-m", "ansible.builtin.command", "-a", "false")
+    assert failed.wait(timeout=120) == 2
+
+
+def test_an_ansible_command_is_handed_over_only_when_asked_and_ends_with_its_client(tmp_path, warm):
+    zygote = testing._warm["zygote"]  # pylint: disable=protected-access
+    before = set(children_of(zygote))
+    alone = ansible_command(tmp_path, {k: v for k, v in warm.items() if k != "BASTIONLESS_WARM_CLI"},
+                            "-m", "ansible.builtin.command", "-a", "sleep 30")
+    handed = ansible_command(tmp_path, warm, "-m", "ansible.builtin.command", "-a", "sleep 30")
+    try:
+        testing.wait_until(lambda: set(children_of(zygote)) - before, timeout=30, what="the zygote's fork")
+        [child] = set(children_of(zygote)) - before  # the handed command only
+        handed.kill()  # as a test's timeout does: the command it handed over ends too
+        testing.wait_until(lambda: not os.path.exists(f"/proc/{child}") or open(  # noqa: SIM115
+            f"/proc/{child}/stat", encoding="utf-8").read().rsplit(")", 1)[1].split()[0] == "Z",
+            timeout=30, what="the handed command's end")
+    finally:
+        alone.kill()
+        handed.kill()
+        alone.communicate()
+        handed.communicate()
+
+
+def test_what_the_preloaded_imports_print_every_child_prints(capfd):
+    from ssm_lab.harness.warm import zygote  # pylint: disable=import-outside-toplevel
+
+    with zygote._kept_output():  # pylint: disable=protected-access
+        os.write(2, b"a deprecation warning at import\n")
+        os.write(1, b"printed at import\n")
+    assert capfd.readouterr() == ("", "")
+    zygote._replay_preload_output()  # pylint: disable=protected-access
+    assert capfd.readouterr() == ("printed at import\n", "a deprecation warning at import\n")

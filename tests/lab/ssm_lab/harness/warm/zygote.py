@@ -5,14 +5,27 @@ imports (ansible's module_utils, boto3, botocore), then forks a child per Ansiba
 A module run on the controller costs about 0.6 CPU-seconds, a third of it in those imports, and ``make test`` runs
 thousands of them. The modules themselves, their module_utils from the AnsiballZ payload, and the AWS calls are what
 ansible would run; only the interpreter's start is shared. Usage: ``python zygote.py SOCKET`` (the tests start it,
-see tests/integration/ansible_cli.py); the socket's directory must be private to the user."""
+see tests/integration/ansible_cli.py); the socket's directory must be private to the user.
 
+The ``ansible``, ``ansible-playbook`` and ``ansible-inventory`` commands the tests run are handed over too (see
+``CLI_SCRIPTS``): for them the zygote has also imported what those commands import that does not read ansible's
+configuration (jinja2, yaml, multiprocessing, cryptography, ansible's module_utils: ``_cli_modules``). Nothing under
+``ansible`` but its module_utils is imported before the fork: ``ansible.constants`` reads the configuration (the
+working directory's ansible.cfg, the ``ANSIBLE_*`` variables) when it is imported, so the command's own process
+imports it, with its own directory and environment, as a cold start would. Botocore's models are shared with the
+command's processes too: its inventory plugin's clients and its connection plugins' clients in the forked workers."""
+
+import atexit
+import contextlib
 import json
 import os
 import runpy
 import signal
 import socket
+import subprocess
 import sys
+import tempfile
+import threading
 import traceback
 
 PRELOAD = (
@@ -26,6 +39,8 @@ PRELOAD = (
     "botocore.exceptions",
     "botocore.waiter",
 )
+# The console scripts whose runs the zygote takes too (sitecustomize.py hands them over when BASTIONLESS_WARM_CLI=1).
+CLI_SCRIPTS = ("ansible", "ansible-playbook", "ansible-inventory")
 # The service models read by the modules the tests run: read once here, then shared by every child's clients.
 SERVICES = ("ec2", "iam", "s3", "ssm", "sts", "kms", "logs", "cloudtrail")
 
@@ -57,6 +72,80 @@ def _share_botocore_models() -> None:
     botocore.session.create_loader = create_loader
 
 
+def _cli_modules() -> list:
+    """What ``ansible-playbook`` imports that reads no configuration: every module it loads but ``ansible``'s own,
+    except ``ansible.module_utils``. Asked of a throwaway interpreter (once per zygote), so that the list follows the
+    installed ansible-core."""
+    probe = ("import sys; before = set(sys.modules); import ansible.cli.playbook; "
+             "print('\\n'.join(sorted(m for m in set(sys.modules) - before if not m.startswith('_') and "
+             "(m.split('.')[0] != 'ansible' or m.startswith('ansible.module_utils.')))))")
+    try:
+        listed = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60,
+                                check=True, cwd="/", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return listed.split()
+
+
+def _preload_cli() -> None:
+    for name in _cli_modules():
+        try:
+            __import__(name)
+        except Exception:  # pylint: disable=broad-except  # a module that needs more than an import: the child's
+            pass
+    if "ansible.constants" in sys.modules:  # never: the command must read its own configuration
+        raise RuntimeError("the warm interpreter imported ansible.constants before a fork")
+
+
+_FINISHED = threading.Event()
+
+
+def _watch_client(conn) -> None:
+    """A command whose client went away before its end (a test's timeout killed it) ends with its process group
+    (its workers; the session connection's masters start sessions of their own and stay)."""
+    def watch():
+        try:
+            while conn.recv(64):
+                pass
+        except OSError:
+            pass
+        if not _FINISHED.is_set():
+            os.killpg(0, signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+# What the preloaded imports printed (a deprecation warning, say): every child prints it again, first, as the process
+# that imported them itself would have.
+_PRELOAD_OUTPUT = {1: b"", 2: b""}
+
+
+@contextlib.contextmanager
+def _kept_output():
+    """Keep what is written to stdout and stderr while open, for _replay_preload_output."""
+    saved = {fd: os.dup(fd) for fd in _PRELOAD_OUTPUT}
+    files = {fd: tempfile.TemporaryFile() for fd in _PRELOAD_OUTPUT}  # pylint: disable=consider-using-with
+    for fd, handle in files.items():
+        os.dup2(handle.fileno(), fd)
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        for fd, handle in files.items():
+            os.dup2(saved[fd], fd)
+            os.close(saved[fd])
+            handle.seek(0)
+            _PRELOAD_OUTPUT[fd] = handle.read()
+            handle.close()
+
+
+def _replay_preload_output() -> None:
+    for fd, output in _PRELOAD_OUTPUT.items():
+        if output:
+            os.write(fd, output)
+
+
 def _receive(conn):
     """The hand-off: (argv, cwd, environment, umask, the client's three standard file descriptors)."""
     fds = []
@@ -76,6 +165,18 @@ def _receive(conn):
     return request, fds
 
 
+def _fresh_standard_streams() -> None:
+    """sys.stdin, stdout and stderr made anew over the client's descriptors, as a new interpreter makes them (the
+    zygote's were made over /dev/null: ansible-core reconfigures them at its start, which a stream that believes it
+    can seek refuses on a pipe)."""
+    for name, fd, mode in (("stdin", 0, "r"), ("stdout", 1, "w"), ("stderr", 2, "w")):
+        line = mode == "w" and (fd == 2 or os.isatty(fd))
+        stream = open(fd, mode, buffering=1 if line else -1, closefd=False,  # pylint: disable=consider-using-with
+                      errors="backslashreplace" if fd == 2 else None)
+        setattr(sys, name, stream)
+        setattr(sys, f"__{name}__", stream)
+
+
 def _run(conn):
     """In the forked child: become the client's process, run its module, report the exit status."""
     request, fds = _receive(conn)
@@ -84,11 +185,16 @@ def _run(conn):
     for fd in fds:
         if fd > 2:
             os.close(fd)
+    _fresh_standard_streams()
+    _replay_preload_output()
     os.chdir(request["cwd"])
     os.umask(request["umask"])
     os.environ.clear()
     os.environ.update(request["env"])
     sys.argv = list(request["argv"])
+    if os.path.basename(sys.argv[0]) in CLI_SCRIPTS:
+        os.setpgid(0, 0)
+        _watch_client(conn)
     sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))  # as ``python script.py`` would
     code = 0
     try:
@@ -104,13 +210,20 @@ def _run(conn):
     except BaseException:  # pylint: disable=broad-except
         traceback.print_exc()
         code = 1
+    try:  # what an interpreter does at its end: wait for its threads, run its exit functions (ansible-core removes
+        threading._shutdown()  # pylint: disable=protected-access  # its local temporary directory in one)
+        atexit._run_exitfuncs()  # pylint: disable=protected-access
+    except BaseException:  # pylint: disable=broad-except
+        traceback.print_exc()
+        code = code or 1
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
             pass
-    try:
-        conn.sendall(str(code).encode())
+    _FINISHED.set()
+    try:  # the status ends with a newline: the command's workers hold the socket too, so EOF may come later
+        conn.sendall(f"{code}\n".encode())
     except OSError:
         pass
     os._exit(code)
@@ -119,9 +232,11 @@ def _run(conn):
 def serve(path: str) -> None:
     """Preload, listen on ``path``, and fork a child per hand-off until the process that started us is gone."""
     parent = os.getppid()
-    for name in PRELOAD:
-        __import__(name)
-    _share_botocore_models()
+    with _kept_output():
+        for name in PRELOAD:
+            __import__(name)
+        _preload_cli()
+        _share_botocore_models()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(64)
