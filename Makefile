@@ -17,7 +17,7 @@ PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
 .PHONY: help venv system-deps collection demo test unit lab-test integration molecule molecule-scenarios lint sanity \
         install-check interop audit-report-browser pyssm-venv \
-        bench-inventory bench-transport chaos lab-up lab-down lab-status clean
+        bench-inventory bench-transport bench-fleet chaos lab-up lab-down lab-status clean
 
 help:
 	@sed -n 's/^#   //p' Makefile
@@ -166,6 +166,11 @@ install-check: $(STAMP)
 # 1,000 and 10,000 nodes with 0.1 s per API call; prints figures. BENCH_ARGS="--sizes 100" for a quick run.
 bench-inventory: collection
 	PATH="$(BIN):$$PATH" $(BIN)/python tests/benchmarks/inventory.py $(BENCH_ARGS)
+
+# Not part of `make test`: ssm_command, an ad-hoc command and an association on 1,000 light lab nodes
+# (tests/benchmarks/fleet.py, docs/performance.md). BENCH_ARGS="--nodes 50" for a quick run.
+bench-fleet: collection
+	PATH="$(BIN):$$PATH" $(BIN)/python tests/benchmarks/fleet.py $(BENCH_ARGS)
 
 bench-transport: collection
 	$(BIN)/pip install --quiet -r tests/benchmarks/requirements-bench.txt

@@ -425,7 +425,7 @@ class LabApp:
             return {"agents": [
                 {"id": n.id, "hostname": n.hostname, "platform": n.platform, "run": n.agent_should_run(),
                  "boot": n.boot, "endpoint": self.endpoint,
-                 "sshd": n.sshd, "os_release": n.platform_info()["os_release"],
+                 "sshd": n.sshd, "light": n.light, "os_release": n.platform_info()["os_release"],
                  "proxy": f"http://{n.id}:lab@{self.messages.host}:{self.messages.port}"}
                 for n in list(registry.nodes.values()) if n.kind != "record"
             ]}
@@ -503,6 +503,7 @@ class LabApp:
         return {
             "id": node.id,
             "kind": node.kind,
+            "light": node.light,
             "hostname": node.hostname,
             "ip": node.ip,
             "ping_status": self.registry.ping_status(node) or "NotRegistered",

@@ -222,11 +222,25 @@ class _Node:
         return frozenset(ids)
 
 
+_INSTANCES: dict[int, tuple[tuple[int, int], dict]] = {}  # id(ec2 backend) -> (its size, instance id -> instance)
+
+
+def _instance(ec2, instance_id: str):
+    """The instance by id, from an index rebuilt when RunInstances adds a reservation (moto's own lookups scan every
+    instance, which made each node's status cost O(fleet) and a fleet of 1,000 light nodes' O(fleet²))."""
+    reservations = list(ec2.reservations.values())
+    size = (len(reservations), sum(len(r.instances) for r in reservations))
+    cached = _INSTANCES.get(id(ec2))
+    if cached is None or cached[0] != size:
+        cached = _INSTANCES[id(ec2)] = (size, {i.id: i for r in reservations for i in r.instances})
+    return cached[1].get(instance_id)
+
+
 def _load_node(account_id: str, region: str, instance_id: str) -> tuple[_Node | None, list[Problem]]:
     """The instance and its state problems; node is None when nothing further can be judged."""
     try:
         ec2 = get_backend("ec2")[account_id][region]
-        instance = next((i for i in ec2.all_instances() if i.id == instance_id), None)
+        instance = _instance(ec2, instance_id)
         state = None if instance is None else str(instance.state)
     except Exception as exc:  # noqa: BLE001
         if os.environ.get("SSM_LAB_STRICT") == "1":

@@ -135,6 +135,7 @@ class Node:
     agent_wanted: bool = True  # the node's service manager: should the agent run?
     agent_down_until: float = 0.0  # a transient drop (fault model)
     sshd: bool = False  # answers AWS-StartSSHSession with sshd -i inside the node
+    light: bool = False  # an EC2 node whose agent runs in the sandbox every light node shares (ssm-lab up --light-nodes)
     agent: Any = None  # the live control channel, set by the message server
     agent_seen: float | None = None
     agent_version: str = common.AGENT_VERSION  # what the agent said when it connected

@@ -174,7 +174,7 @@ def cmd_up(args) -> int:
             return sum(1 for n in listed if n["ping_status"] == "Online") >= len(real)
         return sum(1 for n in listed if n["agent_connected"]) >= len(real)
 
-    if not _wait(ready, 60):
+    if not _wait(ready, 60 + len(real) / 10, interval=0.2 if len(real) <= 100 else 1.0):
         _err(f"the nodes did not come up in time; see {state}/agents.log")
         _stop(state)
         return 1
@@ -199,6 +199,8 @@ def _provision(env: dict, args) -> list[dict]:
     for index, node in enumerate(nodes):
         node["platform"] = platforms[index % len(platforms)]
     nodes += provision.hybrid_nodes(args.hybrid)
+    if args.light_nodes:
+        nodes += provision.launch_records(ec2, network, args.light_nodes, profile=profile, light=True)
     if args.records:
         nodes += provision.launch_records(ec2, network, args.records, profile=profile)
     if args.hybrid_records:
@@ -595,6 +597,9 @@ def main(argv: list[str] | None = None) -> int:
     up = sub.add_parser("up", help="start the lab; prints export lines for eval")
     up.add_argument("--nodes", type=int, default=3, help="EC2 nodes with an agent (default 3)")
     up.add_argument("--hybrid", type=int, default=0, help="hybrid mi- nodes with an agent")
+    up.add_argument("--light-nodes", type=int, default=0,
+                    help="EC2 nodes with an agent each that all share one sandbox (launched 500 per RunInstances; "
+                         "docs/lab.md, 'Light nodes')")
     up.add_argument("--records", type=int, default=0,
                     help="EC2 instances registered in SSM with no agent process (launched 500 per RunInstances)")
     up.add_argument("--hybrid-records", type=int, default=0,

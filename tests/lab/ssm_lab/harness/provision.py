@@ -139,13 +139,18 @@ RECORD_BATCH = 500  # instances per RunInstances call (MinCount = MaxCount), so 
 RECORD_SUBNET_SIZE = 4000  # records per /20 subnet of their own (a /24 private subnet holds only 251)
 
 
-def launch_records(ec2, network: dict, count: int, profile: str | None = None, batch: int = RECORD_BATCH) -> list[dict]:
+def launch_records(ec2, network: dict, count: int, profile: str | None = None, batch: int = RECORD_BATCH,
+                   light: bool = False) -> list[dict]:
     """EC2 instances that are registered in SSM but run no agent (kind ``record``), launched ``batch`` at a
     time with one RunInstances each, into /20 subnets of their own (10.42.16.0/20, 10.42.32.0/20, …, in the
     AZs in turn, on the private route tables). Like the instances of an Auto Scaling group they share their
-    tags: ``Name=lab-record``, ``ssm-lab=node``, ``ssm-lab-kind=record``."""
-    if count > 15 * RECORD_SUBNET_SIZE:
-        raise ValueError(f"at most {15 * RECORD_SUBNET_SIZE} records fit in the lab's VPC")
+    tags: ``Name=lab-record``, ``ssm-lab=node``, ``ssm-lab-kind=record``.
+
+    With ``light``, the same launch makes light nodes: EC2 nodes (kind ``ec2``) with an agent each, all run in
+    one sandbox (``ssm-lab up --light-nodes``), tagged ``Name=lab-light``, ``ssm-lab=node``, ``ssm-lab-kind=light``."""
+    if count + len(network.get("record_subnets", [])) * RECORD_SUBNET_SIZE > 15 * RECORD_SUBNET_SIZE:
+        raise ValueError(f"at most {15 * RECORD_SUBNET_SIZE} records and light nodes fit in the lab's VPC")
+    kind, name = ("ec2", "lab-light") if light else ("record", "lab-record")
     image = _image(ec2)
     region = network["private"][0]["zone"][:-1]
     extra = {"IamInstanceProfile": {"Name": profile}} if profile else {}
@@ -165,13 +170,14 @@ def launch_records(ec2, network: dict, count: int, profile: str | None = None, b
             instances = ec2.run_instances(
                 ImageId=image, InstanceType="t3.micro", MinCount=size, MaxCount=size, SubnetId=subnet,
                 SecurityGroupIds=[network["node_group"]],
-                TagSpecifications=_tags("instance", Name="lab-record", **{"ssm-lab": "node", "ssm-lab-kind": "record"}),
+                TagSpecifications=_tags("instance", Name=name, **{"ssm-lab": "node",
+                                                                  "ssm-lab-kind": "light" if light else "record"}),
                 **extra,
             )["Instances"]
             for instance in instances:
                 ip = instance["PrivateIpAddress"]
-                nodes.append({"id": instance["InstanceId"], "kind": "record",
-                              "hostname": private_dns_name(ip, region), "ip": ip})
+                nodes.append({"id": instance["InstanceId"], "kind": kind,
+                              "hostname": private_dns_name(ip, region), "ip": ip, **({"light": True} if light else {})})
     return nodes
 
 

@@ -28,7 +28,7 @@ import urllib.request
 
 from .. import common
 from . import sshd
-from .sandbox import SSM_USER, Sandbox, SandboxError
+from .sandbox import SSM_USER, LightNode, Sandbox, SandboxError
 
 log = logging.getLogger("ssm_lab.agents")
 # The documents a Linux node runs, each as a shell script (the lab's rendition of AWS-ApplyAnsiblePlaybooks is one,
@@ -42,8 +42,7 @@ class Agent:
         self.host = host
         self.id = spec["id"]
         self.spec = spec
-        self.sandbox = Sandbox(host.state_dir, self.id, spec["hostname"], spec["os_release"], spec.get("proxy", ""),
-                               platform=spec.get("platform", "al2023"), endpoint=spec.get("endpoint", ""))
+        self.sandbox = host.sandbox_for(spec)
         self.task: asyncio.Task | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.sessions: dict[str, set] = {}  # session id -> {(process, writer)}
@@ -375,6 +374,17 @@ class AgentHost:
         self.msg_port = msg_port
         self.agents: dict[str, Agent] = {}
         self.boots: dict[str, int] = {}  # the last boot of each node this host carried out
+        self.light: Sandbox | None = None  # the sandbox every light node shares, made for the first one
+
+    def sandbox_for(self, spec: dict):
+        """A node's sandbox: its own, or for a light node its view of the one the light nodes share."""
+        if not spec.get("light"):
+            return Sandbox(self.state_dir, spec["id"], spec["hostname"], spec["os_release"], spec.get("proxy", ""),
+                           platform=spec.get("platform", "al2023"), endpoint=spec.get("endpoint", ""))
+        if self.light is None:
+            self.light = Sandbox(self.state_dir, LightNode.SHARED_ID, LightNode.SHARED_ID, spec["os_release"],
+                                 platform=spec.get("platform", "al2023"), endpoint=spec.get("endpoint", ""))
+        return LightNode(self.light, spec["id"], spec["hostname"], spec.get("proxy", ""))
 
     def _fetch(self) -> list[dict]:
         with urllib.request.urlopen(f"{self.endpoint}/_lab/agents", timeout=5) as response:
@@ -410,13 +420,13 @@ class AgentHost:
         agent = self.agents.get(spec["id"])
         if agent is not None and not agent.stopping:
             agent.stop()
-        sandbox = agent.sandbox if agent is not None else Sandbox(
-            self.state_dir, spec["id"], spec["hostname"], spec["os_release"], spec.get("proxy", ""),
-            platform=spec.get("platform", "al2023"), endpoint=spec.get("endpoint", ""))
+        sandbox = agent.sandbox if agent is not None else self.sandbox_for(spec)
         try:
-            await loop.run_in_executor(None, sandbox.stop_init)  # every process of the node ends
+            if not spec.get("light"):  # a light node's reboot restarts its agent only: the sandbox is shared
+                await loop.run_in_executor(None, sandbox.stop_init)  # every process of the node ends
             await loop.run_in_executor(None, sandbox.ensure)
-            await loop.run_in_executor(None, sandbox.new_boot_id)
+            if not spec.get("light"):
+                await loop.run_in_executor(None, sandbox.new_boot_id)
             enabled = await loop.run_in_executor(None, sandbox.agent_enabled)
             body = json.dumps({"agent": enabled, "boot": spec.get("boot", 0)}).encode()
             request = urllib.request.Request(f"{self.endpoint}/_lab/nodes/{spec['id']}/booted", data=body,

@@ -73,6 +73,7 @@ class Sandbox:
         self.boot_id_file = os.path.join(self.base, "boot_id")
         self.init_file = os.path.join(self.base, "init.pid")  # the node's init and its launcher, as the machine sees them
         self._init_lock = threading.Lock()
+        self._files_lock = threading.Lock()  # the disk and ssm-user: light nodes share one sandbox across threads
         self._launcher = None
         self._mounted = False
 
@@ -80,6 +81,11 @@ class Sandbox:
     def ensure(self) -> None:
         if self._mounted:
             return
+        with self._files_lock:
+            if not self._mounted:
+                self._mount()
+
+    def _mount(self) -> None:
         for path in (self.upper, self.work, self.root):
             os.makedirs(path, exist_ok=True)
         if not os.path.ismount(self.root):
@@ -195,6 +201,10 @@ class Sandbox:
 
     def ensure_ssm_user(self) -> None:
         """The agent creates ssm-user with sudo rights on the first session, as the real one does."""
+        with self._files_lock:
+            self._ensure_ssm_user()
+
+    def _ensure_ssm_user(self) -> None:
         if self.user(SSM_USER) is None:
             result = subprocess.run(["chroot", self.root, "useradd", "-m", "-s", "/bin/bash", SSM_USER],
                                     capture_output=True, text=True, check=False)
@@ -261,21 +271,53 @@ class Sandbox:
             with contextlib.suppress(OSError):
                 os.unlink(self.init_file)
 
-    def argv(self, inner: list[str], user: str = "root", workdir: str = "", env: dict | None = None) -> list[str]:
-        """The command line that runs ``inner`` inside the node as ``user``."""
+    def argv(self, inner: list[str], user: str = "root", workdir: str = "", env: dict | None = None,
+             hostname: str = "") -> list[str]:
+        """The command line that runs ``inner`` inside the node as ``user``; with ``hostname``, in a UTS namespace of
+        its own that has that host name (a light node's, in the sandbox it shares)."""
         init = self.init_pid()
         found = self.user(user)
         if found is None:
             raise SandboxError(f"user {user} does not exist on {self.node_id}")
         uid, gid, home = found
         variables = {"PATH": SAFE_PATH, "HOME": home, "USER": user, "LOGNAME": user, "SHELL": "/bin/bash",
-                     "TERM": "xterm-256color", "LANG": "C.UTF-8", **(env or {})}
+                     "TERM": "xterm-256color", "LANG": "C.UTF-8"}
         if self.proxy:
             variables.update(http_proxy=self.proxy, https_proxy=self.proxy)
+        variables.update(env or {})
         inside = ["/usr/bin/env", "-i", *(f"{k}={v}" for k, v in variables.items())]
         if uid != 0:
             inside += ["/usr/bin/setpriv", f"--reuid={uid}", f"--regid={gid}", "--init-groups"]
         inside += inner
+        if hostname:
+            inside = ["unshare", "--uts", "--", "/bin/sh", "-c", 'hostname "$0" && exec "$@"', hostname, *inside]
         start = f"cd {shlex.quote(workdir or home)} 2>/dev/null || cd /; exec " + shlex.join(inside)
         return ["nsenter", f"--target={init}", "--uts", "--ipc", "--pid", "--mount", "--",
                 "chroot", self.root, "/bin/sh", "-c", start]
+
+
+class LightNode:
+    """A light node's view of the sandbox it shares with every other light node (``ssm-lab up --light-nodes``):
+    one overlay, one init and one set of files for all of them, so that a thousand fit on a small machine. What the
+    node runs sees its own host name (a UTS namespace per command) and its instance id and host name in
+    ``SSM_LAB_INSTANCE_ID`` and ``SSM_LAB_HOSTNAME``; its Run Command folders are its own, as on any node
+    (``/var/lib/amazon/ssm/<instance id>/``). Everything else is the shared sandbox's: the files a command writes,
+    the users, the processes, the boot id, the agent's unit."""
+
+    SHARED_ID = "light"  # the shared sandbox's directory under the lab's nodes/, and its own host name
+
+    def __init__(self, shared: Sandbox, node_id: str, hostname: str, proxy: str = "") -> None:
+        self.shared = shared
+        self.node_id = node_id
+        self.hostname = hostname
+        self.proxy = proxy  # the node's own egress, which the lab judges as this node's
+
+    def __getattr__(self, name: str):
+        return getattr(self.shared, name)
+
+    def argv(self, inner: list[str], user: str = "root", workdir: str = "", env: dict | None = None) -> list[str]:
+        own = {"SSM_LAB_INSTANCE_ID": self.node_id, "SSM_LAB_HOSTNAME": self.hostname}
+        if self.proxy:
+            own.update(http_proxy=self.proxy, https_proxy=self.proxy)
+        own.update(env or {})
+        return self.shared.argv(inner, user=user, workdir=workdir, env=own, hostname=self.hostname)
