@@ -317,6 +317,11 @@ def run_lab(lab, work: str, env: dict, args, runs: list[str], figures: dict) -> 
         s3.put_bucket_encryption(Bucket=BUCKET, ServerSideEncryptionConfiguration={
             "Rules": [{"ApplyServerSideEncryptionByDefault": {"SSEAlgorithm": "AES256"}}]})
         s3.put_object(Bucket=BUCKET, Key="one-task.yml", Body=yaml.safe_dump(NODE_PLAYBOOK, sort_keys=False).encode())
+        # The nodes download the playbook with their instance profile (the lab judges it): s3:GetObject on it, as
+        # docs/state-manager.md says a fleet needs.
+        lab.client("iam").put_role_policy(RoleName="ssm-lab-node", PolicyName="fleet-bench-playbooks", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{BUCKET}/*"}]}))
         chosen = sample if args.association_on == "sample" else nodes
         targets = SAMPLE_TAG if args.association_on == "sample" else TAG
         plan.append(("association", len(chosen), playbook(

@@ -158,6 +158,11 @@ def test_pull_playbook_runs_on_each_node_then_changes_nothing(lab, tmp_path):
         assert lab.client("s3").list_objects_v2(Bucket=each).get("KeyCount", 0) == 0
     assert lab.client("ssm").list_associations()["Associations"] == []
 
+    # The nodes download the bundle with their instance profile, which the lab judges: s3:GetObject under the
+    # bundles' prefix, as docs/state-manager.md says (the lab's --provisioned role has only its output writes).
+    lab.client("iam").put_role_policy(RoleName="ssm-lab-node", PolicyName=f"pull-{suffix}", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/pull/*"}]}))
     first, second = tmp_path / "first.json", tmp_path / "second.json"
     wrapper = tmp_path / "twice.yml"
     pull = os.path.join(ROOT, "playbooks", "pull.yml")

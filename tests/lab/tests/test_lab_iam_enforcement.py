@@ -456,6 +456,43 @@ def test_a_node_writes_output_and_transcripts_with_its_role(world, plugin):
         lab.wait_online(node)
 
 
+def test_a_node_downloads_a_pull_bundle_with_its_role(world):
+    """AWS-ApplyAnsiblePlaybooks downloads its bundle with the node's instance profile: a role with
+    AmazonSSMManagedInstanceCore only is refused (the node's run fails with AWS's error, the playbook never runs);
+    with s3:GetObject on the bundle, as docs/state-manager.md says, it runs."""
+    lab, token = world["lab"], world["token"]
+    node = lab.ec2_ids[5]
+    role, bucket, key = f"puller-{token}", f"bundles-{token}", "pull/hello.yml"
+    session = f"arn:aws:sts::{ACCOUNT}:assumed-role/{role}/{node}"
+    s3, iam = lab.client("s3"), lab.client("iam")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key=key, Body=b"- hosts: localhost\n  gather_facts: false\n  tasks:\n"
+                                                 b"    - ansible.builtin.debug:\n        msg: pulled-" + token.encode() + b"\n")
+    restore = _node_role(lab, node, role)
+
+    def run() -> dict:
+        command = lab.ssm.send_command(InstanceIds=[node], DocumentName="AWS-ApplyAnsiblePlaybooks", Parameters={
+            "SourceType": ["S3"], "SourceInfo": [json.dumps({"path": f"https://s3.amazonaws.com/{bucket}/{key}"})],
+            "InstallDependencies": ["False"], "PlaybookFile": ["hello.yml"]})["Command"]["CommandId"]
+        return lab.wait_invocation(command, node, timeout=120)
+
+    try:
+        lab.wait_online(node)
+        invocation = run()
+        assert invocation["Status"] == "Failed", invocation
+        assert invocation["StandardErrorContent"].strip() == (
+            f"Failed downloading s3://{bucket}/{key} err:AccessDenied: "
+            + _message(session, "s3:GetObject", f'"arn:aws:s3:::{bucket}/{key}"'))
+        iam.put_role_policy(RoleName=role, PolicyName="bundle", PolicyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/pull/*"}]}))
+        invocation = run()
+        assert invocation["Status"] == "Success" and f"pulled-{token}" in invocation["StandardOutputContent"], invocation
+    finally:
+        restore()
+        lab.wait_online(node)
+
+
 def _object(s3, bucket: str, key: str) -> str | None:
     listed = s3.list_objects_v2(Bucket=bucket, Prefix=key).get("Contents", [])
     return s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode() if listed else None

@@ -5,7 +5,9 @@ that does what AWS's document does on a Linux node: fetch the bundle named by ``
 into the command's directory on the node, unzip it, and run ``PlaybookFile`` with ``ansible-playbook`` against
 ``localhost`` with ``ExtraVariables``, ``Check`` and ``Verbose``, for at most ``TimeoutSeconds``. The node fetches
 the object itself through a URL the lab presigns (standing in for the agent's download with the instance profile's
-credentials), so it needs an S3 path as on AWS. The nodes are overlays of the machine's ``/``: the Ansible that runs
+credentials), so it needs an S3 path as on AWS; the lab first judges that download with the node's role session
+(s3:GetObject, and kms:Decrypt through S3 for an SSE-KMS bucket), and a refusal fails the node's run with AWS's
+error, as the agent's download step does. The nodes are overlays of the machine's ``/``: the Ansible that runs
 the lab (its interpreter's ``bin``) is on the node, and is put on the script's PATH. ``InstallDependencies: True``
 installs Ansible from the node's package repositories on AWS; the lab's nodes reach none, so the node refuses it
 and says to set it ``False``. ``SourceType: GitHub`` is refused the same way (the nodes do not reach GitHub).
@@ -109,9 +111,13 @@ def ansible_bin() -> str:
     return os.path.dirname(os.path.abspath(sys.executable))
 
 
+class DownloadDenied(Exception):
+    """The node's role may not download the object (its text: AWS's error code and message)."""
+
+
 def ansible_script(parameters: dict, presign) -> tuple[list[str], int]:
     """The shell script (its lines) that runs AWS-ApplyAnsiblePlaybooks on a node, and its timeout in seconds.
-    ``presign(bucket, key)`` gives the URL the node fetches the bundle from."""
+    ``presign(bucket, key)`` gives the URL the node fetches the bundle from, or raises DownloadDenied."""
     value = {name: _one(parameters, name) for name in ANSIBLE_DEFAULTS}
     timeout = int(value["TimeoutSeconds"] or "3600")
     fail = []
@@ -132,6 +138,10 @@ def ansible_script(parameters: dict, presign) -> tuple[list[str], int]:
     if fail:
         return [f"echo {shlex.quote(line)} >&2" for line in fail] + ["exit 1"], timeout
     bucket, key = found
+    try:
+        url = presign(bucket, key)
+    except DownloadDenied as denied:  # the agent's download with the instance profile: refused, the script fails
+        return [f"echo {shlex.quote(f'Failed downloading s3://{bucket}/{key} err:{denied}')} >&2", "exit 1"], timeout
     name = os.path.basename(key)
     playbook = value["PlaybookFile"]
     argv = ["ansible-playbook", "-i", "localhost,", "-c", "local"]
@@ -144,7 +154,7 @@ def ansible_script(parameters: dict, presign) -> tuple[list[str], int]:
         "set -u",
         f"PATH=\"$PATH:{ansible_bin()}\"; export PATH",
         # The URL on curl's stdin (printf is sh's own): a presigned URL in argv is for every local user to read.
-        f"printf 'url = \"%s\"\\n' {shlex.quote(presign(bucket, key))} | curl -fsS --retry 2 -K - -o {shlex.quote(name)} || "
+        f"printf 'url = \"%s\"\\n' {shlex.quote(url)} | curl -fsS --retry 2 -K - -o {shlex.quote(name)} || "
         f"{{ echo {shlex.quote(f'could not download s3://{bucket}/{key}')} >&2; exit 1; }}",
         f"case {shlex.quote(name)} in *.zip) unzip -o -q {shlex.quote(name)} || exit 1 ;; esac",
         f"[ -f {shlex.quote(playbook)} ] || {{ echo "

@@ -319,7 +319,7 @@ class Registry:
 
     def node_write_denial(self, node: Node | None, service: str, action: str, resource: str, context: dict | None = None):
         """AWS's refusal of a write the node's agent makes (a transcript, Run Command output) to S3 or CloudWatch
-        Logs, or None: the identity-based policies of the node's role session (``node_session``) first, then the
+        Logs, or of a download (a pull bundle), or None: the identity-based policies of the node's role session (``node_session``) first, then the
         policy of the VPC endpoint that carries the request (``endpoint_denial``). Both have ``message(quoted)``."""
         who = self.node_session(node)
         if who is not None:
@@ -344,6 +344,22 @@ class Registry:
         context = {"kms:ViaService": f"s3.{self.region}.amazonaws.com",
                    "kms:EncryptionContext:aws:s3:arn": bucket_arn if bucket_key else f"{bucket_arn}/{key}"}
         return authz.kms_denial(self.node_session(node), kms_key, "kms:GenerateDataKey", context)
+
+    def node_get_object_denial(self, node: Node | None, bucket: str, key: str):
+        """AWS's refusal of the node's GetObject of ``key`` from ``bucket`` (the bundle AWS-ApplyAnsiblePlaybooks
+        downloads with the instance profile), or, when the bucket's default encryption is SSE-KMS, of the
+        kms:Decrypt S3 asks on the node's behalf (as ``node_put_object_denial``); None when it is allowed."""
+        partition = authz.partition_of(self.region)
+        bucket_arn = f"arn:{partition}:s3:::{bucket}"
+        denial = self.node_write_denial(node, "s3", "s3:GetObject", f"{bucket_arn}/{key}")
+        if denial is not None:
+            return denial
+        kms_key, bucket_key = authz.bucket_kms_key(self.account_id, self.region, bucket)
+        if kms_key is None:
+            return None
+        context = {"kms:ViaService": f"s3.{self.region}.amazonaws.com",
+                   "kms:EncryptionContext:aws:s3:arn": bucket_arn if bucket_key else f"{bucket_arn}/{key}"}
+        return authz.kms_denial(self.node_session(node), kms_key, "kms:Decrypt", context)
 
     def snapshot(self, rows: list) -> str:
         """Keep a listing for its later pages; returns its key. Old snapshots (10 minutes) are dropped."""

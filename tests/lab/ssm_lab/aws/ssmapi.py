@@ -787,7 +787,7 @@ class SsmApi:
         commands = command.parameters.get("commands")
         if command.document == documents.ANSIBLE:
             commands, execution_timeout = await asyncio.get_running_loop().run_in_executor(
-                None, documents.ansible_script, command.parameters, self._presign)
+                None, documents.ansible_script, command.parameters, lambda b, k: self._presign(b, k, node))
         result = await self.messages.run_on_agent(command.id, node.id, {
             "t": "run",
             "command": command.id,
@@ -810,9 +810,15 @@ class SsmApi:
         invocation.details = {"TimedOut": "ExecutionTimedOut"}.get(status, status)
         invocation.status = status
 
-    def _presign(self, bucket: str, key: str) -> str:
-        """A URL the node fetches an object from (what the agent downloads with the instance profile on AWS)."""
+    def _presign(self, bucket: str, key: str, node=None) -> str:
+        """A URL the node fetches an object from (what the agent downloads with the instance profile on AWS): judged
+        first with the node's role session and the endpoint it goes through (``documents.DownloadDenied``)."""
         import boto3
+
+        denial = self.registry.node_get_object_denial(node, bucket, key) if node is not None else None
+        if denial is not None:
+            raise documents.DownloadDenied(
+                f"AccessDenied: {denial.message(quoted=denial.action.startswith('s3:'))}")
 
         s3 = boto3.client("s3", endpoint_url=self.endpoint, region_name=self.registry.region,
                           aws_access_key_id=common.ACCESS_KEY, aws_secret_access_key=common.SECRET_KEY,
