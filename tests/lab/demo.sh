@@ -13,11 +13,6 @@ ssm-lab down >/dev/null 2>&1 || true
 eval "$(ssm-lab up --nodes 3)"
 trap 'say "Stopping the lab"; ssm-lab down' EXIT
 ssm-lab status
-# An operator of the account: site.yml's operator_access maps her to the OS user alice (Run As).
-python3 -c 'import boto3; boto3.client("iam").create_user(UserName="alice")' >/dev/null
-# The identity of the lab's default credentials (STS calls it user/moto), which runs site.yml: operator_access
-# maps it to ssm-user, the account with sudo, so that operators nobody mapped land on session-user, without sudo.
-python3 -c 'import boto3; boto3.client("iam").create_user(UserName="moto")' >/dev/null
 started=$(date +%s)
 
 say "ansible-playbook -i $inventory playbooks/site.yml"
