@@ -1,6 +1,7 @@
 # bastionless.ssm — everything runs from .venv, created here; nothing needs a global install.
 #
-#   make demo    start the offline lab, run site.yml and an ad-hoc command over Session Manager, stop the lab
+#   make demo    the README's lab blocks, command by command: .venv, the offline lab, site.yml and an ad-hoc command
+#                over Session Manager, a check of the operator policy, a summary; then the lab is stopped
 #   make test    the whole suite: unit, lab, integration, lint, sanity, build-and-install
 
 SHELL := /bin/bash
@@ -53,8 +54,12 @@ collection: $(TARBALL)
 	$(BIN)/ansible-galaxy collection install --offline --force -p $(COLLECTIONS) $(TARBALL) >/dev/null
 	@echo "installed bastionless.ssm $(VERSION) into $(COLLECTIONS)"
 
-demo: collection
-	PATH="$(BIN):$$PATH" bash tests/lab/demo.sh
+# The README's lab blocks as a new user types them (tests/lab/demo.sh reads them from README.md; the docs runner runs
+# the README through make demo DEMO_ARGS="--keep-lab --env-file FILE"). Its first command is make venv collection,
+# and it runs in the caller's environment without what this Makefile exports or make itself sets.
+DEMO_ARGS ?=
+demo:
+	@env -u ANSIBLE_COLLECTIONS_PATH -u PYSSM_PYTHON -u MAKEFLAGS -u MAKELEVEL -u MFLAGS bash tests/lab/demo.sh $(DEMO_ARGS)
 
 # Two streams at once, so that both cores stay busy: pytest, its test modules spread over TEST_WORKERS processes
 # (each module on one of them, with its own lab; 3 keeps two cores busy through the labs' waits), and beside it lint,

@@ -13,9 +13,10 @@ import json
 import re
 
 from ansible_collections.bastionless.ssm.plugins.plugin_utils._names import IAM_POLICY_NAME, kms_key_form, s3_bucket_name_ok
+from ansible_collections.bastionless.ssm.plugins.plugin_utils._names import S3_BUCKET_MAX_TAGS, TAG_RULE, tag_ok
 from ansible_collections.bastionless.ssm.plugins.plugin_utils._role_inputs import role_inputs
 
-DEFAULTS = {"name": "", "region": "", "kms_key_id": "", "expiration_days": 1, "controller_policy_name": ""}
+DEFAULTS = {"name": "", "region": "", "kms_key_id": "", "expiration_days": 1, "controller_policy_name": "", "tags": {}}
 EXAMPLE_NAME = "my-team-ssm-transfer"
 
 
@@ -62,6 +63,25 @@ def problems(inputs: dict) -> list:
     if policy_name and not IAM_POLICY_NAME.match(policy_name):
         found.append(f"transfer_bucket_controller_policy_name: {policy_name} is not a name IAM accepts for a policy; "
                      "use 1-128 letters, digits and +=,.@_- (or leave it empty to create no policy).")
+    found += _tags_problems(given["tags"])
+    return found
+
+
+def _tags_problems(tags) -> list:
+    """S3 takes the bucket's tags only after amazon.aws.s3_bucket has created the bucket: a tag it refuses would leave
+    a bucket without its encryption settings and lifecycle. Checked here, before any change."""
+    if tags is None:
+        return []
+    if not isinstance(tags, dict):
+        return [f"transfer_bucket_tags: {json.dumps(tags)} is not a dictionary of tag keys and values; give one such "
+                "as {'Team': 'platform'}, or {} for none."]
+    found = []
+    if len(tags) > S3_BUCKET_MAX_TAGS:
+        found.append(f"transfer_bucket_tags: {len(tags)} tags; S3 takes at most {S3_BUCKET_MAX_TAGS} on a bucket.")
+    bad = [f"{json.dumps(key)}: {json.dumps(value)}" for key, value in tags.items() if not tag_ok(key, value)]
+    if bad:
+        found.append(f"transfer_bucket_tags: S3 refuses {', '.join(bad)}; each tag needs {TAG_RULE} (aws: is AWS's "
+                     "own). Rename or remove it.")
     return found
 
 

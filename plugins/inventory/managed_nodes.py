@@ -30,6 +30,9 @@ notes:
   - Needs C(ssm:DescribeInstanceInformation), C(ec2:DescribeInstances) and, for the tags of hybrid nodes,
     C(tag:GetResources). With O(regions) empty, also C(ec2:DescribeRegions).
   - Values that come from AWS (tags, names) are never templated.
+  - When this inventory cannot be made (no credentials, a misspelled key), ansible-core only warns and runs on no
+    host, exiting 0, unless C(any_unparsed_is_failed) is set in the C([inventory]) section of C(ansible.cfg) (or
+    E(ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED=True)); without it, the error ends with that advice.
   - The cache (O(cache)) keeps AWS's answers; host names, groups and variables are computed again from them on
     every run, so changing O(hostnames), O(compose) or the groups needs no O(cache) flush, but changing
     O(regions), a filter or O(ping_status) does (C(ansible-inventory --flush-cache)).
@@ -277,6 +280,8 @@ try:
 except ImportError:  # ansible-core < 2.19
     trust_as_template = None
 
+from ansible import constants as C
+from ansible.errors import AnsibleError
 from ansible.errors import AnsibleParserError
 from ansible.utils.unsafe_proxy import wrap_var
 
@@ -300,6 +305,7 @@ from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes impo
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import region_refusal
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import unknown_keys_problem
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import unknown_region_note
+from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import unparsed_note
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import unreachable_fix
 from ansible_collections.bastionless.ssm.plugins.plugin_utils.managed_nodes import wanted_ping_statuses
 from ansible_collections.bastionless.ssm.plugins.plugin_utils._session_support import profile_problem
@@ -359,6 +365,17 @@ class InventoryModule(AWSInventoryBase):
         super()._set_frozen_credentials()
 
     def parse(self, inventory, loader, path, cache=True):
+        """The inventory; an error that keeps it from being made ends with what ansible-core then does, when that is
+        to go on without it (``any_unparsed_is_failed`` off: a collection from Galaxy has no repository ansible.cfg)."""
+        try:
+            self._parse(inventory, loader, path, cache)
+        except AnsibleError as error:
+            note = unparsed_note(C.config.get_config_value("INVENTORY_ANY_UNPARSED_IS_FAILED"))
+            if not note:
+                raise
+            raise AnsibleParserError(f"{error.message}{note}") from None
+
+    def _parse(self, inventory, loader, path, cache):
         super().parse(inventory, loader, path, cache=cache)
         try:
             settings = self._settings()

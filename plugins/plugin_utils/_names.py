@@ -40,6 +40,13 @@ KMS_KEY_FORMS = {
 }
 KMS_CUSTOMER_ALIAS = re.compile(r"^alias/(?!aws/)[a-zA-Z0-9/_-]+$")
 
+# Resource tags (S3 buckets among them): a key of 1-128 characters that does not start with aws: (AWS's own, in
+# any case), a value of up to 256; letters, digits and spaces in any script, and + - = . _ : / @.
+TAG_CHARACTERS = re.compile(r"^[\w\s+=.:/@-]*$")
+TAG_RULE = ("a key of 1-128 and a value of up to 256 letters, digits, spaces and + - = . _ : / @, the key not starting "
+            "with aws:")
+S3_BUCKET_MAX_TAGS = 50
+
 # EC2 ids.
 INSTANCE_ID = re.compile(r"^i-[0-9a-f]{8,17}$")
 VPC_ID = re.compile(r"^vpc-[0-9a-f]+$")
@@ -54,3 +61,13 @@ def kms_key_form(reference) -> str:
     """Which form a KMS key reference has: key_arn, alias_arn, key_id or alias; "" for none of them."""
     reference = reference.strip() if isinstance(reference, str) else ""
     return next((form for form, pattern in KMS_KEY_FORMS.items() if pattern.match(reference)), "")
+
+
+def tag_ok(key, value) -> bool:
+    """Whether AWS takes this tag (TAG_RULE): text (a number is sent as its text), within the lengths and characters,
+    the key not aws:."""
+    if not all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in (key, value)):
+        return False
+    key, value = str(key), str(value)
+    return (1 <= len(key) <= 128 and len(value) <= 256 and bool(TAG_CHARACTERS.match(key))
+            and bool(TAG_CHARACTERS.match(value)) and not key.lower().startswith("aws:"))

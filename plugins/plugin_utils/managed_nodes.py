@@ -482,6 +482,21 @@ def unreachable_fix(error):
     return None
 
 
+# What ansible-core does with an inventory source no plugin could parse, unless [inventory] any_unparsed_is_failed is
+# on: it warns and goes on without it, so an ad-hoc command or a play on the fleet runs on no host and exits 0.
+UNPARSED_IS_IGNORED = (
+    " (ansible-core goes on without this inventory source and may exit 0 having run on no host: set "
+    "any_unparsed_is_failed = True in the [inventory] section of your ansible.cfg, or export "
+    "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED=True, to make it fail the command)"
+)
+
+
+def unparsed_note(unparsed_is_failed):
+    """What the inventory's error ends with: nothing when ansible-core's ``any_unparsed_is_failed`` makes an
+    unparsed source fail the command, else the setting that does, since the command would go on without the fleet."""
+    return "" if unparsed_is_failed else UNPARSED_IS_IGNORED
+
+
 def unknown_keys_problem(config, definitions):
     """None when every key of an inventory file is an option of the plugin (or an alias of one); else the message that
     names each unknown key, the option it is closest to, and the valid keys. ``definitions``: the plugin's option

@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 
 from ansible_cli import CONNECTION_ENV, with_test_connection  # noqa: E402
+from ssm_lab.common import LAB_IAM_USERS  # noqa: E402
 from ssm_lab.harness.testing import running_lab  # noqa: E402
 
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
@@ -82,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     work = tempfile.mkdtemp(prefix="bench-chaos-")
     print(f"{args.nodes} nodes, {args.throttle_rate:.0%} of AWS calls throttled, the last node's agent dropped for "
           f"{args.drop_seconds:g} s, {args.drop_after:g} s after it came Online", flush=True)
-    with running_lab(os.path.join(work, "lab"), "--nodes", str(args.nodes)) as lab:
-        lab.client("iam").create_user(UserName="alice")  # the operator the lab inventory maps to the OS user alice
+    # With the IAM users the lab inventory maps (ssm-lab up's default, which running_lab leaves out unless asked).
+    with running_lab(os.path.join(work, "lab"), "--nodes", str(args.nodes), "--iam-users", ",".join(LAB_IAM_USERS)) as lab:
         nodes = sorted(lab.network["nodes"])
         lab.cli("faults", "--throttle-rate", str(args.throttle_rate))
         ok = True

@@ -3,9 +3,10 @@
 and then docs/*.md in name order, each page's blocks in the order the page shows them, as a new user would type them
 in one shell: from ``make venv collection`` (the shared .venv stands in for the one make venv would create; the
 collection is built from the copy) through ``ssm-lab up`` and site.yml to ``ssm-lab down``. One lab, one site.yml
-run; the later pages' blocks use what the README's made. The README's lab block is the demo's commands (make demo
-runs them, tests/lab/demo.sh): nothing they or the other blocks print may warn, but for the lines
-docs/troubleshooting.md names (ansible_cli.ALLOWED_WARNINGS)."""
+run; the later pages' blocks use what the README's made. The README's blocks run through ``make demo`` (tests/lab/demo.sh
+reads them from README.md and runs them command by command), told to leave the lab up and to hand on what its commands
+exported: what this runs is what make demo runs. Nothing make demo or the other blocks print may warn, but for the
+lines docs/troubleshooting.md names (ansible_cli.ALLOWED_WARNINGS)."""
 
 import os
 import shlex
@@ -22,7 +23,8 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "unit"))
 import docs_blocks  # noqa: E402  pylint: disable=wrong-import-position
 
 VENV_BIN = os.path.realpath(os.path.join(ROOT, ".venv", "bin"))
-BEGIN = "### docs runner:"
+BEGIN = docs_blocks.BEGIN  # before each block's output: the runner's, and make demo's for the README's
+DEMO_ENV = "$HOME/demo.env"  # what the README's commands exported, for the pages' blocks
 TIMEOUT = 900
 
 
@@ -46,10 +48,12 @@ def _copy_of_the_repository(destination: str) -> None:
 
 
 def _script(blocks: list) -> str:
-    """One bash script: each block headed by a line naming it, the teardown blocks last, stopping at the first
-    command that fails."""
-    parts = ["set -eo pipefail", "trap 'echo \"### failed: $BASH_COMMAND\"' ERR"]
-    ordered = [b for b in blocks if b.kind in ("run", "file")] + [b for b in blocks if b.kind == "teardown"]
+    """One bash script: make demo (the README's run blocks, each headed by a line naming it), then each page's
+    blocks headed the same way, the teardown blocks last, stopping at the first command that fails."""
+    parts = ["set -eo pipefail", "trap 'echo \"### failed: $BASH_COMMAND\"' ERR",
+             f'make demo DEMO_ARGS="--keep-lab --env-file {DEMO_ENV}"', f"source {DEMO_ENV}"]
+    ordered = [b for b in blocks if b.kind in ("run", "file") and b.page != "README.md"]
+    ordered += [b for b in blocks if b.kind == "teardown"]
     for block in ordered:
         parts.append(f"echo {shlex.quote(f'{BEGIN} {block.where}')}")
         if block.kind == "file":

@@ -251,6 +251,12 @@ BAD_INPUT = {
     "policy-name": ({"transfer_bucket_controller_policy_name": "transfer policy"},
                     "transfer_bucket_controller_policy_name: transfer policy is not a name IAM accepts"),
     "days-not-int": ({"transfer_bucket_expiration_days": "one"}, "transfer_bucket_expiration_days"),
+    # S3 refuses it only after amazon.aws.s3_bucket has created the bucket (PutBucketTagging: InvalidTag), which
+    # would be left without its encryption settings and lifecycle: checked before any change now.
+    "aws-tag": ({"transfer_bucket_tags": {"Team": "platform", "aws:owner": "ops"}},
+                'transfer_bucket_tags: S3 refuses "aws:owner": "ops"; each tag needs a key of 1-128 and a value of up '
+                "to 256 letters, digits, spaces and + - = . _ : / @, the key not starting with aws: (aws: is AWS's "
+                "own). Rename or remove it. Nothing was changed."),
 }
 
 

@@ -23,12 +23,11 @@ SITE = "playbooks/site.yml"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    with running_lab(tmp_path_factory.mktemp("site"), "--nodes", "2") as lab:
+    # alice and moto, whom the lab inventory maps (ssm-lab up's own default), and bob, an operator nobody mapped: the
+    # default Run As user, without sudo.
+    with running_lab(tmp_path_factory.mktemp("site"), "--nodes", "2", "--iam-users", "alice,moto,bob") as lab:
         iam = lab.client("iam")
-        iam.create_user(UserName="alice")  # the operator the lab inventory maps to the OS user alice
         lab.alice = iam.create_access_key(UserName="alice")["AccessKey"]
-        iam.create_user(UserName="moto")  # the lab's default identity, which runs site.yml: mapped to ssm-user
-        iam.create_user(UserName="bob")  # an operator nobody mapped: the default Run As user, without sudo
         lab.bob = iam.create_access_key(UserName="bob")["AccessKey"]
         # _who runs Ansible as them over amazon.aws.aws_ssm, whose every connection starts with HeadBucket on the
         # transfer bucket: the lab judges their keys on it, so they get what docs/transfer-bucket.md says the

@@ -12,10 +12,15 @@ A mark is an HTML comment on the line right above the block's opening fence (Git
   <!-- lab: same-as PAGE -->            a copy of a run or teardown block of PAGE (the runner runs it there, once)
   <!-- lab: not: REASON -->             a block that cannot run in the lab (real AWS only, destructive, interactive,
                                         a fragment of a file of yours), and why
+
+make demo runs the README's run and teardown blocks command by command (tests/lab/demo.sh, which reads them with
+``python3 tests/unit/docs_blocks.py demo README.md``), and the docs runner runs the README through make demo: one
+source. Both head each block's output with ``BEGIN`` and its place (README.md:46).
 """
 
 import os
 import re
+import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 SHELL = frozenset({"bash", "sh", "shell", "console"})
@@ -24,6 +29,7 @@ KINDS = ("run", "file", "teardown", "covered-by", "same-as", "not")
 FENCE = re.compile(r"^(\s*)```(\S*)\s*$")
 MARK = re.compile(r"^\s*<!-- lab: (?P<kind>[a-z-]+)(?P<rest>.*?) -->\s*$")
 OPTION = re.compile(r",\s*(typing|expect):\s*([^,]+?)\s*(?=,|$)")
+BEGIN = "### lab block:"  # the line before each block's output (tests/lab/demo.sh prints it too)
 
 
 class Block:
@@ -109,3 +115,58 @@ def blocks(page: str) -> list:
 
 def all_blocks() -> list:
     return [block for page in pages() for block in blocks(page)]
+
+
+def commands(text: str) -> list:
+    """A shell block's commands as a user types them: one a line, a line ending in a backslash joined with the next;
+    blank lines and comment lines left out. A block that is not a list of commands (a here-document, a loop over
+    lines) raises ValueError: make demo would run it differently than it reads."""
+    found, pending = [], ""
+    for line in text.rstrip("\n").split("\n"):
+        line = pending + line
+        if line.endswith("\\"):
+            pending = line + "\n"
+            continue
+        pending = ""
+        if line.strip() and not line.lstrip().startswith("#"):
+            if "<<" in line or re.match(r"\s*(for|while|until|if|case|function)\b|.*\{\s*$", line):
+                raise ValueError(f"not a command of its own: {line!r}; make demo runs a block line by line")
+            found.append(line)
+    if pending:
+        raise ValueError(f"the last line ends in a backslash: {pending!r}")
+    return found
+
+
+def demo_commands(page: str) -> list:
+    """(kind, place, command) for each command of the page's run blocks, then of its teardown blocks: what make demo
+    runs (tests/lab/demo.sh). Raises ValueError naming a block it cannot run as typed commands."""
+    found = []
+    for kind in ("run", "teardown"):
+        for block in blocks(page):
+            if block.kind == "file" or (block.kind == kind and "typing" in block.options):
+                raise ValueError(f"{block.where}: make demo runs {page}'s shell blocks as typed commands; a "
+                                 "lab: file block or one with typing belongs on a page under docs/")
+            if block.kind == kind:
+                try:
+                    found += [(kind, block.where, command) for command in commands(block.text)]
+                except ValueError as error:
+                    raise ValueError(f"{block.where}: {error}") from None
+    return found
+
+
+def main(argv: list) -> int:
+    """``docs_blocks.py demo PAGE``: demo_commands(PAGE), each field ended by a NUL byte (for bash's mapfile -d '')."""
+    if len(argv) != 2 or argv[0] != "demo":
+        sys.stderr.write("usage: docs_blocks.py demo PAGE (README.md)\n")
+        return 2
+    try:
+        found = demo_commands(argv[1])
+    except (OSError, ValueError) as error:
+        sys.stderr.write(f"docs_blocks.py: {error}\n")
+        return 1
+    sys.stdout.write("".join(f"{field}\0" for record in found for field in record))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

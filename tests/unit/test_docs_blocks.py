@@ -50,3 +50,35 @@ def test_marks_are_read_with_their_argument_and_options(tmp_path, monkeypatch):
     assert (not_lab.kind, not_lab.argument, not_lab.text) == ("not", "real AWS only", "aws ssm describe-sessions\n")
     assert (text.kind, text.problems()) == (None, [])
     assert [b.problems() for b in (run, file, not_lab)] == [[], [], []]
+
+
+def test_make_demo_reads_the_readmes_blocks_as_the_commands_a_user_types(tmp_path, monkeypatch):
+    """tests/lab/demo.sh runs each command of the README's run blocks, then of its teardown blocks, in its own shell."""
+    page = ("<!-- lab: teardown -->\n```bash\nssm-lab down\n```\n"
+            "<!-- lab: run, expect: up -->\n```bash\n# a comment\nmake venv \\\n  collection   # two lines\n\n"
+            "eval \"$(ssm-lab up)\"\n```\n<!-- lab: not: real AWS -->\n```bash\naws s3 ls\n```\n")
+    _block(tmp_path, monkeypatch, page)
+    assert docs_blocks.demo_commands("page.md") == [
+        ("run", "page.md:6", "make venv \\\n  collection   # two lines"), ("run", "page.md:6", 'eval "$(ssm-lab up)"'),
+        ("teardown", "page.md:2", "ssm-lab down")]
+
+
+@pytest.mark.parametrize("page, found", [
+    ("<!-- lab: run -->\n```bash\ncat > x <<EOF\na\nEOF\n```\n", "page.md:2: not a command of its own: 'cat > x <<EOF'"),
+    ("<!-- lab: run -->\n```bash\nfor n in 1 2; do\n  echo $n\ndone\n```\n", "not a command of its own: 'for n in"),
+    ("<!-- lab: run -->\n```bash\nls \\\n```\n", "the last line ends in a backslash"),
+    ("<!-- lab: run, typing: whoami -->\n```bash\nssm-lab shell n\n```\n", "page.md:2: make demo runs page.md's shell"),
+    ("<!-- lab: file x.yml -->\n```yaml\na: 1\n```\n", "a lab: file block or one with typing belongs on a page"),
+])
+def test_make_demo_refuses_a_block_it_would_not_run_as_typed(tmp_path, monkeypatch, page, found):
+    _block(tmp_path, monkeypatch, page)
+    with pytest.raises(ValueError) as raised:
+        docs_blocks.demo_commands("page.md")
+    assert found in str(raised.value), raised.value
+
+
+def test_the_readme_is_what_make_demo_runs():
+    found = docs_blocks.demo_commands("README.md")
+    commands = [command for _kind, _where, command in found]
+    assert commands[0].startswith("make venv collection") and found[-1][:2] == ("teardown", found[-1][1])
+    assert any(c.startswith("ansible-playbook -i inventories/lab playbooks/site.yml") for c in commands), commands

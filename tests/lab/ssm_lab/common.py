@@ -18,6 +18,12 @@ REGION = "us-east-1"
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
 
+# The IAM users `ssm-lab up` creates unless told otherwise: those inventories/lab maps (operator_access_run_as in its
+# group_vars/all.yml, which tests/lab/tests/test_lab_layout.py compares with this): alice, the operator Run As maps to
+# the OS user alice, and moto, the identity of the lab's default credentials (arn:aws:sts::123456789012:user/moto),
+# which runs site.yml and is mapped to ssm-user. operator_access refuses to map a user IAM does not have.
+LAB_IAM_USERS = ("alice", "moto")
+
 AGENT_VERSION = "3.3.1142.0"
 PLUGIN_VERSION = "1.2.707.0"
 HEARTBEAT_SECONDS = 2.0

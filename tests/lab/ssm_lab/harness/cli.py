@@ -1,6 +1,6 @@
 """ssm-lab: start, inspect, disturb and stop the offline SSM lab.
 
-    eval "$(ssm-lab up --nodes 3)"     # prints only export lines on stdout
+    eval "$(ssm-lab up --nodes 3)"     # prints only export lines on stdout; makes the IAM users inventories/lab maps
     ssm-lab status
     ssm-lab shell lab-node-1 --as alice   # an interactive shell as an IAM user of the lab (Run As applied)
     ssm-lab check-operator alice          # the lab enforces an operator's policy: shells yes, Run Command no
@@ -107,6 +107,19 @@ def _platforms(value: str) -> str:
     return value
 
 
+IAM_USER_NAME = re.compile(r"[\w+=,.@-]{1,64}")
+
+
+def _iam_users(value: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in value.split(","))
+    bad = [n for n in names if not IAM_USER_NAME.fullmatch(n)]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(repr(n) for n in bad)} is not an IAM user name (1 to 64 letters, digits and +=,.@_-); give "
+            f"names separated by commas, e.g. {','.join(common.LAB_IAM_USERS)}, or --no-iam-users for none")
+    return tuple(dict.fromkeys(names))
+
+
 def cmd_up(args) -> int:
     state = common.state_dir(args.state_dir)
     if os.geteuid() != 0:
@@ -151,6 +164,9 @@ def cmd_up(args) -> int:
     }
     try:
         nodes = _provision(env, args)
+        iam = client("iam", env)
+        for name in args.iam_users:
+            iam.create_user(UserName=name)
     except Exception as error:  # noqa: BLE001 - report, clean up, fail
         _err(f"provisioning the lab failed: {error}")
         _stop(state)
@@ -179,6 +195,11 @@ def cmd_up(args) -> int:
         _stop(state)
         return 1
     sys.stdout.write(exports(env))
+    if args.iam_users:
+        default = args.iam_users == common.LAB_IAM_USERS
+        _err(f"IAM users made: {', '.join(args.iam_users)}"
+             + (" (those inventories/lab maps for Run As; --iam-users NAMES for others, --no-iam-users for none)"
+                if default else ""))
     _err(f"lab up: {len(real)} nodes ({'Online' if args.provisioned else 'offline until provisioned'}), "
          f"endpoint {endpoint}, state {state}")
     return 0
@@ -374,8 +395,10 @@ def _identity(env: dict, who: str) -> tuple[dict, object]:
     except iam.exceptions.NoSuchEntityException:
         raise LookupError(
             f"--as {who}: the lab has no IAM user {who}; create it with .venv/bin/python -c 'import boto3; "
-            f"boto3.client(\"iam\").create_user(UserName=\"{who}\")'. inventories/lab maps alice for Run As: create "
-            "her before playbooks/site.yml, which gives her the operators' policy and her account on the nodes")
+            f"boto3.client(\"iam\").create_user(UserName=\"{who}\")', or start the lab with it (ssm-lab up "
+            f"--iam-users {','.join(dict.fromkeys((*common.LAB_IAM_USERS, who)))}). ssm-lab up creates alice, whom "
+            "inventories/lab maps for Run As, unless --no-iam-users; playbooks/site.yml gives her the operators' "
+            "policy and her account on the nodes")
 
     def forget() -> None:
         iam.delete_access_key(UserName=who, AccessKeyId=key["AccessKeyId"])
@@ -615,6 +638,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="give the private subnets a NAT gateway route but the nodes no role (still offline)")
     up.add_argument("--profile", choices=sorted(("off", "aws", "flaky")), help="a latency and fault profile")
     up.add_argument("--faults", help='fault settings as JSON, e.g. {"api_delay": 0.1}')
+    users = up.add_mutually_exclusive_group()
+    users.add_argument("--iam-users", type=_iam_users, default=common.LAB_IAM_USERS, metavar="NAMES",
+                       help="the IAM users to create, separated by commas (default: "
+                            f"{','.join(common.LAB_IAM_USERS)}, the users inventories/lab maps for Run As: alice, "
+                            "an operator, and moto, the identity of the lab's default credentials, which runs "
+                            "site.yml; operator_access fails on a user IAM does not have)")
+    users.add_argument("--no-iam-users", dest="iam_users", action="store_const", const=(),
+                       help="create no IAM user (inventories/lab's site.yml then stops until alice and moto exist)")
     up.set_defaults(func=cmd_up)
 
     sub.add_parser("down", help="stop everything").set_defaults(func=cmd_down)

@@ -144,8 +144,13 @@ class Lab:
 
 @contextlib.contextmanager
 def running_lab(state_dir: str, *args: str, lab_class: type = Lab, up_timeout: float = UP_TIMEOUT):
-    """``ssm-lab up`` in ``state_dir``; always ``ssm-lab down`` afterwards, even when up failed."""
+    """``ssm-lab up`` in ``state_dir``; always ``ssm-lab down`` afterwards, even when up failed.
+
+    With no IAM user unless ``args`` ask for some (``--iam-users``): each test makes the users it needs, with the
+    tags it needs; ``ssm-lab up`` alone makes those inventories/lab maps (the docs runner and make demo use that)."""
     state_dir = str(state_dir)
+    if not any(a == "--no-iam-users" or a.startswith("--iam-users") for a in args):
+        args = ("--no-iam-users", *args)
     try:
         result = subprocess.run([SSM_LAB, "--state-dir", state_dir, "up", *args], capture_output=True, text=True,
                                 env=clean_environ(), timeout=up_timeout, check=False)

@@ -94,6 +94,36 @@ def test_days_that_are_not_whole_and_positive(days):
     assert problem.startswith(f"transfer_bucket_expiration_days: {days} is not a whole number"), problem
 
 
+@pytest.mark.parametrize("tags", [{}, None, {"Team": "platform", "CostCenter": 1234, "Note": "", "path": "a/b:c@d+e=f"},
+                                  {"Équipe": "réseau", "k" * 128: "v" * 256}, {f"t{n}": "x" for n in range(50)}])
+def test_tags_s3_takes_have_no_problem(tags):
+    assert tb.problems({**GOOD, "tags": tags}) == []
+
+
+@pytest.mark.parametrize("tags, bad", [
+    ({"aws:owner": "ops"}, '"aws:owner": "ops"'),
+    ({"AWS:Owner": "ops"}, '"AWS:Owner": "ops"'),
+    ({"": "x"}, '"": "x"'),
+    ({"k" * 129: "x"}, f'"{"k" * 129}": "x"'),
+    ({"Team": "v" * 257}, f'"Team": "{"v" * 257}"'),
+    ({"Team": "a;b"}, '"Team": "a;b"'),
+    ({"Team": True}, '"Team": true'),
+    ({"Team": ["a"]}, '"Team": ["a"]'),
+])
+def test_a_tag_s3_refuses_is_named_before_the_bucket_is_made(tags, bad):
+    assert tb.problems({**GOOD, "tags": {"Good": "tag", **tags}}) == [
+        f"transfer_bucket_tags: S3 refuses {bad}; each tag needs a key of 1-128 and a value of up to 256 letters, "
+        "digits, spaces and + - = . _ : / @, the key not starting with aws: (aws: is AWS's own). Rename or remove it."]
+
+
+def test_too_many_tags_and_not_a_dictionary():
+    assert tb.problems({**GOOD, "tags": {f"t{n}": "x" for n in range(51)}}) == [
+        "transfer_bucket_tags: 51 tags; S3 takes at most 50 on a bucket."]
+    assert tb.problems({**GOOD, "tags": ["Team=platform"]}) == [
+        'transfer_bucket_tags: ["Team=platform"] is not a dictionary of tag keys and values; give one such as '
+        "{'Team': 'platform'}, or {} for none."]
+
+
 def test_an_unknown_input_is_an_error():
     with pytest.raises(AnsibleFilterError, match="transfer_bucket_problems: bucket is not an input it knows"):
         tb.problems({**GOOD, "bucket": "x"})

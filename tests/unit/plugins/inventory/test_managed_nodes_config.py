@@ -101,6 +101,36 @@ def test_the_lab_inventory_without_the_labs_variables_fails_the_command_with_the
     assert output.rstrip().endswith("[ERROR]: Completely failed to parse inventory source "
                                     f"{root}/inventories/lab/lab.managed_nodes.yml"), output
     assert "DEPRECATION" not in output, output
+    assert mn.UNPARSED_IS_IGNORED not in output, output  # ansible.cfg's any_unparsed_is_failed is on
+
+
+def test_without_the_repositorys_ansible_cfg_the_inventorys_error_names_the_setting_that_fails_the_command(tmp_path):
+    """A user of the collection from Galaxy has no repository ansible.cfg: ansible-core warns and goes on without the
+    inventory (an ad-hoc command exits 0 with no host). The inventory's error, the first line, then ends with the
+    setting to set; the collection's playbooks fail all the same, naming the cause (their first play asks AWS)."""
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("AWS_", "ANSIBLE_", "BOTO")) and name != "SSM_LAB_STATE_DIR"}
+    env.update(HOME=str(tmp_path), AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
+               AWS_EC2_METADATA_DISABLED="true", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
+               ANSIBLE_COLLECTIONS_PATH=os.path.abspath(os.path.join(mn.__file__, *[".."] * 6)))
+    playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
+    done = subprocess.run([playbook, "-i", os.path.join(root, "inventories", "lab"),
+                           os.path.join(root, "playbooks", "configure.yml")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False)
+    output = done.stdout + done.stderr
+    first = done.stderr.splitlines()[0]
+    assert first.startswith("[WARNING]: Failed to parse inventory with 'auto' plugin: Cannot list the managed nodes "
+                            "of us-east-1: no AWS credentials were found: "), output
+    assert first.endswith("(Unable to locate credentials) (ansible-core goes on without this inventory source and may "
+                          "exit 0 having run on no host: set any_unparsed_is_failed = True in the [inventory] section "
+                          "of your ansible.cfg, or export ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED=True, to make it "
+                          "fail the command)"), output
+    assert "[WARNING]: No inventory was parsed, only implicit localhost is available" in output, output
+    assert done.returncode == 2, output
+    assert 'fatal: [localhost]: FAILED! => {"changed": false, "msg": "Could not tell whether the nodes are Online: ' \
+           'Failed to describe instances: Unable to locate credentials"}' in done.stdout, output
+    assert "DEPRECATION" not in output, output
 
 
 def test_a_region_typo_and_a_profile_that_does_not_exist_are_named_with_the_fix_before_any_aws_call(tmp_path):
