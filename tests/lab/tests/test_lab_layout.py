@@ -36,3 +36,18 @@ def test_ssm_lab_up_refuses_a_name_iam_refuses_before_starting_anything(tmp_path
     assert "argument --iam-users: 'Alice Smith' is not an IAM user name (1 to 64 letters, digits and +=,.@_-); " \
            "give names separated by commas, e.g. alice,moto, or --no-iam-users for none" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_ssm_lab_up_without_the_tools_its_nodes_need_fails_the_eval_too(tmp_path):
+    """Without /usr/sbin on PATH (chroot) ``up`` names what is missing and the fix, starts nothing, and prints
+    ``false`` on stdout, so that ``eval "$(ssm-lab up)"`` fails rather than going on without the lab."""
+    result = subprocess.run([testing.SSM_LAB, "--state-dir", str(tmp_path), "up", "--nodes", "1"],
+                            capture_output=True, text=True, env={**testing.clean_environ(), "PATH": "/usr/bin:/bin"},
+                            timeout=60, check=False)
+    assert (result.returncode, result.stdout) == (2, "false\n"), result.stderr
+    assert "chroot not found on PATH (/usr/bin:/bin)" in result.stderr and "add /usr/sbin to PATH" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+    shell = subprocess.run(["bash", "-c", f'eval "$({testing.SSM_LAB} --state-dir {tmp_path} up --nodes 1)"'],
+                           capture_output=True, text=True, env={**testing.clean_environ(), "PATH": "/usr/bin:/bin"},
+                           timeout=60, check=False)
+    assert shell.returncode == 1, shell.stderr

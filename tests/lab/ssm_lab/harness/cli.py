@@ -121,9 +121,23 @@ def _iam_users(value: str) -> tuple[str, ...]:
 
 
 def cmd_up(args) -> int:
+    """Start the lab. When it cannot, it says why on stderr and prints ``false`` on stdout, so that
+    ``eval "$(ssm-lab up)"`` fails too rather than going on without the lab's variables."""
+    code = _up(args)
+    if code:
+        sys.stdout.write("false\n")
+    return code
+
+
+def _up(args) -> int:
     state = common.state_dir(args.state_dir)
     if os.geteuid() != 0:
         _err("the lab isolates each node with a mount namespace, an overlay and a chroot: run it as root")
+        return 2
+    missing = [tool for tool in ("unshare", "mount", "chroot", "nsenter") if shutil.which(tool) is None]
+    if missing:
+        _err(f"{', '.join(missing)} not found on PATH ({os.environ.get('PATH', '')}): the lab's nodes need them "
+             "(util-linux and coreutils, in /usr/bin and /usr/sbin); add /usr/sbin to PATH")
         return 2
     for name in ("controlplane", "agents"):
         pid = _read_pid(state, name)
