@@ -286,11 +286,10 @@ def test_a_command_that_outlives_the_timeout_fails_unreachable_and_the_next_task
 # task's own overhead and the TerminateSession of a timed-out session (at most TERMINATE_WITHIN, 10 s) on a
 # loaded machine. A wait that is not bounded shows as 60 s or more (botocore's read timeout, the lab's ack_timeout).
 MARGIN = 15
-BOUNDED = """
-- hosts: all
+# The play's variables: the faults through the lab's admin API, and the stamps.
+BOUNDED_VARS = """- hosts: all
   gather_facts: false
   vars:
-    ansible_aws_ssm_command_timeout: 3
     fault: >-
       curl -sf -o /dev/null -X POST -H 'Content-Type: application/json' {endpoint}/_lab/faults -d
     stamp: date +%s.%N
@@ -306,7 +305,9 @@ BOUNDED = """
       {{ fault }} '{"api_delay": 30}'; {{ stamp }}
     api_fast: >-
       {{ fault }} '{"api_delay": 0}'; {{ stamp }}
-  tasks:
+"""
+# The cases on a session's data channel: a flood of output, a stalled channel, a half-closed one.
+CHANNEL_CASES = """  tasks:
     - {name: A session, ansible.builtin.raw: "true"}
     - {name: Stamp, ansible.builtin.set_fact: {s0: "{{ lookup('pipe', stamp) }}"}}
     - {name: A command that floods its output, ansible.builtin.raw: "yes", ignore_unreachable: true}
@@ -325,7 +326,8 @@ BOUNDED = """
       ignore_unreachable: true
       register: half
     - {name: Stamp and the half-close off, ansible.builtin.set_fact: {s5: "{{ lookup('pipe', half_off) }}"}}
-    - {name: No session, ansible.builtin.meta: reset_connection}
+"""
+BOUNDED = (BOUNDED_VARS.replace("  vars:\n", "  vars:\n    ansible_aws_ssm_command_timeout: 3\n") + CHANNEL_CASES + """    - {name: No session, ansible.builtin.meta: reset_connection}
     - {name: The AWS API stops answering (each call takes 30 s), ansible.builtin.set_fact: {s6: "{{ lookup('pipe', api_slow) }}"}}
     - name: A StartSession that does not answer
       ansible.builtin.raw: "true"
@@ -336,7 +338,7 @@ BOUNDED = """
       ansible.builtin.debug:
         msg: "BOUNDED {{ [s1|float - s0|float, s3|float - s2|float, s5|float - s4|float, s7|float - s6|float] | to_json }}
           HALF {{ half.stdout | default('') | trim }}"
-"""
+""")
 
 
 def test_no_task_waits_past_its_timeout_whatever_the_node_or_the_service_does(lab):
@@ -381,6 +383,76 @@ def test_no_task_waits_past_its_timeout_whatever_the_node_or_the_service_does(la
                 f"{lab.env['AWS_ENDPOINT_URL']} is slow or unreachable. Check the network path to it (proxy, VPC "
                 "endpoint) or raise ansible_aws_ssm_timeout\"") in flat, output
         assert _recap(result.stdout)[transport]["failed"] == 0, output
+
+
+# The same faults against amazon.aws.aws_ssm, which the collection does not own (docs/reliability.md, "Bounded
+# waits"). Each of its tasks opens a session of its own, so the faults act on that session (after 0.5 s): a stalled
+# channel ends in amazon.aws's own timeout (ansible_aws_ssm_timeout an attempt, times ansible_aws_ssm_retries). A
+# flood of output ends in that timeout too, but late (amazon.aws checks its clock between the reads of its output:
+# 28 s for a timeout of 5 s, measured); and the task's timeout keyword does not end it at all (amazon.aws's close
+# then types exit into a shell still flooding and waits for its end). Its StartSession is bounded by nothing of its
+# own: test_module_ssm_command.py.
+FLOOD_WITHIN = 120
+AWS_SSM_BOUNDED = BOUNDED_VARS + """  tasks:
+    - {name: A session, ansible.builtin.raw: "true"}
+    - {name: Stamp, ansible.builtin.set_fact: {s0: "{{ lookup('pipe', stamp) }}"}}
+    - {name: A command that floods its output, ansible.builtin.raw: "yes", ignore_unreachable: true}
+    - {name: Stamp, ansible.builtin.set_fact: {s1: "{{ lookup('pipe', stamp) }}"}}
+    - name: The service stops answering on each new channel after 0.5 s
+      ansible.builtin.set_fact: {s2: "{{ lookup('pipe', stall_on | replace('0.1', '0.5')) }}"}
+    - name: A command on a stalled channel
+      ansible.builtin.raw: "sleep 2; echo stall"
+      ignore_unreachable: true
+      register: stall
+    - {name: Stamp and the stall off, ansible.builtin.set_fact: {s3: "{{ lookup('pipe', stall_off) }}"}}
+    - name: The service half-closes each new WebSocket after 0.5 s
+      ansible.builtin.set_fact: {s4: "{{ lookup('pipe', half_on | replace('0.1', '0.5')) }}"}
+    - name: A command on a half-closed channel
+      ansible.builtin.raw: "sleep 2; echo half"
+      ignore_unreachable: true
+      register: half
+    - {name: Stamp and the half-close off, ansible.builtin.set_fact: {s5: "{{ lookup('pipe', half_off) }}"}}
+    - name: Durations
+      ansible.builtin.debug:
+        msg: "BOUNDED {{ [s1|float - s0|float, s3|float - s2|float, s5|float - s4|float] | to_json }}
+          HALF {{ half.stdout | default('') | trim }} STALL {{ stall.stdout | default('') | trim }}"
+"""
+
+
+def test_amazon_aws_ssm_ends_a_stalled_or_half_closed_command_within_its_timeout(lab):
+    """amazon.aws.aws_ssm (its timeout 5 s, no retry) on the channel faults above, in a run of its own: the stalled
+    channel ends in amazon.aws's timeout within 5 s plus MARGIN, the half-closed one too or it is carried on by the
+    plugin; the flood ends in that timeout as well, later (FLOOD_WITHIN: not a bound of ours, a hang detector). The
+    lab's session-manager-plugin may carry a stalled channel on as it does a half-closed one (it opens another
+    WebSocket); how AWS's own plugin fares on these faults under aws_ssm is not run here (make interop does not)."""
+    node = lab.nodes[0]
+    bucket = "bounded-aws-ssm"
+    lab.client("s3").create_bucket(Bucket=bucket)
+    inventory = lab.work / "bounded-aws-ssm.ini"
+    inventory.write_text(f"aws_ssm ansible_aws_ssm_instance_id={node} ansible_connection=amazon.aws.aws_ssm "
+                         f"ansible_aws_ssm_bucket_name={bucket} ansible_aws_ssm_timeout=5 ansible_aws_ssm_retries=0\n")
+    path = lab.work / "bounded-aws-ssm.yml"
+    path.write_text(AWS_SSM_BOUNDED.replace("{endpoint}", lab.env["AWS_ENDPOINT_URL"]))
+    argv = ["ansible-playbook", "-i", str(inventory), str(path),
+            "-e", f"ansible_aws_ssm_plugin={lab.env['AWS_SESSION_MANAGER_PLUGIN']}",
+            "-e", "ansible_python_interpreter=/usr/bin/python3", "-e", "ansible_aws_ssm_region=us-east-1"]
+    env = lab.environ(ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0", ANSIBLE_LOCAL_TEMP=str(lab.local_tmp))
+    try:
+        result = subprocess.run(argv, cwd=str(lab.work), env=env, capture_output=True, text=True, timeout=240,
+                                check=False)
+    finally:
+        lab.cli("faults", "--stall-channel-after", "0", "--half-close-channel-after", "0")
+        _end_every_session(lab)
+    output = result.stdout + result.stderr
+    flat = " ".join(output.split())
+    durations = re.search(r"ok: \[aws_ssm\] => { \"msg\": \"BOUNDED (\[[^\]]*\]) HALF (\w*) STALL (\w*)", flat)
+    assert durations, output
+    flood, stall, half = json.loads(durations.group(1))
+    assert stall < 5 + MARGIN and half < 5 + MARGIN and flood < FLOOD_WITHIN, (flood, stall, half, output)
+    timed_out = len(re.findall(r"fatal: \[aws_ssm\]: UNREACHABLE! => .{0,300}?timeout on host: " + re.escape(node), flat))
+    carried = [durations.group(2) == "half", durations.group(3) == "stall"]
+    assert timed_out == 1 + carried.count(False), (carried, output)
+    assert _recap(result.stdout)["aws_ssm"]["failed"] == 0, output
 
 
 def test_an_agent_that_drops_mid_play_makes_the_node_unreachable_and_the_next_play_reconnects(lab):
