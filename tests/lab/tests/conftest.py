@@ -45,6 +45,11 @@ class Lab(testing.Lab):
         with urllib.request.urlopen(f"{self.endpoint}/_lab/{path}", timeout=10) as response:
             return json.load(response)
 
+    def admin_post(self, path: str, body: dict) -> dict:
+        request = urllib.request.Request(f"{self.endpoint}/_lab/{path}", data=json.dumps(body).encode(), method="POST")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.load(response)
+
     def node_status(self, node_id: str) -> dict:
         for node in self.admin("nodes")["nodes"]:
             if node["id"] == node_id:

@@ -114,6 +114,12 @@ def test_deletion_and_bad_requests(main_lab):
         with pytest.raises(ClientError) as refused:
             main_lab.ssm.create_association(**request)
         assert refused.value.response["Error"]["Code"] == code, request
+    for code, extra in (("InvalidSchedule", {"ScheduleExpression": "cron(0/15 * * * ? *)"}),
+                        ("InvalidSchedule", {"ScheduleExpression": "cron(0 2 ? JAN SUN *)"}),
+                        ("InvalidParameters", {"ScheduleExpression": "rate(1 day)", "ApplyOnlyAtCronInterval": True})):
+        with pytest.raises(ClientError) as refused:
+            main_lab.ssm.create_association(**base, **extra)
+        assert refused.value.response["Error"]["Code"] == code, extra
     with pytest.raises(ClientError) as refused:
         main_lab.ssm.create_association(**base, MaxErrors="150%")
     assert refused.value.response["Error"]["Code"] == "ValidationException"
@@ -152,5 +158,27 @@ def test_a_node_that_comes_back_online_gets_the_association(main_lab):
         late = _wait_execution(main_lab, association_id, count=2)
         assert late["AssociationVersion"] == "1" and late["Status"] == "Success"
         assert list(_targets(main_lab, association_id, late["ExecutionId"])) == [away]
+    finally:
+        main_lab.ssm.delete_association(AssociationId=association_id)
+
+
+def test_a_cron_association_runs_only_at_its_times(main_lab):
+    node = main_lab.ec2_ids[5]
+    association_id = main_lab.ssm.create_association(
+        Name="AWS-RunShellScript", AssociationName=f"cron-{secrets.token_hex(3)}", Parameters={"commands": ["true"]},
+        Targets=[{"Key": "InstanceIds", "Values": [node]}], ScheduleExpression="cron(15 13 ? * * *)",
+        ApplyOnlyAtCronInterval=True)["AssociationDescription"]["AssociationId"]
+    try:
+        # not on creation: ApplyOnlyAtCronInterval waits for the next 13:15 UTC, which a day on the schedule's
+        # clock (the lab's admin API moves it forward) reaches
+        assert main_lab.ssm.describe_association_executions(AssociationId=association_id)["AssociationExecutions"] == []
+        for count in (1, 2):
+            main_lab.admin_post("clock", {"advance": 86400})
+            execution = _wait_execution(main_lab, association_id, count=count)
+            assert execution["Status"] == "Success", execution
+            assert list(_targets(main_lab, association_id, execution["ExecutionId"])) == [node]
+            # once a day: each day ahead is one run, not one per look of the scheduler
+            executions = main_lab.ssm.describe_association_executions(AssociationId=association_id)
+            assert len(executions["AssociationExecutions"]) == count
     finally:
         main_lab.ssm.delete_association(AssociationId=association_id)

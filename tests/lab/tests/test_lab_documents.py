@@ -15,6 +15,7 @@ SOURCE = json.dumps({"path": "https://s3.amazonaws.com/bundles/pull/site-0123.zi
     ("AWS-RunShellScript", {"commands": ["id"], "PlaybookFile": ["x"]}, "Parameter PlaybookFile is not defined"),
     ("AWS-ApplyAnsiblePlaybooks", {"commands": ["id"]}, "Parameter commands is not defined"),
     ("AWS-ApplyAnsiblePlaybooks", {"SourceType": ["FTP"]}, "Parameter SourceType value FTP is not one of"),
+    ("AWS-ApplyAnsiblePlaybooks", {"PlaybookFile": ["site.yml"]}, "Parameter SourceType is required."),
     ("AWS-ApplyAnsiblePlaybooks", {"Verbose": ["-x"]}, "Parameter Verbose value -x is not one of"),
     ("AWS-ApplyAnsiblePlaybooks", {"TimeoutSeconds": ["soon"]}, "Parameter TimeoutSeconds value soon is not a number"),
     ("AWS-ApplyAnsiblePlaybooks", {"SourceInfo": ["[1]"]}, "Parameter SourceInfo is not a JSON object."),
@@ -27,7 +28,10 @@ def test_parameters_the_document_does_not_take_are_refused(document, parameters,
 def test_defaults_fill_what_a_request_leaves_out():
     filled = documents.filled("AWS-ApplyAnsiblePlaybooks", {"SourceType": "S3", "PlaybookFile": ["site.yml"]})
     assert filled["SourceType"] == ["S3"] and filled["PlaybookFile"] == ["site.yml"]
-    assert filled["InstallDependencies"] == ["True"] and filled["TimeoutSeconds"] == ["3600"]
+    # AWS's document's defaults
+    assert {name: value for name, value in filled.items() if name not in ("SourceType", "PlaybookFile")} == {
+        "SourceInfo": ["{}"], "InstallDependencies": ["True"], "ExtraVariables": ["SSM=True"], "Check": ["False"],
+        "Verbose": ["-v"], "TimeoutSeconds": ["3600"]}
     assert documents.filled("AWS-RunShellScript", {"commands": ["id"]}) == {"commands": ["id"]}
 
 

@@ -1,18 +1,22 @@
 """State Manager associations, which moto does not serve: the API's shapes and errors, and their runs.
 
 An association runs its document through the lab's Run Command engine (``SsmApi._dispatch``): on creation (unless
-``ApplyOnlyAtCronInterval``), on every update, on ``StartAssociationsOnce`` and, for a ``rate()`` schedule, each
-time the rate has elapsed. Each run is an execution that records the status of every targeted node that was Online
-when the run began, honouring MaxConcurrency and MaxErrors as Run Command does (the rollout stops once the errors
-exceed MaxErrors; nodes not yet started are Cancelled). A targeted node that comes Online (or is tagged) later gets
-an execution of its own for the current version within SCHEDULE_SECONDS. The command behind a run is an ordinary Run Command command
-(``ListCommands`` shows it), named by each target's ``OutputSource``.
+``ApplyOnlyAtCronInterval``), on every update, on ``StartAssociationsOnce``, for a ``rate()`` schedule each
+time the rate has elapsed, and for a ``cron()`` schedule at each of its times, in UTC (``cron.py``; an
+``ApplyOnlyAtCronInterval`` association runs only then). The schedule reads ``Associations.clock()``, the time
+plus an offset that the admin API moves forward (``POST /_lab/clock``) so that a test need not wait for a cron
+time. Each run is an execution that records the status of every targeted node that was Online when the run
+began, honouring MaxConcurrency and MaxErrors as Run Command does (the rollout stops once the errors exceed
+MaxErrors; nodes not yet started are Cancelled). A targeted node that comes Online (or is tagged) later gets an
+execution of its own for the current version within SCHEDULE_SECONDS. The command behind a run is an ordinary Run
+Command command (``ListCommands`` shows it), named by each target's ``OutputSource``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import datetime as _dt
 import re
 import threading
 import time
@@ -21,12 +25,11 @@ import uuid
 from moto.backends import get_backend
 
 from .. import common
-from . import documents
+from . import cron, documents
 from .registry import Command, Invocation
 from .ssmapi import COMMAND_DOCUMENTS, CONCURRENCY, ERRORS, ApiError, SsmApi, _page, _validation
 
 RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
-CRON_FIELDS = (5, 6)
 UNITS = {"minute": 60, "hour": 3600, "day": 86400}
 MIN_RATE_MINUTES = 30
 SCHEDULE_SECONDS = 2.0  # how often the lab looks for runs that are due
@@ -56,9 +59,12 @@ def check_schedule(expression: str | None) -> None:
             raise ApiError("InvalidSchedule", f"Schedule expression {expression} is not valid: a rate must be "
                            f"{MIN_RATE_MINUTES} minutes or more.")
         return
-    if expression.startswith("cron(") and expression.endswith(")"):
-        if len(expression[5:-1].split()) in CRON_FIELDS:
-            return
+    if expression.startswith("cron("):
+        try:
+            cron.parse(expression)
+        except cron.CronError as error:
+            raise ApiError("InvalidSchedule", f"Schedule expression {expression} is not valid: {error}.")
+        return
     raise ApiError("InvalidSchedule", f"Schedule expression {expression} is not valid.")
 
 
@@ -73,6 +79,33 @@ class Associations:
         self.lock = threading.RLock()
         self.items: dict[str, dict] = {}  # AssociationId -> settings (the AssociationVersionInfo fields) and state
         self._scheduler: threading.Thread | None = None
+        self.offset = 0.0  # seconds the schedule's clock is ahead of the machine's (POST /_lab/clock)
+
+    def clock(self) -> float:
+        """The time the schedule goes by: the machine's, moved forward by ``offset``."""
+        return time.time() + self.offset
+
+    def advance(self, seconds: float) -> dict:
+        """Move the schedule's clock forward (never back): the runs due by then happen at the next look."""
+        if seconds < 0:
+            raise ValueError("the schedule's clock only moves forward: give seconds >= 0")
+        with self.lock:
+            self.offset += seconds
+        return {"offset": self.offset, "now": self.clock()}
+
+    def _plan(self, item: dict) -> None:
+        """Set when the item's schedule next runs it (``due``, on ``clock()``): a rate's period from now, a cron's
+        next time after now; None without a schedule."""
+        expression = item["versions"][-1]["settings"].get("ScheduleExpression")
+        period = rate_seconds(expression)
+        if period is not None:
+            item["due"] = self.clock() + period
+        elif expression:
+            moment = _dt.datetime.fromtimestamp(self.clock(), _dt.timezone.utc)
+            upcoming = cron.parse(expression).next_after(moment)
+            item["due"] = None if upcoming is None else upcoming.timestamp()
+        else:
+            item["due"] = None
 
     def handles(self, action: str) -> bool:
         return action in self.ACTIONS
@@ -98,8 +131,9 @@ class Associations:
         except documents.ParameterError as error:
             raise ApiError("InvalidParameters", str(error))
         check_schedule(settings.get("ScheduleExpression"))
-        if settings.get("ApplyOnlyAtCronInterval") and not settings.get("ScheduleExpression"):
-            raise ApiError("InvalidParameters", "ApplyOnlyAtCronInterval requires a ScheduleExpression.")
+        if settings.get("ApplyOnlyAtCronInterval") and not (settings.get("ScheduleExpression") or "").startswith("cron("):
+            # AWS: ApplyOnlyAtCronInterval "isn't supported for rate expressions"
+            raise ApiError("InvalidParameters", "ApplyOnlyAtCronInterval requires a cron ScheduleExpression.")
         for field, pattern, name in (("MaxConcurrency", CONCURRENCY, "maxConcurrency"),
                                      ("MaxErrors", ERRORS, "maxErrors")):
             value = settings.get(field)
@@ -197,7 +231,9 @@ class Associations:
             now = time.time()
             item = {"id": str(uuid.uuid4()), "created": now, "versions": [{"version": 1, "created": now,
                                                                           "settings": settings}],
-                    "executions": [], "last_run": None, "last_success": None, "region": self.ssm._region(authorization)}
+                    "executions": [], "last_run": None, "last_success": None, "region": self.ssm._region(authorization),
+                    "due": None}
+            self._plan(item)
             self.items[item["id"]] = item
         if not settings.get("ApplyOnlyAtCronInterval"):
             self._run(item)
@@ -216,8 +252,10 @@ class Associations:
             base = {**current["settings"], **UPDATE_RESETS}
             settings = self._settings(body, base)
             item["versions"].append({"version": current["version"] + 1, "created": time.time(), "settings": settings})
+            self._plan(item)
         if not settings.get("ApplyOnlyAtCronInterval"):
             self._run(item)
+        self._ensure_scheduler()
         return {"AssociationDescription": self._description(item)}
 
     def action_DescribeAssociation(self, body: dict, authorization: str) -> dict:
@@ -357,6 +395,8 @@ class Associations:
                          "targets": {i: {"status": "Pending", "detailed": "Pending", "ended": None} for i in ids}}
             item["executions"].append(execution)
             item["last_run"] = now
+            if rate_seconds(settings.get("ScheduleExpression")) is not None:
+                item["due"] = self.clock() + rate_seconds(settings["ScheduleExpression"])
             if not ids:
                 execution["ended"] = now
                 item["last_success"] = now
@@ -400,19 +440,19 @@ class Associations:
                 self._scheduler.start()
 
     def _schedule_loop(self) -> None:
-        """Every SCHEDULE_SECONDS: run the associations whose rate has elapsed, and run the current version of each
+        """Every SCHEDULE_SECONDS: run the associations whose schedule is due (a rate elapsed, a cron time
+        reached; a cron association that missed several times runs once), and run the current version of each
         association on the targeted nodes that are Online now and have not run it (nodes that were away, or were
         tagged, since its last run), as AWS applies an association to a node when the node becomes a target."""
         while True:
             time.sleep(SCHEDULE_SECONDS)
-            now = time.time()
+            now = self.clock()
             due, fresh = [], []
             with self.lock:
                 for item in list(self.items.values()):
                     version = item["versions"][-1]
-                    period = rate_seconds(version["settings"].get("ScheduleExpression"))
-                    start = item["last_run"] or item["created"]
-                    if period is not None and now - start >= period:
+                    if item["due"] is not None and now >= item["due"]:
+                        self._plan(item)  # a cron's next time; a rate's is set again by the run
                         due.append(item)
                         continue
                     runs = [e for e in item["executions"] if e["version"] == version["version"]]

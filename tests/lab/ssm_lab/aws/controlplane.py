@@ -482,6 +482,12 @@ class LabApp:
                 node.agent.send({"t": "drop"})
             node._cache = None
             return self._node_status(node)
+        if parts == ["clock"]:
+            # The clock State Manager's schedule goes by: POST {"advance": seconds} moves it forward, so that a cron
+            # or rate association comes due without waiting for it.
+            if method == "POST":
+                return self.associations.advance(float(request["advance"]))
+            return {"offset": self.associations.offset, "now": self.associations.clock()}
         if parts == ["faults"]:
             if method == "POST":
                 registry.faults.update(request)

@@ -26,11 +26,15 @@ import urllib.parse
 PLUGINS = {"AWS-RunShellScript": "aws:runShellScript", "AWS-RunPowerShellScript": "aws:runPowerShellScript",
            "AWS-ApplyAnsiblePlaybooks": "runShellScript"}
 ANSIBLE = "AWS-ApplyAnsiblePlaybooks"
-# AWS-ApplyAnsiblePlaybooks' parameters and their defaults (AWS fills in those a request leaves out).
+# AWS-ApplyAnsiblePlaybooks' parameters and their defaults as AWS's document declares them (AWS fills in those a
+# request leaves out). SourceType has none, so it is required, as every document parameter without a default is;
+# SourceInfo is a StringMap whose default is {}.
 ANSIBLE_DEFAULTS = {
-    "SourceType": "", "SourceInfo": "", "InstallDependencies": "True", "PlaybookFile": "hello-world-playbook.yml",
+    "SourceInfo": "{}", "InstallDependencies": "True", "PlaybookFile": "hello-world-playbook.yml",
     "ExtraVariables": "SSM=True", "Check": "False", "Verbose": "-v", "TimeoutSeconds": "3600",
 }
+ANSIBLE_REQUIRED = ("SourceType",)
+ANSIBLE_PARAMETERS = ANSIBLE_REQUIRED + tuple(ANSIBLE_DEFAULTS)
 ANSIBLE_ALLOWED = {"SourceType": ("GitHub", "S3"), "InstallDependencies": ("True", "False"),
                    "Check": ("True", "False"), "Verbose": ("-v", "-vv", "-vvv", "-vvvv")}
 SHELL_PARAMETERS = ("commands", "workingDirectory", "executionTimeout")
@@ -62,7 +66,7 @@ def check(document: str, parameters: dict) -> None:
         if unknown:
             raise ParameterError(f"Parameter {unknown[0]} is not defined in the document {document}.")
         return
-    unknown = sorted(set(parameters) - set(ANSIBLE_DEFAULTS))
+    unknown = sorted(set(parameters) - set(ANSIBLE_PARAMETERS))
     if unknown:
         raise ParameterError(f"Parameter {unknown[0]} is not defined in the document {document}.")
     for name, allowed in ANSIBLE_ALLOWED.items():
@@ -78,6 +82,9 @@ def check(document: str, parameters: dict) -> None:
             raise ParameterError("Parameter SourceInfo is not a JSON object.")
         if not isinstance(info, dict):
             raise ParameterError("Parameter SourceInfo is not a JSON object.")
+    for name in ANSIBLE_REQUIRED:
+        if not _one(parameters, name):
+            raise ParameterError(f"Parameter {name} is required.")
 
 
 def filled(document: str, parameters: dict) -> dict:
@@ -118,7 +125,7 @@ class DownloadDenied(Exception):
 def ansible_script(parameters: dict, presign) -> tuple[list[str], int]:
     """The shell script (its lines) that runs AWS-ApplyAnsiblePlaybooks on a node, and its timeout in seconds.
     ``presign(bucket, key)`` gives the URL the node fetches the bundle from, or raises DownloadDenied."""
-    value = {name: _one(parameters, name) for name in ANSIBLE_DEFAULTS}
+    value = {name: _one(parameters, name) for name in ANSIBLE_PARAMETERS}
     timeout = int(value["TimeoutSeconds"] or "3600")
     fail = []
     if value["SourceType"] != "S3":
