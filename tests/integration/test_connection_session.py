@@ -327,7 +327,8 @@ CHANNEL_CASES = """  tasks:
       register: half
     - {name: Stamp and the half-close off, ansible.builtin.set_fact: {s5: "{{ lookup('pipe', half_off) }}"}}
 """
-BOUNDED = (BOUNDED_VARS.replace("  vars:\n", "  vars:\n    ansible_aws_ssm_command_timeout: 3\n") + CHANNEL_CASES + """    - {name: No session, ansible.builtin.meta: reset_connection}
+BOUNDED = (BOUNDED_VARS.replace("  vars:\n", "  vars:\n    ansible_aws_ssm_command_timeout: 3\n") + CHANNEL_CASES + """\
+    - {name: No session, ansible.builtin.meta: reset_connection}
     - {name: The AWS API stops answering (each call takes 30 s), ansible.builtin.set_fact: {s6: "{{ lookup('pipe', api_slow) }}"}}
     - name: A StartSession that does not answer
       ansible.builtin.raw: "true"
