@@ -58,10 +58,17 @@ def schedule_problem(expression: Optional[str]) -> Optional[str]:
     cron = CRON.match(expression)
     if cron:
         fields = cron.group(1).split()
-        if len(fields) in (5, 6):
-            return None
-        return (f"schedule_expression {expression!r} has {len(fields)} fields; a cron expression has 6 "
-                "(minutes hours day-of-month month day-of-week year), for example 'cron(0 2 ? * SUN *)'.")
+        if len(fields) == 7 and fields[0] == "0":  # AWS's optional leading seconds field, which can only be 0
+            fields = fields[1:]
+        if len(fields) not in (5, 6):
+            return (f"schedule_expression {expression!r} has {len(cron.group(1).split())} fields; a cron expression "
+                    "has 6 (minutes hours day-of-month month day-of-week year; the year may be left out, and a "
+                    "leading seconds field may be 0), for example 'cron(0 2 ? * SUN *)'.")
+        if (fields[2] == "?") == (fields[4] == "?"):
+            return (f"schedule_expression {expression!r} must have '?' in exactly one of its day-of-month and "
+                    "day-of-week fields (the third and the fifth), for example 'cron(0 2 ? * SUN *)' or "
+                    "'cron(0 2 1 * ? *)'.")
+        return None
     return (f"schedule_expression {expression!r} is neither 'rate(N minutes|hours|days)' nor 'cron(...)'; "
             "for example 'rate(30 minutes)' or 'cron(0 2 ? * SUN *)'.")
 

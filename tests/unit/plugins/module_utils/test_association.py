@@ -34,6 +34,9 @@ def description(**overrides):
     ({"schedule_expression": "rate(5 minutes)"}, "30 minutes or more"),
     ({"schedule_expression": "every day"}, "neither 'rate(N minutes|hours|days)' nor 'cron(...)'"),
     ({"schedule_expression": "cron(0 2 *)"}, "has 3 fields"),
+    ({"schedule_expression": "cron(5 0 2 ? * SUN *)"}, "has 7 fields"),  # seconds other than 0
+    ({"schedule_expression": "cron(0 2 * * SUN *)"}, "'?' in exactly one of its day-of-month and day-of-week"),
+    ({"schedule_expression": "cron(0 2 ? * ? *)"}, "'?' in exactly one of its day-of-month and day-of-week"),
     ({"apply_only_at_cron_interval": True, "schedule_expression": "rate(1 day)"}, "needs a cron"),
     ({"max_errors": "150%"}, "max_errors '150%' is over 100%"),
     ({"max_errors": "lots"}, "max_errors 'lots' is not a count"),
@@ -51,6 +54,7 @@ def test_validate_names_the_option_and_the_fix(overrides, needle):
 @pytest.mark.parametrize("overrides", [
     {}, {"schedule_expression": "rate(30 minutes)"}, {"schedule_expression": "rate(1 day)"},
     {"schedule_expression": "cron(0 2 ? * SUN *)", "apply_only_at_cron_interval": True},
+    {"schedule_expression": "cron(0 0 2 ? * SUN *)"}, {"schedule_expression": "cron(0 2 1 * ?)"},
     {"max_errors": "0"}, {"max_errors": "100%"}, {"max_errors": "0%"}, {"max_concurrency": "10%"},
     {"schedule_expression": "", "max_errors": "", "max_concurrency": ""},
     {"state": "absent", "schedule_expression": "rate(1 minute)"},
