@@ -333,25 +333,20 @@ class Registry:
         bucket's default encryption is SSE-KMS, of the kms:GenerateDataKey S3 asks on the node's behalf (the key
         policy and the role's policies, with kms:ViaService s3.REGION.amazonaws.com and the encryption context
         aws:s3:arn: the bucket's ARN with an S3 Bucket Key, else the object's); None when it is allowed."""
-        partition = authz.partition_of(self.region)
-        bucket_arn = f"arn:{partition}:s3:::{bucket}"
-        denial = self.node_write_denial(node, "s3", "s3:PutObject", f"{bucket_arn}/{key}")
-        if denial is not None:
-            return denial
-        kms_key, bucket_key = authz.bucket_kms_key(self.account_id, self.region, bucket)
-        if kms_key is None:
-            return None
-        context = {"kms:ViaService": f"s3.{self.region}.amazonaws.com",
-                   "kms:EncryptionContext:aws:s3:arn": bucket_arn if bucket_key else f"{bucket_arn}/{key}"}
-        return authz.kms_denial(self.node_session(node), kms_key, "kms:GenerateDataKey", context)
+        return self._node_object_denial(node, bucket, key, ("s3:PutObject", "kms:GenerateDataKey"))
 
     def node_get_object_denial(self, node: Node | None, bucket: str, key: str):
         """AWS's refusal of the node's GetObject of ``key`` from ``bucket`` (the bundle AWS-ApplyAnsiblePlaybooks
         downloads with the instance profile), or, when the bucket's default encryption is SSE-KMS, of the
         kms:Decrypt S3 asks on the node's behalf (as ``node_put_object_denial``); None when it is allowed."""
+        return self._node_object_denial(node, bucket, key, ("s3:GetObject", "kms:Decrypt"))
+
+    def _node_object_denial(self, node: Node | None, bucket: str, key: str, actions: tuple[str, str]):
+        """The two judgements of a node's object write or read: the S3 action, then the KMS one through S3."""
+        s3_action, kms_action = actions
         partition = authz.partition_of(self.region)
         bucket_arn = f"arn:{partition}:s3:::{bucket}"
-        denial = self.node_write_denial(node, "s3", "s3:GetObject", f"{bucket_arn}/{key}")
+        denial = self.node_write_denial(node, "s3", s3_action, f"{bucket_arn}/{key}")
         if denial is not None:
             return denial
         kms_key, bucket_key = authz.bucket_kms_key(self.account_id, self.region, bucket)
@@ -359,7 +354,7 @@ class Registry:
             return None
         context = {"kms:ViaService": f"s3.{self.region}.amazonaws.com",
                    "kms:EncryptionContext:aws:s3:arn": bucket_arn if bucket_key else f"{bucket_arn}/{key}"}
-        return authz.kms_denial(self.node_session(node), kms_key, "kms:Decrypt", context)
+        return authz.kms_denial(self.node_session(node), kms_key, kms_action, context)
 
     def snapshot(self, rows: list) -> str:
         """Keep a listing for its later pages; returns its key. Old snapshots (10 minutes) are dropped."""
