@@ -80,16 +80,23 @@ def test_aliases_of_options_are_valid_keys(tmp_path):
     assert got["profile"] == "ops", got
 
 
-def test_the_lab_inventory_without_the_labs_variables_fails_the_command_with_the_fix_first(tmp_path):
-    """What a user gets who runs the README's ad-hoc command in a shell without the lab's variables: the repository's
-    ansible.cfg makes the unparsed source fail the command (ansible-core alone exits 0 on an empty inventory), and the
-    first line names the fix. No AWS call is made: boto3 finds no credentials first."""
+def _shell_without_the_lab(tmp_path) -> tuple:
+    """(the repository's root, the environment of a shell with no lab, AWS or ansible variables and no credentials),
+    with the installed collection on ANSIBLE_COLLECTIONS_PATH."""
     root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
     env = {name: value for name, value in os.environ.items()
            if not name.startswith(("AWS_", "ANSIBLE_", "BOTO")) and name != "SSM_LAB_STATE_DIR"}
     env.update(HOME=str(tmp_path), AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
                AWS_EC2_METADATA_DISABLED="true", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
                ANSIBLE_COLLECTIONS_PATH=os.path.abspath(os.path.join(mn.__file__, *[".."] * 6)))
+    return root, env
+
+
+def test_the_lab_inventory_without_the_labs_variables_fails_the_command_with_the_fix_first(tmp_path):
+    """What a user gets who runs the README's ad-hoc command in a shell without the lab's variables: the repository's
+    ansible.cfg makes the unparsed source fail the command (ansible-core alone exits 0 on an empty inventory), and the
+    first line names the fix. No AWS call is made: boto3 finds no credentials first."""
+    root, env = _shell_without_the_lab(tmp_path)
     ansible = os.path.join(os.path.dirname(sys.executable), "ansible")
     done = subprocess.run([ansible, "-i", "inventories/lab", "all", "-m", "ansible.builtin.ping"], cwd=root, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
@@ -108,12 +115,7 @@ def test_without_the_repositorys_ansible_cfg_the_inventorys_error_names_the_sett
     """A user of the collection from Galaxy has no repository ansible.cfg: ansible-core warns and goes on without the
     inventory (an ad-hoc command exits 0 with no host). The inventory's error, the first line, then ends with the
     setting to set; the collection's playbooks fail all the same, naming the cause (their first play asks AWS)."""
-    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "..", ".."))
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("AWS_", "ANSIBLE_", "BOTO")) and name != "SSM_LAB_STATE_DIR"}
-    env.update(HOME=str(tmp_path), AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull,
-               AWS_EC2_METADATA_DISABLED="true", ANSIBLE_NOCOLOR="1", ANSIBLE_FORCE_COLOR="0",
-               ANSIBLE_COLLECTIONS_PATH=os.path.abspath(os.path.join(mn.__file__, *[".."] * 6)))
+    root, env = _shell_without_the_lab(tmp_path)
     playbook = os.path.join(os.path.dirname(sys.executable), "ansible-playbook")
     done = subprocess.run([playbook, "-i", os.path.join(root, "inventories", "lab"),
                            os.path.join(root, "playbooks", "configure.yml")],
