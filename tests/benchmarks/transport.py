@@ -42,6 +42,7 @@ import json
 import os
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -58,6 +59,7 @@ from ssm_lab.aws.registry import FaultModel  # noqa: E402
 from ssm_lab.harness.testing import running_lab  # noqa: E402
 
 BUCKET = "bench-transfer"
+CALLBACKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "callback_plugins")  # bench_times
 TRANSPORTS = ("aws_ssm", "ssh_over_ssm", "session", "session_plugin", "mitogen")
 OPTIONAL = ("session_sh",  # (c) with resident_python off: what the node's resident Python is worth
             "session_base")  # (c) from another installed copy of the collection (--baseline): before and after
@@ -126,6 +128,19 @@ def _inventory(work: str, transport: str, nodes: list[str], key: str, ssh_vars: 
                  "ansible_ssh_private_key_file": key, "ansible_host_key_checking": False}
         if transport == "mitogen":  # mitogen recognises the ssh connection by its short name only
             group["ansible_connection"] = "ssh"
+    if transport in SESSIONS:
+        # As users reach the nodes: bastionless.ssm.managed_nodes, which also loads the connection once in
+        # ansible-playbook's process for every task's worker; the variables above in group_vars beside it.
+        directory = os.path.join(work, f"inventory-{transport}")
+        os.makedirs(os.path.join(directory, "group_vars"), exist_ok=True)
+        with open(os.path.join(directory, "group_vars", "bench.yml"), "w", encoding="utf-8") as handle:
+            yaml.safe_dump({k: v for k, v in group.items() if k != "ansible_connection"}, handle)
+        path = os.path.join(directory, "bench.managed_nodes.yml")
+        with open(path, "w", encoding="utf-8") as handle:
+            yaml.safe_dump({"plugin": "bastionless.ssm.managed_nodes", "regions": ["us-east-1"],
+                            "connection": "bastionless.ssm.session", "node_group": "bench",
+                            "default_groups": False, "filters": {"instance-id": nodes}}, handle)
+        return path
     path = os.path.join(work, f"{transport}.yml")
     with open(path, "w", encoding="utf-8") as handle:
         yaml.safe_dump({"bench": {"hosts": {node: {} for node in nodes}, "vars": group}}, handle)
@@ -157,22 +172,65 @@ def lab_counts(lab, method: str = "GET") -> dict:
         return json.load(response)
 
 
-def run_playbook(lab, work: str, inventory: str, forks: int, transport: str, per_task: bool = False,
-                 cpu: bool = False, baseline: str = "") -> dict:
-    extra = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none",
-             "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all"} if per_task else {}
+def _times(path: str) -> dict:
+    """First-task latency and per-task time, from the bench_times callback's file: each host's first result after
+    the run started (session or connection set-up included), and the time between its first and last result
+    divided by the tasks in between (what each further task costs once connected); medians and worst over hosts."""
+    with open(path, encoding="utf-8") as handle:
+        times = json.load(handle)
+    tasks, start = times["tasks"], times["start"]
+    hosts = sorted(tasks[0]["results"])
+    first = [tasks[0]["results"][host] - start for host in hosts]
+    per_task = [(tasks[-1]["results"][host] - tasks[0]["results"][host]) / (len(tasks) - 1) for host in hosts]
+    return {"first_task_s": round(statistics.median(first), 3), "first_task_max_s": round(max(first), 3),
+            "per_task_s": round(statistics.median(per_task), 3)}
+
+
+def _environ(lab, work: str, transport: str, baseline: str, extra: dict) -> dict:
+    """ansible-playbook's environment for one transport, with the bench_times callback writing to work/times.json."""
+    callbacks = ["bench_times"] + [c for c in extra.pop("ANSIBLE_CALLBACKS_ENABLED", "").split(",") if c]
+    extra.update(ANSIBLE_CALLBACK_PLUGINS=CALLBACKS, ANSIBLE_CALLBACKS_ENABLED=",".join(callbacks),
+                 BENCH_TIMES_FILE=os.path.join(work, "times.json"))
     if transport == "session_base":
         extra["ANSIBLE_COLLECTIONS_PATH"] = baseline
     if transport == "mitogen":
         extra.update(ANSIBLE_STRATEGY_PLUGINS=mitogen_strategy_dir(), ANSIBLE_STRATEGY="mitogen_linear")
+    return lab.environ(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="0", **extra)
+
+
+def copy_throughput(lab, work: str, inventory: str, transport: str, mib: int, baseline: str = "") -> dict:
+    """A copy of a file of ``mib`` MiB to the first node over an open connection: the copy task's time (from its
+    start to the node's result, the checksums and stat around the transfer included) and its throughput in MB/s
+    (10^6 bytes of the file per second). The file is removed from the node afterwards."""
+    dest = f"/tmp/bench-{transport}/big.bin"
+    play = [{"name": "One large copy", "hosts": "bench[0]", "gather_facts": False, "tasks": [
+        {"name": "Connect", "ansible.builtin.command": {"cmd": "true"}, "changed_when": False},
+        {"name": "Copy", "ansible.builtin.copy": {"src": "big.bin", "dest": dest, "mode": "0644"}},
+        {"name": "Remove", "ansible.builtin.file": {"path": dest, "state": "absent"}}]}]
+    with open(os.path.join(work, "copy.yml"), "w", encoding="utf-8") as handle:
+        yaml.safe_dump(play, handle, sort_keys=False)
+    result = subprocess.run(["ansible-playbook", "-i", inventory, "copy.yml", "-e", f"bench_dir=/tmp/bench-{transport}"],
+                            cwd=work, env=_environ(lab, work, transport, baseline, {}), capture_output=True, text=True,
+                            timeout=3600, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"the copy of {mib} MiB over {transport} failed:\n{(result.stdout + result.stderr)[-4000:]}")
+    with open(os.path.join(work, "times.json"), encoding="utf-8") as handle:
+        copy = json.load(handle)["tasks"][1]
+    seconds = next(iter(copy["results"].values())) - copy["start"]
+    return {"copy_s": round(seconds, 2), "copy_mb_s": round(mib * 1024 * 1024 / 1e6 / seconds, 2)}
+
+
+def run_playbook(lab, work: str, inventory: str, forks: int, transport: str, per_task: bool = False,
+                 cpu: bool = False, baseline: str = "") -> dict:
+    extra = {"ANSIBLE_CALLBACKS_ENABLED": "ansible.posix.profile_tasks", "PROFILE_TASKS_SORT_ORDER": "none",
+             "PROFILE_TASKS_TASK_OUTPUT_LIMIT": "all"} if per_task else {}
     account = CpuAccount() if cpu else contextlib.nullcontext()
     lab_counts(lab, "DELETE")
     with account:
         started, before = time.monotonic(), resource.getrusage(resource.RUSAGE_CHILDREN)
         result = subprocess.run(["ansible-playbook", "-i", inventory, "-f", str(forks), "playbook.yml",
                                  "-e", f"bench_dir=/tmp/bench-{transport}"], cwd=work,
-                                env=lab.environ(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1",
-                                                ANSIBLE_HOST_KEY_CHECKING="0", **extra),
+                                env=_environ(lab, work, transport, baseline, extra),
                                 capture_output=True, text=True, timeout=3600, check=False)
         wall, after = time.monotonic() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
@@ -185,7 +243,8 @@ def run_playbook(lab, work: str, inventory: str, forks: int, transport: str, per
                                           / host_tasks, 1),
                # ansible-playbook and its workers only (not the masters they leave running, nor anything else on
                # the machine): the kernel's count for the child process tree, exact even on a shared machine
-               "controller_cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 2)}
+               "controller_cpu_s": round(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime, 2),
+               **_times(os.path.join(work, "times.json"))}
     if per_task:
         print(result.stdout[result.stdout.rfind("==============================================================="):])
     if not cpu:
@@ -207,6 +266,11 @@ def main(argv: list[str] | None = None) -> int:
                              "-p PATH), run as the transport session_base: before and after a change, in one run")
     parser.add_argument("--cpu", action="store_true",
                         help="also print the CPU seconds of each component (controller, masters, lab, nodes) per run")
+    parser.add_argument("--copy-mib", type=int, default=100,
+                        help="after each playbook, copy a file of this many MiB to one node and report MB/s (0: no copy)")
+    parser.add_argument("--stream-rtt", type=float, default=None, metavar="MS",
+                        help="the stream round trip of the latency model in ms (the aws profile's is 30; AWS's "
+                             "service is often nearer 100)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("the lab runs as root; run this as root", file=sys.stderr)
@@ -222,15 +286,22 @@ def main(argv: list[str] | None = None) -> int:
         print("mitogen cannot be imported here: (d) is left out (make bench-transport installs it)", flush=True)
         transports.remove("mitogen")
     work = tempfile.mkdtemp(prefix="bench-transport-")
-    profile = FaultModel.PROFILES["aws"]
+    profile = dict(FaultModel.PROFILES["aws"])
+    if args.stream_rtt is not None:
+        profile["stream_rtt"] = args.stream_rtt / 1000
     print("latency model (the lab's aws profile): " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in profile.items()))
-    print(f"{args.nodes} nodes, {args.nodes} forks, 20 tasks, gather_facts false; best of {args.repeat}", flush=True)
+    print(f"{args.nodes} nodes, {args.nodes} forks, 20 tasks, gather_facts false; best of {args.repeat}"
+          + (f"; then a copy of {args.copy_mib} MiB to one node" if args.copy_mib else ""), flush=True)
     with open(os.path.join(work, "playbook.yml"), "w", encoding="utf-8") as handle:
         yaml.safe_dump(PLAYBOOK, handle, sort_keys=False)
     with open(os.path.join(work, "bench.conf.j2"), "w", encoding="utf-8") as handle:
         handle.write(TEMPLATE)
     with open(os.path.join(work, "blob.bin"), "wb") as handle:
         handle.write(os.urandom(1024 * 1024))
+    if args.copy_mib:
+        with open(os.path.join(work, "big.bin"), "wb") as handle:
+            for _ in range(args.copy_mib):
+                handle.write(os.urandom(1024 * 1024))
     runs: dict[str, list[dict]] = {t: [] for t in transports}
     with running_lab(os.path.join(work, "lab"), "--nodes", str(args.nodes), "--provisioned",
                      "--sshd", str(args.nodes)) as lab:
@@ -238,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
         lab.client("s3").create_bucket(Bucket=BUCKET)
         nodes = [n["id"] for n in json.loads(lab.cli("status", "--json").stdout)["nodes"]]
         key, ssh_vars = _ssh_over_ssm(lab, work) if set(SSH_PATHS) & set(transports) else ("", {})
-        lab.cli("faults", "--profile", "aws")
+        print(f"session-manager-plugin: {lab.environ()['AWS_SESSION_MANAGER_PLUGIN']}", flush=True)
+        lab.cli("faults", "--profile", "aws", *(["--stream-rtt", str(profile["stream_rtt"])]
+                                                if args.stream_rtt is not None else []))
         inventories = {t: _inventory(work, t, nodes, key, ssh_vars) for t in transports}
         for attempt in range(args.repeat):
             order = transports[attempt % len(transports):] + transports[:attempt % len(transports)]
@@ -246,12 +319,18 @@ def main(argv: list[str] | None = None) -> int:
                 _cold(work, transport)
                 result = run_playbook(lab, work, inventories[transport], args.nodes, transport, args.per_task, args.cpu,
                                       args.baseline)
+                if args.copy_mib:
+                    result.update(copy_throughput(lab, work, inventories[transport], transport, args.copy_mib,
+                                                  args.baseline))
                 runs[transport].append(result)
                 print(f"  run {attempt + 1}: {LABELS[transport]:<30} {result['wall_s']:>8.2f} s; "
                       f"{result['api_calls']} API calls, {result['sessions']} sessions, per task on a node: "
                       f"{result['round_trips_per_task']} stream round trips, {result['messages_per_task']} messages; "
-                      f"controller CPU {result['controller_cpu_s']:.1f} s",
-                      flush=True)
+                      f"controller CPU {result['controller_cpu_s']:.1f} s", flush=True)
+                print(f"    first task {result['first_task_s']:.2f} s (median of the hosts; the last "
+                      f"{result['first_task_max_s']:.2f} s), then {result['per_task_s'] * 1000:.0f} ms per task"
+                      + (f"; {args.copy_mib} MiB copy {result['copy_s']:.1f} s, {result['copy_mb_s']:.2f} MB/s"
+                         if args.copy_mib else ""), flush=True)
                 if "cpu_s" in result:
                     used = result["cpu_s"]
                     print(f"    CPU {sum(used.values()):.1f} s: " + ", ".join(f"{k} {v:.1f}" for k, v in used.items() if v),
@@ -261,15 +340,23 @@ def main(argv: list[str] | None = None) -> int:
             for transport in transports:
                 _cold(work, transport)
     best = {t: min(r["wall_s"] for r in results) for t, results in runs.items()}
-    print("\nwall time of the playbook, best of the runs:")
+    print("\nbest of the runs: wall time of the playbook; first-task latency and per-task time (medians of the "
+          "hosts)" + (f"; {args.copy_mib} MiB copy" if args.copy_mib else ""))
     for transport in transports:
-        print(f"  {LABELS[transport]:<30} {best[transport]:>8.2f} s")
+        results = runs[transport]
+        print(f"  {LABELS[transport]:<30} {best[transport]:>8.2f} s; first task "
+              f"{min(r['first_task_s'] for r in results):.2f} s; "
+              f"{min(r['per_task_s'] for r in results) * 1000:.0f} ms per task"
+              + (f"; {max(r['copy_mb_s'] for r in results):.2f} MB/s (the anchor users meet on AWS: 0.6 to 0.8)"
+                 if args.copy_mib else ""))
     if "aws_ssm" in best and "session" in best:
         print(f"  (a)/(c) = {best['aws_ssm'] / best['session']:.2f}  (goal: at least 3)")
     if "ssh_over_ssm" in best and "session" in best:
         print(f"  (c)/(b) = {best['session'] / best['ssh_over_ssm']:.2f}  (goal: at most 1.25)")
     if "session_plugin" in best and "session" in best:
         print(f"  (c'')/(c) = {best['session_plugin'] / best['session']:.2f}  (native against the plugin binary)")
+        per_task = {t: min(r["per_task_s"] for r in runs[t]) for t in ("session", "session_plugin")}
+        print(f"  (c'')/(c) per task = {per_task['session_plugin'] / per_task['session']:.2f}  (goal: at least 1.5)")
     if "session_base" in best and "session" in best:
         print(f"  (c0)/(c) = {best['session_base'] / best['session']:.2f}  (the --baseline copy against this one)")
     if "mitogen" in best and "session" in best:

@@ -50,7 +50,7 @@ def clean_environ() -> dict:
 
 
 WARM = os.path.join(os.path.dirname(os.path.abspath(__file__)), "warm")
-WARM_SWITCH = "BASTIONLESS_WARM"  # 0: every module run on the controller starts its own interpreter
+WARM_SWITCH = "BASTIONLESS_WARM"  # 0: every module run on the controller starts its own interpreter; 1: warm
 _warm: dict = {}
 
 
@@ -58,8 +58,9 @@ def warm_environ() -> dict:
     """The variables that hand this process's ansible module runs, and its ``ansible``, ``ansible-playbook`` and
     ``ansible-inventory`` commands, to a warm interpreter (``warm/zygote.py``, started on first use, one per test
     process, gone when the process is): about a third less CPU for each module run on the controller, and each command
-    starts without importing jinja2, yaml, boto3 or reading botocore's models again. Empty with BASTIONLESS_WARM=0."""
-    if os.environ.get(WARM_SWITCH, "1") == "0":
+    starts without importing jinja2, yaml, boto3 or reading botocore's models again. Empty with BASTIONLESS_WARM=0,
+    and by default outside pytest: a benchmark measures the commands as a user runs them, cold."""
+    if os.environ.get(WARM_SWITCH, "1" if "pytest" in sys.modules else "0") == "0":
         return {}
     if _warm.get("pid") != os.getpid():
         import atexit

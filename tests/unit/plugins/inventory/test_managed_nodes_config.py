@@ -162,3 +162,50 @@ def test_a_region_typo_and_a_profile_that_does_not_exist_are_named_with_the_fix_
             "'no-such-profile' (the profile key, or AWS_PROFILE) is in neither ~/.aws/config nor ~/.aws/credentials (or "
             "the files AWS_CONFIG_FILE and AWS_SHARED_CREDENTIALS_FILE name): fix the name (aws configure "
             "list-profiles lists the profiles there), or unset it to use the credentials of the environment") in output, output
+
+
+_PRELOAD = r"""
+import json, os, sys
+from ansible import constants as C
+from ansible.plugins.loader import connection_loader, init_plugin_loader, inventory_loader
+init_plugin_loader()
+inventory = sys.modules[type(inventory_loader.get("bastionless.ssm.managed_nodes")).__module__]
+name = "ansible_collections.bastionless.ssm.plugins.connection.session"
+done = inventory.preload_connection(sys.argv[1])
+reader, writer = os.pipe()
+if os.fork() == 0:  # a task's worker: a fork of the process that parsed the inventory
+    before = set(sys.modules)
+    connection_loader.get("bastionless.ssm.session", class_only=True)
+    os.write(writer, json.dumps(sorted(m for m in set(sys.modules) - before if "bastionless" in m)).encode())
+    os._exit(0)
+os.wait()
+print(json.dumps({"preloaded": done, "defined": C.config.has_configuration_definition("connection", name),
+                  "worker_imported": json.loads(os.read(reader, 65536))}))
+"""
+
+
+@pytest.mark.parametrize("connection, preloaded", [
+    ("bastionless.ssm.session", True),
+    ("", True),  # group_vars choose the connection
+    ("amazon.aws.aws_ssm", False),
+    ("ansible.builtin.ssh", False),
+])
+def test_the_inventory_loads_the_session_connection_once_for_every_tasks_worker(connection, preloaded):
+    collections = os.path.abspath(os.path.join(mn.__file__, *[".."] * 6))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=collections, ANSIBLE_NOCOLOR="1")
+    done = subprocess.run([sys.executable, "-c", _PRELOAD, connection], env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    assert got["preloaded"] is preloaded and got["defined"] is preloaded, got
+    # Preloaded, the worker imports nothing of the connection (no compiling, no documentation to parse).
+    assert ("ansible_collections.bastionless.ssm.plugins.connection.session" in got["worker_imported"]) is not preloaded, got
+
+
+def test_preloading_is_an_optimisation_whose_failure_is_left_to_the_task():
+    class Broken:
+        def get(self, name, class_only=False):
+            raise ImportError(f"no {name}")
+
+    inventory = pytest.importorskip("ansible_collections.bastionless.ssm.plugins.inventory.managed_nodes")
+    assert inventory.preload_connection("bastionless.ssm.session", loader=Broken()) is False
