@@ -21,8 +21,9 @@ What it does, as AWS's session-manager-plugin does (see _data_channel.py for the
 - ends the channel, with the reason in ``lost``, when the far end acknowledges no input for ``ack_timeout`` seconds
   (the node or the service stopped answering), and refuses a StreamUrl that is not a WebSocket URL.
 
-Threads: one reads the WebSocket, one resends; ``send`` may be called from any thread. Callbacks run on the reader
-thread and must not block for long.
+Threads: one reads the WebSocket, one resends; ``send`` may be called from any thread. Callbacks (``on_data``,
+``on_flag``, ``on_acknowledged`` with the count of input messages still unacknowledged) run on the reader thread and
+must not block for long.
 """
 
 import threading
@@ -58,7 +59,8 @@ class DataChannelClient:
     """One session's data channel (see the module's description)."""
 
     def __init__(self, session_id: str, token: str, stream_url: str, on_data=None, on_flag=None, resume=None,
-                 chunk: int = dc.MAX_CHUNK, client_id: str | None = None, ack_timeout: float = ACK_TIMEOUT) -> None:
+                 chunk: int = dc.MAX_CHUNK, client_id: str | None = None, ack_timeout: float = ACK_TIMEOUT,
+                 on_acknowledged=None) -> None:
         if not HAS_WEBSOCKETS:
             raise DataChannelClosed("the Python package websockets is required for Session Manager's data channel: "
                                     "pip install websockets")
@@ -67,6 +69,7 @@ class DataChannelClient:
         self.stream_url = stream_url
         self.on_data = on_data or (lambda payload: None)
         self.on_flag = on_flag or (lambda value: None)
+        self.on_acknowledged = on_acknowledged or (lambda pending: None)  # input acknowledged: the count still pending
         self.resume = resume
         self.chunk = chunk
         self.ack_timeout = ack_timeout
@@ -160,15 +163,18 @@ class DataChannelClient:
 
     def send(self, data: bytes, payload_type: int = dc.OUTPUT_DATA) -> None:
         """Input for the session, in messages of at most ``chunk`` bytes, kept until acknowledged."""
-        for start in range(0, max(len(data), 1), self.chunk):
-            piece = data[start:start + self.chunk]
-            with self._acked:
+        pieces = [data[start:start + self.chunk] for start in range(0, max(len(data), 1), self.chunk)]
+        while pieces:
+            with self._acked:  # once for as many pieces as the window takes: the reader thread waits for this lock
                 while self._out.pending >= WINDOW and not self.closed.is_set():
                     self._acked.wait(1.0)
                 if self.closed.is_set():
                     raise DataChannelClosed(self.close_output or self.lost or "the data channel is closed")
-                _message, frame = self._out.message(piece, payload_type)
-                self._send_frame(frame)
+                room = min(len(pieces), WINDOW - self._out.pending)
+                for piece in pieces[:room]:
+                    _message, frame = self._out.message(piece, payload_type)
+                    self._send_frame(frame)
+                del pieces[:room]
 
     def send_flag(self, value: int) -> None:
         self.send(dc.flag_message(dc.INPUT, 0, value).payload, dc.FLAG)
@@ -253,8 +259,11 @@ class DataChannelClient:
         if kind == dc.ACK:
             number = dc.acknowledged_sequence(message)
             with self._acked:
-                if self._out.acknowledged(number):
-                    self._acked.notify_all()
+                if not self._out.acknowledged(number):
+                    return
+                self._acked.notify_all()
+                pending = self._out.pending
+            self.on_acknowledged(pending)
         elif kind == dc.CHANNEL_CLOSED:
             self.close_output = _text_field(message, "Output")
             self.service_closed = True

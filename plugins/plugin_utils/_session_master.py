@@ -43,8 +43,9 @@ import tty
 STARTED = b"Starting session with SessionId"
 HIGH_WATER = 1 << 20  # input bytes buffered for the plugin before the client is read again
 SHELL_TYPES = ("Standard_Stream", "InteractiveCommands", "NonInteractiveCommands")
-INPUT_WINDOW = 256  # native: unacknowledged input messages before the master stops sending (the client's own limit
-# is far higher and blocks; the master must stay free to meet its deadlines)
+INPUT_WINDOW = 1024  # native: unacknowledged input messages before the master stops sending: 1 MiB in flight, a
+# tenth of what AWS's plugin keeps (the client's own limit is higher and blocks; the master must stay free to meet its
+# deadlines). An acknowledgement that opens the window again wakes the master's loop.
 WRITE_CHUNK = 65536  # bytes handed to the session at a time
 
 
@@ -102,6 +103,7 @@ class Master:
         self._output = bytearray()  # native: what the channel delivered and the loop has not read yet
         self._output_lock = threading.Lock()
         self._wake = -1  # native: the pipe's write end
+        self._input_blocked = False  # native: the loop waits for acknowledgements before it sends more input
         self._err = []  # the fds of the plugin's stderr (none when native)
         self.stderr_tail = b""
         self.listener = None
@@ -136,7 +138,8 @@ class Master:
         try:
             self.channel = module.DataChannelClient(response["SessionId"], response["TokenValue"],
                                                     response["StreamUrl"], on_data=self._on_data,
-                                                    resume=resume_with(self.config))
+                                                    resume=resume_with(self.config),
+                                                    on_acknowledged=self._on_acknowledged)
             self.channel.open(timeout=max(1.0, deadline - time.monotonic()))
         except module.DataChannelClosed as e:
             raise SessionGone(f"the data channel did not open: {e}") from None
@@ -151,6 +154,12 @@ class Master:
         with self._output_lock:
             self._output += payload
         self._poke()
+
+    def _on_acknowledged(self, pending: int) -> None:
+        """The channel's reader thread: input was acknowledged; wake the loop when that reopens a full window."""
+        if self._input_blocked and pending <= INPUT_WINDOW // 2:
+            self._input_blocked = False
+            self._poke()
 
     def _wake_on_close(self) -> None:
         self.channel.closed.wait()
@@ -187,8 +196,13 @@ class Master:
         return f"session-manager-plugin exited ({self.proc.returncode})"
 
     def _can_write(self) -> bool:
-        """native: whether the channel takes more input now (the plugin's stdin is select()ed instead)."""
-        return self.channel.pending < INPUT_WINDOW and not self.channel.closed.is_set()
+        """native: whether the channel takes more input now (the plugin's stdin is select()ed instead). When it
+        does not, the acknowledgement that halves the window wakes the loop (_on_acknowledged)."""
+        self._input_blocked = True  # first: an acknowledgement that comes meanwhile wakes the loop, at worst for nothing
+        if self.channel.pending < INPUT_WINDOW and not self.channel.closed.is_set():
+            self._input_blocked = False
+            return True
+        return False
 
     def _write_some(self, data) -> int:
         """Hand up to WRITE_CHUNK bytes of data to the session; how many it took. OSError when it is gone."""

@@ -198,7 +198,8 @@ def _environ(lab, work: str, transport: str, baseline: str, extra: dict) -> dict
     return lab.environ(ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", ANSIBLE_HOST_KEY_CHECKING="0", **extra)
 
 
-def copy_throughput(lab, work: str, inventory: str, transport: str, mib: int, baseline: str = "") -> dict:
+def copy_throughput(lab, work: str, inventory: str, transport: str, mib: int, baseline: str = "",
+                    cpu: bool = False) -> dict:
     """A copy of a file of ``mib`` MiB to the first node over an open connection: the copy task's time (from its
     start to the node's result, the checksums and stat around the transfer included) and its throughput in MB/s
     (10^6 bytes of the file per second). The file is removed from the node afterwards."""
@@ -209,15 +210,21 @@ def copy_throughput(lab, work: str, inventory: str, transport: str, mib: int, ba
         {"name": "Remove", "ansible.builtin.file": {"path": dest, "state": "absent"}}]}]
     with open(os.path.join(work, "copy.yml"), "w", encoding="utf-8") as handle:
         yaml.safe_dump(play, handle, sort_keys=False)
-    result = subprocess.run(["ansible-playbook", "-i", inventory, "copy.yml", "-e", f"bench_dir=/tmp/bench-{transport}"],
-                            cwd=work, env=_environ(lab, work, transport, baseline, {}), capture_output=True, text=True,
-                            timeout=3600, check=False)
+    account = CpuAccount() if cpu else contextlib.nullcontext()
+    with account:
+        result = subprocess.run(["ansible-playbook", "-i", inventory, "copy.yml", "-e",
+                                 f"bench_dir=/tmp/bench-{transport}"], cwd=work,
+                                env=_environ(lab, work, transport, baseline, {}), capture_output=True, text=True,
+                                timeout=3600, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"the copy of {mib} MiB over {transport} failed:\n{(result.stdout + result.stderr)[-4000:]}")
     with open(os.path.join(work, "times.json"), encoding="utf-8") as handle:
         copy = json.load(handle)["tasks"][1]
     seconds = next(iter(copy["results"].values())) - copy["start"]
-    return {"copy_s": round(seconds, 2), "copy_mb_s": round(mib * 1024 * 1024 / 1e6 / seconds, 2)}
+    figures = {"copy_s": round(seconds, 2), "copy_mb_s": round(mib * 1024 * 1024 / 1e6 / seconds, 2)}
+    if cpu and account.seconds is not None:
+        figures["copy_cpu_s"] = account.seconds  # the whole copy play: connection, copy and removal
+    return figures
 
 
 def run_playbook(lab, work: str, inventory: str, forks: int, transport: str, per_task: bool = False,
@@ -321,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                                       args.baseline)
                 if args.copy_mib:
                     result.update(copy_throughput(lab, work, inventories[transport], transport, args.copy_mib,
-                                                  args.baseline))
+                                                  args.baseline, args.cpu))
                 runs[transport].append(result)
                 print(f"  run {attempt + 1}: {LABELS[transport]:<30} {result['wall_s']:>8.2f} s; "
                       f"{result['api_calls']} API calls, {result['sessions']} sessions, per task on a node: "
@@ -337,6 +344,10 @@ def main(argv: list[str] | None = None) -> int:
                           flush=True)
                 elif "cpu" in result:
                     print(f"    CPU not measured: {result['cpu']}", flush=True)
+                if "copy_cpu_s" in result:
+                    used = result["copy_cpu_s"]
+                    print(f"    CPU of the copy's play {sum(used.values()):.1f} s: "
+                          + ", ".join(f"{k} {v:.1f}" for k, v in used.items() if v), flush=True)
             for transport in transports:
                 _cold(work, transport)
     best = {t: min(r["wall_s"] for r in results) for t, results in runs.items()}

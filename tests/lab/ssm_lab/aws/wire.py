@@ -77,19 +77,41 @@ class Connection:
         self._linger: asyncio.Task | None = None
         self.silent = False  # the stall_channel_after fault: nothing more is written, what arrives is dropped
         self.half_closed = False  # the half_close_channel_after fault: our side of TCP is shut, reading goes on
+        self._flush_due = False  # a flush of what send() queued is scheduled on the event loop
 
     def _flush(self) -> None:
+        pending: list = []
         for data in self.protocol.data_to_send():
             if self.writer.is_closing():
                 return
             if self.silent or self.half_closed:
                 continue
             if data:
-                self.writer.write(data)
+                pending.append(data)
             else:  # the protocol's end of the data stream: the closing handshake is done, close TCP
+                self.writer.write(b"".join(pending))
                 self.closed = True
                 self.writer.close()
                 return
+        if pending:
+            self.writer.write(b"".join(pending))  # one write (one system call) for all the frames due
+
+    def _flush_soon(self) -> None:
+        """Flush once the event loop has handled what else is due: the frames sent meanwhile (the
+        acknowledgements of a burst of input) go out in one write, as a service's buffered socket sends them."""
+        if self._flush_due:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on the event loop's thread
+            self._flush()
+            return
+        self._flush_due = True
+
+        def flush() -> None:
+            self._flush_due = False
+            self._flush()
+        loop.call_soon(flush)
 
     async def accept(self, first: bytes) -> Request | None:
         """Read the upgrade request (``first`` is its first line, already read) and answer it."""
@@ -147,7 +169,7 @@ class Connection:
         if self.closed or self.writer.is_closing() or self.protocol.state is not State.OPEN:
             return
         self.protocol.send_binary(frame)
-        self._flush()
+        self._flush_soon()
 
     def half_close(self) -> None:
         """Shut our side of TCP (FIN, no close frame) and go on reading, as a half-closed connection does."""
@@ -501,14 +523,32 @@ class WireSession:
             stream["pending"].append(data)
             return
         if data is None:
+            self._flush_stream(stream)
             if stream["writer"].can_write_eof():
                 stream["writer"].write_eof()
-        else:
-            stream["writer"].write(data)
+            return
+        buffered = stream.setdefault("buffer", bytearray())
+        if not buffered:  # the first since the last flush: the rest of this burst of input joins it, one write
+            try:
+                asyncio.get_running_loop().call_soon(self._flush_stream, stream)
+            except RuntimeError:  # not on the event loop's thread
+                stream["writer"].write(data)
+                return
+        buffered += data
+
+    @staticmethod
+    def _flush_stream(stream: dict) -> None:
+        buffered = stream.get("buffer")
+        if buffered:
+            data = bytes(buffered)
+            buffered.clear()
+            if not stream["writer"].is_closing():
+                stream["writer"].write(data)
 
     def _close_stream(self, stream_id: int) -> None:
         stream = self.streams.pop(stream_id, None)
         if stream is not None and stream["writer"] is not None and not stream["writer"].is_closing():
+            self._flush_stream(stream)
             stream["writer"].close()
 
     def _open_stream(self, stream_id: int) -> None:
