@@ -335,13 +335,20 @@ def preload_connection(connection, loader=None):
     Ansible runs every task of every host in a fork of this process, and a fork that finds the plugin loaded uses it
     as it is; otherwise each one compiles the plugin from source (collections are not byte-compiled) and parses its
     documentation again: about 35 ms of CPU per task and host on a 2-core machine, most of the controller's cost of
-    the connection. Nothing depends on it: a failure here is left for the task that uses the connection to report."""
+    the connection. The plugin also reads botocore's models of a session start here (``prepare_process``), once.
+    Nothing depends on it: a failure here is left for the task that uses the connection to report."""
     if connection not in (SESSION_CONNECTION, ""):
         return False
     if loader is None:
         from ansible.plugins.loader import connection_loader as loader  # pylint: disable=import-outside-toplevel
     try:
-        return loader.get(SESSION_CONNECTION, class_only=True) is not None
+        plugin = loader.get(SESSION_CONNECTION, class_only=True)
+        if plugin is None:
+            return False
+        prepare = getattr(plugin, "prepare_process", None)
+        if prepare is not None:
+            prepare()  # botocore's models for the session starts, read once
+        return True
     except Exception:  # noqa: BLE001 - an optimisation only; the task reports the plugin's own error
         return False
 

@@ -179,7 +179,8 @@ if os.fork() == 0:  # a task's worker: a fork of the process that parsed the inv
     os.write(writer, json.dumps(sorted(m for m in set(sys.modules) - before if "bastionless" in m)).encode())
     os._exit(0)
 os.wait()
-print(json.dumps({"preloaded": done, "defined": C.config.has_configuration_definition("connection", name),
+models = bool(getattr(sys.modules.get(name), "_DATA_LOADER", None))  # prepare_process read botocore's models
+print(json.dumps({"preloaded": done, "models": models, "defined": C.config.has_configuration_definition("connection", name),
                   "worker_imported": json.loads(os.read(reader, 65536))}))
 """
 
@@ -197,7 +198,7 @@ def test_the_inventory_loads_the_session_connection_once_for_every_tasks_worker(
                           timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout.strip().splitlines()[-1])
-    assert got["preloaded"] is preloaded and got["defined"] is preloaded, got
+    assert got["preloaded"] is preloaded and got["defined"] is preloaded and got["models"] is preloaded, got
     # Preloaded, the worker imports nothing of the connection (no compiling, no documentation to parse).
     assert ("ansible_collections.bastionless.ssm.plugins.connection.session" in got["worker_imported"]) is not preloaded, got
 

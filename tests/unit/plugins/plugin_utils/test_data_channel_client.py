@@ -244,3 +244,36 @@ def test_a_far_end_that_stops_acknowledging_ends_the_channel_in_bounded_time(ser
             channel.send(b"more")
     finally:
         stop.set()
+
+
+def test_input_beyond_the_window_waits_for_acknowledgements_each_reported_with_what_is_still_pending(
+        service, monkeypatch):
+    monkeypatch.setattr(client_module, "WINDOW", 3)
+    got = {"data": b"", "most_unacknowledged": 0}
+
+    def script(ws):
+        handshake(ws)
+        held = []
+        while len(got["data"]) < 10240:
+            message = recv(ws)
+            if message.message_type != dc.INPUT or message.payload_type != dc.OUTPUT_DATA:
+                continue
+            held.append(message)
+            got["data"] += message.payload
+            got["most_unacknowledged"] = max(got["most_unacknowledged"], len(held))
+            if len(held) == 3 or len(got["data"]) == 10240:  # the window is full: acknowledge what it holds
+                for each in held:
+                    ws.send(dc.acknowledge(each).encode())
+                held.clear()
+        ws.send(dc.channel_closed("s-1", "i-1", "").encode())
+
+    server = service(script)
+    pending = []
+    channel = client_module.DataChannelClient("s-1", "token-1", server.url, on_acknowledged=pending.append)
+    channel.open()
+    data = bytes(range(256)) * 40  # 10 pieces of 1,024 bytes, more than three windows
+    channel.send(data)  # returns once the last piece is sent: it waited for acknowledgements in between
+    assert channel.closed.wait(10), channel.lost
+    assert got["data"] == data and got["most_unacknowledged"] == 3, got
+    assert pending and pending[-1] == 0 and max(pending) < 3, pending  # every acknowledgement, counted down to none
+    assert server.errors == []
