@@ -177,6 +177,9 @@ bench-inventory: collection
 bench-fleet: collection
 	PATH="$(BIN):$$PATH" $(BIN)/python tests/benchmarks/fleet.py $(BENCH_ARGS)
 
+# Every transport on 10 lab nodes: playbook time, first-task latency, per-task time, a 100 MiB copy
+# (tests/benchmarks/transport.py, docs/performance.md). SESSION_MANAGER_PLUGIN=/path/to/AWS's plugin for the plugin
+# paths as users have them (the lab's stand-in sends larger messages); BENCH_ARGS="--nodes 2 --copy-mib 20" to be quick.
 bench-transport: collection
 	$(BIN)/pip install --quiet -r tests/benchmarks/requirements-bench.txt
 	PATH="$(BIN):$$PATH" $(BIN)/python tests/benchmarks/transport.py $(BENCH_ARGS)
