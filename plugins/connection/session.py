@@ -551,7 +551,9 @@ class Connection(ConnectionBase):
         core = botocore.session.Session()
         core.register_component("data_loader", _data_loader())
         try:
-            return boto3.session.Session(botocore_session=core, **args)
+            session = boto3.session.Session(botocore_session=core, **args)
+            core.get_scoped_config()  # the profile, read now (a loader of botocore's own would have read it)
+            return session
         except _botocore_exceptions().ProfileNotFound:
             raise AnsibleError("bastionless.ssm.session: " + support.profile_problem(
                 args.get("profile_name"), "profile: ansible_aws_ssm_profile or AWS_PROFILE")) from None
