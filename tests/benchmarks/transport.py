@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         handle.write(os.urandom(1024 * 1024))
     if args.copy_mib:
         with open(os.path.join(work, "big.bin"), "wb") as handle:
-            for _ in range(args.copy_mib):
+            for _mib in range(args.copy_mib):
                 handle.write(os.urandom(1024 * 1024))
     runs: dict[str, list[dict]] = {t: [] for t in transports}
     with running_lab(os.path.join(work, "lab"), "--nodes", str(args.nodes), "--provisioned",
