@@ -144,13 +144,52 @@ def dns_suffix(region: str, partitions: List[Dict[str, Any]]) -> str:
     """The DNS suffix of the AWS partition that holds ``region`` (amazonaws.com.cn for cn-north-1), from botocore's
     endpoints data (its ``partitions``): the partition that lists the region, else the first whose pattern matches
     it (a region newer than botocore), else AWS's own."""
+    return partition_of(region, partitions).get("dnsSuffix") or DEFAULT_DNS_SUFFIX
+
+
+def partition_of(region: str, partitions: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """The AWS partition that holds ``region``, from botocore's endpoints data: the one that lists it, else the first
+    whose pattern matches it, else AWS's own (``aws``)."""
     for partition in partitions:
         if region in (partition.get("regions") or {}):
-            return partition.get("dnsSuffix") or DEFAULT_DNS_SUFFIX
+            return partition
     for partition in partitions:
         if partition.get("regionRegex") and re.match(partition["regionRegex"], region or ""):
-            return partition.get("dnsSuffix") or DEFAULT_DNS_SUFFIX
-    return DEFAULT_DNS_SUFFIX
+            return partition
+    return {"partition": "aws", "dnsSuffix": DEFAULT_DNS_SUFFIX}
+
+
+def node_read_policy(bucket: str, key_prefix: str, region: str, encryption: Optional[Dict[str, Any]],
+                     partition: str = "aws", suffix: str = DEFAULT_DNS_SUFFIX) -> Dict[str, Any]:
+    """The IAM policy the targeted nodes' role needs to fetch the bundles under ``key_prefix``: ``s3:GetObject`` on
+    them and, when the bucket encrypts with a KMS key of its own (``encryption``: GetBucketEncryption's
+    ServerSideEncryptionConfiguration), ``kms:Decrypt`` of that key by S3 on the nodes' behalf (``kms:ViaService``)
+    for these objects only (S3's encryption context: the object's ARN, or the bucket's with S3 Bucket Keys). The AWS
+    managed key ``aws/s3`` needs no grant: its key policy lets S3 use it for whoever may read the object."""
+    objects = f"arn:{partition}:s3:::{bucket}/{key_prefix}*"
+    statements: List[Dict[str, Any]] = [
+        {"Sid": "ReadPullBundles", "Effect": "Allow", "Action": "s3:GetObject", "Resource": objects}]
+    keys = []
+    for rule in (encryption or {}).get("Rules") or []:
+        default = rule.get("ApplyServerSideEncryptionByDefault") or {}
+        key = default.get("KMSMasterKeyID")
+        if str(default.get("SSEAlgorithm", "")).startswith("aws:kms") and key and not _aws_managed_s3_key(key):
+            keys.append(key)
+    if keys:
+        # A key ARN names the key; a key id or an alias (the bucket's setting may be either) cannot be turned into
+        # the key's ARN without the account, so the conditions alone keep the grant to these objects through S3.
+        resources = sorted({k for k in keys if k.startswith("arn:") and ":key/" in k}) or ["*"]
+        statements.append({
+            "Sid": "DecryptPullBundlesThroughS3", "Effect": "Allow", "Action": "kms:Decrypt",
+            "Resource": resources[0] if len(resources) == 1 else resources,
+            "Condition": {
+                "StringEquals": {"kms:ViaService": f"s3.{region}.{suffix}"},
+                "StringLike": {"kms:EncryptionContext:aws:s3:arn": [objects, f"arn:{partition}:s3:::{bucket}"]}}})
+    return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _aws_managed_s3_key(key: str) -> bool:
+    return key in ("alias/aws/s3",) or key.endswith(":alias/aws/s3")
 
 
 def source_path(bucket: str, key: str, region: str, suffix: str = DEFAULT_DNS_SUFFIX) -> str:

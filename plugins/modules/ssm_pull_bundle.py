@@ -168,6 +168,21 @@ source_path:
   returned: always
   type: str
   sample: https://s3.eu-west-1.amazonaws.com/example-pull-bundles/pull/baseline/baseline-3f1c0a9e2b7d4c5e6f70.zip
+node_read_policy:
+  description:
+    - The IAM policy the targeted nodes' role needs to fetch the bundles under O(key_prefix) - C(s3:GetObject) on
+      them, and C(kms:Decrypt) through S3 when the bucket encrypts with a KMS key of its own. The role
+      C(bastionless.ssm.pull_association) attaches it to C(pull_association_node_role).
+  returned: always
+  type: dict
+  version_added: 0.1.0
+  sample:
+    Version: "2012-10-17"
+    Statement:
+      - Sid: ReadPullBundles
+        Effect: Allow
+        Action: s3:GetObject
+        Resource: arn:aws:s3:::example-pull-bundles/pull/*
 source_info:
   description: The C(SourceInfo) parameter of C(AWS-ApplyAnsiblePlaybooks) for it, a JSON object as a string.
   returned: always
@@ -256,9 +271,9 @@ def local_problem(params: Dict[str, Any], names: Dict[str, str]) -> Optional[str
     return None
 
 
-def partition_dns_suffix(region: str) -> str:
-    """The DNS suffix of the region's partition, as the installed botocore knows the partitions."""
-    return bundle.dns_suffix(region, botocore.loaders.create_loader().load_data("endpoints")["partitions"])
+def region_partition(region: str) -> dict:
+    """The region's partition (its ``partition`` name and ``dnsSuffix``), as the installed botocore knows them."""
+    return bundle.partition_of(region, botocore.loaders.create_loader().load_data("endpoints")["partitions"])
 
 
 def run(module: AnsibleAWSModule) -> None:
@@ -288,7 +303,8 @@ def run(module: AnsibleAWSModule) -> None:
             f"bucket {bucket!r} does not exist or cannot be read; create it first (private, encrypted, with no "
             "lifecycle rule that expires the bundles or archives them; docs/state-manager.md shows one) or correct "
             f"{bundle.named('bucket', names)}."))
-    problems = bundle.bucket_problems(bucket, bucket_encryption(s3, bucket), public_access_block(s3, bucket),
+    encryption = bucket_encryption(s3, bucket)
+    problems = bundle.bucket_problems(bucket, encryption, public_access_block(s3, bucket),
                                       lifecycle_rules(s3, bucket), params["key_prefix"], names)
     if problems:
         module.fail_json(msg=" ".join(problems))
@@ -303,11 +319,15 @@ def run(module: AnsibleAWSModule) -> None:
         data = bundle.build(entries)
         put_object(s3, bucket, key, data, sha256)
         result["size"] = len(data)
-    suffix = partition_dns_suffix(module.region)
+    partition = region_partition(module.region)
+    suffix = partition.get("dnsSuffix") or bundle.DEFAULT_DNS_SUFFIX
+    policy = bundle.node_read_policy(bucket, params["key_prefix"], module.region, encryption,
+                                     partition.get("partition") or "aws", suffix)
     module.exit_json(changed=not present, present=present, bucket=bucket, key=key, sha256=sha256, members=len(entries),
                      playbook_file=os.path.basename(params["playbook"]),
                      source_path=bundle.source_path(bucket, key, module.region, suffix),
-                     source_info=bundle.source_info(bucket, key, module.region, suffix), **result)
+                     source_info=bundle.source_info(bucket, key, module.region, suffix), node_read_policy=policy,
+                     **result)
 
 
 def main() -> None:

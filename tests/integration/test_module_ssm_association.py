@@ -130,7 +130,8 @@ def test_pull_playbook_runs_on_each_node_then_changes_nothing(lab, tmp_path):
     name, label = f"pull-{suffix}", f"label-{suffix}"
     node_playbook = os.path.join(ROOT, "playbooks", "files", "pull-node.yml")
     good = {"pull_association_name": name, "pull_association_playbook": node_playbook,
-            "pull_association_bucket": bucket, "pull_association_targets": FLEET}
+            "pull_association_bucket": bucket, "pull_association_targets": FLEET,
+            "pull_association_node_role": "ssm-lab-node"}  # the lab's --provisioned nodes' role
     cases = run_cases(lab, tmp_path, "bastionless.ssm.pull_association", {
         "check": good,
         "no_bucket": {**good, "pull_association_bucket": f"pull-none-{suffix}"},
@@ -140,9 +141,11 @@ def test_pull_playbook_runs_on_each_node_then_changes_nothing(lab, tmp_path):
         "no_playbook": {**good, "pull_association_playbook": str(tmp_path / "missing.yml")},
         "no_node": {**good, "pull_association_targets": [{"key": "tag:Role", "values": ["nobody"]}]},
         "bad_errors": {**good, "pull_association_max_errors": "150%"},
+        "no_role": {**good, "pull_association_node_role": "no-such-role"},
     }, "--check")
     assert "check" in cases.recap, cases.output
-    assert cases.recap["check"]["failed"] == 0 and cases.recap["check"]["changed"] == 1, cases.output
+    # Would upload and create (the message), and would grant the nodes' role the reading of the bundles.
+    assert cases.recap["check"]["failed"] == 0 and cases.recap["check"]["changed"] == 2, cases.output
     assert f"pull_association: bucket 'pull-none-{suffix}' does not exist" in cases.only_failure("no_bucket")
     assert "lifecycle rule 'expire-all' expiring objects" in cases.only_failure("expiring")
     assert (f"pull_association: bucket '{archiving}' has lifecycle rule 'to-glacier' moving objects under 'pull/' to "
@@ -154,15 +157,15 @@ def test_pull_playbook_runs_on_each_node_then_changes_nothing(lab, tmp_path):
             "controller") in cases.only_failure("no_playbook")
     assert "targets (tag:Role=nobody) match no managed node" in cases.only_failure("no_node")
     assert "max_errors '150%' is over 100%" in cases.only_failure("bad_errors")
+    assert ("pull_association: pull_association_node_role: there is no IAM role named no-such-role in this account"
+            in cases.only_failure("no_role"))
+    assert f"bastionless-pull-{name}" not in lab.client("iam").list_role_policies(RoleName="ssm-lab-node")["PolicyNames"]
     for each in (bucket, expiring, archiving):  # nothing uploaded, nothing created, by check mode and bad input alike
         assert lab.client("s3").list_objects_v2(Bucket=each).get("KeyCount", 0) == 0
     assert lab.client("ssm").list_associations()["Associations"] == []
 
-    # The nodes download the bundle with their instance profile, which the lab judges: s3:GetObject under the
-    # bundles' prefix, as docs/state-manager.md says (the lab's --provisioned role has only its output writes).
-    lab.client("iam").put_role_policy(RoleName="ssm-lab-node", PolicyName=f"pull-{suffix}", PolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/pull/*"}]}))
+    # The nodes download the bundle with their instance profile, which the lab judges: the lab's --provisioned role
+    # has only its output writes, and the role grants it the reading of the bundles (bastionless_pull_node_role).
     first, second = tmp_path / "first.json", tmp_path / "second.json"
     wrapper = tmp_path / "twice.yml"
     pull = os.path.join(ROOT, "playbooks", "pull.yml")
@@ -177,7 +180,8 @@ def test_pull_playbook_runs_on_each_node_then_changes_nothing(lab, tmp_path):
     ]))
     extra = {"bastionless_pull_name": name, "bastionless_pull_bucket": bucket, "bastionless_pull_playbook": node_playbook,
              "bastionless_pull_targets": FLEET, "bastionless_pull_max_concurrency": "2",
-             "bastionless_pull_extra_variables": f"SSM=True pull_node_label={label}"}
+             "bastionless_pull_extra_variables": f"SSM=True pull_node_label={label}",
+             "bastionless_pull_node_role": "ssm-lab-node"}
     output, _recap = run(lab, "ansible-playbook", "-i", "localhost,", str(wrapper), "-e", json.dumps(extra))
     one, two = json.loads(first.read_text()), json.loads(second.read_text())
     nodes = sorted(lab.network["nodes"])
@@ -193,5 +197,9 @@ def test_pull_playbook_runs_on_each_node_then_changes_nothing(lab, tmp_path):
         assert two["key"] == one["key"] and two["nodes"] == {} and two["association_version"] == "1"
         keys = [o["Key"] for o in lab.client("s3").list_objects_v2(Bucket=bucket)["Contents"]]
         assert keys == [one["key"]]
+        granted = lab.client("iam").get_role_policy(RoleName="ssm-lab-node", PolicyName=f"bastionless-pull-{name}")
+        assert granted["PolicyDocument"]["Statement"] == [  # the bucket encrypts with SSE-S3: no KMS grant
+            {"Sid": "ReadPullBundles", "Effect": "Allow", "Action": "s3:GetObject",
+             "Resource": f"arn:aws:s3:::{bucket}/pull/*"}]
     finally:
         lab.client("ssm").delete_association(AssociationId=one["association_id"])

@@ -189,3 +189,47 @@ def test_transitions_the_agent_can_still_fetch_from_or_elsewhere_fit():
     disabled = {"ID": "off", "Status": "Disabled", "Prefix": "", "Transitions": [{"Days": 1, "StorageClass": "GLACIER"}]}
     rules = [instant, elsewhere, disabled]
     assert bundle.bucket_problems("b", ENCRYPTED, BLOCKED, rules, "pull/") == []
+
+
+@pytest.mark.parametrize("region, partition", [("us-east-1", "aws"), ("cn-north-1", "aws-cn"),
+                                               ("us-gov-west-1", "aws-us-gov"), ("eu-west-9", "aws")])
+def test_the_partition_is_the_one_botocore_puts_the_region_in(region, partition):
+    partitions = botocore.loaders.create_loader().load_data("endpoints")["partitions"]
+    assert bundle.partition_of(region, partitions)["partition"] == partition
+
+
+def _sse(algorithm, key=None, bucket_key=False):
+    default = {"SSEAlgorithm": algorithm, **({"KMSMasterKeyID": key} if key else {})}
+    return {"Rules": [{"ApplyServerSideEncryptionByDefault": default, "BucketKeyEnabled": bucket_key}]}
+
+
+def test_nodes_may_read_the_bundles_under_the_prefix_only():
+    policy = bundle.node_read_policy("pulls", "pull/web/", "eu-west-1", _sse("AES256"))
+    assert policy == {"Version": "2012-10-17", "Statement": [
+        {"Sid": "ReadPullBundles", "Effect": "Allow", "Action": "s3:GetObject",
+         "Resource": "arn:aws:s3:::pulls/pull/web/*"}]}
+
+
+@pytest.mark.parametrize("key, resource", [
+    ("arn:aws-cn:kms:cn-north-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab",
+     "arn:aws-cn:kms:cn-north-1:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab"),
+    ("1234abcd-12ab-34cd-56ef-1234567890ab", "*"),  # a key id or an alias: the conditions keep it to S3 and the bundles
+    ("alias/pull-bundles", "*"),
+])
+def test_a_bucket_key_of_its_own_is_granted_for_decrypting_the_bundles_through_s3(key, resource):
+    policy = bundle.node_read_policy("pulls", "pull/", "cn-north-1", _sse("aws:kms", key), "aws-cn",
+                                     "amazonaws.com.cn")
+    read, decrypt = policy["Statement"]
+    assert read["Resource"] == "arn:aws-cn:s3:::pulls/pull/*"
+    assert decrypt == {
+        "Sid": "DecryptPullBundlesThroughS3", "Effect": "Allow", "Action": "kms:Decrypt", "Resource": resource,
+        "Condition": {"StringEquals": {"kms:ViaService": "s3.cn-north-1.amazonaws.com.cn"},
+                      "StringLike": {"kms:EncryptionContext:aws:s3:arn": ["arn:aws-cn:s3:::pulls/pull/*",
+                                                                          "arn:aws-cn:s3:::pulls"]}}}
+
+
+@pytest.mark.parametrize("encryption", [_sse("aws:kms"), _sse("aws:kms", "alias/aws/s3"),
+                                        _sse("aws:kms", "arn:aws:kms:us-east-1:111122223333:alias/aws/s3"), None])
+def test_the_aws_managed_s3_key_or_no_encryption_needs_no_kms_grant(encryption):
+    policy = bundle.node_read_policy("pulls", "pull/", "us-east-1", encryption)
+    assert [s["Sid"] for s in policy["Statement"]] == ["ReadPullBundles"]
