@@ -29,6 +29,7 @@ RATE = re.compile(r"^rate\(([1-9][0-9]*) (minute|minutes|hour|hours|day|days)\)$
 CRON = re.compile(r"^cron\((.*)\)$")
 TARGET_KEY = re.compile(r"^(InstanceIds|tag-key|tag:.+|resource-groups:Name|resource-groups:ResourceTypeFilters)$")
 MIN_RATE_MINUTES = 30
+MIN_OFFSET_DAYS, MAX_OFFSET_DAYS = 1, 6  # ScheduleOffset: days after each cron time
 UNIT_MINUTES = {"minute": 1, "hour": 60, "day": 1440}
 MAX_TARGETS = 5
 MAX_NAME = 128
@@ -36,9 +37,10 @@ NAME = re.compile(r"^[a-zA-Z0-9_\-.]{3,128}$")
 
 # The settings the module manages, by the name AWS gives them, with the value AWS stores when none is given.
 SETTINGS = ("Name", "DocumentVersion", "Parameters", "Targets", "ScheduleExpression", "ApplyOnlyAtCronInterval",
-            "MaxConcurrency", "MaxErrors", "ComplianceSeverity", "SyncCompliance", "OutputLocation")
+            "ScheduleOffset", "MaxConcurrency", "MaxErrors", "ComplianceSeverity", "SyncCompliance", "OutputLocation")
 AWS_DEFAULTS: Dict[str, Any] = {
     "DocumentVersion": "$DEFAULT", "Parameters": {}, "ScheduleExpression": None, "ApplyOnlyAtCronInterval": False,
+    "ScheduleOffset": None,
     "MaxConcurrency": None, "MaxErrors": None, "ComplianceSeverity": "UNSPECIFIED", "SyncCompliance": "AUTO",
     "OutputLocation": None,
 }
@@ -87,6 +89,10 @@ def validate(params: Dict[str, Any]) -> Optional[str]:
     if params.get("apply_only_at_cron_interval") and not (params.get("schedule_expression") or "").startswith("cron("):
         return ("apply_only_at_cron_interval needs a cron schedule_expression; set one, or leave "
                 "apply_only_at_cron_interval false.")
+    offset = params.get("schedule_offset")
+    if offset is not None and offset != 0 and not MIN_OFFSET_DAYS <= offset <= MAX_OFFSET_DAYS:
+        return (f"schedule_offset {offset} is not a number of days State Manager takes: {MIN_OFFSET_DAYS} to "
+                f"{MAX_OFFSET_DAYS}, or 0 to remove the offset.")
     errors = params.get("max_errors")
     if errors and not ERRORS.match(errors):
         if errors.endswith("%") and errors[:-1].isdigit():
@@ -120,6 +126,10 @@ def settings_problem(settings: Dict[str, Any]) -> Optional[str]:
         return ("apply_only_at_cron_interval is true on this association but its schedule_expression would be "
                 f"{settings.get('ScheduleExpression')!r}; give a cron schedule_expression, or set "
                 "apply_only_at_cron_interval false.")
+    if settings.get("ScheduleOffset") and not settings.get("ApplyOnlyAtCronInterval"):
+        # AWS: "To use offsets, you must specify the ApplyOnlyAtCronInterval parameter."
+        return (f"schedule_offset {settings['ScheduleOffset']} needs apply_only_at_cron_interval true (and so a cron "
+                "schedule_expression); set it, or schedule_offset 0 to remove the offset.")
     return None
 
 
@@ -144,12 +154,14 @@ def requested(params: Dict[str, Any]) -> Dict[str, Any]:
     """The settings the user set (in AWS's names); an option left unset is not in the result."""
     wanted: Dict[str, Any] = {}
     simple = {"document_name": "Name", "document_version": "DocumentVersion", "schedule_expression": "ScheduleExpression",
-              "apply_only_at_cron_interval": "ApplyOnlyAtCronInterval", "max_concurrency": "MaxConcurrency",
-              "max_errors": "MaxErrors", "compliance_severity": "ComplianceSeverity",
-              "sync_compliance": "SyncCompliance"}
+              "apply_only_at_cron_interval": "ApplyOnlyAtCronInterval", "schedule_offset": "ScheduleOffset",
+              "max_concurrency": "MaxConcurrency", "max_errors": "MaxErrors",
+              "compliance_severity": "ComplianceSeverity", "sync_compliance": "SyncCompliance"}
     for option, key in simple.items():
         if params.get(option) is not None:
             wanted[key] = params[option]
+    if params.get("schedule_offset") == 0:  # no offset
+        wanted["ScheduleOffset"] = None
     for option, key in (("schedule_expression", "ScheduleExpression"), ("max_concurrency", "MaxConcurrency"),
                         ("max_errors", "MaxErrors")):
         if params.get(option) == "":
@@ -251,7 +263,8 @@ def snake_settings(settings: Optional[Dict[str, Any]]) -> Dict[str, Any]:
         return {}
     names = {"Name": "document_name", "DocumentVersion": "document_version", "Parameters": "parameters",
              "Targets": "targets", "ScheduleExpression": "schedule_expression",
-             "ApplyOnlyAtCronInterval": "apply_only_at_cron_interval", "MaxConcurrency": "max_concurrency",
+             "ApplyOnlyAtCronInterval": "apply_only_at_cron_interval", "ScheduleOffset": "schedule_offset",
+             "MaxConcurrency": "max_concurrency",
              "MaxErrors": "max_errors", "ComplianceSeverity": "compliance_severity",
              "SyncCompliance": "sync_compliance", "OutputLocation": "output_location"}
     out = {}

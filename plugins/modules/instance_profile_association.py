@@ -166,6 +166,8 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 from ansible_collections.amazon.aws.plugins.module_utils.transformation import ansible_dict_to_boto3_filter_list
 
+from ansible_collections.bastionless.ssm.plugins.module_utils._task_warnings import warn
+
 IGNORED_STATES = ("terminated", "shutting-down")
 ACTIVE_ASSOCIATION_STATES = ["associating", "associated"]
 CHANGING_ACTIONS = ("associated", "replaced", "disassociated")
@@ -433,14 +435,14 @@ def run(module: AnsibleAWSModule) -> None:
             msg=f"Instance ID(s) not found: {', '.join(missing)}. Nothing was changed.", missing_instance_ids=missing
         )
     if gone:
-        module.warn(f"Ignoring terminated or shutting-down instance(s): {', '.join(gone)}.")
+        warn(f"Ignoring terminated or shutting-down instance(s): {', '.join(gone)}.")
 
     current = read_current(ec2, instances)
     plan = build_plan(current, state, wanted_arn, params["replace"], wanted_name)
     result = summarise(plan, wanted_arn)
 
     if state == "present" and result["different"]:
-        module.warn(different_warning(result["different"], profile))
+        warn(different_warning(result["different"], profile))
 
     if result["changed"] and not module.check_mode:
         apply_plan(ec2, plan, wanted_arn)

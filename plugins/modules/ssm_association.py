@@ -90,6 +90,13 @@ options:
       - Run only on the cron schedule, not also at once when the association is created or changed. Needs a
         V(cron(...)) O(schedule_expression). O(wait) then does not wait.
     type: bool
+  schedule_offset:
+    description:
+      - How many days after each time of the cron O(schedule_expression) the association runs, from 1 to 6. With
+        V(cron(0 2 ? * THU#2 *)) and V(3), it runs the Sunday after each second Thursday. Needs
+        O(apply_only_at_cron_interval) true, as AWS does.
+      - V(0) removes the offset.
+    type: int
   max_concurrency:
     description:
       - How many targets run the document at the same time, a number (V(10)) or a share of the targets (V(10%)).
@@ -179,6 +186,20 @@ EXAMPLES = r"""
     name: web-chrony
     schedule_expression: cron(0 2 ? * SUN *)
     apply_only_at_cron_interval: true
+
+- name: Upgrade packages the Sunday after each Patch Tuesday (the second Tuesday, then 5 days on)
+  bastionless.ssm.ssm_association:
+    name: web-upgrade
+    document_name: AWS-RunShellScript
+    parameters:
+      commands:
+        - apt-get update && apt-get -y upgrade
+    targets:
+      - key: tag:Role
+        values: [web]
+    schedule_expression: cron(0 3 ? * TUE#2 *)
+    apply_only_at_cron_interval: true
+    schedule_offset: 5
 
 - name: Delete the association
   bastionless.ssm.ssm_association:
@@ -274,6 +295,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
 from ansible_collections.bastionless.ssm.plugins.module_utils import _association as assoc
+from ansible_collections.bastionless.ssm.plugins.module_utils._task_warnings import warn
 
 EXECUTION_DONE = ("Success", "Failed", "TimedOut", "Cancelled")
 AnsibleSSMAssociationError = assoc.AnsibleSSMAssociationError
@@ -462,8 +484,8 @@ def run(module: AnsibleAWSModule) -> None:
         result["execution"] = execution_result(client, after["AssociationId"], execution)
         summary = result["execution"]["summary"]
         if summary["failed"]:
-            module.warn(f"association {name!r} is in place, but its run did not succeed on {summary['failed']} of "
-                        f"{summary['total']} nodes ({summary['by_status']}); see execution.targets.")
+            warn(f"association {name!r} is in place, but its run did not succeed on {summary['failed']} of "
+                 f"{summary['total']} nodes ({summary['by_status']}); see execution.targets.")
         result["association"] = association_result(assoc.describe_association(client, after["AssociationId"]))
     module.exit_json(**result)
 
@@ -486,6 +508,7 @@ def main() -> None:
         allow_no_targets=dict(type="bool", default=False),
         schedule_expression=dict(type="str"),
         apply_only_at_cron_interval=dict(type="bool"),
+        schedule_offset=dict(type="int"),
         max_concurrency=dict(type="str"),
         max_errors=dict(type="str"),
         compliance_severity=dict(type="str", choices=["CRITICAL", "HIGH", "MEDIUM", "LOW", "UNSPECIFIED"]),

@@ -349,6 +349,7 @@ from ansible_collections.bastionless.ssm.plugins.module_utils._audit import run_
 from ansible_collections.bastionless.ssm.plugins.module_utils._audit import transcript_from_preferences
 from ansible_collections.bastionless.ssm.plugins.module_utils._ssm_session import PAGE_SIZE
 from ansible_collections.bastionless.ssm.plugins.module_utils._ssm_session import describe_sessions_page
+from ansible_collections.bastionless.ssm.plugins.module_utils._task_warnings import warn
 
 PREFERENCES_DOCUMENT = "SSM-SessionManagerRunShell"
 NAME_CHUNK = 200  # values per DescribeInstances filter
@@ -521,7 +522,7 @@ def run(module: AnsibleAWSModule) -> None:
                              "start_time.")
     gap = history_gap(start, now)
     if gap:
-        module.warn(gap)
+        warn(gap)
 
     join = AuditJoin(params["principals"], params["documents"])
     cloudtrail = module.client("cloudtrail")

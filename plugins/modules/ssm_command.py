@@ -385,6 +385,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 from ansible_collections.bastionless.ssm.plugins.module_utils import _aws_bounds as bounds
 from ansible_collections.bastionless.ssm.plugins.module_utils._preflight_readers import read_instance_information
 from ansible_collections.bastionless.ssm.plugins.module_utils._ssm_session import iso
+from ansible_collections.bastionless.ssm.plugins.module_utils._task_warnings import warn
 
 # Limits of SendCommand and of what AWS keeps of a node's output.
 MAX_INSTANCE_IDS = 50
@@ -784,7 +785,7 @@ def check_mode(module: AnsibleAWSModule, client) -> None:
     params = module.params
     targets = predict_targets(client, params)
     if targets is None:
-        module.warn("check mode cannot look up targets by resource group; targets is null.")
+        warn("check mode cannot look up targets by resource group; targets is null.")
         module.exit_json(changed=True, targets=None, target_count=None)
     if params.get("instance_ids"):
         known = {t["instance_id"] for t in targets}
@@ -799,9 +800,9 @@ def check_mode(module: AnsibleAWSModule, client) -> None:
             )
     offline = [t["instance_id"] for t in targets if t["ping_status"] != "Online"]
     if offline:
-        module.warn(f"{len(offline)} target(s) are not Online and would end DeliveryTimedOut: {', '.join(offline[:10])}")
+        warn(f"{len(offline)} target(s) are not Online and would end DeliveryTimedOut: {', '.join(offline[:10])}")
     if not targets:
-        module.warn("no managed node matches targets; the command would run nowhere.")
+        warn("no managed node matches targets; the command would run nowhere.")
     module.exit_json(changed=True, targets=targets, target_count=len(targets))
 
 
@@ -871,7 +872,7 @@ def run(module: AnsibleAWSModule) -> None:
             **result,
         )
     if not result["invocations"]:
-        module.warn(f"command {command_id} matched no managed node; it ran nowhere.")
+        warn(f"command {command_id} matched no managed node; it ran nowhere.")
     if params["fail_on_error"] and result["summary"]["failed"]:
         module.fail_json(msg=failure_message(command_id, result["summary"]), **result)
     module.exit_json(**result)

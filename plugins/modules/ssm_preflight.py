@@ -310,6 +310,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 
 from ansible_collections.bastionless.ssm.plugins.module_utils import _preflight as pf
 from ansible_collections.bastionless.ssm.plugins.module_utils import _preflight_readers as readers
+from ansible_collections.bastionless.ssm.plugins.module_utils._task_warnings import warn
 
 
 def run(module: AnsibleAWSModule) -> None:
@@ -450,7 +451,7 @@ def run(module: AnsibleAWSModule) -> None:
         "summary": summary,
     }
     if not nodes:
-        module.warn("No instance matched instance_ids/filters; nothing was checked but the controller.")
+        warn("No instance matched instance_ids/filters; nothing was checked but the controller.")
     if params["fail_on_findings"] and pf.should_fail(nodes, controller_findings, params["fail_on_warnings"]):
         module.fail_json(msg=pf.failure_message(summary, params["fail_on_warnings"]), **result)
     module.exit_json(**result)

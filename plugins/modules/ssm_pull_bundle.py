@@ -175,7 +175,6 @@ node_read_policy:
       C(bastionless.ssm.pull_association) attaches it to C(pull_association_node_role).
   returned: always
   type: dict
-  version_added: 0.1.0
   sample:
     Version: "2012-10-17"
     Statement:

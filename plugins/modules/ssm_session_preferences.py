@@ -315,6 +315,8 @@ from ansible_collections.amazon.aws.plugins.module_utils.exceptions import Ansib
 from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleAWSModule
 from ansible_collections.amazon.aws.plugins.module_utils.retries import AWSRetry
 
+from ansible_collections.bastionless.ssm.plugins.module_utils._task_warnings import warn
+
 DEFAULT_NAME = "SSM-SessionManagerRunShell"
 AWS_DESCRIPTION = "Document to hold regional settings for Session Manager"
 SCHEMA_VERSION = "1.0"
@@ -908,7 +910,7 @@ def run(module: AnsibleAWSModule) -> Dict[str, Any]:
     if wanted is not None and params["state"] == "present":
         warning = run_as_warning(wanted)
         if warning:
-            module.warn(warning)
+            warn(warning)
 
     if changed and not module.check_mode:
         changed, current, written = write_preferences(ssm, name, params, current, wanted)
@@ -960,7 +962,7 @@ def main() -> None:
         module.fail_json(msg=" ".join(errors), errors=errors)
     ignored = ignored_with_absent(module.params)
     if ignored:
-        module.warn(f"state=absent restores AWS's defaults and ignores {', '.join(ignored)}.")
+        warn(f"state=absent restores AWS's defaults and ignores {', '.join(ignored)}.")
 
     try:
         result = run(module)

@@ -288,6 +288,7 @@ from ansible_collections.amazon.aws.plugins.module_utils.modules import AnsibleA
 
 from ansible_collections.bastionless.ssm.plugins.module_utils import _aws_bounds as bounds
 from ansible_collections.bastionless.ssm.plugins.module_utils import _ssm_tunnel as tunnels
+from ansible_collections.bastionless.ssm.plugins.module_utils._task_warnings import warn
 
 PORT_RANGE = (1, 65535)
 # The most seconds one TerminateSession or ResumeSession may take (the supervisor's calls, and a failed task's
@@ -509,7 +510,7 @@ def ensure_absent(module: AnsibleAWSModule, records: tunnels.Records) -> None:
                                                                            CLOSE_CALL_SECONDS)) if chosen else None
         for record in chosen:
             if record["live"] and not tunnels.stop(record):
-                module.warn(f"the tunnel on local port {record['local_port']} did not stop in time and was killed.")
+                warn(f"the tunnel on local port {record['local_port']} did not stop in time and was killed.")
             # The supervisor ends the session; a supervisor that died uncleanly could not, so end it here too.
             terminate_quietly(client, record.get("session_id"))
             records.remove(record)

@@ -296,6 +296,8 @@ from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_ta
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import boto3_tag_specifications
 from ansible_collections.amazon.aws.plugins.module_utils.tagging import compare_aws_tags
 
+from ansible_collections.bastionless.ssm.plugins.module_utils._task_warnings import warn
+
 # States in which AWS still lists an endpoint that no longer serves anything.
 DEAD_STATES = frozenset(("deleted", "deleting", "failed", "rejected", "expired"))
 # States an endpoint does not leave by itself once it is being deleted.
@@ -721,7 +723,7 @@ def run(module, client, service_name):
     found = describe_endpoints(client, params["vpc_id"], service_name)
     current, others = pick_endpoint(found, params["vpc_endpoint_type"])
     if others:
-        module.warn(
+        warn(
             f"{len(others) + 1} live {params['vpc_endpoint_type']} endpoints for {service_name} in {params['vpc_id']}: "
             f"managing the oldest, {current['VpcEndpointId']}, and leaving "
             f"{', '.join(e['VpcEndpointId'] for e in others)} alone; delete the extra ones."

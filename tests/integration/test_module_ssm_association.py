@@ -35,7 +35,15 @@ def test_create_idempotence_check_mode_update_bad_input_delete(lab, tmp_path):
         "max_errors": {**base, "name": f"{name}-errors", "max_errors": "150%"},
         "no_node": {**base, "name": f"{name}-tag", "targets": [{"key": "tag:Role", "values": ["nobody"]}]},
         "bucket": {**base, "name": f"{name}-bucket", "output_s3_bucket": "no-such-bucket-here"},
+        "offset_range": {**base, "name": f"{name}-offr", "schedule_expression": "cron(0 3 ? * TUE#2 *)",
+                         "apply_only_at_cron_interval": True, "schedule_offset": 9},
+        "offset_alone": {**base, "name": f"{name}-offa", "schedule_expression": "cron(0 3 ? * TUE#2 *)",
+                         "schedule_offset": 2},
     }
+    # The Sunday after each second Tuesday: an offset of 5 days, which needs apply_only_at_cron_interval.
+    offset = {**base, "name": f"{name}-offset", "schedule_expression": "cron(0 3 ? * TUE#2 *)",
+              "apply_only_at_cron_interval": True, "schedule_offset": 5,
+              "targets": [{"key": "InstanceIds", "values": sorted(lab.network["nodes"])[:1]}]}  # not base's work
     tasks = [
         {"name": "Create in check mode", MODULE: base, "check_mode": True, "register": "check_create"},
         {"name": "List after check mode", INFO: {"name": name}, "register": "after_check"},
@@ -48,13 +56,19 @@ def test_create_idempotence_check_mode_update_bad_input_delete(lab, tmp_path):
         {"name": "List", INFO: {"name": name, "executions": 2}, "register": "listed"},
         *({"name": f"Bad {case}", MODULE: args, "register": f"bad_{case}", "ignore_errors": True}
           for case, args in bad.items()),
+        {"name": "Create with an offset", MODULE: offset, "register": "offset"},
+        {"name": "Create with an offset again", MODULE: offset, "register": "offset_again"},
+        {"name": "Remove the offset", MODULE: {"name": offset["name"], "schedule_offset": 0},
+         "register": "offset_removed"},
+        {"name": "Delete the one with an offset", MODULE: {"name": offset["name"], "state": "absent"}},
         {"name": "Delete in check mode", MODULE: {"name": name, "state": "absent"}, "check_mode": True,
          "register": "check_delete"},
         {"name": "Delete", MODULE: {"name": name, "state": "absent"}, "register": "delete"},
         {"name": "Delete again", MODULE: {"name": name, "state": "absent"}, "register": "delete_again"},
     ]
     names = ["check_create", "after_check", "create", "again", "check_update", "update", "listed",
-             *(f"bad_{case}" for case in bad), "check_delete", "delete", "delete_again"]
+             *(f"bad_{case}" for case in bad), "offset", "offset_again", "offset_removed", "check_delete", "delete",
+             "delete_again"]
     files = {var: tmp_path / f"{var}.json" for var in names}
     output, _recap = controller_play(lab, tmp_path, [*tasks, *(save_task(v, files[v]) for v in names)], "--diff")
     got = {var: json.loads(path.read_text()) for var, path in files.items()}
@@ -83,6 +97,9 @@ def test_create_idempotence_check_mode_update_bad_input_delete(lab, tmp_path):
     assert update["association"]["compliance_severity"] == "HIGH"
     assert update["execution"]["status"] == "Failed"
     assert update["execution"]["summary"]["by_status"] == {"Failed": 1, "Cancelled": 1}
+    # Its warning, once, and no deprecation notice with it (amazon.aws's AnsibleAWSModule.warn would add one).
+    assert output.count(f"[WARNING]: association '{name}' is in place, but its run did not succeed on 2 of 2") == 1
+    assert "DEPRECATION" not in output, output
 
     listed = got["listed"]["associations"]
     assert [a["association_name"] for a in listed] == [name]
@@ -96,6 +113,14 @@ def test_create_idempotence_check_mode_update_bad_input_delete(lab, tmp_path):
     assert "max_errors '150%' is over 100%" in messages["max_errors"]
     assert "targets (tag:Role=nobody) match no managed node" in messages["no_node"]
     assert "output_s3_bucket 'no-such-bucket-here' does not exist" in messages["bucket"]
+    assert "schedule_offset 9 is not a number of days State Manager takes: 1 to 6" in messages["offset_range"]
+    assert "schedule_offset 2 needs apply_only_at_cron_interval true" in messages["offset_alone"]
+
+    assert got["offset"]["changed"] and got["offset"]["association"]["schedule_offset"] == 5, output
+    assert not got["offset_again"]["changed"], output
+    removed = got["offset_removed"]
+    assert removed["changes"] == ["ScheduleOffset"] and "schedule_offset" not in removed["association"], output
+    assert removed["association"]["apply_only_at_cron_interval"] is True  # the rest kept
 
     assert got["check_delete"]["changed"]
     assert got["delete"]["changed"] and not got["delete_again"]["changed"]

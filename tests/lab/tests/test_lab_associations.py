@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as _dt
 import secrets
+import time
 
 import pytest
 from botocore.exceptions import ClientError
 from labhelpers import wait_until
+from ssm_lab.aws.associations import SCHEDULE_SECONDS
 
 
 def _wait_execution(lab, association_id: str, count: int = 1, timeout: float = 30.0) -> dict:
@@ -182,3 +185,44 @@ def test_a_cron_association_runs_only_at_its_times(main_lab):
             assert len(executions["AssociationExecutions"]) == count
     finally:
         main_lab.ssm.delete_association(AssociationId=association_id)
+
+
+def test_a_schedule_offset_runs_that_many_days_after_each_cron_time(main_lab):
+    node = main_lab.ec2_ids[5]
+    now = _dt.datetime.fromtimestamp(main_lab.admin("clock")["now"], _dt.timezone.utc)
+    monday = (now + _dt.timedelta(days=-now.weekday() % 7)).replace(hour=13, minute=15, second=0, microsecond=0)
+    if monday <= now:
+        monday += _dt.timedelta(days=7)  # the next Monday 13:15 UTC
+    association_id = main_lab.ssm.create_association(
+        Name="AWS-RunShellScript", AssociationName=f"offset-{secrets.token_hex(3)}", Parameters={"commands": ["true"]},
+        Targets=[{"Key": "InstanceIds", "Values": [node]}], ScheduleExpression="cron(15 13 ? * MON *)",
+        ApplyOnlyAtCronInterval=True, ScheduleOffset=3)["AssociationDescription"]["AssociationId"]
+    try:
+        description = main_lab.ssm.describe_association(AssociationId=association_id)["AssociationDescription"]
+        assert description["ScheduleOffset"] == 3
+        # The Monday itself runs nothing; the Thursday 3 days after the Monday before may still be ahead of now.
+        earlier = 1 if monday - _dt.timedelta(days=4) > now else 0
+        main_lab.admin_post("clock", {"advance": (monday - now).total_seconds() + 60})
+        if earlier:
+            _wait_execution(main_lab, association_id, count=1)
+        time.sleep(2 * SCHEDULE_SECONDS + 1)  # the scheduler has looked at least twice since the Monday
+        runs = main_lab.ssm.describe_association_executions(AssociationId=association_id)["AssociationExecutions"]
+        assert len(runs) == earlier, runs
+        main_lab.admin_post("clock", {"advance": 3 * 86400})  # the Thursday after that Monday
+        execution = _wait_execution(main_lab, association_id, count=earlier + 1)
+        assert execution["Status"] == "Success" and list(_targets(main_lab, association_id, execution["ExecutionId"])) == [node]
+    finally:
+        main_lab.ssm.delete_association(AssociationId=association_id)
+
+
+@pytest.mark.parametrize("settings, code", [
+    ({"ApplyOnlyAtCronInterval": True, "ScheduleOffset": 7}, "ValidationException"),
+    ({"ScheduleOffset": 2}, "InvalidParameters"),  # AWS: offsets need ApplyOnlyAtCronInterval
+])
+def test_a_schedule_offset_out_of_range_or_without_apply_only_at_cron_interval_is_refused(main_lab, settings, code):
+    with pytest.raises(ClientError) as refused:
+        main_lab.ssm.create_association(
+            Name="AWS-RunShellScript", AssociationName=f"offset-{secrets.token_hex(3)}",
+            Parameters={"commands": ["true"]}, Targets=[{"Key": "InstanceIds", "Values": [main_lab.ec2_ids[5]]}],
+            ScheduleExpression="cron(15 13 ? * MON *)", **settings)
+    assert refused.value.response["Error"]["Code"] == code

@@ -3,7 +3,7 @@
 An association runs its document through the lab's Run Command engine (``SsmApi._dispatch``): on creation (unless
 ``ApplyOnlyAtCronInterval``), on every update, on ``StartAssociationsOnce``, for a ``rate()`` schedule each
 time the rate has elapsed, and for a ``cron()`` schedule at each of its times, in UTC (``cron.py``; an
-``ApplyOnlyAtCronInterval`` association runs only then). The schedule reads ``Associations.clock()``, the time
+``ApplyOnlyAtCronInterval`` association runs only then), or ``ScheduleOffset`` days after each of them. The schedule reads ``Associations.clock()``, the time
 plus an offset that the admin API moves forward (``POST /_lab/clock``) so that a test need not wait for a cron
 time. Each run is an execution that records the status of every targeted node that was Online when the run
 began, honouring MaxConcurrency and MaxErrors as Run Command does (the rollout stops once the errors exceed
@@ -38,7 +38,7 @@ ASSOCIATION_VERSION_LIMIT = 1000
 UPDATE_RESETS = {
     "Parameters": {}, "DocumentVersion": "$DEFAULT", "ScheduleExpression": None, "OutputLocation": None,
     "MaxErrors": None, "MaxConcurrency": None, "ComplianceSeverity": "UNSPECIFIED", "SyncCompliance": "AUTO",
-    "ApplyOnlyAtCronInterval": False,
+    "ApplyOnlyAtCronInterval": False, "ScheduleOffset": None,
 }
 
 
@@ -101,9 +101,11 @@ class Associations:
         if period is not None:
             item["due"] = self.clock() + period
         elif expression:
-            moment = _dt.datetime.fromtimestamp(self.clock(), _dt.timezone.utc)
+            # ScheduleOffset: each cron time, that many days later (the next time whose offset run is still ahead)
+            offset = _dt.timedelta(days=int(item["versions"][-1]["settings"].get("ScheduleOffset") or 0))
+            moment = _dt.datetime.fromtimestamp(self.clock(), _dt.timezone.utc) - offset
             upcoming = cron.parse(expression).next_after(moment)
-            item["due"] = None if upcoming is None else upcoming.timestamp()
+            item["due"] = None if upcoming is None else (upcoming + offset).timestamp()
         else:
             item["due"] = None
 
@@ -118,7 +120,7 @@ class Associations:
         settings = dict(base)
         for key in ("Name", "DocumentVersion", "Parameters", "Targets", "ScheduleExpression", "OutputLocation",
                     "AssociationName", "MaxErrors", "MaxConcurrency", "ComplianceSeverity", "SyncCompliance",
-                    "ApplyOnlyAtCronInterval", "InstanceId"):
+                    "ApplyOnlyAtCronInterval", "ScheduleOffset", "InstanceId"):
             if key in body:
                 settings[key] = body[key]
         document = settings.get("Name") or ""
@@ -134,6 +136,15 @@ class Associations:
         if settings.get("ApplyOnlyAtCronInterval") and not (settings.get("ScheduleExpression") or "").startswith("cron("):
             # AWS: ApplyOnlyAtCronInterval "isn't supported for rate expressions"
             raise ApiError("InvalidParameters", "ApplyOnlyAtCronInterval requires a cron ScheduleExpression.")
+        offset = settings.get("ScheduleOffset")
+        if offset is not None:
+            if not isinstance(offset, int) or not 1 <= offset <= 6:
+                raise _validation(f"1 validation error detected: Value '{offset}' at 'scheduleOffset' failed to "
+                                  "satisfy constraint: Member must have value between 1 and 6")
+            if not settings.get("ApplyOnlyAtCronInterval"):
+                # AWS: "To use offsets, you must specify the ApplyOnlyAtCronInterval parameter."
+                raise ApiError("InvalidParameters", "ScheduleOffset requires ApplyOnlyAtCronInterval and a cron "
+                               "ScheduleExpression.")
         for field, pattern, name in (("MaxConcurrency", CONCURRENCY, "maxConcurrency"),
                                      ("MaxErrors", ERRORS, "maxErrors")):
             value = settings.get(field)

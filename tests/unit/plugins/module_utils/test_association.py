@@ -13,7 +13,7 @@ def params(**overrides):
             "document_version": None, "parameters": {"commands": ["uptime"]}, "targets": TARGETS,
             "schedule_expression": None, "apply_only_at_cron_interval": None, "max_concurrency": None,
             "max_errors": None, "compliance_severity": None, "sync_compliance": None, "output_s3_bucket": None,
-            "output_s3_key_prefix": None}
+            "output_s3_key_prefix": None, "schedule_offset": None}
     base.update(overrides)
     return base
 
@@ -45,6 +45,8 @@ def description(**overrides):
     ({"targets": [{"key": "color", "values": ["blue"]}]}, "targets key 'color'"),
     ({"targets": [{"key": "tag:Role", "values": []}]}, "has no values"),
     ({"output_s3_key_prefix": "out"}, "needs output_s3_bucket"),
+    ({"schedule_offset": 7}, "schedule_offset 7 is not a number of days State Manager takes: 1 to 6, or 0"),
+    ({"schedule_offset": -1}, "schedule_offset -1"),
 ])
 def test_validate_names_the_option_and_the_fix(overrides, needle):
     problem = assoc.validate(params(**overrides))
@@ -58,6 +60,8 @@ def test_validate_names_the_option_and_the_fix(overrides, needle):
     {"max_errors": "0"}, {"max_errors": "100%"}, {"max_errors": "0%"}, {"max_concurrency": "10%"},
     {"schedule_expression": "", "max_errors": "", "max_concurrency": ""},
     {"state": "absent", "schedule_expression": "rate(1 minute)"},
+    {"schedule_expression": "cron(0 3 ? * TUE#2 *)", "apply_only_at_cron_interval": True, "schedule_offset": 5},
+    {"schedule_offset": 0},
 ])
 def test_validate_accepts(overrides):
     assert assoc.validate(params(**overrides)) is None
@@ -142,3 +146,23 @@ def test_removing_the_schedule_of_a_cron_only_association_is_refused():
     after = assoc.merged(before, assoc.requested(params(schedule_expression="")))
     assert "apply_only_at_cron_interval is true" in assoc.settings_problem(after)
     assert assoc.settings_problem(before) is None
+
+
+def test_a_schedule_offset_is_set_compared_and_removed_with_0():
+    before = assoc.current(description(ScheduleExpression="cron(0 3 ? * TUE#2 *)", ApplyOnlyAtCronInterval=True))
+    after = assoc.merged(before, assoc.requested(params(schedule_offset=5)))
+    assert assoc.differences(before, after) == ["ScheduleOffset"] and assoc.settings_problem(after) is None
+    assert assoc.request(after, "web-chrony")["ScheduleOffset"] == 5
+    assert assoc.snake_settings(after)["schedule_offset"] == 5
+    again = assoc.current(description(ScheduleExpression="cron(0 3 ? * TUE#2 *)", ApplyOnlyAtCronInterval=True,
+                                      ScheduleOffset=5))
+    assert assoc.differences(again, assoc.merged(again, assoc.requested(params(schedule_offset=5)))) == []
+    removed = assoc.merged(again, assoc.requested(params(schedule_offset=0)))
+    assert assoc.differences(again, removed) == ["ScheduleOffset"] and "ScheduleOffset" not in assoc.request(
+        removed, "web-chrony")
+
+
+def test_a_schedule_offset_needs_apply_only_at_cron_interval_on_the_association():
+    before = assoc.current(description(ScheduleExpression="cron(0 3 ? * TUE#2 *)"))
+    after = assoc.merged(before, assoc.requested(params(schedule_offset=2)))
+    assert "schedule_offset 2 needs apply_only_at_cron_interval true" in assoc.settings_problem(after)

@@ -590,10 +590,12 @@ def test_no_pruned_versions_key_without_prune_versions():
     assert "pruned_versions" not in sp.run(FakeModule(ssm))
 
 
-def test_run_as_without_a_default_user_warns():
+def test_run_as_without_a_default_user_warns(monkeypatch):
+    warned = []
+    monkeypatch.setattr(sp, "warn", warned.append)  # module_utils/_task_warnings.warn, as the module calls it
     module = FakeModule(FakeSSM(), run_as_enabled=True)
     sp.run(module)
-    assert len(module.warnings) == 1 and "SSMSessionRunAs" in module.warnings[0]
+    assert len(warned) == 1 and "SSMSessionRunAs" in warned[0]
 
 
 def _key(state="Enabled", spec="SYMMETRIC_DEFAULT", usage="ENCRYPT_DECRYPT"):
