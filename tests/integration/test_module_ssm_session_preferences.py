@@ -13,6 +13,7 @@ import pytest
 import yaml
 from ansible_cli import call_module, call_module_cases, controller_play, run
 from ssm_lab.harness.testing import running_lab
+from ssm_lab.harness.testing import wait_until
 
 MODULE = "bastionless.ssm.ssm_session_preferences"
 MODULE_SOURCE = pathlib.Path(__file__).parents[2] / "plugins" / "modules" / "ssm_session_preferences.py"
@@ -257,8 +258,10 @@ def test_sessions_run_as_the_user_with_the_profile_and_limits_set_by_the_module(
 
     assert _echo(prefs_lab, fleet) == (RUN_AS_USER, "from-the-module")
     ssm = prefs_lab.client("ssm")
-    sessions = ssm.describe_sessions(State="History", Filters=[{"key": "Target", "value": fleet}])["Sessions"]
-    assert sessions and {s.get("MaxSessionDuration") for s in sessions} == {"30"}
+    # TerminateSession returns before the session has ended (as on AWS): wait for it in the history.
+    sessions = wait_until(lambda: ssm.describe_sessions(State="History", Filters=[
+        {"key": "Target", "value": fleet}])["Sessions"], timeout=30, what="the session in the history")
+    assert {s.get("MaxSessionDuration") for s in sessions} == {"30"}
 
 
 def test_a_connection_that_selects_the_custom_document_gets_its_preferences(prefs_lab, fleet):
