@@ -145,19 +145,11 @@ def test_the_lab_inventory_lists_every_node_ready_to_connect(fleet):
     assert members(listing, "ssm_ping_online") == set(nodes)
 
 
-def _new_history_targets(fleet, before: set, wanted: set, timeout: float = 30) -> set:
-    """The targets of the sessions ended since ``before`` (their ids), once they are ``wanted`` or ``timeout`` passed:
-    TerminateSession returns before the session has ended, on AWS as in the lab."""
-    def targets() -> set:
-        return {s["Target"] for r in ("us-east-1", SECOND_REGION)
-                for s in fleet.client("ssm", region=r).describe_sessions(State="History")["Sessions"]
-                if s["SessionId"] not in before}
-    deadline = time.monotonic() + timeout
-    found = targets()
-    while found != wanted and time.monotonic() < deadline:
-        time.sleep(0.2)
-        found = targets()
-    return found
+def _new_history_targets(fleet, before: set) -> set:
+    """The targets of the sessions in the history that are not in ``before`` (their ids)."""
+    return {s["Target"] for r in ("us-east-1", SECOND_REGION)
+            for s in fleet.client("ssm", region=r).describe_sessions(State="History")["Sessions"]
+            if s["SessionId"] not in before}
 
 
 def test_ansible_pings_every_node_over_session_manager_with_no_other_variables(fleet):
@@ -167,7 +159,8 @@ def test_ansible_pings_every_node_over_session_manager_with_no_other_variables(f
     for node_id in nodes:
         assert f"{node_id} | SUCCESS" in output, output
     # TerminateSession returns before the session has ended (as on AWS): wait for the history to have them all.
-    assert _new_history_targets(fleet, before, set(nodes)) == set(nodes)
+    wait_until(lambda: _new_history_targets(fleet, before) == set(nodes), 30,
+               what=f"the sessions to {sorted(nodes)} in the history")
 
 
 def test_two_regions_are_merged(fleet, tmp_path):
@@ -251,8 +244,9 @@ def test_tag_name_host_names_still_connect_by_instance_id(fleet, tmp_path):
     output, _recap = run(fleet, "ansible", "-i", source, "all", "-m", "ansible.builtin.ping")
     for name in by_name:
         assert f"{name} | SUCCESS" in output, output
-    # the sessions went to the instance ids, not to the names
-    assert _new_history_targets(fleet, before, set(nodes)) == set(nodes)
+    # the sessions went to the instance ids, not to the names (ended after TerminateSession has returned: waited for)
+    wait_until(lambda: _new_history_targets(fleet, before) == set(nodes), 30,
+               what=f"the sessions to {sorted(nodes)} in the history")
 
 
 def test_a_cache_hit_makes_no_api_call_and_flush_cache_refetches(fleet, tmp_path):
