@@ -53,6 +53,7 @@ def run(code, archive):
     from ansible.module_utils import extra  # not preloaded: must come from this run's payload
     basic.RUNS += 1
     print(json.dumps({"runs": basic.RUNS, "version": basic.VERSION, "extra": extra.VALUE, "pid": os.getpid(),
+                      "extra_file": extra.__file__, "extra_code": extra.CODE, "archive": archive,
                       "in_payload": basic.__file__.startswith(archive + os.sep) and os.path.exists(archive),
                       "path": list(sys.modules["ansible"].__path__)[0].startswith(archive),
                       "main": sys.modules["__main__"].__name__, "stdin": sys.stdin.read()}))
@@ -69,7 +70,7 @@ def _payload(version="v1", extra="first") -> str:
         "ansible/module_utils/_internal/_ansiballz/__init__.py": "",
         "ansible/module_utils/_internal/_ansiballz/_loader.py": LOADER,
         "ansible/module_utils/basic.py": f"RUNS = 0\nVERSION = {version!r}\n",
-        "ansible/module_utils/extra.py": f"VALUE = {extra!r}\n",
+        "ansible/module_utils/extra.py": f"import sys\nVALUE = {extra!r}\nCODE = sys._getframe().f_code.co_filename\n",
     }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zipped:
@@ -127,6 +128,30 @@ def test_each_module_runs_in_its_own_fork_with_the_preloaded_utils_and_its_own_p
     assert (first["extra"], second["extra"]) == ("first", "second")
     assert first["in_payload"] and second["in_payload"] and first["path"] and second["path"]
     assert first["pid"] != second["pid"] and first["main"] == "__main__" and first["stdin"] == ""
+
+
+def test_a_payloads_files_are_compiled_once_by_the_helper_and_still_imported_from_the_run_s_own_payload():
+    """The helper compiles the payload's files (all but the preloaded) before the fork and keeps the code, by path,
+    CRC and size: a file that changes is compiled again, and a module's __file__ is its path in this run's payload."""
+    replies, _status = _serve([(PYTHON, _module(extra="first"), True), (PYTHON, _module(extra="first"), True),
+                               (PYTHON, _module(extra="changed"), True)])
+    runs = [_json(r[1]) for r in replies]
+    assert [run["extra"] for run in runs] == ["first", "first", "changed"]
+    for run in runs:
+        # Code compiled by the helper names the file by its path in the payload; zipimport's, by its full path.
+        assert run["extra_code"] == "ansible/module_utils/extra.py"
+        assert run["extra_file"] == run["archive"] + "/ansible/module_utils/extra.py"
+    assert len({run["archive"] for run in runs}) == 3
+
+
+def test_a_traceback_through_the_wrapper_shows_the_wrappers_own_line_numbers():
+    """The wrapper is compiled in two parts (its definitions, kept; its call, compiled each time): a traceback still
+    names the lines of the wrapper the controller sent."""
+    wrapper = _module("raise ValueError('broken module')")
+    [(rc, _out, err, forked)], _status = _serve([(PYTHON, wrapper, True)])
+    call = wrapper.decode().splitlines().index("    _ansiballz_main(") + 1
+    assert forked and rc == 1
+    assert f'File "<stdin>", line {call}, in <module>' in err.decode()
 
 
 @pytest.mark.parametrize("code, rc, stderr", [
