@@ -28,15 +28,17 @@ description:
   - B(Pipelining) is on, so a module runs in one round trip. stdout and stderr come back separately, binary
     safe, with the exit status.
   - B(Modules without a new interpreter.) Where the node has C(python3), a resident Python started in the session
-    runs each pipelined module in a fork of itself that has C(ansible.module_utils) already imported, so a module
-    costs the node its own work, not the 90 ms or so of CPU of importing C(module_utils) again (O(resident_python)).
+    runs each pipelined module with C(ansible.module_utils) already imported and the module's code compiled once, so
+    a module costs the node its own work, not the 90 ms or so of CPU of a new interpreter importing C(module_utils)
+    again. ansible-core's everyday file and command modules run in that Python itself, every other module in a fork
+    of it (O(resident_python), O(module_isolation)).
   - Every command is bounded by O(command_timeout); when the agent or the plugin stops answering, the task fails
     as unreachable in bounded time and the session is ended.
   - Windows nodes (C(ansible_shell_type=powershell)) keep the behaviour of P(amazon.aws.aws_ssm#connection).
 notes:
   - The node needs C(/bin/sh), C(base64), C(mktemp) and C(sha256sum) (coreutils); C(curl) only for transfers
-    through the bucket. Where it has C(python3), a resident Python reads the commands and runs pipelined modules in
-    a fork with C(ansible.module_utils) preloaded (O(resident_python)).
+    through the bucket. Where it has C(python3), a resident Python reads the commands and runs pipelined modules
+    with C(ansible.module_utils) preloaded (O(resident_python)).
   - No credentials are on any command line. On the node, C(curl) reads the presigned URLs of bucket transfers on its
     stdin (C(curl -K -)), so no local user sees them in its arguments. The master gets the StartSession response
     through a pipe; with O(transport=plugin), session-manager-plugin gets it as its first argument, as with
@@ -283,6 +285,24 @@ options:
       - name: ANSIBLE_AWS_SSM_RESIDENT_PYTHON
     vars:
       - name: ansible_aws_ssm_resident_python
+  module_isolation:
+    description:
+      - Where the resident Python (O(resident_python)) runs the pipelined modules it runs.
+      - V(auto) runs ansible-core's everyday file and command modules (C(ansible.builtin.command) and C(shell),
+        C(copy), C(file), C(stat), C(lineinfile), C(blockinfile), C(replace), C(slurp), C(find), C(ping),
+        C(tempfile), and so C(template) and C(fetch)) in the resident Python itself, with no fork; what they change
+        in it (working directory, environment, umask, locale, signal handlers, the preloaded modules' globals) is put
+        back after each run. Every other module runs in a fork of it. This halves the node's CPU for a small module.
+      - V(fork) runs every module in a fork, for a module that turns out to leave something behind that the next one
+        sees. A module that leaves a thread running makes the session fork every module after it in any case.
+      - Sessions with different values are separate.
+    type: string
+    choices: [auto, fork]
+    default: auto
+    env:
+      - name: ANSIBLE_AWS_SSM_MODULE_ISOLATION
+    vars:
+      - name: ansible_aws_ssm_module_isolation
   transfer_threshold:
     description:
       - Files larger than this many bytes are copied to the node, and fetched from it, through the S3 bucket
@@ -632,6 +652,7 @@ class Connection(ConnectionBase):
             "plugin": self.get_option("plugin") or "",
             "transport": self.get_option("transport") or "",
             "resident_python": bool(self.get_option("resident_python")),
+            "module_isolation": self.get_option("module_isolation") or "auto",
             "protocol": protocol.VERSION,  # a master of another release of this code is not reused
             "uid": os.getuid(),
         }
@@ -705,7 +726,8 @@ class Connection(ConnectionBase):
                 "socket": sock,
                 "idle": idle,
                 "start_timeout": timeout,
-                "steps": protocol.setup_steps(bool(self.get_option("resident_python"))),
+                "steps": protocol.setup_steps(bool(self.get_option("resident_python")),
+                                              self.get_option("module_isolation") or "auto"),
                 "session_id": session_id,
             }
             if transport == "native":
@@ -902,8 +924,11 @@ class Connection(ConnectionBase):
             why = protocol.lost_reason(reply, marker) or to_native(e)  # the master's reason, a failed resume's say
             raise AnsibleConnectionFailure(f"the session to {self.instance_id} ended in the middle of a command "
                                            f"({why})") from None
-        if interpreter and display.verbosity >= 3 and protocol.ran_in_fork(reply, marker):
-            self.verbosity_display(3, "module run in a fork of the node's resident Python (module_utils preloaded)")
+        if interpreter and display.verbosity >= 3:
+            if protocol.ran_in_fork(reply, marker):
+                self.verbosity_display(3, "module run in a fork of the node's resident Python (module_utils preloaded)")
+            elif protocol.ran_in_process(reply, marker):
+                self.verbosity_display(3, "module run in the node's resident Python itself (module_utils preloaded)")
         return result
 
     def _exchange(self, sock: str, lock: str, header: dict, chunks, timeout: int, doing=None) -> bytes:

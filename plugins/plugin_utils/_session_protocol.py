@@ -49,7 +49,7 @@ SOCKET_PATH_MAX = 100  # sockaddr_un.sun_path is 108 bytes on Linux, 104 on macO
 # would. Ready lines are printed by concatenation, so nothing echoed can look like one.
 QUIET = "stty -echo 2>/dev/null; unset HISTFILE; printf '%s_%s\\n' '{head}' '{tail}'\n"
 HELPER_START = ("command -v python3 >/dev/null 2>&1 && {{ python3 -c \"$(base64 -d <<'{end}'\n{source}{end}\n)\" "
-                "'{head}_{tail}'; [ $? = 3 ] || exit; }}; ")
+                "'{head}_{tail}' {isolation}; [ $? = 3 ] || exit; }}; ")
 SH_START = "printf '%s_%s\\n' '{head}' '{tail}'; exec /bin/sh 2>/dev/null\n"
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_session_helper.py")
 
@@ -74,8 +74,9 @@ def _ready_line() -> tuple:
     return head, tail, f"{head}_{tail}"
 
 
-def setup_steps(resident_python: bool = True) -> list:
-    """The session's set-up: [[what to send, the line to wait for], ...] (see QUIET and HELPER_START)."""
+def setup_steps(resident_python: bool = True, module_isolation: str = "auto") -> list:
+    """The session's set-up: [[what to send, the line to wait for], ...] (see QUIET and HELPER_START). module_isolation
+    (auto or fork) is the resident Python's second argument: where it runs the modules it may run in itself."""
     head, tail, quiet = _ready_line()
     steps = [[QUIET.format(head=head, tail=tail), quiet]]
     head, tail, ready = _ready_line()
@@ -83,7 +84,8 @@ def setup_steps(resident_python: bool = True) -> list:
     if resident_python:
         with open(HELPER, "rb") as handle:
             source = base64.encodebytes(handle.read()).decode()
-        start = HELPER_START.format(end=new_marker(), source=source, head=head, tail=tail) + start
+        start = HELPER_START.format(end=new_marker(), source=source, head=head, tail=tail,
+                                    isolation="fork" if module_isolation == "fork" else "auto") + start
     steps.append([start, ready])
     return steps
 
@@ -296,6 +298,11 @@ def parse_reply(output: bytes, marker: str) -> tuple:
 def ran_in_fork(output: bytes, marker: str) -> bool:
     """Whether the resident Python ran the module of this reply in its preloaded fork ("<marker>:R <rc> F")."""
     return re.search(re.escape(end_of_reply(marker)) + rb"\d+ F\r?$", output, re.M) is not None
+
+
+def ran_in_process(output: bytes, marker: str) -> bool:
+    """Whether the resident Python ran the module of this reply in itself, without a fork ("<marker>:R <rc> I")."""
+    return re.search(re.escape(end_of_reply(marker)) + rb"\d+ I\r?$", output, re.M) is not None
 
 
 def put_command(out_path: str) -> bytes:

@@ -766,9 +766,9 @@ if __name__ == "__main__":
 '''
 
 
-def test_modules_run_in_a_fork_of_the_resident_python_with_the_results_of_a_new_interpreter(lab):
-    """resident_python (the default): the node's resident Python runs pipelined modules in a fork that has
-    module_utils preloaded. Modules that import more module_utils (copy, lineinfile, template), a module that fails,
+def test_modules_run_in_the_resident_python_or_its_fork_with_the_results_of_a_new_interpreter(lab):
+    """resident_python (the default): the node's resident Python runs pipelined modules with module_utils preloaded,
+    everyday modules in itself, others (the probe) in a fork. Modules that import more module_utils (copy, lineinfile, template), a module that fails,
     one that raises, check mode and a custom module see what a new interpreter gives them: the same results, their
     own payload as basic's __file__. become and environment run as plain commands. With resident_python off, the
     same play gives the same results and no fork; that run goes over the plugin transport (the reader and the transport
@@ -825,15 +825,17 @@ def test_modules_run_in_a_fork_of_the_resident_python_with_the_results_of_a_new_
     expected = (f"RESULT one,two {checksum} True True True 1 True True True __main__ True True from-environment root "
                 "LEFT[True]")
     assert expected in " ".join(forked.split()), forked
-    # copy (stat and copy), lineinfile, template (stat and copy), stat, check-mode copy (stat), file, three probes,
-    # slurp, two shells: 14 module runs; the command with environment and the one with become are plain commands.
-    assert forked.count("module run in a fork of the node's resident Python") == 14, forked
+    # copy (stat and copy), lineinfile, template (stat and copy), stat, check-mode copy (stat), file, slurp, two
+    # shells: 11 runs of everyday modules in the resident Python itself (module_isolation auto); three probes, in a
+    # fork. The command with environment and the one with become are plain commands.
+    assert forked.count("module run in the node's resident Python itself") == 11, forked
+    assert forked.count("module run in a fork of the node's resident Python") == 3, forked
     plain, recap = play(lab, node, body, "-vvv", "-e", "ansible_aws_ssm_resident_python=false",
                         "-e", "ansible_aws_ssm_transport=plugin")
     assert recap[node]["failed"] == 0 and recap[node]["unreachable"] == 0, plain
     assert f"ESTABLISH SSM SESSION TO: {node} (persistent, plugin, " in plain
     assert expected.replace(" True True True 1 ", " True True False 1 ") in " ".join(plain.split()), plain
-    assert "module run in a fork" not in plain
+    assert "module run in a fork" not in plain and "resident Python itself" not in plain
 
 
 def test_everyday_raw_commands_the_shell_executable_background_children_and_terminal_writes(lab):

@@ -515,6 +515,9 @@ def test_the_setup_steps_print_their_ready_lines_only_when_run(resident_python):
     assert "stty -echo" in quiet and "unset HISTFILE" in quiet and quiet.endswith("\n") and quiet.count("\n") == 1
     assert ready not in start.replace(f"'{ready}'", "") and start.endswith("exec /bin/sh 2>/dev/null\n")
     assert ("python3 -c" in start) is resident_python
+    assert (f"'{ready}' auto;" in start) is resident_python
+    (_quiet, _ready), (forking, ready) = protocol.setup_steps(resident_python, "fork")
+    assert (f"'{ready}' fork;" in forking) is resident_python
 
 
 def test_every_option_of_aws_ssm_is_an_option_of_session():

@@ -24,7 +24,7 @@ from __future__ import annotations
 _ANSIBALLZ_WRAPPER = True
 
 
-def _ansiballz_main(zip_data, code):
+def _ansiballz_main(zip_data, code, module_fqn=None):
     import base64, os, shutil, sys, tempfile
     folder = tempfile.mkdtemp(prefix="ansible_probe_payload_")
     archive = os.path.join(folder, "ansible_probe_payload.zip")
@@ -41,11 +41,12 @@ def _ansiballz_main(zip_data, code):
 if __name__ == "__main__":
     _ansiballz_main(
 code={code!r},
+module_fqn='{fqn}',
 zip_data='{zip_data}',
 )
 """
 
-LOADER = """import json, os, sys
+LOADER = """import json, os, signal, sys
 
 
 def run(code, archive):
@@ -54,6 +55,8 @@ def run(code, archive):
     basic.RUNS += 1
     print(json.dumps({"runs": basic.RUNS, "version": basic.VERSION, "extra": extra.VALUE, "pid": os.getpid(),
                       "extra_file": extra.__file__, "extra_code": extra.CODE, "archive": archive,
+                      "cwd": os.getcwd(), "probe": os.environ.get("PROBE"), "umask": os.umask(0o22),
+                      "seen": basic.SEEN, "added": hasattr(basic, "ADDED"), "usr1": str(signal.getsignal(signal.SIGUSR1)),
                       "in_payload": basic.__file__.startswith(archive + os.sep) and os.path.exists(archive),
                       "path": list(sys.modules["ansible"].__path__)[0].startswith(archive),
                       "main": sys.modules["__main__"].__name__, "stdin": sys.stdin.read()}))
@@ -69,7 +72,7 @@ def _payload(version="v1", extra="first") -> str:
         "ansible/module_utils/_internal/__init__.py": "",
         "ansible/module_utils/_internal/_ansiballz/__init__.py": "",
         "ansible/module_utils/_internal/_ansiballz/_loader.py": LOADER,
-        "ansible/module_utils/basic.py": f"RUNS = 0\nVERSION = {version!r}\n",
+        "ansible/module_utils/basic.py": f"RUNS = 0\nVERSION = {version!r}\nSEEN = []\n",
         "ansible/module_utils/extra.py": f"import sys\nVALUE = {extra!r}\nCODE = sys._getframe().f_code.co_filename\n",
     }
     buffer = io.BytesIO()
@@ -79,26 +82,29 @@ def _payload(version="v1", extra="first") -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-def _module(code="", **payload) -> bytes:
-    return WRAPPER.format(code=code, zip_data=_payload(**payload)).encode()
+def _module(code="", fqn="ansible.modules.probe", **payload) -> bytes:
+    return WRAPPER.format(code=code, fqn=fqn, zip_data=_payload(**payload)).encode()
 
 
-def _serve(requests):
-    """Run the helper on requests [(cmd, stdin or None, module?)]; [(rc, stdout, stderr, forked)] and its status."""
+def _serve(requests, *args):
+    """Run the helper on requests [(cmd, stdin or None, module?)]; [(rc, stdout, stderr, how)] and its status; how:
+    "fork" or "process" (where the helper ran the module), False (as a command)."""
     markers, data = [], b""
     for cmd, stdin, module in requests:
         marker = protocol.new_marker()
         head, tail = protocol.helper_request(cmd, marker, stdin is not None, cmd.decode() if module else None)
         data += head + (protocol.b64_lines(stdin) if stdin is not None else b"") + tail
         markers.append(marker)
-    done = subprocess.run([sys.executable, HELPER, "READY"], input=data + b"exit\n", capture_output=True,
+    done = subprocess.run([sys.executable, HELPER, "READY", *args], input=data + b"exit\n", capture_output=True,
                           timeout=120, check=False)
     assert done.stdout.startswith(b"PREADY\n"), done.stdout[:200] + done.stderr
     replies = []
     for marker in markers:
         start = done.stdout.index(f"{marker}:O".encode())
         reply = done.stdout[start:done.stdout.index(b"\n", done.stdout.index(protocol.end_of_reply(marker), start)) + 1]
-        replies.append(protocol.parse_reply(reply, marker) + (protocol.ran_in_fork(reply, marker),))
+        how = ("fork" if protocol.ran_in_fork(reply, marker) else "process" if protocol.ran_in_process(reply, marker)
+               else False)
+        replies.append(protocol.parse_reply(reply, marker) + (how,))
     return replies, done.returncode
 
 
@@ -154,15 +160,60 @@ def test_a_traceback_through_the_wrapper_shows_the_wrappers_own_line_numbers():
     assert f'File "<stdin>", line {call}, in <module>' in err.decode()
 
 
+EVERYDAY = "ansible.modules.stat"  # one of the modules the helper runs in itself
+CHANGES = ("import os, signal, subprocess, sys; import ansible.module_utils.basic as basic; "
+           "os.chdir('/'); os.environ['PROBE'] = 'leaked'; os.umask(0o077); basic.SEEN.append('leaked'); "
+           "basic.ADDED = 1; signal.signal(signal.SIGUSR1, lambda *a: None); sys.path.append('/leaked'); "
+           "print('cat read', subprocess.run(['cat'], stdout=subprocess.PIPE, check=False).stdout); "
+           "sys.stdout.flush(); os.write(1, b'fd 1\\n'); os.write(2, b'fd 2\\n')")
+
+
+def test_an_everyday_module_runs_in_the_resident_python_and_what_it_changes_there_is_put_back():
+    replies, status = _serve([(PYTHON, _module(CHANGES, fqn=EVERYDAY), True), (b"echo between", None, False),
+                              (PYTHON, _module(fqn=EVERYDAY, extra="second"), True)])
+    (rc, out, err, how), between, (rc2, out2, _err2, how2) = replies
+    assert (rc, how, rc2, how2, status) == (0, "process", 0, "process", 0)
+    assert between == (0, b"between\n", b"", False)
+    # What the module and the commands it starts write to their stdout and stderr is its output, and their stdin is
+    # /dev/null: not the session's terminal, where the next request (echo between) was waiting.
+    assert b"cat read b''\nfd 1\n" in out and err == b"fd 2\n"
+    first, second = _json(out), _json(out2)
+    assert first["pid"] == second["pid"]  # the same process
+    for key in ("cwd", "probe", "umask", "seen", "added", "usr1", "runs"):
+        assert second[key] == first[key], key
+    assert second["extra"] == "second" and second["in_payload"]  # its own payload's module_utils, as in a fork
+
+
+def test_a_module_not_known_to_be_safe_in_process_runs_in_a_fork():
+    replies, _status = _serve([(PYTHON, _module(CHANGES, fqn="ansible.modules.setup"), True),
+                               (PYTHON, _module(fqn=EVERYDAY), True), (PYTHON, _module(fqn=EVERYDAY), True)])
+    assert [r[3] for r in replies] == ["fork", "process", "process"]
+    assert _json(replies[1][1])["pid"] == _json(replies[2][1])["pid"] != _json(replies[0][1])["pid"]
+
+
+def test_with_module_isolation_fork_every_module_runs_in_a_fork():
+    replies, _status = _serve([(PYTHON, _module(CHANGES, fqn=EVERYDAY), True), (PYTHON, _module(fqn=EVERYDAY), True)],
+                              "fork")
+    assert [(r[0], r[3]) for r in replies] == [(0, "fork"), (0, "fork")]
+
+
+def test_a_module_that_leaves_a_thread_running_makes_the_helper_fork_every_module_after_it():
+    thread = "import threading, time; threading.Thread(target=time.sleep, args=(30,), daemon=True).start()"
+    replies, _status = _serve([(PYTHON, _module(thread, fqn=EVERYDAY), True), (PYTHON, _module(fqn=EVERYDAY), True)])
+    assert [(r[0], r[3]) for r in replies] == [(0, "process"), (0, "fork")]
+
+
+@pytest.mark.parametrize("fqn", ["ansible.modules.probe", EVERYDAY])
 @pytest.mark.parametrize("code, rc, stderr", [
     ("sys.exit(3)", 3, b""),
     ("sys.exit('bye')", 1, b"bye\n"),
     ("raise ValueError('broken module')", 1, b"ValueError: broken module"),
     ("import atexit; atexit.register(print, 'atexit ran')", 0, b""),
 ])
-def test_a_forked_module_exits_as_the_interpreter_would(code, rc, stderr):
-    [(got_rc, out, err, forked)], _status = _serve([(PYTHON, _module(code), True)])
-    assert forked and got_rc == rc and stderr in err
+def test_a_module_exits_as_the_interpreter_would_in_a_fork_or_in_the_helper(code, rc, stderr, fqn):
+    [(got_rc, out, err, how), after], _status = _serve([(PYTHON, _module(code, fqn=fqn), True), (b"echo on", None, False)])
+    assert how == ("process" if fqn == EVERYDAY else "fork") and got_rc == rc and stderr in err
+    assert after == (0, b"on\n", b"", False)
     assert (b"atexit ran" in out) is ("atexit" in code)
 
 
@@ -171,7 +222,7 @@ def test_a_payload_with_other_preloaded_files_or_another_interpreter_runs_as_a_p
                                (PYTHON, _module(version="v2"), True),  # another ansible-core: basic.py differs
                                (b"/usr/bin/python3", _module(), True)])  # not the helper's own interpreter
     same = os.path.realpath(sys.executable) == os.path.realpath("/usr/bin/python3")
-    assert [r[3] for r in replies] == [True, False, same]
+    assert [r[3] for r in replies] == ["fork", False, "fork" if same else False]
     assert [_json(r[1])["version"] for r in replies] == ["v1", "v2", "v1"]
     assert all(r[0] == 0 for r in replies)
 
