@@ -201,12 +201,15 @@ def adhoc_ok(output: str) -> int:
 
 
 def adhoc_failures(output: str) -> dict:
-    """The hosts that did not answer, by the first words of their error (``host | UNREACHABLE! => {...``)."""
+    """The hosts that did not answer, by the first words of their error (``host | UNREACHABLE! => {...``): how many,
+    and the first one's next lines (its message)."""
     kinds: dict = {}
-    for line in output.splitlines():
+    lines = output.splitlines()
+    for number, line in enumerate(lines):
         head, sep, tail = line.partition(" | ")
         if sep and head.startswith(("i-", "mi-")) and not tail.startswith("CHANGED"):
-            kinds[tail[:60]] = kinds.get(tail[:60], 0) + 1
+            kind = kinds.setdefault(tail[:60], {"hosts": 0, "first": " ".join(lines[number:number + 4])[:400]})
+            kind["hosts"] += 1
     return kinds
 
 

@@ -86,7 +86,7 @@ def _module(code="", fqn="ansible.modules.probe", **payload) -> bytes:
     return WRAPPER.format(code=code, fqn=fqn, zip_data=_payload(**payload)).encode()
 
 
-def _serve(requests, *args):
+def _serve(requests, *args, env=None):
     """Run the helper on requests [(cmd, stdin or None, module?)]; [(rc, stdout, stderr, how)] and its status; how:
     "fork" or "process" (where the helper ran the module), False (as a command)."""
     markers, data = [], b""
@@ -96,7 +96,7 @@ def _serve(requests, *args):
         data += head + (protocol.b64_lines(stdin) if stdin is not None else b"") + tail
         markers.append(marker)
     done = subprocess.run([sys.executable, HELPER, "READY", *args], input=data + b"exit\n", capture_output=True,
-                          timeout=120, check=False)
+                          timeout=120, check=False, env=env)
     assert done.stdout.startswith(b"PREADY\n"), done.stdout[:200] + done.stderr
     replies = []
     for marker in markers:
@@ -339,3 +339,40 @@ def test_a_request_after_success_runs_only_when_the_one_before_it_exited_0():
     got = [(rc, out) for rc, out, _err, _reply in _serve_requests(requests)]
     assert got == [(0, b""), (0, b"second\n"), (4, b""), (protocol.CHAIN_BROKEN, b""), (protocol.CHAIN_BROKEN, b""),
                    (0, b"sixth\n")]
+
+
+def _around_a_module(tmp: str) -> list:
+    """The commands the connection sends around a module, in their exact shapes, for a task directory under tmp."""
+    task = f"{tmp}/ansible-tmp-1765-1-2"
+    make = (f'/bin/sh -c \'( umask 77 && mkdir -p "` echo {tmp} `"&& mkdir "` echo {task} `" && echo '
+            f'ansible-tmp-1765-1-2="` echo {task} `" ) && sleep 0\'').encode()
+    inner, _task, _answer = protocol.mkdtemp_answer(make)
+    remove = f"/bin/sh -c 'rm -f -r {task}/ > /dev/null 2>&1 && sleep 0'".encode()
+    assert protocol.removed_tmp(remove) == task
+    return [(inner, None), (inner, None), (protocol.put_command(f"{task}/AnsiballZ_probe.py"), b"module\n"),
+            (protocol.put_command(f"{tmp}/missing/file"), b"x"), (remove, None), (remove, None)]
+
+
+def test_the_commands_around_a_module_run_in_the_helper_with_the_shells_results(tmp_path):
+    """The helper runs them without a shell (its PATH is empty here: /bin/sh could not find mkdir, cat or rm), with
+    what /bin/sh gives for them: output, errors, status, the modes made, the file written, the directory removed."""
+    shell_tmp, helper_tmp = str(tmp_path / "shell" / "tmp"), str(tmp_path / "helper" / "tmp")
+    expected = []
+    for cmd, stdin in _around_a_module(shell_tmp):
+        done = subprocess.run(["/bin/sh", "-c", cmd], input=stdin, capture_output=True, check=False)
+        expected.append((done.returncode, done.stdout, done.stderr))
+    replies, status = _serve([(cmd, stdin, False) for cmd, stdin in _around_a_module(helper_tmp)],
+                             env={"PATH": "/nonexistent"})
+    assert status == 0
+    got = [reply[:3] for reply in replies]
+
+    def same(text: bytes) -> bytes:  # the directories' names, and GNU's quotes, aside
+        for path in (shell_tmp, helper_tmp):
+            text = text.replace(path.encode(), b"TMP")
+        return text.replace("\u2018".encode(), b"'").replace("\u2019".encode(), b"'")
+
+    for (rc, out, err), (got_rc, got_out, got_err) in zip(expected, got):
+        assert (got_rc, same(got_out)) == (rc, same(out))
+        assert (same(got_err) == same(err)) if b"mkdir" in err else (bool(got_err) == bool(err))
+    assert [r[0] for r in got] == [0, 1, 0, 2, 0, 0]
+    assert not os.path.exists(f"{helper_tmp}/ansible-tmp-1765-1-2") and os.stat(helper_tmp).st_mode & 0o777 == 0o700
