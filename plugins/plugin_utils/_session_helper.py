@@ -565,6 +565,7 @@ def child(wrapper: tuple, names: dict, compiled: dict) -> int:
     sys.stdout = sys.__stdout__ = io.open(1, "w", encoding=encoding, errors=errors, closefd=False)
     sys.stderr = sys.__stderr__ = io.TextIOWrapper(io.open(2, "wb", buffering=0, closefd=False), encoding=encoding,
                                                    errors="backslashreplace", write_through=True)
+    made = (sys.stdout, sys.stderr)
     sys.argv = [""]
     main = types.ModuleType("__main__")
     main.__file__ = "<stdin>"
@@ -582,7 +583,7 @@ def child(wrapper: tuple, names: dict, compiled: dict) -> int:
         traceback.print_exc()
         code = 1
     atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
+    for stream in (sys.stdout, sys.stderr) + made:  # made: in case the module replaced them (in process, fds change)
         try:
             stream.flush()
         except (OSError, ValueError):
