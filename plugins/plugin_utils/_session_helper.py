@@ -6,8 +6,8 @@
 """The resident Python that bastionless.ssm.session runs in a node's session shell, where the node has python3.
 
 This file is not imported on the controller: its source is sent through the session when the session starts (see
-_session_protocol.setup_steps) and runs on the node as ``python3 -c <source> <ready line> <auto|fork>``. Standard
-library only, Python 3.6 or later (3.8 or later for the module runs below).
+_session_protocol.setup_steps, compressed) and runs on the node as ``python3 -c <bootstrap> <source> <ready line>
+<auto|fork>``. Standard library only, Python 3.6 or later (3.8 or later for the module runs below).
 
 It reads requests from the session's pty (stdin) and writes framed replies to it (stdout), exactly as the sh script
 of _session_protocol.command_script frames them, so the master and the connection read both the same way::

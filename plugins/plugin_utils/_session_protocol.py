@@ -34,6 +34,7 @@ import re
 import secrets
 import shlex
 import string
+import zlib
 
 VERSION = 2  # of the requests below: part of a session's identity, so a master of another version is not reused
 B64_LINE = 57  # raw bytes per base64 line: 76 characters plus a newline
@@ -48,8 +49,9 @@ SOCKET_PATH_MAX = 100  # sockaddr_un.sun_path is 108 bytes on Linux, 104 on macO
 # means "not started" (a Python older than 3.6) and leaves the sh; any other ends the session, as the sh's own end
 # would. Ready lines are printed by concatenation, so nothing echoed can look like one.
 QUIET = "stty -echo 2>/dev/null; unset HISTFILE; printf '%s_%s\\n' '{head}' '{tail}'\n"
-HELPER_START = ("command -v python3 >/dev/null 2>&1 && {{ python3 -c \"$(base64 -d <<'{end}'\n{source}{end}\n)\" "
-                "'{head}_{tail}' {isolation}; [ $? = 3 ] || exit; }}; ")
+HELPER_START = ("command -v python3 >/dev/null 2>&1 && {{ python3 -c "
+                "'import base64, sys, zlib; exec(zlib.decompress(base64.b64decode(sys.argv.pop(1))))' "
+                "\"$(cat <<'{end}'\n{source}{end}\n)\" '{head}_{tail}' {isolation}; [ $? = 3 ] || exit; }}; ")
 SH_START = "printf '%s_%s\\n' '{head}' '{tail}'; exec /bin/sh 2>/dev/null\n"
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_session_helper.py")
 
@@ -82,8 +84,8 @@ def setup_steps(resident_python: bool = True, module_isolation: str = "auto") ->
     head, tail, ready = _ready_line()
     start = SH_START.format(head=head, tail=tail)
     if resident_python:
-        with open(HELPER, "rb") as handle:
-            source = base64.encodebytes(handle.read()).decode()
+        with open(HELPER, "rb") as handle:  # compressed: the session's shell reads it through readline, ~6 us a byte
+            source = base64.encodebytes(zlib.compress(handle.read(), 9)).decode()
         start = HELPER_START.format(end=new_marker(), source=source, head=head, tail=tail,
                                     isolation="fork" if module_isolation == "fork" else "auto") + start
     steps.append([start, ready])
