@@ -689,15 +689,18 @@ def gather(proc, stdin, grace: float = 1.0) -> tuple:
 
 
 # The commands around a module that the connection sends in exactly these shapes, run here without a shell (about six
-# processes for the first, three and two for the others): Ansible's making of a task's temporary directory (as
-# _session_protocol.mkdtemp_answer passes it on), the connection's write of a file into it
-# (_session_protocol.put_command), and Ansible's removal of it (_session_protocol.REMOVE_TMP). The paths are those the
-# shell would not expand or split; anything else runs with /bin/sh -c.
+# processes for the first, four for a chmod, three and two for the others): Ansible's making of a task's temporary
+# directory (as _session_protocol.mkdtemp_answer passes it on), the connection's write of a file into it
+# (_session_protocol.put_command), Ansible's chmod of its files (_session_protocol.TMP_CHMOD) and removal of it
+# (_session_protocol.REMOVE_TMP). The paths are those the shell would not expand or split; anything else runs with
+# /bin/sh -c.
 SAFE_PATH = rb"/[A-Za-z0-9/._+-]*"
 MAKE_TMP = re.compile(rb'^\( umask (?P<umask>[0-7]{1,4}) && mkdir -p "` echo (?P<base>' + SAFE_PATH + rb') `"&& mkdir "` echo '
                       rb'(?P<dir>' + SAFE_PATH + rb') `" && echo (?P<name>ansible-tmp-[0-9.-]+)="` echo (?P=dir) `" \)$')
 PUT_FILE = re.compile(rb"^cat > (?P<path>" + SAFE_PATH + rb"|'" + SAFE_PATH + rb"') && sha256sum < (?P=path)$")
 REMOVE_TMP = re.compile(rb"^/\S+ -c 'rm -f -r (?P<dir>" + SAFE_PATH + rb"/ansible-tmp-[0-9.-]+/?) > /dev/null 2>&1 && sleep 0'$")
+CHMOD = re.compile(rb"^/\S+ -c 'chmod (?P<who>[ugoa]+)(?P<op>[+-])(?P<what>[rwx]+) (?P<paths>" + SAFE_PATH
+                   + rb"(?: " + SAFE_PATH + rb")*) && sleep 0'$")  # Ansible's _remote_chmod (u+rwx), as TMP_CHMOD
 
 
 def builtin(cmd: bytes, stdin):
@@ -724,7 +727,27 @@ def builtin(cmd: bytes, stdin):
         failed = []
         shutil.rmtree(path, onerror=lambda *args: failed.append(args))
         return b"", b"", 1 if failed else 0
+    found = CHMOD.match(cmd)
+    if found and stdin is None and b"/../" not in found.group("paths") + b"/":
+        return chmod(found)
     return None
+
+
+def chmod(found) -> tuple:
+    """chmod <who><+|-><rwx> <paths>, as coreutils' chmod does it (following symbolic links), with its messages."""
+    shifts = {"u": (6,), "g": (3,), "o": (0,), "a": (6, 3, 0)}
+    bits = sum(1 << "xwr".index(perm) for perm in found.group("what").decode())
+    mask = sum(bits << shift for who in found.group("who").decode() for shift in shifts[who])
+    errors, rc = [], 0
+    for path in found.group("paths").split():
+        try:
+            mode = os.stat(path).st_mode & 0o7777
+            os.chmod(path, mode | mask if found.group("op") == b"+" else mode & ~mask)
+        except OSError as e:
+            rc = 1
+            what = "access" if isinstance(e, FileNotFoundError) else "change permissions of"
+            errors.append("chmod: cannot %s '%s': %s\n" % (what, os.fsdecode(path), e.strerror))
+    return b"", "".join(errors).encode(), rc
 
 
 def make_tmp(found) -> tuple:

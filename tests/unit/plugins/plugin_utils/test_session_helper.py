@@ -349,8 +349,13 @@ def _around_a_module(tmp: str) -> list:
     inner, _task, _answer = protocol.mkdtemp_answer(make)
     remove = f"/bin/sh -c 'rm -f -r {task}/ > /dev/null 2>&1 && sleep 0'".encode()
     assert protocol.removed_tmp(remove) == task
-    return [(inner, None), (inner, None), (protocol.put_command(f"{task}/AnsiballZ_probe.py"), b"module\n"),
-            (protocol.put_command(f"{tmp}/missing/file"), b"x"), (remove, None), (remove, None)]
+    module = f"{task}/AnsiballZ_probe.py"
+    chmod = f"/bin/sh -c 'chmod u+rwx {task} {module} && sleep 0'".encode()
+    assert protocol.tmp_chmod(chmod, task)
+    return [(inner, None), (inner, None), (protocol.put_command(module), b"module\n"),
+            (protocol.put_command(f"{tmp}/missing/file"), b"x"), (chmod, None),
+            (chmod.replace(b"u+rwx", b"go-w").replace(b" && ", f" {tmp}/missing && ".encode()), None),
+            (b"/usr/bin/stat -c %a " + module.encode(), None), (remove, None), (remove, None)]
 
 
 def test_the_commands_around_a_module_run_in_the_helper_with_the_shells_results(tmp_path):
@@ -371,8 +376,9 @@ def test_the_commands_around_a_module_run_in_the_helper_with_the_shells_results(
             text = text.replace(path.encode(), b"TMP")
         return text.replace("\u2018".encode(), b"'").replace("\u2019".encode(), b"'")
 
+    assert got[6][:2] == (0, b"744\n")  # the mode the two chmods left
     for (rc, out, err), (got_rc, got_out, got_err) in zip(expected, got):
         assert (got_rc, same(got_out)) == (rc, same(out))
         assert (same(got_err) == same(err)) if b"mkdir" in err else (bool(got_err) == bool(err))
-    assert [r[0] for r in got] == [0, 1, 0, 2, 0, 0]
+    assert [r[0] for r in got] == [0, 1, 0, 2, 0, 1, 0, 0, 0]
     assert not os.path.exists(f"{helper_tmp}/ansible-tmp-1765-1-2") and os.stat(helper_tmp).st_mode & 0o777 == 0o700
