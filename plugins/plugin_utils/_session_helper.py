@@ -306,11 +306,12 @@ def module_payload(wrapper: bytes):
 
 
 def run_module(interpreter: str, wrapper: bytes):
-    """(stdout, stderr, rc) of a module run in a fork with module_utils preloaded; None to run it as a command.
+    """(stdout, stderr, rc, b" I" or b" F") of a module run with module_utils preloaded, in this process (IN_PROCESS
+    modules, while Resident is usable) or in a fork; None to run it as a command.
 
-    What a fork would do for every run, and throw away with it, is done here, once: the payload's files are compiled
-    (Compiled) and the wrapper too, without its zip_data literal (a large string that compiling alone costs more
-    than a small module's work). The fork is then given the payload as a string under ZIP_NAME."""
+    What each run would otherwise do again is done here, once: the payload's files are compiled (Compiled) and the
+    wrapper too, without its zip_data literal (a large string that compiling alone costs more than a small module's
+    work). The run is then given the payload as a string under ZIP_NAME."""
     if sys.version_info < (3, 8) or sys.implementation.name != "cpython" or not same_interpreter(interpreter):
         return None
     found = module_payload(wrapper)
