@@ -63,7 +63,8 @@ demo:
 
 # Two streams at once, so that both cores stay busy: pytest, its test modules spread over TEST_WORKERS processes
 # (each module on one of them, with its own lab; 3 keeps two cores busy through the labs' waits), and beside it lint,
-# sanity, the install check and molecule, whose output goes to build/checks.log and is shown when they end.
+# sanity, the install check and molecule, whose output goes to build/checks.log and is shown when they end. Each
+# test's time is kept in build/pytest.xml (JUnit), for finding what to cut when make test grows.
 TEST_WORKERS ?= 3
 CHECKS_LOG := build/checks.log
 # A client of Session Manager's data channel that nobody here wrote, for the lab's WebSocket: pyssm-client (PyPI,
@@ -89,7 +90,7 @@ test: collection $(PYSSM_STAMP)
 	( $(MAKE) --no-print-directory -k lint sanity install-check molecule-scenarios \
 	  MOLECULE_SCENARIOS="$(TEST_MOLECULE_SCENARIOS)" > $(CHECKS_LOG) 2>&1; \
 	  echo "$$?" > $(CHECKS_LOG).rc ) & checks=$$!; \
-	PATH="$(BIN):$$PATH" $(PYTEST) -n $(TEST_WORKERS) --dist loadfile --durations=20 tests/lab/tests $(wildcard tests/unit) \
+	PATH="$(BIN):$$PATH" $(PYTEST) -n $(TEST_WORKERS) --dist loadfile --durations=20 --junitxml=build/pytest.xml tests/lab/tests $(wildcard tests/unit) \
 	  tests/integration; pytest_rc=$$?; \
 	echo "pytest ended after $$(( $$(date +%s) - start )) s; waiting for lint, sanity, install-check, molecule"; \
 	wait $$checks; checks_rc=$$(cat $(CHECKS_LOG).rc 2>/dev/null || echo 1); \
