@@ -114,6 +114,31 @@ def test_an_ansible_command_runs_in_the_zygote_as_it_would_alone(tmp_path, warm)
     assert failed.wait(timeout=120) == 2
 
 
+def test_commands_share_module_payloads_by_working_directory_and_module_search(tmp_path, warm):
+    """The first command builds ping's AnsiballZ payload into the zygote's store, the second reads it there (the same
+    file: a rebuild would have renamed a new one into place), and each run's own directory, link included, is gone. A
+    command with another collections path gets a store of its own."""
+    store = os.path.join(os.path.dirname(testing._warm["path"]), "ansiballz")  # pylint: disable=protected-access
+
+    def ping(env):
+        process = ansible_command(tmp_path, env, "-m", "ansible.builtin.ping")
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0 and '"ping": "pong"' in out, out + err
+        assert os.listdir(tmp_path / "local") == []
+        return set(os.listdir(store))
+
+    before = set(os.listdir(store)) if os.path.isdir(store) else set()
+    [new] = ping(warm) - before
+    [payload] = [os.path.join(store, new, name) for name in os.listdir(os.path.join(store, new))
+                 if name.startswith("ansible.modules.ping-") and not name.endswith(".lock")]
+    built = os.stat(payload)
+    assert ping(warm) == before | {new}
+    assert (os.stat(payload).st_ino, os.stat(payload).st_mtime_ns) == (built.st_ino, built.st_mtime_ns)
+    other = {**warm, "ANSIBLE_COLLECTIONS_PATH": os.pathsep.join(
+        filter(None, (str(tmp_path / "other"), os.environ.get("ANSIBLE_COLLECTIONS_PATH"))))}
+    assert len(ping(other) - before) == 2
+
+
 def test_an_ansible_command_is_handed_over_only_when_asked_and_ends_with_its_client(tmp_path, warm):
     zygote = testing._warm["zygote"]  # pylint: disable=protected-access
     before = set(children_of(zygote))

@@ -13,13 +13,17 @@ configuration (jinja2, yaml, multiprocessing, cryptography, ansible's module_uti
 ``ansible`` but its module_utils is imported before the fork: ``ansible.constants`` reads the configuration (the
 working directory's ansible.cfg, the ``ANSIBLE_*`` variables) when it is imported, so the command's own process
 imports it, with its own directory and environment, as a cold start would. Botocore's models are shared with the
-command's processes too: its inventory plugin's clients and its connection plugins' clients in the forked workers."""
+command's processes too: its inventory plugin's clients and its connection plugins' clients in the forked workers.
+The commands share the AnsiballZ payloads they build (``_SharedPayloads``), which ansible-core would build again in each."""
 
 import atexit
 import contextlib
+import hashlib
+import importlib.abc
 import json
 import os
 import runpy
+import shutil
 import signal
 import socket
 import subprocess
@@ -70,6 +74,62 @@ def _share_botocore_models() -> None:
         return shared if search_path_string is None else original(search_path_string)
 
     botocore.session.create_loader = create_loader
+
+
+# What decides which file a module name resolves to (besides the working directory, whose ansible.cfg may set them):
+# commands that agree on all of them build the same AnsiballZ payloads.
+_MODULE_SEARCH = ("ANSIBLE_CONFIG", "ANSIBLE_COLLECTIONS_PATH", "ANSIBLE_COLLECTIONS_PATHS", "ANSIBLE_LIBRARY",
+                  "ANSIBLE_MODULE_UTILS", "ANSIBLE_PLAYBOOK_DIR")
+
+
+class _SharedPayloads(importlib.abc.MetaPathFinder):
+    """The AnsiballZ payloads a command builds, kept for the zygote's later commands: ansible-core builds each module's
+    payload once per run (reading and compiling the module and every module_util it imports, about 0.1 CPU-second a
+    module) into the run's own local temporary directory (``ansiballz_cache``), and a test runs dozens of commands with
+    the same modules. Here that directory is a link to one the zygote keeps per working directory and module search
+    settings, so a later command reads the payload as a run's second worker does. ansible-core's own lock and
+    write-then-rename keep concurrent commands safe; its clean-up at exit removes the link, not the payloads."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != "ansible.executor.module_common":
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None:
+                original_exec = spec.loader.exec_module
+
+                def exec_module(module, original_exec=original_exec):
+                    original_exec(module)
+                    self._patch(module)
+
+                spec.loader.exec_module = exec_module
+                return spec
+        return None
+
+    def _patch(self, module_common) -> None:
+        find = module_common._find_module_utils  # pylint: disable=protected-access
+        directory = self.directory
+
+        def _find_module_utils(*args, **kwargs):
+            link = os.path.join(module_common.C.DEFAULT_LOCAL_TMP, "ansiballz_cache")
+            if not os.path.lexists(link):
+                os.makedirs(directory, mode=0o700, exist_ok=True)
+                with contextlib.suppress(FileExistsError):
+                    os.symlink(directory, link)
+            return find(*args, **kwargs)
+
+        module_common._find_module_utils = _find_module_utils  # pylint: disable=protected-access
+
+
+def _share_payloads(top: str, cwd: str, env: dict) -> None:
+    key = json.dumps([os.path.realpath(cwd)] + [env.get(name) for name in _MODULE_SEARCH])
+    directory = os.path.join(top, "ansiballz", hashlib.sha256(key.encode()).hexdigest()[:16])
+    sys.meta_path.insert(0, _SharedPayloads(directory))
 
 
 def _cli_modules() -> list:
@@ -195,6 +255,7 @@ def _run(conn):
     if os.path.basename(sys.argv[0]) in CLI_SCRIPTS:
         os.setpgid(0, 0)
         _watch_client(conn)
+        _share_payloads(_TOP[0], request["cwd"], request["env"])
     sys.path[0] = os.path.dirname(os.path.abspath(sys.argv[0]))  # as ``python script.py`` would
     code = 0
     try:
@@ -229,9 +290,20 @@ def _run(conn):
     os._exit(code)
 
 
+_TOP = [""]  # the zygote's private directory: its socket, and the payloads its commands share
+
+
+def _remove_top(*_args) -> None:
+    shutil.rmtree(_TOP[0], ignore_errors=True)
+    os._exit(0)
+
+
 def serve(path: str) -> None:
-    """Preload, listen on ``path``, and fork a child per hand-off until the process that started us is gone."""
+    """Preload, listen on ``path``, and fork a child per hand-off until the process that started us is gone (or
+    until it ends us); then remove the socket's directory, made for us alone."""
     parent = os.getppid()
+    _TOP[0] = os.path.dirname(os.path.abspath(path))
+    signal.signal(signal.SIGTERM, _remove_top)
     with _kept_output():
         for name in PRELOAD:
             __import__(name)
@@ -258,6 +330,7 @@ def serve(path: str) -> None:
                 os._exit(1)
         conn.close()
     listener.close()
+    _remove_top()
 
 
 if __name__ == "__main__":
