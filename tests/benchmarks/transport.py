@@ -19,7 +19,7 @@ The transports:
     persistent interpreter per host, modules imported once and run in-process. mitogen is not a dependency of the
     collection; ``make bench-transport`` installs the version pinned in tests/benchmarks/requirements-bench.txt, and
     the transport is skipped with a note when it cannot be imported. mitogen takes over the ssh connection by its
-    short name, so its inventory says ``ansible_connection: ssh``;
+    short name, so its inventory sets the connection ``ssh``;
 (c') on request (``--transports ...,session_sh``): (c) with ``resident_python`` off, a plain sh reading commands.
 
 The lab's latency model is set to the figures of its ``aws`` profile, printed at the start: 100 ms per AWS API call,
@@ -128,22 +128,19 @@ def _inventory(work: str, transport: str, nodes: list[str], key: str, ssh_vars: 
                  "ansible_ssh_private_key_file": key, "ansible_host_key_checking": False}
         if transport == "mitogen":  # mitogen recognises the ssh connection by its short name only
             group["ansible_connection"] = "ssh"
-    if transport in SESSIONS:
-        # As users reach the nodes: bastionless.ssm.managed_nodes, which also loads the connection once in
-        # ansible-playbook's process for every task's worker; the variables above in group_vars beside it.
-        directory = os.path.join(work, f"inventory-{transport}")
-        os.makedirs(os.path.join(directory, "group_vars"), exist_ok=True)
-        with open(os.path.join(directory, "group_vars", "bench.yml"), "w", encoding="utf-8") as handle:
-            yaml.safe_dump({k: v for k, v in group.items() if k != "ansible_connection"}, handle)
-        path = os.path.join(directory, "bench.managed_nodes.yml")
-        with open(path, "w", encoding="utf-8") as handle:
-            yaml.safe_dump({"plugin": "bastionless.ssm.managed_nodes", "regions": ["us-east-1"],
-                            "connection": "bastionless.ssm.session", "node_group": "bench",
-                            "default_groups": False, "filters": {"instance-id": nodes}}, handle)
-        return path
-    path = os.path.join(work, f"{transport}.yml")
+    # Every transport's hosts come from bastionless.ssm.managed_nodes, as users reach the nodes (its connection option
+    # sets ansible_connection; the variables above go in group_vars beside it): the inventory's AWS calls and its
+    # botocore clients cost every transport the same. For the session connection it also loads the connection once in
+    # ansible-playbook's process for every task's worker.
+    connection = group.pop("ansible_connection", "ansible.builtin.ssh")
+    directory = os.path.join(work, f"inventory-{transport}")
+    os.makedirs(os.path.join(directory, "group_vars"), exist_ok=True)
+    with open(os.path.join(directory, "group_vars", "bench.yml"), "w", encoding="utf-8") as handle:
+        yaml.safe_dump(group, handle)
+    path = os.path.join(directory, "bench.managed_nodes.yml")
     with open(path, "w", encoding="utf-8") as handle:
-        yaml.safe_dump({"bench": {"hosts": {node: {} for node in nodes}, "vars": group}}, handle)
+        yaml.safe_dump({"plugin": "bastionless.ssm.managed_nodes", "regions": ["us-east-1"], "connection": connection,
+                        "node_group": "bench", "default_groups": False, "filters": {"instance-id": nodes}}, handle)
     return path
 
 
