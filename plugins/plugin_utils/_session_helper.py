@@ -305,16 +305,69 @@ def module_payload(wrapper: bytes):
     return payload, wrapper[:found.start()] + line + wrapper[found.end():], found.group(1).decode("ascii")
 
 
+class Payloads:
+    """What run_module reads from a wrapper's payload zip, kept by the zip's base64 text for the session's later runs
+    of the same module: finding the text, decoding it and reading the zip's directory cost about 1.5 ms a run (of a
+    payload of 128 KiB), more than a run of the command module in this process. A wrapper whose text is new here goes
+    through module_payload; the most recently used ``limit`` payloads are kept."""
+
+    START, QUOTE = b"\nzip_data='", b"'"
+
+    def __init__(self, limit: int = 16) -> None:
+        self.limit, self.kept = limit, {}
+
+    def parse(self, wrapper: bytes):
+        """module_payload(wrapper), and the key of its payload (None: not kept)."""
+        if WRAPPER not in wrapper[:4096]:
+            return None, None
+        start = wrapper.find(self.START)
+        end = wrapper.find(self.QUOTE, start + len(self.START)) if start >= 0 else -1
+        if end > 0:
+            after = end + 1 + (wrapper[end + 1:end + 2] == b",")
+            key = wrapper[start + len(self.START):end]
+            kept = self.kept.pop(key, None) if wrapper[after:after + 1] in (b"\n", b"") else None
+            if kept is not None:
+                self.kept[key] = kept  # most recently used last
+                payload, zip_text, _compiled = kept
+                line = b"zip_data=" + ZIP_NAME.encode() + wrapper[end + 1:after]
+                return (payload, wrapper[:start + 1] + line + wrapper[after:], zip_text), key
+        found = module_payload(wrapper)
+        if found is None:
+            return None, None
+        key = found[2].encode("ascii")
+        self.kept[key] = (found[0], found[2], None)
+        while len(self.kept) > self.limit:
+            del self.kept[next(iter(self.kept))]
+        return found, key
+
+    def compiled(self, key: bytes, payload: bytes):
+        """The payload's compiled files (Compiled.fill), or False when its preloaded files are not the ones this
+        process preloaded; read from the zip once per kept payload."""
+        kept = self.kept.get(key)
+        if kept is not None and kept[2] is not None:
+            return kept[2]
+        with zipfile.ZipFile(io.BytesIO(payload)) as zipped:
+            compiled = PRELOADED.matches(zipped) and COMPILED.fill(
+                zipped, {inner for inner, _crc, _size in PRELOADED.files.values()})
+        if kept is not None:
+            self.kept[key] = kept[:2] + (compiled,)
+        return compiled
+
+
+PAYLOADS = Payloads()
+
+
 def run_module(interpreter: str, wrapper: bytes):
     """(stdout, stderr, rc, b" I" or b" F") of a module run with module_utils preloaded, in this process (IN_PROCESS
     modules, while Resident is usable) or in a fork; None to run it as a command.
 
     What each run would otherwise do again is done here, once: the payload's files are compiled (Compiled) and the
     wrapper too, without its zip_data literal (a large string that compiling alone costs more than a small module's
-    work). The run is then given the payload as a string under ZIP_NAME."""
+    work), and what the payload zip gives is kept for the next run of the same module (Payloads). The run is then
+    given the payload as a string under ZIP_NAME."""
     if sys.version_info < (3, 8) or sys.implementation.name != "cpython" or not same_interpreter(interpreter):
         return None
-    found = module_payload(wrapper)
+    found, key = PAYLOADS.parse(wrapper)
     if found is None:
         return None
     payload, source, zip_text = found
@@ -323,10 +376,9 @@ def run_module(interpreter: str, wrapper: bytes):
     if not PRELOADED.files:
         return None
     try:
-        with zipfile.ZipFile(io.BytesIO(payload)) as zipped:
-            if not PRELOADED.matches(zipped):
-                return None
-            compiled = COMPILED.fill(zipped, {inner for inner, _crc, _size in PRELOADED.files.values()})
+        compiled = PAYLOADS.compiled(key, payload)
+        if compiled is False:
+            return None
         code = WRAPPERS.compile(source)
     except (zipfile.BadZipFile, ValueError, OSError, SyntaxError):
         return None  # as a command, the interpreter reports what is wrong with it

@@ -150,6 +150,40 @@ def test_a_payloads_files_are_compiled_once_by_the_helper_and_still_imported_fro
     assert len({run["archive"] for run in runs}) == 3
 
 
+def test_a_payload_is_read_once_and_later_wrappers_of_it_get_what_reading_them_would_give(monkeypatch):
+    """Payloads: a wrapper whose zip text the helper has seen gives module_payload's answer without module_payload
+    (no search, no base64 decoding) and the zip's compiled files without reading the zip again; the least recently used
+    payload goes beyond the limit; a wrapper not of the shape module_payload reads still goes through it."""
+    from ansible_collections.bastionless.ssm.plugins.plugin_utils import _session_helper as helper  # pylint: disable=import-outside-toplevel
+
+    monkeypatch.setattr(helper, "PRELOADED", helper.Preloaded())
+    monkeypatch.setattr(helper, "COMPILED", helper.Compiled())
+    payloads, read = helper.Payloads(limit=2), helper.module_payload
+    zips = [_payload(extra=extra) for extra in ("a", "b", "c")]
+    wrappers = [[WRAPPER.format(code=f"x = {n}", fqn="ansible.modules.probe", zip_data=z).encode() for n in (1, 2)]
+                for z in zips]
+    found, key = payloads.parse(wrappers[0][0])
+    assert found == read(wrappers[0][0]) and found[1].count(helper.ZIP_NAME.encode()) == 1
+    helper.PRELOADED.load(found[0])
+    compiled = payloads.compiled(key, found[0])
+    assert "ansible/module_utils/extra.py" in compiled
+
+    calls = []
+    monkeypatch.setattr(helper, "module_payload", lambda wrapper: calls.append(wrapper) or read(wrapper))
+    monkeypatch.setattr(helper.COMPILED, "fill", lambda *args: calls.append(args) or {})
+    again, same_key = payloads.parse(wrappers[0][1])
+    assert calls == [] and same_key == key and again == read(wrappers[0][1]) and again[0] is found[0]
+    assert payloads.compiled(same_key, again[0]) is compiled and calls == []
+
+    payloads.parse(wrappers[1][0])
+    payloads.parse(wrappers[2][0])  # the first payload is now the least recently used beyond the limit of 2
+    assert len(calls) == 2
+    assert payloads.parse(wrappers[0][1])[0] == read(wrappers[0][1]) and len(calls) == 3
+    # a known zip text on a line of another shape: read as usual (and refused)
+    odd = wrappers[1][0].replace(b"zip_data='" + zips[1].encode() + b"',", b"zip_data='" + zips[1].encode() + b"'x")
+    assert payloads.parse(odd) == (None, None) and len(calls) == 4
+
+
 def test_a_traceback_through_the_wrapper_shows_the_wrappers_own_line_numbers():
     """The wrapper is compiled in two parts (its definitions, kept; its call, compiled each time): a traceback still
     names the lines of the wrapper the controller sent."""
