@@ -369,11 +369,33 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  (c0)/(c) = {best['session_base'] / best['session']:.2f}  (the --baseline copy against this one)")
     if "mitogen" in best and "session" in best:
         print(f"  (d)/(c) = {best['mitogen'] / best['session']:.2f}  (goal: at least 1.2, the session connection ahead)")
+    _print_cpu_medians(runs, transports)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"profile": profile, "nodes": args.nodes, "runs": runs, "best": best}, handle, indent=2)
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+# What runs on the controller's machine for a transport besides Ansible's own process and workers.
+BESIDE_ANSIBLE = ("session master", "session-manager-plugin", "ssh client and proxy")
+
+
+def _print_cpu_medians(runs: dict, transports: list) -> None:
+    """With --cpu: each transport's CPU seconds, the median of its runs (one run's figures vary by 10% or more on a
+    shared 2-core machine): Ansible's process and workers, the controller's machine in all (with the session
+    masters, session-manager-plugin, ssh and its proxy), and the nodes."""
+    measured = {t: [r["cpu_s"] for r in runs[t] if isinstance(r.get("cpu_s"), dict)] for t in transports}
+    if not any(measured.values()):
+        return
+    print("CPU seconds, medians of the runs: Ansible's process and workers; the controller's machine in all; nodes")
+    for transport in transports:
+        if measured[transport]:
+            figures = [statistics.median(pick(c) for c in measured[transport]) for pick in (
+                lambda c: c.get("controller", 0.0),
+                lambda c: c.get("controller", 0.0) + sum(c.get(k, 0.0) for k in BESIDE_ANSIBLE),
+                lambda c: c.get("nodes", 0.0))]
+            print(f"  {LABELS[transport]:<30} " + "; ".join(f"{f:.1f}" for f in figures))
 
 
 def _ssh_over_ssm(lab, work: str) -> tuple[str, dict]:
