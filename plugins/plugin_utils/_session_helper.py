@@ -864,7 +864,9 @@ class Segments:
             else:
                 size = int(fields[-1])
                 piece, at = data[at:at + size], at + size
-                if kind == b"+":
+                if kind == b"%":  # the piece is the base64 of these bytes
+                    piece = base64.b64encode(piece)
+                if kind in (b"+", b"%"):
                     if hashlib.sha256(piece).hexdigest().encode() != fields[0]:
                         return None, fields[0]
                     self.keep(fields[0], piece)

@@ -145,9 +145,14 @@ def wrapper_pieces(data: bytes):
             (hashlib.sha256(zipped).hexdigest(), zipped), (None, data[found.end(1):])]
 
 
+ZIP_BASE64 = b"UEsDB"  # how the base64 of a zip (its first local file header, "PK\x03\x04") begins
+
+
 def segments(pieces, cached) -> bytes:
     """The segmented stdin of pieces (wrapper_pieces) for a helper that has the digests in cached:
-    ``=<size>\\n<bytes>`` as is, ``+<sha256> <size>\\n<bytes>`` to keep and use, ``@<sha256>\\n`` kept before."""
+    ``=<size>\\n<bytes>`` as is, ``+<sha256> <size>\\n<bytes>`` to keep and use, ``%<sha256> <size>\\n<bytes>`` the
+    same for a piece that is the base64 of these bytes (the payload zip: it crosses the session once in the request's
+    own base64, not twice, a quarter fewer bytes), ``@<sha256>\\n`` kept before. The digest is always the piece's."""
     out = []
     for digest, data in pieces:
         if digest is None:
@@ -155,8 +160,21 @@ def segments(pieces, cached) -> bytes:
         elif digest in cached:
             out.append(b"@%s\n" % digest.encode())
         else:
-            out.append(b"+%s %d\n" % (digest.encode(), len(data)) + data)
+            raw = _canonical_base64(data) if data.startswith(ZIP_BASE64) else None
+            if raw is not None:
+                out.append(b"%%%s %d\n" % (digest.encode(), len(raw)) + raw)
+            else:
+                out.append(b"+%s %d\n" % (digest.encode(), len(data)) + data)
     return b"".join(out)
+
+
+def _canonical_base64(text: bytes):
+    """The bytes text is the base64 of, when encoding them gives text back exactly; else None."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    return raw if base64.b64encode(raw) == text else None
 
 
 def cache_miss(output: bytes, marker: str) -> bool:

@@ -334,6 +334,11 @@ def test_a_module_wrappers_large_pieces_cross_once_and_are_named_by_digest_after
     assert len(digests) == 2 and protocol.wrapper_pieces(b"print('not a wrapper')") is None
     later = protocol.segments(protocol.wrapper_pieces(second), set(digests))
     assert len(later) < 600 < len(first)  # the arguments and two digests
+    # The payload zip crosses as the bytes its base64 stands for, named by the digest of its base64.
+    zipped = pieces[2][1]
+    sent = protocol.segments(pieces, set())
+    assert zipped not in sent and base64.b64decode(zipped) in sent
+    assert b"%%%s %d\n" % (pieces[2][0].encode(), len(base64.b64decode(zipped))) in sent
     replies = _serve_requests([_segmented(b"cat", first), _segmented(b"cat", second, digests),
                                _segmented(PYTHON, second, digests, interpreter=PYTHON.decode())])
     assert [r[:2] for r in replies[:2]] == [(0, first), (0, second)]
@@ -347,6 +352,15 @@ def _segmented_marker(reply: bytes, index: int) -> str:
     import re  # pylint: disable=import-outside-toplevel
 
     return re.findall(rb"^(BL-[A-Za-z0-9]{20}):O", reply.replace(b"\r", b""), re.M)[index].decode()
+
+
+def test_a_zip_piece_whose_base64_is_not_canonical_crosses_as_it_is():
+    wrapper = _module()
+    pieces = protocol.wrapper_pieces(wrapper)
+    zipped = pieces[2][1]
+    odd = zipped[:8] + b"\n" + zipped[8:]  # decodes to the same bytes, which encode to something else
+    assert protocol.segments([pieces[2]], set()).startswith(b"%")
+    assert protocol.segments([(pieces[2][0], odd)], set()) == b"+%s %d\n" % (pieces[2][0].encode(), len(odd)) + odd
 
 
 def test_a_piece_the_helper_does_not_have_or_that_does_not_match_its_digest_is_a_miss_nothing_runs():
