@@ -109,8 +109,10 @@ class DataChannelClient:
         except (InvalidHandshake, InvalidURI) as error:
             raise DataChannelClosed(f"the StreamUrl {_host(self.stream_url)} did not answer as a WebSocket: "
                                     f"{error}") from None
-        except (OSError, TimeoutError) as error:
-            raise DataChannelClosed(f"cannot open the data channel {_host(self.stream_url)}: {error}") from None
+        except (OSError, TimeoutError, ConnectionClosed) as error:
+            why = "the connection was closed during the WebSocket upgrade" if isinstance(error, ConnectionClosed) \
+                else error
+            raise DataChannelClosed(f"cannot open the data channel {_host(self.stream_url)}: {why}") from None
         ws.send(dc.token_message(self.token, self.client_id))
         self._connected_at = time.monotonic()
         self._ws = ws

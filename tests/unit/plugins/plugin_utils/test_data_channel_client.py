@@ -182,6 +182,41 @@ def test_a_stream_url_that_answers_plain_http_is_named(tmp_path):
         server.server_close()
 
 
+def test_a_connection_reset_during_the_upgrade_fails_the_open_by_name(monkeypatch):
+    """The peer accepts the TCP connection and resets it at once. Depending on whether the reset comes before or after
+    the client's request, websockets raises ConnectionClosedError or InvalidMessage from its handshake: either must
+    come out as the channel's own failure, naming the StreamUrl (the first escaped from the tunnel's opening thread)."""
+    import socket
+    import struct
+
+    from websockets.exceptions import ConnectionClosedError
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+
+    def reset():
+        connection, _address = listener.accept()
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        connection.close()
+
+    threading.Thread(target=reset, daemon=True).start()
+    url = f"ws://127.0.0.1:{listener.getsockname()[1]}/v1/data-channel/s-1"
+    try:
+        with pytest.raises(client_module.DataChannelClosed, match=url):
+            client_module.DataChannelClient("s-1", "token-1", url).open(timeout=5)
+    finally:
+        listener.close()
+
+    def closed(*_args, **_kwargs):
+        raise ConnectionClosedError(None, None)
+
+    monkeypatch.setattr(client_module, "connect", closed)  # the first of the two, every time
+    with pytest.raises(client_module.DataChannelClosed,
+                       match=f"cannot open the data channel {url}: the connection was closed during the WebSocket"):
+        client_module.DataChannelClient("s-1", "token-1", url).open(timeout=5)
+
+
 def test_a_refused_upgrade_names_the_token():
     server = serve(lambda ws: None, "127.0.0.1", 0,
                    process_request=lambda connection, request: connection.respond(403, "Forbidden\n"))
