@@ -922,10 +922,45 @@ def main() -> int:
         sys.stdout.flush()
     if sys.argv[2:3] == ["fork"]:  # the connection's module_isolation: every module in a fork
         RESIDENT.usable = False
+    line_mode = whole_reads(0)
     try:
         return serve(sys.stdin.buffer, sys.stdout.buffer)
     except (EOFError, OSError):
         return 0
+    finally:
+        if line_mode is not None:
+            put_back_terminal(0, line_mode)
+
+
+def whole_reads(fd: int):
+    """Turn off the line editing (ICANON) of the terminal fd is, if it is one, and return its settings to put back.
+
+    In line mode each read of the session's pty gives one line: a 1 MiB file's 18,400 base64 lines took as many
+    reads, 65 to 105 ms of the node's CPU, where reads of whatever has arrived take 20 to 30. Only this process reads
+    the terminal (a command or module gets /dev/null or a pipe), and the requests are plain lines, so nothing else
+    changes: no echo (the session's ``stty -echo``), and no control characters for the terminal to act on."""
+    try:
+        import termios
+
+        settings = termios.tcgetattr(fd)
+        raw = list(settings)
+        raw[3] &= ~termios.ICANON
+        raw[6] = list(settings[6])
+        raw[6][termios.VMIN], raw[6][termios.VTIME] = 1, 0
+        termios.tcsetattr(fd, termios.TCSANOW, raw)
+    except Exception:  # not a terminal (termios.error), or no termios: reads are whole already, or stay by line
+        return None
+    return settings
+
+
+def put_back_terminal(fd: int, settings) -> None:
+    """The terminal's settings as they were before whole_reads, for the session's shell after this process."""
+    try:
+        import termios
+
+        termios.tcsetattr(fd, termios.TCSANOW, settings)
+    except Exception:  # the session is gone
+        pass
 
 
 if __name__ == "__main__":

@@ -430,3 +430,37 @@ def test_the_commands_around_a_module_run_in_the_helper_with_the_shells_results(
         assert (same(got_err) == same(err)) if b"mkdir" in err else (bool(got_err) == bool(err))
     assert [r[0] for r in got] == [0, 1, 0, 2, 0, 1, 0, 0, 0]
     assert not os.path.exists(f"{helper_tmp}/ansible-tmp-1765-1-2") and os.stat(helper_tmp).st_mode & 0o777 == 0o700
+
+
+def test_on_a_terminal_the_helper_reads_whole_chunks_and_puts_line_mode_back_when_it_ends():
+    """On the session's pty the helper turns line editing off while it serves (a read then gives whatever has arrived,
+    not one base64 line), a large stdin still crosses intact, and the shell after it gets its terminal as it was."""
+    import pty  # pylint: disable=import-outside-toplevel
+    import termios  # pylint: disable=import-outside-toplevel
+
+    controller, terminal = pty.openpty()
+    attrs = termios.tcgetattr(terminal)
+    attrs[3] &= ~termios.ECHO  # as the session's stty -echo leaves it
+    termios.tcsetattr(terminal, termios.TCSANOW, attrs)
+    helper = subprocess.Popen([sys.executable, HELPER, "READY"], stdin=terminal, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    try:
+        assert helper.stdout.readline() == b"PREADY\n"
+        big, marker = os.urandom(1 << 20), protocol.new_marker()
+        head, tail = protocol.helper_request(b"cat", marker, True, None)
+        data = head + protocol.b64_lines(big) + tail
+        while data:
+            data = data[os.write(controller, data[:4096]):]
+        reply = b""
+        while protocol.end_of_reply(marker) not in reply or not reply.endswith(b"\n"):
+            reply += helper.stdout.read1(65536)
+        assert protocol.parse_reply(reply, marker) == (0, big, b"")
+        assert not termios.tcgetattr(terminal)[3] & termios.ICANON
+        os.write(controller, b"exit\n")
+        assert helper.wait(timeout=30) == 0
+        assert termios.tcgetattr(terminal)[3] & termios.ICANON
+    finally:
+        helper.kill()
+        helper.wait()
+        os.close(controller)
+        os.close(terminal)
