@@ -4,6 +4,7 @@ zips made here, with the names the helper preloads, so each test can say what mu
 
 import base64
 import io
+import json
 import os
 import subprocess
 import sys
@@ -62,6 +63,55 @@ def run(code, archive):
                       "main": sys.modules["__main__"].__name__, "stdin": sys.stdin.read()}))
     sys.stdout.flush()
     exec(code, {"sys": sys})
+
+
+def run_module(*, json_params, profile, module_fqn, modlib_path, extensions):  # as ansible-core 2.19's loader is called
+    import tempfile
+    from ansible.module_utils import extra
+    params = json.loads(json_params)
+    print(json.dumps({"modlib": modlib_path, "exists": os.path.exists(modlib_path), "extra_file": extra.__file__,
+                      "extra": extra.VALUE, "profile": profile, "fqn": module_fqn, "params": params,
+                      "extensions": extensions, "path0": sys.path[0], "tmp": os.listdir(tempfile.gettempdir())}))
+    sys.stdout.flush()
+    if params.get("fail"):
+        extra.fail()
+    sys.exit(0)
+"""
+
+# ansible-core 2.19's wrapper as far as the helper stands in for it: _ansiballz_main's parameters, and what it does
+# with them (the payload written to a new temporary directory, the loader's run_module, the directory removed).
+WRAPPER_219 = """#!/usr/bin/python3
+from __future__ import annotations
+
+_ANSIBALLZ_WRAPPER = True
+
+
+def _ansiballz_main(zip_data, ansible_module, module_fqn, params, profile, date_time, extensions, rlimit_nofile):
+    import base64, os, shutil, sys, tempfile
+    folder = tempfile.mkdtemp(prefix="ansible_" + ansible_module + "_payload_")
+    archive = os.path.join(folder, "ansible_" + ansible_module + "_payload.zip")
+    with open(archive, "wb") as handle:
+        handle.write(base64.b64decode(zip_data))
+    sys.path.insert(0, archive)
+    try:
+        from ansible.module_utils._internal._ansiballz import _loader
+        _loader.run_module(json_params=params.encode(), profile=profile, module_fqn=module_fqn, modlib_path=archive,
+                           extensions=extensions)
+    finally:
+        shutil.rmtree(folder)
+
+
+if __name__ == "__main__":
+    _ansiballz_main(
+zip_data='{zip_data}',
+ansible_module='stat',
+module_fqn='{fqn}',
+params={params!r},
+profile='legacy',
+date_time=None,
+extensions={{}},
+rlimit_nofile=0,
+)
 """
 
 
@@ -73,7 +123,8 @@ def _payload(version="v1", extra="first") -> str:
         "ansible/module_utils/_internal/_ansiballz/__init__.py": "",
         "ansible/module_utils/_internal/_ansiballz/_loader.py": LOADER,
         "ansible/module_utils/basic.py": f"RUNS = 0\nVERSION = {version!r}\nSEEN = []\n",
-        "ansible/module_utils/extra.py": f"import sys\nVALUE = {extra!r}\nCODE = sys._getframe().f_code.co_filename\n",
+        "ansible/module_utils/extra.py": f"import sys\nVALUE = {extra!r}\nCODE = sys._getframe().f_code.co_filename\n"
+                                         "def fail():\n    raise RuntimeError('raised in the payload')\n",
     }
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zipped:
@@ -165,15 +216,15 @@ def test_a_payload_is_read_once_and_later_wrappers_of_it_get_what_reading_them_w
     found, key = payloads.parse(wrappers[0][0])
     assert found == read(wrappers[0][0]) and found[1].count(helper.ZIP_NAME.encode()) == 1
     helper.PRELOADED.load(found[0])
-    compiled = payloads.compiled(key, found[0])
-    assert "ansible/module_utils/extra.py" in compiled
+    compiled, complete = payloads.compiled(key, found[0])
+    assert "ansible/module_utils/extra.py" in compiled and complete
 
     calls = []
     monkeypatch.setattr(helper, "module_payload", lambda wrapper: calls.append(wrapper) or read(wrapper))
     monkeypatch.setattr(helper.COMPILED, "fill", lambda *args: calls.append(args) or {})
     again, same_key = payloads.parse(wrappers[0][1])
     assert calls == [] and same_key == key and again == read(wrappers[0][1]) and again[0] is found[0]
-    assert payloads.compiled(same_key, again[0]) is compiled and calls == []
+    assert payloads.compiled(same_key, again[0])[0] is compiled and calls == []
 
     payloads.parse(wrappers[1][0])
     payloads.parse(wrappers[2][0])  # the first payload is now the least recently used beyond the limit of 2
@@ -216,6 +267,33 @@ def test_an_everyday_module_runs_in_the_resident_python_and_what_it_changes_ther
     for key in ("cwd", "probe", "umask", "seen", "added", "usr1", "runs"):
         assert second[key] == first[key], key
     assert second["extra"] == "second" and second["in_payload"]  # its own payload's module_utils, as in a fork
+
+
+def test_an_everyday_module_runs_from_its_payload_in_memory_as_from_the_wrappers_temporary_zip(tmp_path):
+    """In the resident Python, ansible-core 2.19's _ansiballz_main is stood in for: the module gets the same arguments
+    and an archive path of the same shape, imports its own payload's module_utils, and no directory is made for it
+    (the wrapper run in a fork makes one); a traceback still shows the payload's source lines."""
+    def wrapper(**params):
+        return WRAPPER_219.format(zip_data=_payload(extra="mine"), fqn=EVERYDAY, params=json.dumps(params)).encode()
+
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    [(rc, out, err, how), (frc, _fout, ferr, fhow)], status = _serve(
+        [(PYTHON, wrapper(name="x"), True), (PYTHON, wrapper(fail=True), True)], env=env)
+    assert (rc, err, how, status) == (0, b"", "process", 0)
+    [(forked, fout, _ferr2, forked_how)], _status = _serve([(PYTHON, wrapper(name="x"), True)], "fork", env=env)
+    assert (forked, forked_how) == (0, "fork")
+    memory, disk = _json(out), _json(fout)
+    assert memory["tmp"] == [] and len(disk["tmp"]) == 1 and disk["tmp"][0].startswith("ansible_stat_payload_")
+    assert disk["exists"] and not memory["exists"]
+    assert memory["modlib"] == str(tmp_path / "ansible_stat_payload_in_memory" / "ansible_stat_payload.zip")
+    for result in (memory, disk):
+        assert result["extra_file"] == result["modlib"] + "/ansible/module_utils/extra.py"
+        assert result["path0"] == result["modlib"]
+    same = ("extra", "profile", "fqn", "params", "extensions")
+    assert {k: memory[k] for k in same} == {k: disk[k] for k in same} == {
+        "extra": "mine", "profile": "legacy", "fqn": EVERYDAY, "params": {"name": "x"}, "extensions": {}}
+    assert (frc, fhow) == (1, "process")
+    assert "raise RuntimeError('raised in the payload')" in ferr.decode() and os.listdir(tmp_path) == []
 
 
 def test_a_module_not_known_to_be_safe_in_process_runs_in_a_fork():
