@@ -925,9 +925,10 @@ class Connection(ConnectionBase):
             raise AnsibleConnectionFailure(f"the session to {self.instance_id} ended in the middle of a command "
                                            f"({why})") from None
         if interpreter and display.verbosity >= 3:
-            if protocol.ran_in_fork(reply, marker):
+            where = protocol.where_module_ran(reply, marker)
+            if where == "fork":
                 self.verbosity_display(3, "module run in a fork of the node's resident Python (module_utils preloaded)")
-            elif protocol.ran_in_process(reply, marker):
+            elif where == "process":
                 self.verbosity_display(3, "module run in the node's resident Python itself (module_utils preloaded)")
         return result
 

@@ -22,11 +22,13 @@ are printed by concatenation (``'%s:R'``), so even an echoed script never contai
 
 Where the node has python3, the session's reader is the resident Python of _session_helper.py instead of sh: the
 same command and stdin go as a request of base64 lines (helper_request), and its replies are framed the same way,
-with `` F`` after the exit status when it ran a pipelined module in its preloaded fork (ran_in_fork).
+with `` F`` after the exit status when it ran a pipelined module in its preloaded fork, `` I`` when in itself
+(where_module_ran).
 """
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 import os
@@ -76,6 +78,14 @@ def _ready_line() -> tuple:
     return head, tail, f"{head}_{tail}"
 
 
+@functools.lru_cache(maxsize=1)
+def _helper_source() -> str:
+    """The resident Python's source, compressed (the session's shell reads it through readline, about 6 us a byte)
+    and in base64 lines: read and compressed once per process, not at every session's start (about 5 ms)."""
+    with open(HELPER, "rb") as handle:
+        return base64.encodebytes(zlib.compress(handle.read(), 9)).decode()
+
+
 def setup_steps(resident_python: bool = True, module_isolation: str = "auto") -> list:
     """The session's set-up: [[what to send, the line to wait for], ...] (see QUIET and HELPER_START). module_isolation
     (auto or fork) is the resident Python's second argument: where it runs the modules it may run in itself."""
@@ -84,9 +94,7 @@ def setup_steps(resident_python: bool = True, module_isolation: str = "auto") ->
     head, tail, ready = _ready_line()
     start = SH_START.format(head=head, tail=tail)
     if resident_python:
-        with open(HELPER, "rb") as handle:  # compressed: the session's shell reads it through readline, ~6 us a byte
-            source = base64.encodebytes(zlib.compress(handle.read(), 9)).decode()
-        start = HELPER_START.format(end=new_marker(), source=source, head=head, tail=tail,
+        start = HELPER_START.format(end=new_marker(), source=_helper_source(), head=head, tail=tail,
                                     isolation="fork" if module_isolation == "fork" else "auto") + start
     steps.append([start, ready])
     return steps
@@ -315,14 +323,11 @@ def parse_reply(output: bytes, marker: str) -> tuple:
     return int(status), stdout, stderr
 
 
-def ran_in_fork(output: bytes, marker: str) -> bool:
-    """Whether the resident Python ran the module of this reply in its preloaded fork ("<marker>:R <rc> F")."""
-    return re.search(re.escape(end_of_reply(marker)) + rb"\d+ F\r?$", output, re.M) is not None
-
-
-def ran_in_process(output: bytes, marker: str) -> bool:
-    """Whether the resident Python ran the module of this reply in itself, without a fork ("<marker>:R <rc> I")."""
-    return re.search(re.escape(end_of_reply(marker)) + rb"\d+ I\r?$", output, re.M) is not None
+def where_module_ran(output: bytes, marker: str):
+    """Where the resident Python ran the module of this reply: "fork" (its preloaded fork, "<marker>:R <rc> F"),
+    "process" (in itself, "<marker>:R <rc> I"), or None (as a command, or not the resident Python)."""
+    found = re.search(re.escape(end_of_reply(marker)) + rb"\d+ ([FI])\r?$", output, re.M)
+    return None if found is None else {b"F": "fork", b"I": "process"}[found.group(1)]
 
 
 def put_command(out_path: str) -> bytes:

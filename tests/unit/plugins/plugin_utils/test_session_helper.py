@@ -153,8 +153,7 @@ def _serve(requests, *args, env=None):
     for marker in markers:
         start = done.stdout.index(f"{marker}:O".encode())
         reply = done.stdout[start:done.stdout.index(b"\n", done.stdout.index(protocol.end_of_reply(marker), start)) + 1]
-        how = ("fork" if protocol.ran_in_fork(reply, marker) else "process" if protocol.ran_in_process(reply, marker)
-               else False)
+        how = protocol.where_module_ran(reply, marker) or False
         replies.append(protocol.parse_reply(reply, marker) + (how,))
     return replies, done.returncode
 
@@ -422,7 +421,7 @@ def test_a_module_wrappers_large_pieces_cross_once_and_are_named_by_digest_after
     assert [r[:2] for r in replies[:2]] == [(0, first), (0, second)]
     rc, out, _err, reply = replies[2]
     assert rc == 0 and b"args two" in out and _json(out)["extra"] == "first"
-    assert protocol.ran_in_fork(reply, _segmented_marker(reply, 2))
+    assert protocol.where_module_ran(reply, _segmented_marker(reply, 2)) == "fork"
 
 
 def _segmented_marker(reply: bytes, index: int) -> str:
