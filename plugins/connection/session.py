@@ -821,7 +821,7 @@ class Connection(ConnectionBase):
                 client.connect(sock)
                 client.sendall(json.dumps(header).encode() + b"\n")
                 client.settimeout(accept_timeout or timeout)
-                answer = _recv_line(client)
+                answer, early = _recv_line(client)
             except (OSError, socket.timeout) as e:
                 raise _NotServed(str(e)) from e
             if not answer:
@@ -844,7 +844,7 @@ class Connection(ConnectionBase):
                         client.settimeout(max(0.1, deadline - time.monotonic()))
                         client.sendall(struct.pack(">I", len(piece)) + piece)
                 client.sendall(struct.pack(">I", 0))
-                reply = bytearray()
+                reply = bytearray(early)
                 while True:
                     client.settimeout(max(0.1, deadline - time.monotonic()))
                     data = client.recv(262144)
@@ -1360,14 +1360,17 @@ def _within(seconds: float, call):
     return box.get("value")
 
 
-def _recv_line(client: socket.socket) -> bytes:
+def _recv_line(client: socket.socket) -> tuple:
+    """(the first line the master sent, with its newline; what came after it), read in whole chunks: a byte at a time
+    cost 0.6 ms of the worker's CPU a line."""
     data = b""
-    while not data.endswith(b"\n"):
-        chunk = client.recv(1)
+    while b"\n" not in data:
+        chunk = client.recv(4096)
         if not chunk:
-            break
+            return data, b""
         data += chunk
-    return data
+    line, _sep, rest = data.partition(b"\n")
+    return line + b"\n", rest
 
 
 def _read_line_within(stream, timeout: float) -> bytes:

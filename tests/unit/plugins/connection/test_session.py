@@ -1186,3 +1186,32 @@ def test_the_master_keeps_deferred_requests_memos_and_the_digests_it_has_sent(tm
     finally:
         if master.poll() is None:
             master.kill()
+
+
+def test_markers_are_drawn_from_their_whole_alphabet_and_a_reply_s_status_line_is_read_by_its_marker():
+    markers = {protocol.new_marker() for _i in range(2000)}
+    assert len(markers) == 2000
+    assert all(m.startswith("BL-") and len(m) == 23 and set(m[3:]) <= set(protocol.MARK_ALPHABET) for m in markers)
+    assert set("".join(m[3:] for m in markers)) == set(protocol.MARK_ALPHABET)
+    marker = protocol.new_marker()
+    end = protocol.end_of_reply(marker)
+    assert protocol.where_module_ran(b"output\n" + end + b"0 F\r\n", marker) == "fork"
+    assert protocol.where_module_ran(end + b"1 I", marker) == "process"
+    assert [protocol.where_module_ran(reply, marker) for reply in (
+        end + b"0\n", end + b"x F\n", b"", protocol.end_of_reply(protocol.new_marker()) + b"0 F\n")] == [None] * 4
+    assert protocol.cache_miss(end + b"252 M\n", marker)
+    assert not any(protocol.cache_miss(reply, marker) for reply in (end + b"252\n", end + b"0 F\n", b"252 M\n"))
+
+
+def test_the_masters_answer_line_is_read_whole_and_what_follows_it_is_kept():
+    from ansible_collections.bastionless.ssm.plugins.connection import session  # pylint: disable=import-outside-toplevel
+
+    ours, master = socket.socketpair()
+    try:
+        master.sendall(b'{"ok": true, ')
+        threading.Timer(0.2, master.sendall, args=(b'"reader": "python"}\nreply starts',)).start()
+        assert session._recv_line(ours) == (b'{"ok": true, "reader": "python"}\n', b"reply starts")
+        master.close()
+        assert session._recv_line(ours) == (b"", b"")
+    finally:
+        ours.close()
