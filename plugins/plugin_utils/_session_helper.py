@@ -291,14 +291,15 @@ def in_memory(path: str):
 
 def in_memory_source(folder: str, name: str):
     """The source of module name (a/b/c) in the in-memory payload that folder is part of, or None."""
-    archive = folder.partition("_payload.zip")[0] + "_payload.zip"
-    try:
-        with zipfile.ZipFile(in_memory(archive)) as zipped:
-            for inner in (name + ".py", name + "/__init__.py"):
-                if inner in zipped.NameToInfo:
-                    return zipped.read(inner).decode("utf-8")
-    except (KeyError, ValueError, zipfile.BadZipFile, TypeError):
-        pass
+    payload = in_memory(folder)
+    if payload is not None:
+        try:
+            with zipfile.ZipFile(payload) as zipped:
+                for inner in (name + ".py", name + "/__init__.py"):
+                    if inner in zipped.NameToInfo:
+                        return zipped.read(inner).decode("utf-8")
+        except (KeyError, ValueError, zipfile.BadZipFile):
+            pass
     return None
 
 
