@@ -1,6 +1,7 @@
 """Run ansible commands from the repository root against a lab and read their play recap; run tasks or one module in
 a play on the controller and read the module's result."""
 
+import ast
 import hashlib
 import json
 import os
@@ -9,6 +10,8 @@ import shutil
 import subprocess
 import tempfile
 from typing import NamedTuple
+
+import yaml
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 # BASTIONLESS_TEST_CONNECTION=bastionless.ssm.session runs every node task of these tests over that connection;
@@ -31,23 +34,13 @@ SAVE_CALLBACKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "callb
 FAILURES_ENV = "BASTIONLESS_TEST_FAILURES"  # where the save_results callback writes the failed tasks, by host
 RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
-# The only warnings the README's lab commands may print: amazon.aws 10 (galaxy.yml pins it) deprecates return values
-# of its IAM modules on every call, whatever the options, and ansible-core heads the first deprecation of a run with
-# how to turn them all off. docs/troubleshooting.md ("Warnings and inventory errors") names them and why they stay.
-ALLOWED_WARNINGS = (
-    "[WARNING]: Deprecation warnings can be disabled by setting `deprecation_warnings=False` in ansible.cfg.",
-    "[DEPRECATION WARNING]: In a release after 2026-05-01 iam_role.assume_role_policy_document_raw will no longer be "
-    "returned.",
-    "[DEPRECATION WARNING]: The 'iam_user' return key is deprecated and will be replaced by 'user'.",
-)
 # A traceback on stderr (a plugin's __del__, a worker) counts as a warning too.
 WARNING_MARKS = ("[WARNING]", "[DEPRECATION WARNING]", "Warning:", "Traceback (most recent call last)", "Exception ignored in")
 
 
 def warnings_in(output: str) -> list:
-    """The lines of an ansible run that warn or show a traceback, but for ALLOWED_WARNINGS."""
-    return [line for line in output.splitlines()
-            if any(mark in line for mark in WARNING_MARKS) and not line.startswith(ALLOWED_WARNINGS)]
+    """The lines of an ansible run that warn or show a traceback."""
+    return [line for line in output.splitlines() if any(mark in line for mark in WARNING_MARKS)]
 
 
 def run(lab, *argv, check=True, unset=(), env=None):
@@ -103,6 +96,15 @@ def write_controller_playbook(tmp_path, tasks: list, filename: str = "playbook.y
         "vars": {"ansible_python_interpreter": "{{ ansible_playbook_python }}"}, "tasks": tasks,
     }]))
     return str(path)
+
+
+def module_examples(module: str) -> list:
+    """The tasks of a module's EXAMPLES, read from its source."""
+    with open(os.path.join(ROOT, "plugins", "modules", f"{module}.py"), encoding="utf-8") as handle:
+        tree = ast.parse(handle.read())
+    text = next(node.value.value for node in tree.body
+                if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "EXAMPLES")
+    return yaml.safe_load(text)
 
 
 def controller_play(lab, tmp_path, tasks: list, *flags: str, inventory: str = "localhost,", check: bool = True,

@@ -5,8 +5,7 @@ in one shell: from ``make venv collection`` (the shared .venv stands in for the 
 collection is built from the copy) through ``ssm-lab up`` and site.yml to ``ssm-lab down``. One lab, one site.yml
 run; the later pages' blocks use what the README's made. The README's blocks run through ``make demo`` (tests/lab/demo.sh
 reads them from README.md and runs them command by command), told to leave the lab up and to hand on what its commands
-exported: what this runs is what make demo runs. Nothing make demo or the other blocks print may warn, but for the
-lines docs/troubleshooting.md names (ansible_cli.ALLOWED_WARNINGS)."""
+exported: what this runs is what make demo runs. Nothing make demo or the other blocks print may warn."""
 
 import os
 import shlex

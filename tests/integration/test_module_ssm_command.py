@@ -2,7 +2,6 @@
 code, max_errors, check mode, full output and its truncation, S3 and CloudWatch output, the execution timeout
 and the wait bound, bad input; the documented examples and playbooks/fleet-command.yml."""
 
-import ast
 import json
 import os
 import re
@@ -10,8 +9,7 @@ import secrets
 import urllib.request
 
 import pytest
-import yaml
-from ansible_cli import ROOT, call_module, call_module_cases, controller_play, run, save_task
+from ansible_cli import ROOT, call_module, call_module_cases, controller_play, module_examples, run, save_task
 from ssm_lab.harness.testing import running_lab, wait_until
 
 MODULE = "bastionless.ssm.ssm_command"
@@ -54,15 +52,6 @@ def play(lab, tmp_path, args: dict, *flags: str, fails: bool = False):
     """Run the module once with ``args``; return (result, output)."""
     result, output, _recap = call_module(lab, tmp_path, MODULE, args, *flags, fails=fails)
     return result, output
-
-
-def examples(module: str) -> list:
-    """The tasks of a module's EXAMPLES, read from its source."""
-    with open(os.path.join(ROOT, "plugins", "modules", f"{module}.py"), encoding="utf-8") as handle:
-        tree = ast.parse(handle.read())
-    text = next(node.value.value for node in tree.body
-                if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "EXAMPLES")
-    return yaml.safe_load(text)
 
 
 def commands_sent(lab) -> int:
@@ -357,7 +346,7 @@ def test_check_mode_names_unregistered_ids(lab, nodes, tmp_path):
 
 def test_the_documented_examples_run(lab, tmp_path):
     lab.client("s3").create_bucket(Bucket="bastionless-lab-transfer")  # the examples' output bucket
-    tasks = examples("ssm_command")
+    tasks = module_examples("ssm_command")
     output, recap = controller_play(lab, tmp_path, tasks, "-i", os.path.join(ROOT, "inventories", "lab"), "-v")
     assert recap["localhost"]["failed"] == 0, output
     assert recap["localhost"]["ok"] == len(tasks), output

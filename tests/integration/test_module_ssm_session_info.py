@@ -3,13 +3,10 @@ sessions the tests opened (a tunnel by one IAM user, connection sessions by anot
 filters select them, and ssm_session ends sessions by ID or by node, with check mode and idempotence; the
 documented examples."""
 
-import ast
 import json
-import os
 
 import pytest
-import yaml
-from ansible_cli import ROOT, call_module, call_module_cases, controller_play, run, save_task
+from ansible_cli import call_module, call_module_cases, controller_play, module_examples, run, save_task
 from ssm_lab.harness.testing import EchoServer, accepts, running_lab, wait_until
 
 INFO = "bastionless.ssm.ssm_session_info"
@@ -229,16 +226,8 @@ def test_bad_input(bad_input, case):
     assert BAD_INPUT[case][2] in result["msg"], result["msg"]
 
 
-def examples(module: str) -> list:
-    with open(os.path.join(ROOT, "plugins", "modules", f"{module}.py"), encoding="utf-8") as handle:
-        tree = ast.parse(handle.read())
-    text = next(n.value.value for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "")
-                == "EXAMPLES")
-    return yaml.safe_load(text)
-
-
 @pytest.mark.parametrize("module", ["ssm_session_info", "ssm_session"])
 def test_the_documented_examples_run(lab, nodes, history, tmp_path, module):
-    tasks = examples(module)
+    tasks = module_examples(module)
     output, recap = controller_play(lab, tmp_path, tasks, "-i", "inventories/lab")
     assert recap["localhost"]["failed"] == 0, output

@@ -4,7 +4,6 @@ after state=absent and after the play ends (also when the Ansible process is kil
 idempotent, can outlive the play only when asked and then end at max_lifetime; each failure class; the documented
 examples and playbooks/db-migration-tunnel.yml."""
 
-import ast
 import hashlib
 import json
 import os
@@ -14,8 +13,8 @@ import socket
 import subprocess
 
 import pytest
-import yaml
-from ansible_cli import ROOT, call_module, call_module_cases, controller_play, run, save_task, write_controller_playbook
+from ansible_cli import (ROOT, call_module, call_module_cases, controller_play, module_examples, run, save_task,
+                         write_controller_playbook)
 from ssm_lab.harness.testing import EchoServer, accepts, echo_through, free_port, running_lab, wait_until
 
 MODULE = "bastionless.ssm.ssm_tunnel"
@@ -496,16 +495,8 @@ def test_bad_input(lab, tmp_path, state_dir):
 # --- documentation and playbook -----------------------------------------------------------------------------
 
 
-def examples(module: str) -> list:
-    with open(os.path.join(ROOT, "plugins", "modules", f"{module}.py"), encoding="utf-8") as handle:
-        tree = ast.parse(handle.read())
-    text = next(n.value.value for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "")
-                == "EXAMPLES")
-    return yaml.safe_load(text)
-
-
 def test_the_documented_examples_run(lab, tmp_path):
-    tasks = examples("ssm_tunnel")
+    tasks = module_examples("ssm_tunnel")
     path = write_controller_playbook(tmp_path, tasks)
     output, recap = run(lab, "ansible-playbook", "-i", "inventories/lab", "-i", "localhost,", path)
     assert recap["localhost"]["failed"] == 0 and recap["localhost"]["ok"] == len(tasks), output

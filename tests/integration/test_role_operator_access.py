@@ -10,7 +10,7 @@ import re
 import time
 
 import pytest
-from ansible_cli import run, run_cases
+from ansible_cli import controller_play, module_examples, run, run_cases, save_task, warnings_in
 from ssm_lab.aws.iamsim import ALLOWED as ALLOW
 from ssm_lab.aws.iamsim import EXPLICIT_DENY, IMPLICIT_DENY
 from ssm_lab.aws.iamsim import decide as evaluate
@@ -371,3 +371,39 @@ def test_a_session_runs_as_the_os_user_the_tag_names(lab):
                                       DocumentFormat="JSON", Content=preferences)
     assert _whoami(lab, node, "alice") == "alice"
     assert _whoami(lab, node, "bob") == "ssm-user"
+
+
+def test_iam_quiet_runs_the_amazon_aws_module_with_its_defaults_and_prints_no_notice(lab, tmp_path):
+    """The documented examples of bastionless.ssm.iam_quiet, through which the roles call amazon.aws's IAM role and
+    user modules: they run, print no warning, and return no deprecated value; the module's module_defaults reach
+    it, and check mode predicts a change without making it."""
+    iam = lab.client("iam")
+    iam.create_role(RoleName="bastionless-ssm-instance", AssumeRolePolicyDocument=TRUST_EC2)
+    try:
+        saved = tmp_path / "results.json"
+        tasks = module_examples("iam_quiet") + [
+            {"name": "Read the role again, to save it", "bastionless.ssm.iam_quiet": {
+                "module": "amazon.aws.iam_role_info", "params": {"name": "bastionless-ssm-instance"}},
+             "register": "read"},
+            {"name": "Tag bob, in check mode", "bastionless.ssm.iam_quiet": {
+                "module": "amazon.aws.iam_user", "params": {"name": "bob", "tags": {"checked": "yes"},
+                                                            "purge_tags": False, "state": "present"}},
+             "check_mode": True, "register": "tagged"},
+            {"name": "A profile from module_defaults", "bastionless.ssm.iam_quiet": {
+                "module": "amazon.aws.iam_role_info", "params": {"name": "bastionless-ssm-instance"}},
+             "module_defaults": {"group/amazon.aws.aws": {"profile": "no-such-profile"}},
+             "ignore_errors": True, "register": "defaulted"},
+            save_task("{'read': read, 'tagged': tagged, 'defaulted': defaulted}", saved)]
+        output, recap = controller_play(lab, tmp_path, tasks)
+        assert recap["localhost"]["failed"] == 0 and "...ignoring" in output, output
+        assert warnings_in(output) == [] and "DEPRECATION" not in output, output
+        results = json.loads(saved.read_text())
+        role = results["read"]["iam_roles"][0]
+        assert role["assume_role_policy_document"] == json.loads(TRUST_EC2)
+        assert "assume_role_policy_document_raw" not in role and "deprecations" not in results["read"]
+        assert results["tagged"]["changed"] is True and "iam_user" not in results["tagged"]
+        assert tags(lab, "user", "bob") == {}
+        # the profile reached the module, beside the lab's keys in the environment
+        assert results["defaulted"]["msg"] == "Passing both a profile and access tokens is not supported."
+    finally:
+        iam.delete_role(RoleName="bastionless-ssm-instance")
