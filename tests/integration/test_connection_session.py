@@ -120,6 +120,20 @@ def _end_every_session(lab) -> None:
                timeout=60, what="the masters of ended sessions gone")
 
 
+def _unlogged_document(lab) -> str:
+    """A Session document that logs nothing, for the tests that flood a session with output: that output's transcript
+    would otherwise be uploaded when the session ends (tens of MB, to S3 and CloudWatch Logs), and keep the lab busy
+    through the next test's sessions (the transcript the no_log test waits for came 27 s late)."""
+    name = "unlogged-shell"
+    ssm = lab.client("ssm")
+    content = {"schemaVersion": "1.0", "description": "not logged", "sessionType": "Standard_Stream", "inputs": {}}
+    try:
+        ssm.create_document(Name=name, DocumentType="Session", DocumentFormat="JSON", Content=json.dumps(content))
+    except ssm.exceptions.DocumentAlreadyExists:
+        pass
+    return name
+
+
 def _ids(lab, node, state="Active") -> set:
     return {s["SessionId"] for s in _sessions(lab, node, state)}
 
@@ -351,7 +365,8 @@ def test_no_task_waits_past_its_timeout_whatever_the_node_or_the_service_does(la
     control = lab.work / "control-bounded"
     control.mkdir(mode=0o700, exist_ok=True)
     inventory = lab.work / "bounded.ini"
-    inventory.write_text("".join(f"{transport} ansible_aws_ssm_instance_id={node} ansible_aws_ssm_transport={transport}\n"
+    inventory.write_text("".join(f"{transport} ansible_aws_ssm_instance_id={node} ansible_aws_ssm_transport={transport} "
+                                 f"ansible_aws_ssm_document={_unlogged_document(lab)}\n"
                                  for transport in ("native", "plugin")))
     path = lab.work / "bounded.yml"
     path.write_text(BOUNDED.replace("{endpoint}", lab.env["AWS_ENDPOINT_URL"]))
@@ -431,7 +446,8 @@ def test_amazon_aws_ssm_ends_a_stalled_or_half_closed_command_within_its_timeout
     lab.client("s3").create_bucket(Bucket=bucket)
     inventory = lab.work / "bounded-aws-ssm.ini"
     inventory.write_text(f"aws_ssm ansible_aws_ssm_instance_id={node} ansible_connection=amazon.aws.aws_ssm "
-                         f"ansible_aws_ssm_bucket_name={bucket} ansible_aws_ssm_timeout=5 ansible_aws_ssm_retries=0\n")
+                         f"ansible_aws_ssm_bucket_name={bucket} ansible_aws_ssm_timeout=5 ansible_aws_ssm_retries=0 "
+                         f"ansible_aws_ssm_document={_unlogged_document(lab)}\n")
     path = lab.work / "bounded-aws-ssm.yml"
     path.write_text(AWS_SSM_BOUNDED.replace("{endpoint}", lab.env["AWS_ENDPOINT_URL"]))
     argv = ["ansible-playbook", "-i", str(inventory), str(path),
