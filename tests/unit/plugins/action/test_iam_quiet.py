@@ -71,12 +71,12 @@ def test_a_failed_module_keeps_its_message():
     assert without_deprecated("amazon.aws.iam_role", result) == {"failed": True, "msg": "NoSuchEntity"}
 
 
-def action(args, module_defaults=None):
+def action(args, installed=True):
     task = Task()
     task.args = dict(args)
     task.action = "bastionless.ssm.iam_quiet"
     loader = mock.MagicMock()
-    found = mock.Mock(resolved=True, resolved_fqcn=args.get("module"))
+    found = mock.Mock(resolved=installed, resolved_fqcn=args.get("module"))
     loader.module_loader.find_plugin_with_context.return_value = found
     plugin = iam_quiet.ActionModule(task, mock.MagicMock(), mock.MagicMock(), None, None, None)
     plugin._shared_loader_obj = loader  # ansible-core's own loaders would look for amazon.aws beside the tests
@@ -105,3 +105,11 @@ def test_bad_input_names_the_option(args, message):
     with pytest.raises(AnsibleActionFail) as failed:
         action(args).run(task_vars={})
     assert message in str(failed.value)
+
+
+def test_a_missing_amazon_aws_is_named_with_the_fix():
+    plugin = action({"module": "amazon.aws.iam_user", "params": {"name": "alice"}}, installed=False)
+    with pytest.raises(AnsibleActionFail) as failed:
+        plugin.run(task_vars={})
+    assert "module: amazon.aws.iam_user is not installed; install the amazon.aws collection" in str(failed.value)
+    plugin._execute_module.assert_not_called()
