@@ -141,15 +141,26 @@ def only_ssm_managed_policies(monkeypatch) -> None:
     monkeypatch.setattr(iam_models, "aws_managed_policies_data", ssm_managed_policies_data())
 
 
+@functools.lru_cache(maxsize=1)
+def boto3_session() -> boto3.session.Session:
+    """One session for every test: mock_aws drops boto3's default session when it starts, and a new one loads the
+    EC2 and IAM service models again (about 0.5 s a test). moto's stubber is among the handlers of any session made
+    after moto is imported, so clients of this one reach the mock that is running."""
+    return boto3.session.Session()
+
+
 @pytest.fixture
 def lab(monkeypatch):
     monkeypatch.setenv("MOTO_IAM_LOAD_MANAGED_POLICIES", "true")
     only_ssm_managed_policies(monkeypatch)
+    # moto makes every region's EC2 backend with its ~1,400 default AMIs (each with a volume and a snapshot): about
+    # 0.5 s a backend, and no test here looks at an image. One image of the tests' own instead.
+    monkeypatch.setenv("MOTO_EC2_LOAD_DEFAULT_AMIS", "false")
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, "testing")
     with mock_aws():
-        ec2 = boto3.client("ec2", region_name=REGION)
-        iam = boto3.client("iam", region_name=REGION)
+        ec2 = boto3_session().client("ec2", region_name=REGION)
+        iam = boto3_session().client("iam", region_name=REGION)
 
         vpc = ec2.create_vpc(CidrBlock="10.42.0.0/16")["Vpc"]["VpcId"]
         ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsSupport={"Value": True})
@@ -183,7 +194,7 @@ def lab(monkeypatch):
         iam.create_instance_profile(InstanceProfileName="ssm-node")
         iam.add_role_to_instance_profile(InstanceProfileName="ssm-node", RoleName="ssm-node")
 
-        ami = next(iter(get_backend("ec2")[ACCOUNT][REGION].amis))  # DescribeImages would serialise them all
+        ami = ec2.register_image(Name="reachability", RootDeviceName="/dev/xvda")["ImageId"]
         lab = Lab(
             ec2,
             iam,
